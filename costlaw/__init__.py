@@ -1,0 +1,1 @@
+"""costlaw's command line. Only parsing and printing lives here; the work is in the packages."""

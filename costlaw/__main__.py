@@ -1,0 +1,3 @@
+from costlaw.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""KV-cache policies applied at inference: which method, and how many tokens the cache keeps.
+
+A policy caps every layer's cache at `kept_tokens(T)`: a keep fraction of the context
+(rounded to the nearest whole token, halves up, at least 1) or a fixed token budget (never more than
+the context). A layer whose own pattern already holds fewer keys keeps its own count.
+
+Method options live in one table, `METHODS`, with their defaults. Options that add parameters
+(Locret's retaining heads, KV-Distill's scorer and LoRA) are priced by `policy_params` /
+`policy_flops_per_token`; runs/ builds exactly those modules, and a test compares the two.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from costmodel.errors import ConfigError
+
+# method -> {option: default}. Options are what changes the cache or the policy's own parameters.
+METHODS: dict[str, dict[str, float | int]] = {
+    "streaming": {"sink": 4},  # StreamingLLM: attention sinks + most recent tokens
+    "snapkv": {"window": 32, "kernel": 5},  # observation window queries, pooled scores
+    "h2o": {"recent": 0.5},  # share of kept slots given to the most recent tokens
+    "random": {"seed": 0, "recent": 0.0},  # uniform eviction: the floor
+    "locret": {"hidden": 256, "chunk": 256, "stabilizers": 64, "local": 32},  # retaining heads
+    "kv_distill": {"rank": 8, "alpha": 16.0, "scorer_layer": -1},  # scorer + LoRA on kept tokens
+    "infinipot": {"compress": 0.5, "novelty": 0.5},  # pot of `budget` tokens compressed to compress*budget
+}
+
+
+@dataclass(frozen=True)
+class KVPolicy:
+    method: str
+    keep: float | None = None
+    budget: int | None = None
+    options: tuple[tuple[str, float | int], ...] = field(default=())
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ConfigError("kv_policy.method", f"unknown method {self.method!r}; "
+                                                  f"choose one of {', '.join(sorted(METHODS))}")
+        if (self.keep is None) == (self.budget is None):
+            raise ConfigError("kv_policy", "give exactly one of keep (a fraction) or budget (tokens)")
+        if self.keep is not None:
+            if isinstance(self.keep, bool) or not isinstance(self.keep, (int, float)) or not 0 < self.keep <= 1:
+                raise ConfigError("kv_policy.keep", f"must be a fraction in (0, 1], got {self.keep!r}")
+            object.__setattr__(self, "keep", float(self.keep))
+        if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, int)
+                                        or self.budget < 1):
+            raise ConfigError("kv_policy.budget", f"must be a whole number of tokens >= 1, got {self.budget!r}")
+        opts = dict(self.options)
+        allowed = METHODS[self.method]
+        for k in opts:
+            if k not in allowed:
+                raise ConfigError(f"kv_policy.{k}", f"not an option of {self.method}; "
+                                                    f"options: {', '.join(allowed) or 'none'}")
+        merged = {k: type(v)(opts.get(k, v)) for k, v in allowed.items()}
+        _check_options(self.method, merged)
+        object.__setattr__(self, "options", tuple(sorted(merged.items())))
+
+    def option(self, name: str):
+        return dict(self.options)[name]
+
+    def kept_tokens(self, T: int) -> int:
+        """Tokens a cache holds at context T under this policy."""
+        if self.keep is not None:
+            return max(1, min(T, math.floor(self.keep * T + 0.5)))
+        return min(T, self.budget)
+
+    def to_dict(self) -> dict:
+        d: dict = {"method": self.method}
+        if self.keep is not None:
+            d["keep"] = self.keep
+        else:
+            d["budget"] = self.budget
+        d.update(dict(self.options))
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> KVPolicy:
+        if not isinstance(d, dict):
+            raise ConfigError("kv_policy", f"must be a table like {{method = \"snapkv\", keep = 0.1}}, got {d!r}")
+        d = dict(d)
+        method = d.pop("method", None)
+        if method is None:
+            raise ConfigError("kv_policy.method", "missing; name a method, e.g. method = \"snapkv\"")
+        keep, budget = d.pop("keep", None), d.pop("budget", None)
+        return cls(method=method, keep=keep, budget=budget, options=tuple(sorted(d.items())))
+
+
+def _check_options(method: str, o: dict) -> None:
+    def frac(name, lo_open=False):
+        v = o[name]
+        ok = (0 < v <= 1) if lo_open else (0 <= v <= 1)
+        if not ok:
+            raise ConfigError(f"kv_policy.{name}", f"must be a fraction in {'(0' if lo_open else '[0'}, 1], got {v}")
+
+    def pos(name, lo=1):
+        if o[name] < lo:
+            raise ConfigError(f"kv_policy.{name}", f"must be >= {lo}, got {o[name]}")
+
+    if method == "streaming":
+        pos("sink", 0)
+    elif method == "snapkv":
+        pos("window")
+        pos("kernel")
+    elif method in ("h2o", "random"):
+        frac("recent")
+    elif method == "locret":
+        for n in ("hidden", "chunk"):
+            pos(n)
+        for n in ("stabilizers", "local"):
+            pos(n, 0)
+    elif method == "kv_distill":
+        pos("rank")
+    elif method == "infinipot":
+        frac("compress", lo_open=True)
+        frac("novelty")
+
+
+def policy_params(cfg) -> int:
+    """Parameters the policy adds to the model (0 for training-free policies)."""
+    p = cfg.kv_policy
+    if p is None:
+        return 0
+    d, L = cfg.d_model, cfg.n_layers
+    q, kv = cfg.q_dim, cfg.kv_dim
+    if p.method == "locret":
+        # per layer: fc1 (q + 2 kv features -> hidden), fc2 (hidden -> one score per KV head), no biases
+        h = p.option("hidden")
+        return L * ((q + 2 * kv) * h + h * cfg.n_kv_heads)
+    if p.method == "kv_distill":
+        # a linear scorer (d -> 1, with bias) on one layer's hidden state, LoRA A/B on q, k, v, o of every layer
+        r = p.option("rank")
+        lora = r * (d + q) + 2 * r * (d + kv) + r * (q + d)
+        return (d + 1) + L * lora
+    return 0
+
+
+def policy_flops_per_token(cfg) -> int:
+    """Forward FLOPs the policy adds per token (2 per multiply-accumulate of its own parameters)."""
+    return 2 * policy_params(cfg)

@@ -1,0 +1,60 @@
+"""Named model configs in one table, and overrides on top of them.
+
+Public models are transcribed from their released config.json; the GQA paper's ladder follows its
+Table 9 (d_h = 64, V = 50,304, tied embeddings, RoPE θ = 5e5, d_ff = 8d/3 rounded to the nearest
+multiple of 32), with MHA heads n_h = n_kv = d / 64 as trained there.
+"""
+
+from __future__ import annotations
+
+from costmodel.config import ModelConfig, hybrid_layout
+from costmodel.errors import ConfigError
+
+
+def paper_ffn(d_model: int) -> int:
+    """The GQA paper's d_ff: 8d/3 rounded to the nearest multiple of 32."""
+    return 32 * round(8 * d_model / 3 / 32)
+
+
+def _ladder(n_layers: int, d_model: int) -> ModelConfig:
+    h = d_model // 64
+    return ModelConfig(d_model=d_model, n_layers=n_layers, n_heads=h, n_kv_heads=h, head_dim=64,
+                       ffn_dim=paper_ffn(d_model), vocab_size=50304, tied_embeddings=True, rope_theta=5e5)
+
+
+# name -> (config, source)
+PRESETS: dict[str, tuple[ModelConfig, str]] = {
+    "llama-3.2-1b": (ModelConfig(d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8, head_dim=64, ffn_dim=8192,
+                                 vocab_size=128256, tied_embeddings=True, rope_theta=5e5),
+                     "meta-llama/Llama-3.2-1B config.json"),
+    "llama-3.1-8b": (ModelConfig(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, head_dim=128, ffn_dim=14336,
+                                 vocab_size=128256, tied_embeddings=False, rope_theta=5e5),
+                     "meta-llama/Llama-3.1-8B config.json"),
+    "llama-2-7b": (ModelConfig(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, head_dim=128, ffn_dim=11008,
+                               vocab_size=32000, tied_embeddings=False, rope_theta=1e4),
+                   "meta-llama/Llama-2-7b-hf config.json"),
+    # v0.1 as released: every layer a 4096-token sliding window (config.json "sliding_window": 4096)
+    "mistral-7b": (ModelConfig(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, head_dim=128, ffn_dim=14336,
+                               vocab_size=32000, tied_embeddings=False, rope_theta=1e4,
+                               layout=hybrid_layout(32, "sink_window(0,4096)", full_layer_ids=())),
+                   "mistralai/Mistral-7B-v0.1 config.json (sliding_window 4096)"),
+    "mistral-7b-v0.3": (ModelConfig(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, head_dim=128,
+                                    ffn_dim=14336, vocab_size=32768, tied_embeddings=False, rope_theta=1e6),
+                        "mistralai/Mistral-7B-v0.3 config.json (no sliding window)"),
+    **{f"gqa-{label}": (_ladder(L, d), f"Chen et al. 2025, Table 9 ({label}: L={L}, d={d})")
+       for label, L, d in [("3m", 4, 256), ("19m", 6, 512), ("85m", 12, 768), ("150m", 12, 1024),
+                           ("200m", 16, 1024), ("470m", 24, 1280), ("680m", 24, 1536), ("1.2b", 36, 1536)]},
+}
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """A named config, with field overrides applied on top (e.g. `n_heads=8, n_kv_heads=1`)."""
+    try:
+        cfg = PRESETS[name][0]
+    except KeyError:
+        raise ConfigError("preset", f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+    return cfg.replace(**overrides) if overrides else cfg

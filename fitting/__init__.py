@@ -1,0 +1,1 @@
+"""Scaling laws and robust fitting (numpy + scipy; never torch)."""

@@ -1,0 +1,1 @@
+"""Many runs: spec file -> run configs -> submitit (slurm | local | debug) -> status."""
