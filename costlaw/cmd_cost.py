@@ -123,7 +123,8 @@ def _resolve(args):
         try:
             layout = hybrid_layout(cfg.n_layers, spec, args.full_layers, ids)
         except ConfigError as e:
-            raise ConfigError("--" + e.field.replace("_", "-"), e.problem) from None
+            flag = e.field.removeprefix("sparse.")  # sparse.window -> --window
+            raise ConfigError("--" + flag.replace("_", "-"), e.problem) from None
         cfg = cfg.replace(layout=layout)
     if args.kv_keep is not None or args.kv_budget is not None:
         try:
