@@ -1,0 +1,194 @@
+"""Where a sweep stands: each run's state from its directory (the truth for finished runs) and from its
+last job, polled in one batch (one `sacct` call for every Slurm job, `squeue` once for those sacct does not
+know yet; a process check for local jobs), with the last lines of the logs of runs that failed.
+
+States: pending (queued), running, completed, diverged, failed (DONE says so, or its job ended without
+DONE), preempted (stopped at a checkpoint and not running), incomplete (started, no job to watch),
+unknown (never submitted, or its job is unknown to Slurm).
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from pathlib import Path
+
+from sweeps import record
+from sweeps.jobs import pid_alive, slurm_states
+
+STATES = ("pending", "running", "completed", "diverged", "failed", "preempted", "incomplete", "unknown")
+TERMINAL = ("completed", "diverged", "failed")
+SLURM_PENDING = {"PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"}
+SLURM_RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"}
+RESUBMIT = ("failed", "preempted", "incomplete", "unknown")
+FRESH_S = 120  # a Slurm job unknown to sacct and squeue this soon after submission is taken as pending
+
+
+def tail(path: Path, n: int) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line for line in lines if line.strip()][-n:]
+
+
+def job_logs(job: dict) -> dict[str, Path]:
+    """submitit's stdout/stderr of a job (task 0)."""
+    from submitit.core.utils import JobPaths
+
+    paths = JobPaths(job["folder"], job_id=job["job_id"], task_id=0)
+    return {"stdout": paths.stdout, "stderr": paths.stderr}
+
+
+def dir_status(rd) -> str:
+    """completed | diverged | failed (DONE says so), preempted (summary without DONE), incomplete (started),
+    absent. Only DONE is terminal: a resubmitted failed run keeps its old summary until it finishes again."""
+    try:
+        if rd.is_done():
+            return rd.done()["status"]
+        s = rd.summary()
+    except (ValueError, KeyError, OSError):  # a file written by hand or by a crashed writer: not finished
+        return "incomplete"
+    if s is not None and s.get("status") == "preempted":
+        return "preempted"
+    return "incomplete" if rd.exists() or s is not None else "absent"
+
+
+def run_state(root: Path, run: dict, slurm: dict, live_queue: set) -> tuple[str, str | None]:
+    """(state, job state) of one run."""
+    from runs.rundir import RunDir
+
+    dir_state = dir_status(RunDir(root / "runs" / run["run_id"]))
+    job = record.last_job(run)
+    if dir_state in TERMINAL:
+        return dir_state, (slurm.get(job["job_id"]) if job and job["executor"] == "slurm" else None)
+    if job is None or job["executor"] == "debug":
+        if run["run_id"] in live_queue:
+            return "pending", None
+        if dir_state == "preempted":
+            return "preempted", None
+        return ("incomplete" if dir_state == "incomplete" else "unknown"), None
+    if job["executor"] == "local":
+        if pid_alive(job["job_id"]):
+            return ("running" if dir_state != "absent" else "pending"), "RUNNING"
+        return ("preempted" if dir_state == "preempted" else "failed"), "ENDED"
+    js = slurm.get(job["job_id"], "UNKNOWN")
+    base = js.split()[0]  # "CANCELLED by 0" -> CANCELLED
+    if base in SLURM_RUNNING:
+        return "running", js
+    if base in SLURM_PENDING:
+        return "pending", js
+    if base == "PREEMPTED" or dir_state == "preempted":
+        return "preempted", js
+    if base == "UNKNOWN":  # neither sacct nor squeue lists it: just submitted (their records lag), or purged
+        return ("pending" if _age_s(job) < FRESH_S else "unknown"), js
+    return "failed", js  # FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, or COMPLETED without DONE
+
+
+def _age_s(job: dict) -> float:
+    try:
+        t = datetime.datetime.strptime(job["submitted"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    except (KeyError, ValueError):
+        return float("inf")
+    return (datetime.datetime.now(datetime.UTC) - t).total_seconds()
+
+
+def live_queue(doc: dict) -> set:
+    """Runs waiting in the queue of a local submission whose process is still alive."""
+    out: set = set()
+    for sub in doc.get("submissions", []):
+        if sub.get("queued") and pid_alive(sub.get("pid")):
+            out.update(sub["queued"])
+    return out
+
+
+def collect(root: str | Path, n_lines: int = 8) -> dict:
+    root = Path(root).resolve()
+    doc = record.load(root)
+    jobs = [record.last_job(r) for r in doc["runs"]]
+    slurm = slurm_states([j["job_id"] for j in jobs if j and j["executor"] == "slurm"])
+    queued = live_queue(doc)
+    runs, counts = [], {s: 0 for s in STATES}
+    for run in doc["runs"]:
+        state, js = run_state(root, run, slurm, queued)
+        counts[state] += 1
+        job = record.last_job(run)
+        entry = {"run_id": run["run_id"], "stage": run["stage"], "label": run["label"], "state": state,
+                 "job_id": job["job_id"] if job else None, "job_state": js,
+                 "attempts": len(run.get("jobs", []))}
+        if state in ("failed", "preempted", "incomplete"):
+            entry.update(_failure(root, run, job, n_lines))
+        runs.append(entry)
+    return {"name": doc["name"], "root": str(root), "total": len(runs), "counts": counts, "runs": runs}
+
+
+def _failure(root: Path, run: dict, job: dict | None, n: int) -> dict:
+    from runs.rundir import RunDir
+
+    rd = RunDir(root / "runs" / run["run_id"])
+    out: dict = {"error": None, "train_log": tail(rd.file("train.log"), n)}
+    try:
+        s = rd.summary()
+        out["error"] = s.get("error") if s else None
+    except ValueError:
+        out["error"] = "summary.json does not parse"
+    if job is not None and job["executor"] != "debug":
+        logs = job_logs(job)
+        out["stderr"] = tail(logs["stderr"], n)
+        out["stderr_path"] = str(logs["stderr"])
+    return out
+
+
+def render(st: dict, all_runs: bool = False, max_rows: int = 40) -> str:
+    """Counts, a table of the runs (of the unfinished ones only on a large sweep), then each failure's logs."""
+    from costlaw.table import table
+
+    counts = {k: v for k, v in st["counts"].items() if v}
+    out = [f"sweep {st['name']} at {st['root']}: {st['total']} runs: "
+           + ", ".join(f"{v} {k}" for k, v in counts.items())]
+    shown = st["runs"] if all_runs or st["total"] <= max_rows else [r for r in st["runs"] if r["state"] != "completed"]
+    listed = shown if all_runs else shown[:max_rows]
+    rows = [{"run_id": r["run_id"], "stage": r["stage"], "point": r["label"] or "-", "state": r["state"],
+             "job": r["job_id"] or "-", "job state": r["job_state"] or "-", "attempts": r["attempts"]}
+            for r in listed]
+    if rows:
+        out.append(table(rows))
+    if len(rows) < len(shown):
+        out.append(f"... {len(shown) - len(rows)} more not shown (--all lists every run)")
+    for r in st["runs"]:
+        if r["state"] not in ("failed", "preempted", "incomplete"):
+            continue
+        out.append("")
+        out.append(f"{r['state']}: {r['run_id']} {r['stage']} {r['label']} (job {r['job_id'] or '-'}, "
+                   f"{r['job_state'] or 'no job state'})")
+        if r.get("error"):
+            out.append(f"  error: {r['error']}")
+        if r.get("stderr"):
+            out.append(f"  {r['stderr_path']}:")
+            out.extend(f"    {line}" for line in r["stderr"])
+        if r.get("train_log"):
+            out.append("  train.log:")
+            out.extend(f"    {line}" for line in r["train_log"])
+    return "\n".join(out)
+
+
+def wait(root: str | Path, poll_s: float = 5.0, timeout_s: float | None = None, echo=None) -> dict:
+    """Poll until no run is pending or running (one batched poll per interval)."""
+    t0 = time.monotonic()
+    last = None
+    while True:
+        st = collect(root)
+        c = st["counts"]
+        line = ", ".join(f"{v} {k}" for k, v in c.items() if v)
+        if echo and line != last:
+            echo(f"{time.monotonic() - t0:6.0f} s  {line}")
+            last = line
+        if not c["pending"] and not c["running"]:
+            return st
+        if timeout_s is not None and time.monotonic() - t0 > timeout_s:
+            return st
+        time.sleep(poll_s)

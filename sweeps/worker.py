@@ -1,0 +1,159 @@
+"""The callable a sweep task runs: one run, checkpointable, so preemption and timeouts requeue and resume.
+
+`RunTask` is a `submitit.helpers.Checkpointable`. Its `__call__` trains in a thread (`runs.train.train_run`)
+with a stop event; the main thread only waits, so submitit's signal handler (USR2, sent `signal_delay_s`
+before Slurm kills a preempted or timed-out job) runs promptly. `checkpoint()` sets the stop event, waits
+(bounded) for the trainer to write its checkpoint at the next step boundary, and returns a fresh
+`DelayedSubmission` of the same task: the requeued job resumes from the run directory's checkpoint, never
+from pickled state (the pickle holds only the config and paths).
+
+Multi-GPU runs (resources.gpus > 1) get `tasks_per_node = gpus`: Slurm starts one task per GPU (srun, not
+torchrun) and each calls `TorchDistributedEnvironment().export()` (MASTER_ADDR/PORT, RANK, WORLD_SIZE,
+LOCAL_RANK) before the trainer, which initialises the process group from those variables and trains on
+cuda:LOCAL_RANK. Only rank 0 checkpoints on a signal (submitit's rule); the trainer all-reduces the stop flag
+at log intervals so every rank stops together.
+
+Only this module imports torch (through runs.train), and only inside the job.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import submitit
+
+
+class ParentNotCompleted(RuntimeError):
+    """A later-stage run whose parent run did not finish with status completed."""
+
+
+class RunTask(submitit.helpers.Checkpointable):
+    def __init__(self, root: str, config: dict, run_id: str, sweep: str | None = None, parent_id: str | None = None,
+                 threads: int = 0, device: str = "auto", gpus: int = 0, checkpoint_wait_s: float = 60.0,
+                 train_fn: str = "runs.train:train_run"):
+        self.root = str(root)
+        self.config = config
+        self.run_id = run_id
+        self.sweep = sweep
+        self.parent_id = parent_id
+        self.threads = threads
+        self.device = device
+        self.gpus = gpus
+        self.checkpoint_wait_s = checkpoint_wait_s
+        self.train_fn = train_fn  # "module:function"; tests point it at small trainers of the same signature
+        self._runtime()
+
+    def _runtime(self):
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._result: dict | None = None
+        self._error: BaseException | None = None
+
+    # the pickle (first submission and every requeue) carries only the arguments, never threads or results
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._runtime()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.root) / "runs" / self.run_id
+
+    def __repr__(self) -> str:
+        return f"RunTask({self.run_id}, sweep={self.sweep!r})"
+
+    def __call__(self) -> dict:
+        from runs.config import RunConfig
+
+        cfg = RunConfig.from_dict(self.config)
+        if cfg.run_id != self.run_id:
+            raise RuntimeError(f"run {self.run_id}: the config now hashes to {cfg.run_id}; the code that defines "
+                               "RunConfig changed since the sweep was planned. Plan and submit it again.")
+        if self.parent_id is not None:
+            self._check_parent()
+        dist = distributed_env(self.gpus)
+        if self.threads:  # the trainer's torch uses the CPUs the job was given, not every core of the node
+            os.environ["OMP_NUM_THREADS"] = str(self.threads)
+            if "torch" in sys.modules:
+                sys.modules["torch"].set_num_threads(self.threads)
+        train = _resolve(self.train_fn)
+        kwargs = {"device": self.device, "resume": True, "stop_event": self._stop, "sweep": self.sweep}
+        if dist is not None:
+            kwargs["distributed"] = dist
+        self._thread = threading.Thread(target=self._train, args=(train, cfg, kwargs), name=f"train-{self.run_id}",
+                                        daemon=True)
+        self._thread.start()
+        while self._thread.is_alive():  # join in slices: signal handlers run between them
+            self._thread.join(0.5)
+        if self._error is not None:
+            raise self._error
+        summary = self._result or {}
+        status = summary.get("status")
+        if status == "failed":
+            raise RuntimeError(f"run {self.run_id} failed: {summary.get('error')}")
+        if status == "preempted" and not self._stop.is_set():
+            raise RuntimeError(f"run {self.run_id} stopped as preempted without a stop request")
+        return summary
+
+    def _train(self, train, cfg, kwargs):
+        try:
+            self._result = train(cfg, self.run_dir, **kwargs)
+        except BaseException as e:  # re-raised in the main thread, where submitit records it
+            self._error = e
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        """Called by submitit on preemption or timeout: stop at the next step boundary (the trainer writes
+        its checkpoint and a "preempted" summary), then requeue a clean copy of this task."""
+        self._stop.set()
+        t0 = time.monotonic()
+        if self._thread is not None:
+            self._thread.join(self.checkpoint_wait_s)
+        waited = time.monotonic() - t0
+        alive = self._thread is not None and self._thread.is_alive()
+        print(f"[costlaw sweep] run {self.run_id}: checkpoint requested; trainer "
+              f"{'still busy after' if alive else 'stopped in'} {waited:.1f} s; requeueing", flush=True)
+        fresh = RunTask(self.root, self.config, self.run_id, self.sweep, self.parent_id, self.threads, self.device,
+                        self.gpus, self.checkpoint_wait_s, self.train_fn)
+        return submitit.helpers.DelayedSubmission(fresh, *args, **kwargs)
+
+    def _check_parent(self):
+        import json
+
+        done = Path(self.root) / "runs" / self.parent_id / "DONE"
+        if not done.exists():
+            raise ParentNotCompleted(f"run {self.run_id} starts from run {self.parent_id}, which has not finished "
+                                     f"(no {done}); resubmit the sweep once the parent completes")
+        status = json.loads(done.read_text()).get("status")
+        if status != "completed":
+            raise ParentNotCompleted(f"run {self.run_id} starts from run {self.parent_id}, which ended {status}; "
+                                     "it will not be continued")
+
+
+def distributed_env(gpus: int):
+    """For a multi-GPU run inside a submitit job: export torch.distributed's env:// variables for this task
+    (one task per GPU) and return the TorchDistributedEnvironment; None for a single-process run."""
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:  # not inside a submitit job (called directly)
+        return None
+    if env.num_tasks <= 1 and gpus <= 1:
+        return None
+    dist = submitit.helpers.TorchDistributedEnvironment()
+    # every task keeps all of the job's GPUs visible (the trainer takes cuda:LOCAL_RANK); a requeued or re-run
+    # task may find the variables of its previous attempt, hence overwrite
+    dist.export(set_cuda_visible_devices=False, overwrite=True)
+    os.environ.setdefault("TORCH_DISTRIBUTED_BACKEND", "nccl" if gpus > 0 else "gloo")
+    return dist
+
+
+def _resolve(spec: str):
+    import importlib
+
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
