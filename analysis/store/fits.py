@@ -1,0 +1,65 @@
+"""`write_fits(db, rows)`: the one other writer of the results database, for fitted laws.
+
+It takes the same `<db>.lock` as ingest and upserts by `fit_id`: a row without one gets the hash of its
+(law, group keys, source query), so refitting the same law to the same points replaces the old fit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+from analysis.store.flatten import canonical_json
+from analysis.store.lock import DEFAULT_WAIT_S, connect, write_lock
+from analysis.store.schema import migrate
+from analysis.store.views import create_views
+from costmodel.errors import CostlawError
+
+FIT_COLUMNS = ("fit_id", "created", "law", "group_keys", "params", "objective", "r2", "n_points", "stderr", "ci95",
+               "source_query", "extra")
+_JSON = ("group_keys", "params", "stderr", "ci95", "extra")
+
+
+def fit_id(law: str, group_keys, source_query) -> str:
+    return hashlib.sha256(canonical_json([law, group_keys, source_query]).encode()).hexdigest()[:16]
+
+
+def _row(r: dict, now: dt.datetime) -> list:
+    unknown = sorted(set(r) - set(FIT_COLUMNS))
+    if unknown:
+        raise CostlawError(f"fits.{unknown[0]}: unknown column; fits has {', '.join(FIT_COLUMNS)}")
+    if not isinstance(r.get("law"), str) or not r["law"]:
+        raise CostlawError("fits.law: missing; name the law that was fitted (e.g. \"power_plus_constant\")")
+    if not isinstance(r.get("params"), dict):
+        raise CostlawError("fits.params: must be a dict of parameter name -> value")
+    out = dict(r)
+    out.setdefault("fit_id", fit_id(r["law"], r.get("group_keys"), r.get("source_query")))
+    out.setdefault("created", now)
+    for k in _JSON:
+        if out.get(k) is not None and not isinstance(out[k], str):
+            out[k] = canonical_json(out[k])
+    return [out.get(c) for c in FIT_COLUMNS]
+
+
+def write_fits(db, rows: list[dict], wait: float = DEFAULT_WAIT_S) -> list[str]:
+    """Upsert fit rows into `db` (which ingest created); returns their fit ids."""
+    db = Path(db)
+    if not db.is_file():
+        raise CostlawError(f"--db: no such results file {str(db)!r}; "
+                           f"create it with costlaw ingest --root DIR --db {db}")
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    values = [_row(r, now) for r in rows]
+    with write_lock(db, wait):
+        con = connect(db, read_only=False, wait=wait)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            migrate(con, db)
+            create_views(con)
+            cols = ", ".join(FIT_COLUMNS)
+            con.executemany(f"INSERT OR REPLACE INTO fits ({cols}) VALUES ({', '.join('?' * len(FIT_COLUMNS))})",
+                            values)
+            con.execute("COMMIT")
+        finally:
+            con.close()
+    return [v[0] for v in values]

@@ -1,0 +1,148 @@
+"""Read-only access to the results database: a read-only connection plus a statement check.
+
+A read-only DuckDB connection cannot change the database file, but it can still write other files
+(COPY ... TO, EXPORT DATABASE), attach databases, install extensions or change settings. So every SQL
+text is first split by DuckDB's own parser (`extract_statements`) and refused unless it is exactly one
+SELECT (which covers FROM-first queries, DESCRIBE, SHOW and SUMMARIZE), an EXPLAIN of one, or a PRAGMA
+from a short list of read-only ones.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import duckdb
+
+from analysis.store.lock import DEFAULT_WAIT_S, connect
+from analysis.store.schema import check_not_newer, version
+from costmodel.errors import CostlawError
+
+READ_ONLY_PRAGMAS = {"show_tables", "show_tables_expanded", "table_info", "show", "database_size", "version",
+                     "platform", "database_list", "storage_info", "functions", "collations"}
+_EXPLAIN = re.compile(r"^\s*explain\s+(analyze\s+)?", re.IGNORECASE)
+_COMMENT = re.compile(r"^\s*(--[^\n]*(\n|$)|/\*.*?\*/)", re.DOTALL)
+_PRAGMA = re.compile(r"^\s*pragma\s+([A-Za-z_][A-Za-z0-9_]*)\s*(\(|;|$)", re.IGNORECASE)
+_HINT = "costlaw query is read-only; the database is written only by costlaw ingest"
+
+
+def _strip_comments(sql: str) -> str:
+    while True:
+        m = _COMMENT.match(sql)
+        if not m:
+            return sql
+        sql = sql[m.end():]
+
+
+def check_sql(sql: str, con=None) -> None:
+    """Raise CostlawError unless `sql` is one read-only statement (see the module doc)."""
+    con = con or duckdb.connect(":memory:")
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as e:
+        raise CostlawError(f"SQL: {str(e).splitlines()[0]}; fix the query") from None
+    if not statements:
+        raise CostlawError("SQL: no statement given; pass one SELECT, e.g. \"SELECT * FROM run_summary\"")
+    if len(statements) > 1:
+        raise CostlawError(f"SQL: {len(statements)} statements given; pass exactly one read-only statement")
+    st = statements[0]
+    kind = st.type
+    if kind == duckdb.StatementType.SELECT:
+        return
+    text = _strip_comments(st.query)
+    if kind == duckdb.StatementType.EXPLAIN:
+        m = _EXPLAIN.match(text)
+        if m is None:
+            raise CostlawError(f"SQL: cannot read this EXPLAIN; {_HINT}")
+        check_sql(text[m.end():], con)  # EXPLAIN ANALYZE runs its statement: check that statement too
+        return
+    if kind == duckdb.StatementType.PRAGMA:
+        m = _PRAGMA.match(text)
+        if m and m.group(1).lower() in READ_ONLY_PRAGMAS:
+            return
+        raise CostlawError(f"SQL: PRAGMA {m.group(1) if m else ''} is not allowed (only "
+                           f"{', '.join(sorted(READ_ONLY_PRAGMAS))}); {_HINT}")
+    name = kind.name.replace("_", " ")
+    raise CostlawError(f"SQL: {name} statements are refused; {_HINT}")
+
+
+def _check_db(db) -> Path:
+    p = Path(db)
+    if not p.is_file():
+        raise CostlawError(f"--db: no such results file {str(p)!r}; create it with costlaw ingest --root DIR --db {p}")
+    return p
+
+
+def connect_readonly(db, wait: float = DEFAULT_WAIT_S):
+    """A read-only DuckDB connection to `db`, retrying for up to `wait` s while an ingest holds it.
+    Extensions are not auto-installed, and the configuration is locked against SET."""
+    p = _check_db(db)
+    con = connect(p, read_only=True, wait=wait,
+                  config={"autoinstall_known_extensions": False, "lock_configuration": True})
+    try:
+        check_not_newer(version(con), p)
+    except CostlawError:
+        con.close()
+        raise
+    return con
+
+
+def execute(con, sql: str):
+    """Check `sql`, run it on `con`, return it as a DuckDB relation (.pl(), .df(), .to_arrow_table())."""
+    check_sql(sql, con)
+    try:
+        rel = con.sql(sql)
+        if rel is None:  # a PRAGMA that returns nothing
+            rel = con.sql("SELECT NULL AS result WHERE false")
+        return rel
+    except duckdb.Error as e:
+        raise CostlawError(f"SQL: {str(e).splitlines()[0]}; fix the query (costlaw query --db FILE --list "
+                           "shows the tables and views)") from None
+
+
+def query_arrow(db, sql: str, wait: float = DEFAULT_WAIT_S):
+    """The result of one read-only statement as a pyarrow Table."""
+    con = connect_readonly(db, wait)
+    try:
+        return execute(con, sql).to_arrow_table()
+    finally:
+        con.close()
+
+
+def query_rows(db, sql: str, wait: float = DEFAULT_WAIT_S) -> tuple[list[str], list[tuple]]:
+    """The result of one read-only statement as (column names, rows of Python values)."""
+    con = connect_readonly(db, wait)
+    try:
+        rel = execute(con, sql)
+        types = [str(t) for t in rel.types]
+        if any("WITH TIME ZONE" in t for t in types):  # Python values for these need pytz: print them as text
+            rel = rel.project(", ".join(
+                f'CAST({_ident(c)} AS VARCHAR) AS {_ident(c)}' if "WITH TIME ZONE" in t else _ident(c)
+                for c, t in zip(rel.columns, types)))
+        return list(rel.columns), rel.fetchall()
+    finally:
+        con.close()
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def list_objects(db, wait: float = DEFAULT_WAIT_S) -> list[dict]:
+    """Tables and views of the results file with their row counts, and the schema version."""
+    con = connect_readonly(db, wait)
+    try:
+        objs = con.execute("""
+            SELECT table_name AS name, 'table' AS kind FROM duckdb_tables()
+             WHERE database_name = current_database() AND schema_name = 'main' AND NOT temporary
+            UNION ALL
+            SELECT view_name, 'view' FROM duckdb_views()
+             WHERE database_name = current_database() AND schema_name = 'main' AND NOT internal AND NOT temporary
+            ORDER BY kind, name""").fetchall()
+        out = []
+        for name, kind in objs:
+            n = con.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]
+            out.append({"name": name, "kind": kind, "rows": n})
+        return out
+    finally:
+        con.close()

@@ -1,0 +1,90 @@
+"""`costlaw query`: read-only SQL on a results file (tables runs, steps, evals, fits and the named views)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+def add_arguments(p):
+    import argparse
+
+    from analysis.store.views import describe
+
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = ("tables:\n"
+                "  runs            one row per run: flattened config, summary, analytic costs, environment\n"
+                "  steps           (run_id, step): tokens, loss, lr, grad_norm, tokens_per_s, time_s\n"
+                "  evals           (run_id, eval, tags, metric): value; tag columns context, bucket, depth,\n"
+                "                  policy, keep, budget, batch\n"
+                "  fits            fitted laws (law, group_keys, params, objective, r2, ci95, ...)\n"
+                "  schema_version  the migrations applied\n\nviews:\n" + describe() + "\n\nexample:\n"
+                "  costlaw query --db results.duckdb \"SELECT n_heads, n_kv_heads, avg(final_loss) "
+                "FROM run_summary GROUP BY ALL\"")
+    p.add_argument("--db", required=True, help="the DuckDB results file written by costlaw ingest")
+    p.add_argument("sql", nargs="?", help="one read-only statement (SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)")
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+    p.add_argument("--out", help="write to this file instead of stdout (required for parquet)")
+    p.add_argument("--list", action="store_true", help="list the tables and views with their row counts")
+    p.add_argument("--wait", type=float, default=10.0,
+                   help="seconds to wait while an ingest holds the file (default 10)")
+
+
+def _write(out: str, data: bytes) -> None:
+    path = Path(out)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _json_default(v):
+    return v.isoformat() if hasattr(v, "isoformat") else str(v)
+
+
+def main(args) -> int:
+    from analysis.store.query import list_objects, query_arrow, query_rows
+    from costlaw.table import table
+    from costmodel.errors import CostlawError
+
+    if args.out:
+        out, db = Path(args.out).resolve(), Path(args.db).resolve()
+        if out in (db, db.with_name(db.name + ".wal"), db.with_name(db.name + ".lock")):
+            raise CostlawError(f"--out: {args.out} is the database itself; choose another file")
+    if args.list:
+        print(table(list_objects(args.db, wait=args.wait)))
+        return 0
+    if not args.sql:
+        raise CostlawError("sql: missing; give one statement, e.g. \"SELECT * FROM run_summary\", or --list")
+    if args.format == "parquet":
+        if not args.out:
+            raise CostlawError("--format: parquet is binary; give --out FILE.parquet")
+        import pyarrow.parquet as pq
+
+        result = query_arrow(args.db, args.sql, wait=args.wait)
+        buf = io.BytesIO()
+        pq.write_table(result, buf)
+        _write(args.out, buf.getvalue())
+        return 0
+    cols, rows = query_rows(args.db, args.sql, wait=args.wait)
+    if args.format == "table":
+        text = (table([dict(zip(cols, r)) for r in rows], columns=cols) if rows
+                else f"(no rows; columns: {', '.join(cols)})") + "\n"
+    elif args.format == "json":
+        text = json.dumps([dict(zip(cols, r)) for r in rows], default=_json_default) + "\n"
+    else:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(cols)
+        w.writerows(rows)
+        text = buf.getvalue()
+    if args.out:
+        _write(args.out, text.encode())
+    else:
+        sys.stdout.write(text)
+    return 0
