@@ -26,7 +26,7 @@ STAGES = ("pretrain", "extend", "compress")
 
 @dataclass(frozen=True)
 class DataConfig:
-    corpus: str = "stdlib"  # stdlib | site-packages | a directory | a glob of files
+    corpus: str = "stdlib"  # stdlib | site-packages | a directory | a glob | a prepared corpus dir | synthetic
     tokenizer: str = "byte"  # byte | gpt2
     seq_len: int = 256
     packing: str = "balanced"  # balanced (HBP-style attention balance) | greedy | none (one document per row)
@@ -99,6 +99,7 @@ class EvalConfig:
     contexts: tuple[int, ...] = ()  # extra contexts for prefill/decode timing and KV bytes (default: seq_len)
     kv_keep: tuple[float, ...] = ()  # compressed harness: keep ratios to evaluate (with policies)
     policies: tuple[str, ...] = ()  # compressed harness: KV policy methods to evaluate
+    policy_runs: tuple[str, ...] = ()  # compressed harness: METHOD=RUN_ID of the trained policies evaluated
 
     def validate(self):
         for f in ("val_tokens", "retrieval_samples", "decode_tokens"):

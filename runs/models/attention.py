@@ -56,7 +56,7 @@ def attend_slots(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: tor
     q = q.reshape(B, n_kv, group * n, d)
     mask = visible[:, :, None].expand(B, n_kv, group, n, -1).reshape(B, n_kv, group * n, -1)
     y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask)
-    return y.view(B, n_heads, n, d)
+    return y.reshape(B, n_heads, n, d)  # the CUDA kernels may return a non-contiguous layout
 
 
 @dataclass

@@ -90,6 +90,8 @@ class Transformer(nn.Module):
         self.patterns = list(dict.fromkeys(cfg.layout))  # distinct patterns, in layer order
         self.layer_pattern = [self.patterns.index(spec) for spec in cfg.layout]
         self._fixed_masks: dict[tuple, list] = {}
+        # cos and sin of positions 0..n-1 ([2, n, d_h/2]), grown on demand outside torch.compile (see _rope)
+        self.register_buffer("rope_table", torch.empty(2, 0, cfg.head_dim // 2), persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -113,9 +115,10 @@ class Transformer(nn.Module):
     def attention_masks(self, T: int, doc_ids: torch.Tensor | None = None, device=None) -> list:
         """One mask per distinct pattern (`self.patterns`) for rows of T tokens: None (full causal without
         documents), a BlockMask (flex) or a boolean [B|1, 1, T, T] tensor (sdpa). Calling it once before
-        torch.compile fills the fixed-mask cache, so the compiled graph starts with the masks in place."""
+        torch.compile fills the fixed-mask cache and the RoPE table, so the compiled graph starts with both."""
         # "cuda" and "cuda:0" must meet the same cache entry: take the device a tensor would get
         device = torch.empty(0, device=device).device if device is not None else self.embed.weight.device
+        self._fill_rope(T, wide_dtype(self.embed.weight.dtype))
         docs = None if doc_ids is None else document_layout(doc_ids.to(device))
         return self._masks(T, device, docs)
 
@@ -145,13 +148,14 @@ class Transformer(nn.Module):
         """idx [B, T] token ids. targets None -> logits [B, T, V]; else the loss (see `lm_loss`)."""
         B, T = idx.shape
         docs = None if doc_ids is None else document_layout(doc_ids)
+        bound = T  # positions below this bound index the RoPE table; explicit ones may not
         if positions is None:
             positions = torch.arange(T, device=idx.device)[None] if docs is None else docs[1]
-        elif positions.dim() == 1:
-            positions = positions[None]
+        else:
+            positions, bound = (positions[None] if positions.dim() == 1 else positions), None
         masks = self._masks(T, idx.device, docs)
         x = self.embed(idx)
-        cos, sin = self._rope(positions, x.dtype)
+        cos, sin = self._rope(positions, x.dtype, bound)
         for block, p in zip(self.blocks, self.layer_pattern):
             x = block(x, cos, sin, masks[p])
         h = self.norm(x)
@@ -159,9 +163,28 @@ class Transformer(nn.Module):
             return F.linear(h, self.output_weight)
         return lm_loss(h, self.output_weight, targets, reduction)
 
-    def _rope(self, positions: torch.Tensor, dtype: torch.dtype):
-        cos, sin = rope_angles(positions, self.cfg.head_dim, self.cfg.rope_theta, wide_dtype(dtype))
-        return cos[:, :, None], sin[:, :, None]  # [B|1, T, 1, d_h/2]: broadcast over heads
+    def _rope(self, positions: torch.Tensor, dtype: torch.dtype, bound: int | None):
+        """cos, sin [B|1, T, 1, d_h/2] (broadcast over heads) for `positions`, all < `bound` when it is given.
+        They come from a table computed once: angles computed inline let inductor fuse sin/cos into every
+        RoPE kernel and recompute them per head and row, which took a quarter of a 124M model's training
+        step on an H100 (benchmarks/runs.md)."""
+        wide = wide_dtype(dtype)
+        if bound is not None and not (torch.compiler.is_compiling() and self.rope_table.shape[1] < bound):
+            self._fill_rope(bound, wide)
+            table = self.rope_table.to(wide)
+            return table[0][positions][:, :, None], table[1][positions][:, :, None]
+        cos, sin = rope_angles(positions, self.cfg.head_dim, self.cfg.rope_theta, wide)
+        return cos[:, :, None], sin[:, :, None]
+
+    def _fill_rope(self, n: int, dtype: torch.dtype) -> None:
+        """Make the RoPE table cover positions 0..n-1 (grown to a power of two, so decoding rarely regrows it)."""
+        if self.rope_table.shape[1] >= n and self.rope_table.dtype == dtype:
+            return
+        if torch.compiler.is_compiling():  # a compiled graph reads the table; it never grows it
+            return
+        size = 1 << max(10, (n - 1).bit_length())
+        pos = torch.arange(size, device=self.embed.weight.device)
+        self.rope_table = torch.stack(rope_angles(pos, self.cfg.head_dim, self.cfg.rope_theta, dtype))
 
     # ------------------------------------------------------------------ inference with a KV cache
     def new_cache(self, batch: int, context: int, device=None, dtype: torch.dtype | None = None) -> KVCache:
@@ -190,7 +213,7 @@ class Transformer(nn.Module):
         seq0, pos0 = cache.seen, cache.position
         masks = self._masks(n, idx.device, None) if seq0 == 0 and n > 1 else [None] * len(self.patterns)
         x = self.embed(idx)
-        cos, sin = self._rope(torch.arange(pos0, pos0 + n, device=idx.device)[None], x.dtype)
+        cos, sin = self._rope(torch.arange(pos0, pos0 + n, device=idx.device)[None], x.dtype, pos0 + n)
         for i, (block, p) in enumerate(zip(self.blocks, self.layer_pattern)):
             x = block(x, cos, sin, masks[p], CacheStep(cache.layers[i], i, seq0, pos0, hook))
         cache.seen += n

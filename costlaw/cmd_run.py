@@ -1,0 +1,79 @@
+"""`costlaw run RUN.toml --out ROOT`: train and evaluate one run config into ROOT/runs/<run_id>/.
+
+The run directory follows docs/run-directory.md, so `costlaw ingest ROOT` picks it up. SIGTERM, SIGINT
+and SIGUSR1 stop the run at the next step boundary with a checkpoint (status "preempted"); `--resume`
+continues it exactly. A finished run (DONE) is not retrained. Exit codes: 0 completed, 1 diverged,
+2 bad input, 3 preempted; a failure prints its traceback (the run directory records it as "failed").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def add_arguments(p):
+    p.add_argument("config", help="a run config TOML (or a run directory's config.json)")
+    p.add_argument("--out", required=True, help="results root: the run is written to OUT/runs/<run_id>/")
+    p.add_argument("--device", default="auto", help="cuda | cpu | auto (cuda when available); cuda:N picks a GPU")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the run directory's checkpoint (default: start the run over)")
+    p.add_argument("--sweep", help="sweep name recorded in config.json")
+    p.add_argument("--threads", type=int,
+                   help="torch CPU threads (default on --device cpu: 1 unless OMP_NUM_THREADS is set, as tiny CPU "
+                        "models run fastest single-threaded and parallel runs do not oversubscribe; 0 = torch's "
+                        "default)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def main(args) -> int:
+    import signal
+    import threading
+
+    from costlaw.table import binary_bytes, si, table
+    from runs.config import RunConfig
+    from runs.rundir import RunDir
+
+    cfg = RunConfig.load(args.config)
+    threads = args.threads
+    if threads is None and args.device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        threads = 1
+    if threads:
+        if threads < 0:
+            from costmodel import ConfigError
+
+            raise ConfigError("--threads", f"must be >= 0, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+    run_dir = Path(args.out) / "runs" / cfg.run_id
+    rd = RunDir(run_dir)
+    if rd.is_done():
+        summary = rd.summary()
+        print(f"run {cfg.run_id} already finished ({summary['status']}) in {run_dir}; remove it to run again")
+    else:
+        from runs.train import train_run
+
+        stop = threading.Event()
+
+        def on_signal(signum, frame):
+            if stop.is_set() and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            signal.signal(sig, on_signal)
+        summary = train_run(cfg, run_dir, device=args.device, resume=args.resume, stop_event=stop, sweep=args.sweep,
+                            progress=not args.quiet)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"run {cfg.run_id}  {summary['status']}  -> {run_dir}")
+        row = {"steps": summary["steps"], "tokens": si(summary["tokens"]), "final loss": summary["final_loss"],
+               "val loss": summary.get("val_loss"), "tok/s": si(summary.get("tokens_per_s")),
+               "MFU": f"{summary['mfu']:.1%}" if summary.get("mfu") else None,
+               "peak mem": binary_bytes(summary.get("peak_memory_bytes")), "wall s": summary.get("wall_s")}
+        print(table([row]))
+    return {"completed": 0, "diverged": 1, "preempted": 3}.get(summary["status"], 1)

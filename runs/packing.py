@@ -1,0 +1,496 @@
+"""Packing documents into fixed-length rows, balanced for attention cost (in the spirit of HBP).
+
+Plans are made from document lengths alone (no tokens are touched), one *window* of optimizer steps at a
+time (at least `WINDOW_ROWS` rows), so that balancing has choice and resuming is cheap:
+
+1. Draw documents — in a seeded shuffled order per epoch, or shortest first during the `short-first`
+   curriculum — and cut each into pieces of at most `seq_len` input positions (a document of n tokens has
+   n + 1: see runs.data.shards). Pieces left over from the previous window come first, so none waits
+   more than one window.
+2. Place the pieces of at least `seq_len / 16` positions into the window's rows: `balanced` by best-fit
+   decreasing, `greedy` by plain first-fit in draw order. `none` puts one piece per row and pads.
+3. Stream the remaining pieces into the space left (splitting at row ends), so a packed row is padded only
+   when the corpus runs dry; what does not fit is carried to the next window.
+4. Deal rows to the window's micro-batches: `balanced` by longest-processing-time on each row's attention
+   cost Σ s² (s = segment lengths) so every micro-batch costs about the same, then form each optimizer
+   step from micro-batches of neighbouring cost (the micro-batches of a step — which data-parallel ranks
+   share — are balanced within it; HBP's setting), steps in seeded random order; the others in row order.
+
+Reported per run: the padding ratio (pad positions / all positions), the attention balance ratio over all
+micro-batches of the run, ABR = Σ_i (A_max − A_i) / (A_max · N) = 1 − mean(A) / max(A), with A_i = Σ s² of
+micro-batch i (HBP, arXiv 2503.07680), and `abr_step`, the mean ABR among the micro-batches of one step.
+Ave-Token loss normalisation (sum over every micro-batch of a step, divided once by the step's target
+count) is the trainer's; the plan tells it the count up front.
+
+Rows may also carry a synthetic passkey (`retrieval_mix`): the row becomes one segment of its own text with
+"The pass key is 48213. Remember it." inserted at a random depth and "What is the pass key? 48213" at its
+end, so the retrieval probe (runs.evaluate) means something at small scale.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+
+WINDOW_ROWS = 256  # a packing window spans whole steps holding at least this many rows
+BALANCED_SLACK = 0.1  # balanced offers best-fit this much more than a window holds, so it has choice
+RESERVOIR = 4  # balanced keeps this many windows of pieces in hand and takes each window's share of every length
+PAD_TARGET = -100  # the model's ignore_index
+
+PASSKEY_INTRO = " The pass key is {key}. Remember it. "
+PASSKEY_QUESTION = " What is the pass key?"
+PASSKEY_ANSWER = " {key}"
+
+
+# ---------------------------------------------------------------- plans
+@dataclass
+class MicroBatch:
+    """A micro-batch plan: pieces (doc, stream start, length) at (row, col); rows sorted, cols ascending."""
+
+    index: int  # global micro-batch number (0-based)
+    rows: int
+    seq_len: int
+    row: np.ndarray
+    col: np.ndarray
+    doc: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+    passkey: np.ndarray  # bool [rows]
+    keys: np.ndarray  # int [rows]: the passkey of each passkey row
+    depths: np.ndarray  # float [rows]: where its intro goes
+
+    @property
+    def positions(self) -> int:
+        return self.rows * self.seq_len
+
+    @property
+    def tokens(self) -> int:
+        """Positions with a target (passkey rows count whole)."""
+        keep = ~self.passkey[self.row]
+        return int(self.length[keep].sum()) + int(self.passkey.sum()) * self.seq_len
+
+    @property
+    def pad(self) -> int:
+        return self.positions - self.tokens
+
+    @property
+    def cost(self) -> int:
+        """Attention cost Σ s² over the micro-batch's segments (a passkey row is one segment of seq_len)."""
+        keep = ~self.passkey[self.row]
+        s = self.length[keep].astype(np.int64)
+        return int((s * s).sum()) + int(self.passkey.sum()) * self.seq_len ** 2
+
+
+class PackStats:
+    """Running padding ratio and ABR over consumed micro-batches (what the trainer checkpoints)."""
+
+    def __init__(self, d: dict | None = None):
+        d = d or {}
+        self.positions, self.pad = d.get("positions", 0), d.get("pad", 0)
+        self.n, self.cost_sum, self.cost_max = d.get("n", 0), d.get("cost_sum", 0), d.get("cost_max", 0)
+        self.steps, self.step_abr_sum = d.get("steps", 0), d.get("step_abr_sum", 0.0)
+
+    def add_step(self, mbs: list[MicroBatch]) -> None:
+        for mb in mbs:
+            self.add(mb)
+        self.steps += 1
+        self.step_abr_sum += abr([mb.cost for mb in mbs])
+
+    @property
+    def abr_step(self) -> float:
+        """Mean over steps of the ABR among one step's micro-batches."""
+        return self.step_abr_sum / self.steps if self.steps else 0.0
+
+    def add(self, mb: MicroBatch) -> None:
+        c = mb.cost
+        self.positions += mb.positions
+        self.pad += mb.pad
+        self.n += 1
+        self.cost_sum += c
+        self.cost_max = max(self.cost_max, c)
+
+    @property
+    def padding_ratio(self) -> float:
+        return self.pad / self.positions if self.positions else 0.0
+
+    @property
+    def abr(self) -> float:
+        return abr_from(self.cost_sum, self.cost_max, self.n)
+
+    def state_dict(self) -> dict:
+        return {"positions": self.positions, "pad": self.pad, "n": self.n, "cost_sum": self.cost_sum,
+                "cost_max": self.cost_max, "steps": self.steps, "step_abr_sum": self.step_abr_sum}
+
+
+def abr(costs) -> float:
+    """Attention balance ratio Σ_i (A_max − A_i) / (A_max · N) of per-micro-batch costs A_i."""
+    a = np.asarray(costs, dtype=np.float64)
+    if a.size == 0 or a.max() == 0:
+        return 0.0
+    return float((a.max() - a).sum() / (a.max() * a.size))
+
+
+def abr_from(cost_sum: float, cost_max: float, n: int) -> float:
+    return 0.0 if n == 0 or cost_max == 0 else float(1.0 - cost_sum / (cost_max * n))
+
+
+# ---------------------------------------------------------------- the packer
+class Packer:
+    """Deterministic given the seed; `state_dict()` after any step restores the exact sequence."""
+
+    def __init__(self, positions: np.ndarray, seq_len: int, batch_size: int, grad_accum: int = 1,
+                 mode: str = "balanced", seed: int = 0, curriculum_steps: int = 0, retrieval_mix: float = 0.0,
+                 window_rows: int = WINDOW_ROWS):
+        if mode not in ("balanced", "greedy", "none"):
+            raise ValueError(f"packing mode {mode!r}")
+        self.m = np.asarray(positions, dtype=np.int64)
+        if self.m.size == 0 or self.m.min() < 1:
+            raise ValueError("every document needs at least one position")
+        self.T, self.B, self.A = seq_len, batch_size, grad_accum
+        self.mode, self.seed = mode, seed
+        self.curriculum_steps = curriculum_steps
+        self.retrieval_mix = retrieval_mix
+        self.window_steps = max(1, -(-window_rows // (batch_size * grad_accum)))
+        self.big_min = max(1, seq_len // 16)
+        self._curr_order = None
+        # cursor state (what a window starts from)
+        self.epoch, self.cursor, self.curr_cursor = 0, 0, 0
+        self.carry = (np.zeros(0, np.int64),) * 3
+        self.window_index = 0
+        self.mb_next = 0  # global index of the next micro-batch to plan
+        self.step = 0  # steps handed out
+        self._window: list[MicroBatch] = []
+        self._window_pos = 0
+        self._window_start: dict | None = None
+
+    # ---- state
+    def _cursor_state(self) -> dict:
+        return {"epoch": self.epoch, "cursor": self.cursor, "curr_cursor": self.curr_cursor,
+                "carry": [c.tolist() for c in self.carry], "window_index": self.window_index,
+                "mb_next": self.mb_next, "step": self.step}
+
+    def _set_cursor_state(self, s: dict) -> None:
+        self.epoch, self.cursor, self.curr_cursor = s["epoch"], s["cursor"], s["curr_cursor"]
+        self.carry = tuple(np.asarray(c, dtype=np.int64) for c in s["carry"])
+        self.window_index, self.mb_next, self.step = s["window_index"], s["mb_next"], s["step"]
+
+    def state_dict(self) -> dict:
+        """The data position: the state the current window was planned from, and how far into it we are."""
+        return {"window_start": self._window_start, "window_pos": self._window_pos, "step": self.step,
+                "epoch": self.epoch}
+
+    def load_state_dict(self, d: dict) -> None:
+        if d["window_start"] is None:
+            return
+        self._set_cursor_state(d["window_start"])
+        self._plan_window()
+        self._window_pos = d["window_pos"]
+        self.step = d["step"]
+
+    @property
+    def epochs(self) -> float:
+        """Passes over the documents so far (main phase)."""
+        return self.epoch + self.cursor / len(self.m)
+
+    # ---- stepping
+    def next_step(self) -> list[MicroBatch]:
+        out = []
+        for _ in range(self.A):
+            if self._window_pos >= len(self._window):
+                self._plan_window()
+            out.append(self._window[self._window_pos])
+            self._window_pos += 1
+        self.step += 1
+        return out
+
+    # ---- drawing documents
+    def _order(self, curriculum: bool) -> np.ndarray:
+        if curriculum:
+            if self._curr_order is None:
+                perm = np.random.default_rng([self.seed, 2]).permutation(len(self.m))
+                self._curr_order = perm[np.argsort(self.m[perm], kind="stable")]  # shortest first, ties shuffled
+            return self._curr_order
+        return np.random.default_rng([self.seed, 1, self.epoch]).permutation(len(self.m))
+
+    def _draw(self, need: int, curriculum: bool, count_pieces: bool) -> np.ndarray:
+        """Documents (in order) until their positions (or pieces) reach `need`."""
+        got, out = 0, []
+        order = self._order(curriculum)
+        while got < need:
+            cur = self.curr_cursor if curriculum else self.cursor
+            if cur >= len(order):
+                if curriculum:
+                    self.curr_cursor = 0
+                else:
+                    self.epoch, self.cursor = self.epoch + 1, 0
+                    order = self._order(False)
+                continue
+            block = order[cur:cur + 4096]
+            size = -(-self.m[block] // self.T) if count_pieces else self.m[block]
+            cum = np.cumsum(size)
+            k = int(np.searchsorted(cum, need - got)) + 1  # smallest prefix reaching the need
+            k = min(k, len(block))
+            out.append(block[:k])
+            got += int(cum[k - 1])
+            if curriculum:
+                self.curr_cursor += k
+            else:
+                self.cursor += k
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    def _pieces(self, docs: np.ndarray):
+        m = self.m[docs]
+        cnt = -(-m // self.T)
+        doc = np.repeat(docs, cnt)
+        k = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        start = k * self.T
+        length = np.minimum(self.T, np.repeat(m, cnt) - start)
+        return doc.astype(np.int64), start.astype(np.int64), length.astype(np.int64)
+
+    # ---- planning a window
+    def _plan_window(self) -> None:
+        self._window_start = self._cursor_state()
+        T, B = self.T, self.B
+        steps = self.window_steps
+        curriculum = self.step < self.curriculum_steps
+        if curriculum:
+            steps = min(steps, self.curriculum_steps - self.step)
+        R = steps * self.A * B
+        cap = R * T
+        cdoc, cstart, clen = self.carry
+        if self.mode == "none":
+            have = len(clen)
+            new = self._draw(R - have, curriculum, count_pieces=True) if have < R else np.zeros(0, np.int64)
+        else:
+            target = cap * RESERVOIR if self.mode == "balanced" else cap
+            have = int(clen.sum())
+            new = self._draw(target - have, curriculum, count_pieces=False) if have < target else np.zeros(0, np.int64)
+        ndoc, nstart, nlen = self._pieces(new)
+        doc = np.concatenate([cdoc, ndoc])
+        start = np.concatenate([cstart, nstart])
+        length = np.concatenate([clen, nlen])
+        n_carry = len(cdoc)
+        held = (np.zeros(0, np.int64),) * 3
+        if self.mode == "balanced":
+            take = _stratified_take(length, T, int(cap * (1 + BALANCED_SLACK)))
+            rest = np.setdiff1d(np.arange(len(doc)), take, assume_unique=True)
+            held = (doc[rest], start[rest], length[rest])
+            n_carry = int((take < n_carry).sum())
+            doc, start, length = doc[take], start[take], length[take]
+
+        if self.mode == "none":
+            placed = np.arange(min(R, len(doc)))
+            prow, pcol = placed.copy(), np.zeros(len(placed), np.int64)
+            pdoc, pstart, plen = doc[placed], start[placed], length[placed]
+            rest = np.arange(len(placed), len(doc))
+            self.carry = (doc[rest], start[rest], length[rest])
+        else:
+            prow, pcol, pdoc, pstart, plen = self._place(doc, start, length, n_carry, R)
+            self.carry = tuple(np.concatenate([a, b]) for a, b in zip(self.carry, held))
+        costs = np.bincount(prow, weights=plen.astype(np.float64) ** 2, minlength=R)
+        if self.mode == "balanced":
+            mb_of_row = _lpt(costs, steps * self.A, B)
+        else:
+            mb_of_row = np.arange(R) // B
+        # slot of each row within its micro-batch, in row order
+        order = np.lexsort((np.arange(R), mb_of_row))
+        slot = np.empty(R, np.int64)
+        slot[order] = np.arange(R) - np.repeat(np.arange(steps * self.A) * B, B)
+        n_mb = steps * self.A
+        mb_order = np.arange(n_mb)
+        if self.mode == "balanced":
+            # steps of micro-batches with neighbouring costs (what is left after LPT is granularity: a few
+            # rows per micro-batch), so each step is balanced within itself; steps in a seeded random order
+            mb_cost = np.bincount(mb_of_row, weights=costs, minlength=n_mb)
+            by_cost = np.argsort(-mb_cost, kind="stable").reshape(steps, self.A)
+            step_order = np.random.default_rng([self.seed, 3, self.window_index]).permutation(steps)
+            mb_order = by_cost[step_order].reshape(-1)
+        rank = np.empty(n_mb, np.int64)
+        rank[mb_order] = np.arange(n_mb)
+        pmb = rank[mb_of_row[prow]]
+        pslot = slot[prow]
+        srt = np.lexsort((pcol, pslot, pmb))
+        pmb, pslot, pcol, pdoc, pstart, plen = (a[srt] for a in (pmb, pslot, pcol, pdoc, pstart, plen))
+        bounds = np.searchsorted(pmb, np.arange(n_mb + 1))
+        window = []
+        for j in range(n_mb):
+            a, b = bounds[j], bounds[j + 1]
+            gi = self.mb_next + j
+            passkey, keys, depths = self._passkeys(gi)
+            window.append(MicroBatch(gi, B, T, pslot[a:b], pcol[a:b], pdoc[a:b], pstart[a:b], plen[a:b],
+                                     passkey, keys, depths))
+        self._window, self._window_pos = window, 0
+        self.window_index += 1
+        self.mb_next += n_mb
+
+    def _passkeys(self, gi: int):
+        rng = np.random.default_rng([self.seed, 4, gi])
+        draw = rng.random(self.B)
+        keys = rng.integers(10000, 100000, self.B)
+        depths = rng.random(self.B)
+        return (draw < self.retrieval_mix) if self.retrieval_mix > 0 else np.zeros(self.B, bool), keys, depths
+
+    def _place(self, doc, start, length, n_carry, R):
+        T = self.T
+        rem = np.full(R, T, dtype=np.int64)
+        big = np.flatnonzero(length >= self.big_min)
+        if self.mode == "balanced":  # carried pieces first, then new ones; each group longest first
+            carried = big < n_carry
+            big = np.concatenate([big[carried][np.argsort(-length[big[carried]], kind="stable")],
+                                  big[~carried][np.argsort(-length[big[~carried]], kind="stable")]])
+        rows = np.full(len(doc), -1, dtype=np.int64)
+        cols = np.zeros(len(doc), dtype=np.int64)
+        inf = np.int64(T + 1)
+        for i in big.tolist():
+            L = length[i]
+            fits = rem >= L
+            if self.mode == "balanced":
+                r = int(np.argmin(np.where(fits, rem, inf)))
+                if rem[r] < L:
+                    continue
+            else:
+                r = int(np.argmax(fits))
+                if not fits[r]:
+                    continue
+            rows[i], cols[i] = r, T - rem[r]
+            rem[r] -= L
+        placed = np.flatnonzero(rows >= 0)
+        left = np.flatnonzero(rows < 0)  # pool order: carried first
+        # stream leftovers into the remaining space, splitting where a row ends
+        gap_rows = np.flatnonzero(rem > 0)
+        gap_len = rem[gap_rows]
+        gap_col = T - gap_len
+        lens = length[left]
+        S, G = int(lens.sum()), int(gap_len.sum())
+        use = min(S, G)
+        srow = scol = sdoc = sstart = slen = np.zeros(0, np.int64)
+        if use > 0:
+            p_end = np.cumsum(lens)
+            g_end = np.cumsum(gap_len)
+            cuts = np.union1d(np.concatenate([[0], p_end[p_end < use], g_end[g_end < use]]), [use])
+            seg_start, seg_len = cuts[:-1], np.diff(cuts)
+            pi = np.searchsorted(p_end, seg_start, side="right")
+            gi = np.searchsorted(g_end, seg_start, side="right")
+            p_begin, g_begin = p_end - lens, g_end - gap_len
+            srow = gap_rows[gi]
+            scol = gap_col[gi] + (seg_start - g_begin[gi])
+            sdoc = doc[left][pi]
+            sstart = start[left][pi] + (seg_start - p_begin[pi])
+            slen = seg_len
+        # what did not fit: the tail of the stream
+        if S > use:
+            p_end = np.cumsum(lens)
+            k = int(np.searchsorted(p_end, use, side="right"))
+            used_in_k = use - (int(p_end[k - 1]) if k > 0 else 0)
+            cdoc = doc[left][k:].copy()
+            cstart = start[left][k:].copy()
+            clen = lens[k:].copy()
+            cstart[0] += used_in_k
+            clen[0] -= used_in_k
+            self.carry = (cdoc, cstart, clen)
+        else:
+            self.carry = (np.zeros(0, np.int64),) * 3
+        return (np.concatenate([rows[placed], srow]), np.concatenate([cols[placed], scol]),
+                np.concatenate([doc[placed], sdoc]), np.concatenate([start[placed], sstart]),
+                np.concatenate([length[placed], slen]))
+
+
+def _stratified_take(length: np.ndarray, T: int, want: int) -> np.ndarray:
+    """Indices (ascending) of pieces worth about `want` positions, taking the same share of every length
+    class (full rows, long, short pieces) oldest first: a long document's burst of full-length chunks
+    is spread over the windows the reservoir spans instead of flooding one."""
+    total = int(length.sum())
+    if total <= want:
+        return np.arange(len(length))
+    cls = np.minimum(np.log2(np.maximum(T / np.maximum(length, 1), 1)).astype(np.int64), 8)
+    frac = want / total
+    out = []
+    for c in np.unique(cls).tolist():
+        idx = np.flatnonzero(cls == c)
+        cum = np.cumsum(length[idx])
+        k = int(np.searchsorted(cum, frac * cum[-1])) + 1
+        out.append(idx[:min(k, len(idx))])
+    return np.sort(np.concatenate(out))
+
+
+def _lpt(costs: np.ndarray, n_mb: int, per_mb: int) -> np.ndarray:
+    """Longest processing time first with a capacity: each row (costliest first) goes to the cheapest
+    micro-batch that still has a free slot."""
+    out = np.empty(len(costs), np.int64)
+    heap = [(0.0, j) for j in range(n_mb)]
+    count = np.zeros(n_mb, np.int64)
+    for r in np.argsort(-costs, kind="stable").tolist():
+        c, j = heapq.heappop(heap)
+        out[r] = j
+        count[j] += 1
+        if count[j] < per_mb:
+            heapq.heappush(heap, (c + float(costs[r]), j))
+    return out
+
+
+# ---------------------------------------------------------------- tokens for a plan
+def passkey_tokens(tokenizer, key: int) -> tuple[list[int], list[int], list[int]]:
+    """(intro, question, answer) token lists for a passkey in the tokenizer's text."""
+    return (tokenizer.encode(PASSKEY_INTRO.format(key=key)), tokenizer.encode(PASSKEY_QUESTION),
+            tokenizer.encode(PASSKEY_ANSWER.format(key=key)))
+
+
+def passkey_sequence(haystack: np.ndarray, intro, question, answer, depth: float, length: int) -> np.ndarray:
+    """`length` tokens: haystack text with the intro at `depth` of it, then the question and the answer."""
+    n_hay = length - len(intro) - len(question) - len(answer)
+    if n_hay < 0:
+        raise ValueError(f"a passkey needs {length - n_hay} tokens, the row has {length}")
+    hay = np.asarray(haystack[:n_hay], dtype=np.int64)
+    at = int(round(depth * n_hay))
+    return np.concatenate([hay[:at], np.asarray(intro, np.int64), hay[at:], np.asarray(question, np.int64),
+                           np.asarray(answer, np.int64)])
+
+
+def passkey_min_len(tokenizer) -> int:
+    intro, q, a = passkey_tokens(tokenizer, 99999)
+    return len(intro) + len(q) + len(a)
+
+
+@dataclass
+class HostBatch:
+    idx: np.ndarray  # [B, T] int64
+    targets: np.ndarray  # [B, T] int64, PAD_TARGET where nothing is predicted
+    doc_ids: np.ndarray  # [B, T] int32: segment number within the row; padding gets its own segment
+    positions: np.ndarray  # [B, T] int32: position within the segment
+    tokens: int  # targets that count
+
+
+def materialize(split, mb: MicroBatch, eot: int, tokenizer=None) -> HostBatch:
+    """Gather a plan's tokens from the split: one slice copy per piece (pieces are long; a micro-batch holds
+    tens of them), so the loader keeps up with a GPU at millions of tokens per second."""
+    B, T = mb.rows, mb.seq_len
+    idx = np.full((B, T), eot, dtype=np.int64)
+    tgt = np.full((B, T), PAD_TARGET, dtype=np.int64)
+    pos = np.zeros((B, T), dtype=np.int32)
+    # padding after a row's last piece is a segment of its own (ids past every piece's)
+    seg = np.repeat(np.bincount(mb.row, minlength=B).astype(np.int32)[:, None], T, axis=1)
+    ar = np.arange(T, dtype=np.int32)
+    k = 0
+    prev = -1
+    for r, c, d, a, n in zip(mb.row.tolist(), mb.col.tolist(), mb.doc.tolist(), mb.start.tolist(),
+                             mb.length.tolist()):
+        k = k + 1 if r == prev else 0
+        prev = r
+        w = split.window(d, a, n + 1)
+        idx[r, c:c + n] = w[:-1]
+        tgt[r, c:c + n] = w[1:]
+        seg[r, c:c + n] = k
+        pos[r, c:c + n] = ar[:n]
+    for r in np.flatnonzero(mb.passkey).tolist():
+        if tokenizer is None:
+            raise ValueError("passkey rows need the tokenizer")
+        hay = np.concatenate([idx[r], tgt[r, -1:]])
+        hay = np.where(hay < 0, eot, hay)
+        intro, q, a = passkey_tokens(tokenizer, int(mb.keys[r]))
+        s = passkey_sequence(hay, intro, q, a, float(mb.depths[r]), T + 1)
+        idx[r], tgt[r] = s[:T], s[1:]
+        seg[r] = 0
+        pos[r] = np.arange(T)
+    return HostBatch(idx, tgt, seg, pos, mb.tokens)
