@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from costmodel.config import ModelConfig
 from costmodel.errors import ConfigError
-from costmodel.kvpolicy import policy_flops_per_token, policy_params
+from costmodel.kvpolicy import policy_decode_flops_per_token, policy_flops_per_token, policy_params
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 
@@ -84,7 +84,7 @@ def attention_keys(cfg: ModelConfig, T: int) -> int:
 def c_infer(cfg: ModelConfig, T: int) -> int:
     """FLOPs to process one token with T tokens in context: 2N + 4·d_h·n_h·Σ_l keys_l(T) (+ policy)."""
     return (2 * params_compute(cfg) + 4 * cfg.head_dim * cfg.n_heads * attention_keys(cfg, T)
-            + policy_flops_per_token(cfg))
+            + policy_decode_flops_per_token(cfg))
 
 
 def kv_values(cfg: ModelConfig, T: int) -> int:
@@ -116,7 +116,7 @@ def decode_flops(cfg: ModelConfig, T: int, G: int) -> int:
         raise ConfigError("generate", f"must be >= 0, got {G}")
     if cfg.kv_policy is None:
         keys = sum(s.total_keys(T + G) - s.total_keys(T) for s in cfg.layout)
-        return G * (2 * params_compute(cfg) + policy_flops_per_token(cfg)) + 4 * cfg.head_dim * cfg.n_heads * keys
+        return G * 2 * params_compute(cfg) + 4 * cfg.head_dim * cfg.n_heads * keys
     return sum(c_infer(cfg, t) for t in range(T + 1, T + G + 1))
 
 

@@ -6,7 +6,8 @@ the context). A layer whose own pattern already holds fewer keys keeps its own c
 
 Method options live in one table, `METHODS`, with their defaults. Options that add parameters
 (Locret's retaining heads, KV-Distill's scorer and LoRA) are priced by `policy_params` /
-`policy_flops_per_token`; runs/ builds exactly those modules, and a test compares the two.
+`policy_flops_per_token`; runs/kv builds exactly those modules, and tests compare the two (parameters by
+`sum(p.numel())`, FLOPs by torch's FlopCounterMode on the modules). runs/kv/*.py documents each option.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ METHODS: dict[str, dict[str, float | int]] = {
     "h2o": {"recent": 0.5},  # share of kept slots given to the most recent tokens
     "random": {"seed": 0, "recent": 0.0},  # uniform eviction: the floor
     "locret": {"hidden": 256, "chunk": 256, "stabilizers": 64, "local": 32},  # retaining heads
-    "kv_distill": {"rank": 8, "alpha": 16.0, "scorer_layer": -1},  # scorer + LoRA on kept tokens
+    # scorer on the input of block `scorer_layer` + LoRA on kept tokens; `recent` share of kept slots goes to the
+    # most recent tokens; `lam` weighs KL(teacher||student) against KL(student||teacher) in training
+    "kv_distill": {"rank": 8, "alpha": 16.0, "scorer_layer": 1, "recent": 0.5, "lam": 0.5},
     "infinipot": {"compress": 0.5, "novelty": 0.5},  # pot of `budget` tokens compressed to compress*budget
 }
+TRAINED_METHODS = ("locret", "kv_distill")  # methods with parameters of their own (trained with the backbone frozen)
 
 
 @dataclass(frozen=True)
@@ -113,9 +117,23 @@ def _check_options(method: str, o: dict) -> None:
             pos(n, 0)
     elif method == "kv_distill":
         pos("rank")
+        frac("recent")
+        frac("lam")
+        if not o["alpha"] > 0:
+            raise ConfigError("kv_policy.alpha", f"must be > 0, got {o['alpha']}")
     elif method == "infinipot":
         frac("compress", lo_open=True)
         frac("novelty")
+
+
+def scorer_blocks(cfg) -> int:
+    """KV-Distill: the blocks run before its scorer (the scorer reads the input of block `scorer_layer`;
+    0 = the token embeddings, negative counts from the last block)."""
+    n, L = cfg.kv_policy.option("scorer_layer"), cfg.n_layers
+    if not -L <= n < L:
+        raise ConfigError("kv_policy.scorer_layer", f"{n} is not a block of this {L}-layer model; use 0..{L - 1} "
+                                                    f"or -{L}..-1")
+    return n % L
 
 
 def policy_params(cfg) -> int:
@@ -138,5 +156,32 @@ def policy_params(cfg) -> int:
 
 
 def policy_flops_per_token(cfg) -> int:
-    """Forward FLOPs the policy adds per token (2 per multiply-accumulate of its own parameters)."""
+    """Forward FLOPs the policy adds per prompt token (2 per multiply-accumulate, like the rest of costmodel:
+    bias adds, activations and norms are not counted).
+
+    - locret: the retaining heads, on every token (prompt and decoded: eviction continues while decoding);
+    - kv_distill: the scorer and the LoRA adapters on every prompt token, plus the pre-pass that computes the
+      scorer's input: the matmuls of the `scorer_blocks` blocks before it (their attention, 4·d_h·n_h per key,
+      depends on the context and is not included). All of it runs once, on the prompt: see
+      `policy_decode_flops_per_token`;
+    - training-free methods: 0. Their scores are attention weights over the cached slots (H2O's new queries,
+      SnapKV's observation window, InfiniPot's catalyst block), i.e. attention FLOPs, which depend on the
+      context and are not priced here.
+    """
+    p = cfg.kv_policy
+    if p is None:
+        return 0
+    if p.method == "kv_distill":
+        d, q, kv = cfg.d_model, cfg.q_dim, cfg.kv_dim
+        block = d * q + 2 * d * kv + q * d + 3 * d * cfg.ffn_dim
+        return 2 * (policy_params(cfg) - 1) + 2 * scorer_blocks(cfg) * block
     return 2 * policy_params(cfg)
+
+
+def policy_decode_flops_per_token(cfg) -> int:
+    """Forward FLOPs the policy adds per decoded token: Locret's heads score every new token; KV-Distill's
+    scorer, adapters and pre-pass act on the prompt only."""
+    p = cfg.kv_policy
+    if p is None or p.method == "kv_distill":
+        return 0
+    return policy_flops_per_token(cfg)
