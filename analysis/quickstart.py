@@ -1,0 +1,179 @@
+"""`costlaw quickstart`: the whole loop on this machine in a few minutes, CPU is enough.
+
+1. run `sweeps/examples/quickstart.toml` with the local executor (`costlaw sweep submit` in a subprocess: the
+   analysis side never imports torch or runs) into DIR (run directories under DIR/runs/);
+2. ingest DIR into DIR/results.duckdb;
+3. fit each head configuration's L(N) = (a/N)^b + E with bootstrap intervals, and store the fits in the
+   database's `fits` table;
+4. recommend: the cheapest config at 8K and 128K context for a target loss every fitted candidate reached;
+5. write the report: DIR/report/index.html (self-contained), DIR/report/report.md, DIR/report/fits.json;
+6. print the next commands to try.
+
+Runs already finished in DIR are not trained again (sweeps skip DONE runs, ingest is idempotent), so an
+interrupted quickstart resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from costmodel.errors import CostlawError
+
+CONTEXTS = (8192, 131072)
+STEPS = 6
+
+
+def spec_path() -> Path:
+    """sweeps/examples/quickstart.toml, found without importing sweeps (which would pull in runs)."""
+    spec = importlib.util.find_spec("sweeps")
+    locs = list(spec.submodule_search_locations or []) if spec else []
+    for loc in locs:
+        p = Path(loc) / "examples" / "quickstart.toml"
+        if p.is_file():
+            return p
+    raise CostlawError("quickstart: sweeps/examples/quickstart.toml is missing from this install; reinstall costlaw "
+                       "(pip install -e .) or pass --spec FILE")
+
+
+@dataclass
+class QuickstartResult:
+    out: Path
+    db: Path
+    report: Path
+    seconds: float
+    step_seconds: dict = field(default_factory=dict)
+    target: float | None = None
+    recommendation: object | None = None
+    counts: dict = field(default_factory=dict)
+
+
+class Steps:
+    """Progress: one line per step; each step's seconds are kept for the closing summary."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log, self.t0, self.k, self.marks = log, time.monotonic(), 0, {}
+        self._t = self.t0
+        self._name = None
+
+    def start(self, name: str, what: str) -> None:
+        self.finish()
+        self.k += 1
+        self._name, self._t = name, time.monotonic()
+        self.log(f"step {self.k}/{STEPS}: {what}")
+
+    def finish(self) -> None:
+        if self._name is not None:
+            self.marks[self._name] = round(time.monotonic() - self._t, 1)
+            self._name = None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+
+def _run_sweep(spec: Path, out: Path, jobs: int | None, log) -> None:
+    cmd = [sys.executable, "-m", "costlaw", "sweep", "submit", str(spec), "--executor", "local", "--root", str(out),
+           "--device", "cpu"]
+    if jobs:
+        cmd += ["--max-parallel", str(jobs)]
+    log("  $ costlaw " + " ".join(cmd[3:]))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if sys.stdout.isatty() and sys.stderr.isatty():  # the sweep draws its own rich progress bar on the terminal
+        rc = subprocess.run(cmd, env=env).returncode
+        if rc != 0:
+            raise CostlawError(f"quickstart: the sweep failed (exit {rc}); see `costlaw sweep status --root {out}`")
+        return
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as p:
+        tail = []
+        for line in p.stdout:
+            line = line.rstrip()
+            tail = (tail + [line])[-5:]
+            log("  " + line.removeprefix("[costlaw sweep] "))
+        rc = p.wait()
+    if rc != 0:
+        raise CostlawError(f"quickstart: the sweep failed (exit {rc}): {tail[-1] if tail else 'no output'}; see "
+                           f"`costlaw sweep status --root {out}`")
+
+
+def run_quickstart(out: str | Path = "quickstart", jobs: int | None = None, *, spec: str | Path | None = None,
+                   n_boot: int = 50, log: Callable[[str], None] = print) -> QuickstartResult:
+    from analysis.objective import Objective
+    from analysis.recommend import fit_store, recommend, render_text
+    from analysis.report import PAPER_CONTEXTS, build_report, default_target
+    from analysis.store.fits import write_fits
+    from analysis.store.ingest import ingest
+
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise CostlawError(f"--out: {out} is a file; give a directory (it will hold runs/, results.duckdb, report/)")
+    if jobs is not None and jobs < 1:
+        raise CostlawError(f"--jobs: must be >= 1, got {jobs}")
+    spec = Path(spec) if spec else spec_path()
+    if not spec.is_file():
+        raise CostlawError(f"--spec: no such file {str(spec)!r}")
+    db, report_dir = out / "results.duckdb", out / "report"
+    steps = Steps(log)
+
+    steps.start("sweep", f"train the sweep {spec.name} on this machine (local executor"
+                         + (f", {jobs} at a time)" if jobs else ", one run per CPU)"))
+    _run_sweep(spec, out, jobs, log)
+
+    steps.start("ingest", f"ingest the run directories into {db}")
+    rep = ingest(out, db)
+    log("  " + rep.line())
+    for item in rep.incomplete + rep.corrupt:
+        log(f"  skipped {item.get('dir')}: {item.get('reason')}")
+
+    steps.start("fit", f"fit L(N) = (a/N)^b + E per head configuration (bootstrap {n_boot})")
+    fits = fit_store(db, n_boot=n_boot, progress=lambda m: log("  " + m))
+    ids = write_fits(db, fits.fit_rows(source_query="completed pretraining runs, grouped by head configuration"))
+    log(f"  {len(ids)} laws written to the fits table; unfit: "
+        + (", ".join(f"{c.label} ({c.reason})" for c in fits.candidates if not c.fitted) or "none"))
+
+    steps.start("recommend", "recommend the cheapest config at 8K and 128K context")
+    target, note = default_target(fits)
+    if target is None:
+        raise CostlawError(f"quickstart: {note}")
+    log("  " + note)
+    rec = recommend(fits, target, list(CONTEXTS), Objective())
+    for line in render_text(rec).splitlines():
+        log("  " + line)
+
+    steps.start("report", f"write the report to {report_dir}")
+    res = build_report(db, report_dir, contexts=PAPER_CONTEXTS, fits=fits, progress=lambda m: log("  " + m))
+    for s in res.skipped:
+        log(f"  figure not drawn: {s}")
+    steps.start("done", "next steps")
+    steps.finish()
+    total = steps.elapsed()
+    winner = rec.winner(CONTEXTS[-1])
+    toml = report_dir / "recommended" / f"model-{CONTEXTS[-1]}.toml"
+    log(f"quickstart finished in {total:.0f} s ("
+        + ", ".join(f"{k} {v:.0f} s" for k, v in steps.marks.items() if k != "done")
+        + f"): {len(rep.ingested) + len(rep.replaced) + len(rep.unchanged)} runs in {db}, report at {res.html}")
+    log("next:")
+    for cmd in next_commands(out, db, res, target, winner, toml):
+        log(f"  {cmd}")
+    return QuickstartResult(out, db, res.html, total, steps.marks, target, rec,
+                            {"ingested": len(rep.ingested), "unchanged": len(rep.unchanged)})
+
+
+def next_commands(out: Path, db: Path, res, target: float, winner, toml: Path) -> list[str]:
+    cmds = [f"open {res.html}                       # the report (figures, fits, recommendation)",
+            f"costlaw query --db {db} \"SELECT n_heads, n_kv_heads, d_model, n_layers, n_params, val_loss "
+            "FROM run_summary ORDER BY n_heads, n_params\"",
+            f"costlaw recommend --db {db} --target-loss {target:g} --context 8K,32K,128K",
+            f"costlaw recommend --fits {res.fits} --target-loss {target:g} --context 128K --memory-budget 64MiB --json",
+            f"costlaw frontier --db {db} --context 128K --plot {out / 'frontier.png'}"]
+    if winner is not None and toml.is_file():
+        cmds.append(f"costlaw cost --config {toml} --context 128K --gpu H100")
+    cmds += [f"costlaw report --db {db} --out {out / 'report'} --target-loss {target:g}",
+             "costlaw sweep plan sweeps/examples/quickstart.toml   # then copy it, add sizes or head configs, and "
+             "submit with --executor slurm on a cluster"]
+    return cmds

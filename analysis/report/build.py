@@ -1,0 +1,305 @@
+"""`build_report(db, out)`: fits, recommendation, figures, frontier, runs and environment of a results file,
+written as `out/index.html` (self-contained) and `out/report.md` (figures under `out/figures/`), plus the fits
+as `out/fits.json` (reusable with `costlaw recommend --fits`) and the winners' TOML under `out/`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from costmodel.errors import CostlawError
+
+PAPER_CONTEXTS = (8192, 16384, 32768, 65536, 131072)
+
+
+@dataclass
+class ReportResult:
+    out: Path
+    html: Path
+    markdown: Path
+    fits: Path | None
+    figures: list[Path] = field(default_factory=list)  # PNGs drawn (each with an SVG beside it)
+    skipped: list[str] = field(default_factory=list)  # figures not drawn, with why
+    recommendation: object | None = None
+    target: float | None = None
+    target_note: str = ""
+    tomls: list[Path] = field(default_factory=list)
+
+
+def default_target(fs) -> tuple[float | None, str]:
+    """The lowest loss that every fitted GQA/hybrid candidate reached in its own ladder, rounded up to 3 decimals,
+    so each reaches it inside its trained range (candidates whose fitted floor E lies above their own best run,
+    a law that cannot reproduce its data's best, are left out of the choice; they show as unreachable)."""
+    import math
+
+    reached = []
+    for c in fs.candidates:
+        losses = [p["loss"] for p in c.ladder if "loss" in p]
+        if c.fitted and not c.base and losses and c.params.get("E", -math.inf) < min(losses):
+            reached.append(min(losses))
+    if not reached:
+        return None, "no fitted candidate's law reaches its own best run, so no target loss could be chosen; pass " \
+                     "--target-loss"
+    t = math.ceil(max(reached) * 1000) / 1000
+    return t, (f"target loss {t:g} chosen automatically: the lowest loss that every fitted candidate reached in "
+               "its own ladder (pass --target-loss to choose)")
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def build_report(db, out, *, target: float | None = None, contexts=None, fits=None, objective=None,
+                 standard: str = "d/d_h,8", n_boot: int = 100, seed: int = 0, candidates: str = "all",
+                 progress: Callable[[str], None] | None = None) -> ReportResult:
+    """See the module doc. `fits`: a FitSet to use instead of fitting the store again (the quickstart
+    passes the one it printed its recommendation from)."""
+    from analysis import figures as F
+    from analysis.frontier import pareto_sets, points_from
+    from analysis.objective import Objective
+    from analysis.recommend import _kv_policy_rows, fit_store, load_runs, recommend
+    from analysis.report.data import environment, labelled_runs, position_frame, steps_frame
+    from analysis.report.render import to_html, to_markdown
+
+    say = progress or (lambda _m: None)
+    out = Path(out)
+    figdir = out / "figures"
+    figdir.mkdir(parents=True, exist_ok=True)
+    contexts = list(contexts or PAPER_CONTEXTS)
+    objective = objective or Objective()
+    runs = load_runs(db)
+    if not len(runs):
+        raise CostlawError(f"--db: {db} has no completed runs; run a sweep and `costlaw ingest` its root first")
+    runs = labelled_runs(runs)
+    say(f"{len(runs)} completed runs")
+    notes: list[str] = []
+    if fits is None:
+        try:
+            say(f"fitting laws (bootstrap {n_boot})")
+            fits = fit_store(db, n_boot=n_boot, seed=seed, progress=say)
+        except CostlawError as e:
+            notes.append(f"no laws fitted: {e}")
+    res = ReportResult(out, out / "index.html", out / "report.md", None)
+    if fits is not None:
+        res.fits = fits.save(out / "fits.json")
+    rec = None
+    if fits is not None:
+        if target is None:
+            target, res.target_note = default_target(fits)
+        else:
+            res.target_note = f"target loss {target:g} (given)"
+        if target is not None:
+            try:
+                rec = recommend(fits, target, contexts, objective, candidates=candidates, standard=standard)
+            except CostlawError as e:
+                if res.target_note.endswith("(given)"):
+                    raise
+                notes.append(f"no recommendation: {e}")
+    res.recommendation, res.target = rec, target
+
+    def figure(name: str, caption: str, fn, *a, **kw):
+        try:
+            png, _svg = fn(*a, path=figdir / name, **kw)
+        except CostlawError as e:
+            res.skipped.append(f"{name}: {e}")
+            return None
+        res.figures.append(png)
+        say(f"figure {png.name}")
+        return ("figure", str(png), caption)
+
+    figs = []
+    if fits is not None:
+        figs.append(figure("law-curves", "Loss vs non-embedding parameters per candidate: ladder runs (points), "
+                           "fitted L(N) = (a/N)^b + E (lines) and bootstrap 95% bands.", F.law_curves, fits))
+    figs.append(figure("loss-vs-heads", "Loss vs query heads at one model shape with the power-plus-constant fit "
+                       "a*n_h^b + c (the GQA paper's App. I form).", F.loss_vs_heads, runs))
+    if rec is not None:
+        figs.append(figure("cost-bars", f"Inference memory and FLOPs per token at target loss {target:g}: the "
+                           "standard config vs each context's recommended config, split into the time-invariant "
+                           "part (weights, 2N) and the part growing with context (KV cache, attention).",
+                           F.cost_bars, F.bars_frame(rec), dtype=objective.dtype))
+    kv = _kv_policy_rows(db, None)
+    pts = points_from(runs, kv, sorted({contexts[0], contexts[-1]}), objective.dtype)
+    for T in sorted(pts["context"].unique()):
+        figs.append(figure(f"frontier-{T}", f"Loss vs inference memory and FLOPs per token at context {T}, every "
+                           "run (and its measured KV policies) by family; lines: each family's Pareto set; rings: "
+                           "the Pareto set across families.", F.frontier, pts, context=int(T)))
+    steps = steps_frame(db, runs)
+    figs.append(figure("training-curves", "Training loss vs tokens seen, one line per run, coloured by config.",
+                       F.training_curves, steps))
+    pos = position_frame(db, runs)
+    figs.append(figure("position-loss", "Validation loss by position in the context (bucket midpoints), one line "
+                       "per run.", F.position_loss, pos))
+    figs = [f for f in figs if f is not None]
+
+    sections = []
+    summary = [("p", f"{len(runs)} completed runs from {db}; "
+                     f"{', '.join(f'{k} {v}' for k, v in runs['family'].value_counts().items())}; trained at seq_len "
+                     f"{', '.join(str(int(x)) for x in sorted(runs['seq_len'].unique()))}."),]
+    if fits is not None:
+        summary.append(("p", f"Laws: {fits.source}."))
+    summary += [("list", notes + fits.notes if fits is not None else notes)] if (notes or (fits and fits.notes)) \
+        else []
+    sections.append(("Summary", summary))
+    if rec is not None:
+        sections.append(("Recommendation", _recommendation_blocks(rec, res)))
+        res.tomls = _write_tomls(rec, out)
+    elif notes:
+        sections.append(("Recommendation", [("p", n) for n in notes if n.startswith("no ")]))
+    fig_blocks = list(figs)
+    if res.skipped:
+        fig_blocks.append(("list", [f"not drawn: {s}" for s in res.skipped]))
+    sections.append(("Figures", fig_blocks))
+    if fits is not None:
+        sections.append(("Fits", _fit_blocks(fits)))
+    sections.append(("Frontier", _frontier_blocks(pareto_sets(pts))))
+    sections.append(("Runs", [("table", _run_rows(runs), ["run_id", "sweep", "label", "family", "N", "L x d",
+                                                          "d_h", "layout", "seq_len", "tokens", "loss"])]))
+    env = environment(db)
+    sections.append(("Environment", [("table", [{"field": k, "values": "; ".join(
+        f"{v['value']} ({v['runs']})" for v in vals)} for k, vals in env.items()], ["field", "values"]),
+        ("p", "Each value is followed by the number of ingested runs that recorded it.")]))
+    title = f"costlaw report: {Path(db).name}"
+    from importlib.metadata import version
+
+    subtitle = (f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, costlaw {version('costlaw')}, "
+                f"{len(runs)} runs, {len(res.figures)} figures")
+    _write(res.html, to_html(title, subtitle, sections))
+    _write(res.markdown, to_markdown(title, subtitle, sections, out))
+    return res
+
+
+def _si(x) -> str:
+    from analysis.recommend import si
+
+    return si(x)
+
+
+def _bytes(x) -> str:
+    from analysis.recommend import binary_bytes
+
+    return binary_bytes(x)
+
+
+def _recommendation_blocks(rec, res) -> list:
+    from analysis.recommend import candidate_rows, toml_text
+
+    obj = rec.objective.describe()
+    blocks = [("p", res.target_note), ("p", f"Objective: {obj['z']} (M = {obj['M']}, C = {obj['C']})."),
+              ("p", rec.to_json()["shape_rule"] + "."), ("p", rec.standard_note + ".")]
+    own = [n for n in rec.notes if n not in res_notes(rec)]
+    if own:
+        blocks.append(("list", [f"note: {n}" for n in own]))
+    if any(r.cand.base and r.status == "ok" for r in rec.rows):
+        blocks.append(("p", "Compressed candidates: predicted loss = the dense candidate's law + the ΔNLL its KV "
+                            "policy measured at that keep ratio."))
+    rows = []
+    for T in rec.contexts:
+        w, ru, s = rec.winner(T), rec.runner_up(T), rec.savings(T)
+        if w is None:
+            rows.append({"context": T, "winner": "none within budgets"})
+            continue
+        p = w.prices[T]
+        rows.append({"context": T, "winner": w.label, "runner-up": ru.label if ru else "-",
+                     "L x d": f"{w.shape.config.n_layers}x{w.shape.config.d_model}", "N": _si(w.shape.n_params),
+                     "predicted loss": f"{w.predicted:.4g}",
+                     "95% interval": f"{w.ci95[0]:.4g}-{w.ci95[1]:.4g}" if w.ci95 else "-",
+                     "N*/largest run": f"{w.extrapolation:.2f}x" if w.extrapolation else "-",
+                     "M_infer": _bytes(p["m_infer_bytes"]), "C_infer FLOP/tok": _si(p["c_infer_flops_per_token"]),
+                     "memory vs standard": f"{-100 * s['memory']:+.1f}%" if s else "-",
+                     "FLOPs vs standard": f"{-100 * s['flops']:+.1f}%" if s else "-"})
+    blocks.append(("table", rows, ["context", "winner", "runner-up", "L x d", "N", "predicted loss", "95% interval",
+                                   "N*/largest run", "M_infer", "C_infer FLOP/tok", "memory vs standard",
+                                   "FLOPs vs standard"]))
+    if rec.warnings():
+        blocks.append(("list", [f"warning: {w}" for w in rec.warnings()]))
+    seen = set()
+    for T in rec.contexts:
+        w = rec.winner(T)
+        if w is not None and w.shape.config.config_id not in seen:
+            seen.add(w.shape.config.config_id)
+            blocks.append(("pre", toml_text(rec, T)))
+    T = rec.contexts[-1]
+    blocks.append(("p", f"All candidates at context {T} (cheapest first; unfit and unreachable ones last, with why):"))
+    cand_rows = candidate_rows(rec, T)
+    blocks.append(("table", cand_rows, list(cand_rows[0])))
+    return blocks
+
+
+def res_notes(rec) -> list[str]:
+    """The notes the Summary already shows (the fits' own)."""
+    return [n for n in rec.notes if not n.startswith("the laws were fitted to runs trained at")]
+
+
+def _write_tomls(rec, out: Path) -> list[Path]:
+    from analysis.recommend import write_tomls
+
+    return write_tomls(rec, out / "recommended" / "model.toml")
+
+
+def _fit_blocks(fits) -> list:
+    rows = []
+    for c in fits.candidates:
+        if c.base:
+            continue
+        row = {"candidate": c.label, "family": c.family, "runs": c.n_points,
+               "sizes": len({p["N"] for p in c.ladder}) if c.ladder else "-",
+               "largest N": _si(c.n_max) if c.n_max else "-"}
+        if c.fitted:
+            for k, v in c.params.items():
+                ci = c.ci95.get(k) if c.ci95 else None
+                row[k] = f"{v:.4g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "")
+            row["R²"] = f"{c.r2:.4f}" if c.r2 is not None else "-"
+        else:
+            row["note"] = c.reason
+        rows.append(row)
+    law_params = [k for k in ("a", "b", "E") if any(k in r for r in rows)]
+    blocks = [("p", "L(N) = (a/N)^b + E per candidate, N = non-embedding parameters; brackets: bootstrap 95% "
+                    "intervals (runs resampled)."),
+              ("table", rows, ["candidate", "family", "runs", "sizes", "largest N", *law_params, "R²", "note"])]
+    pol = [c for c in fits.candidates if c.base]
+    if pol:
+        blocks.append(("table", [{"candidate": c.label, "base": c.base, "ΔNLL": f"{c.delta_nll:+.4g}",
+                                  "source": c.delta_source} for c in pol], ["candidate", "base", "ΔNLL", "source"]))
+    return blocks
+
+
+def _frontier_blocks(sets) -> list:
+    rows = []
+    for s in sets:
+        if s["family"] != "all":
+            continue
+        for p in s["points"]:
+            cost = p.get("m_infer_bytes", p.get("c_infer_flops_per_token"))
+            rows.append({"context": s["context"], "cost": "M_infer" if s["cost"] == "memory" else "C_infer",
+                         "config": p["label"], "family": p["family"], "N": _si(p["n_params"]),
+                         "loss": f"{p['loss']:.4g}",
+                         "value": _bytes(cost) if s["cost"] == "memory" else _si(cost) + "FLOP/tok",
+                         "run": p["run_id"]})
+    return [("p", "Pareto sets across families (no other point has both lower loss and lower cost); per-family "
+                  "sets: costlaw frontier."),
+            ("table", rows, ["context", "cost", "config", "family", "N", "loss", "value", "run"])]
+
+
+def _run_rows(runs) -> list[dict]:
+    out = []
+    for r in runs.sort_values(["label", "params_non_embedding"]).itertuples():
+        out.append({"run_id": r.run_id, "sweep": r.sweep, "label": r.label, "family": r.family,
+                    "N": _si(r.params_non_embedding), "L x d": f"{r.n_layers}x{r.d_model}", "d_h": int(r.head_dim),
+                    "layout": ", ".join(json.loads(r.layout)) if r.layout else "-",
+                    "seq_len": int(r.seq_len), "tokens": _si(r.tokens) if r.tokens == r.tokens else "-",
+                    "loss": f"{r.loss:.4g}"})
+    return out
+
+
+def dumps_json(res: ReportResult) -> str:
+    return json.dumps({"html": str(res.html), "markdown": str(res.markdown), "fits": str(res.fits) if res.fits
+                       else None, "figures": [str(p) for p in res.figures], "skipped": res.skipped,
+                       "target_loss": res.target, "target_note": res.target_note,
+                       "toml": [str(p) for p in res.tomls]}, indent=2)

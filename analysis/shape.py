@@ -1,0 +1,188 @@
+"""N* -> a concrete ModelConfig: the architecture a fitted law's target size turns into.
+
+The GQA paper (App. B.1) picks depth L and width d from N through a preset aspect ratio d/L and then sets
+the head counts from the candidate. Here:
+
+1. **Aspect ratio.** r(N) = d/L is interpolated linearly in log N between anchors (N, L, d). The anchors
+   are the candidate's own ladder runs when it has any (its distinct (d, L) shapes, at their measured
+   non-embedding N), else the paper's: Table 9 below 1.2B (3M L4 d256 ... 1.2B L36 d1536) and Table 7
+   above it (1.8B L36 d2048, 4B L48 d2560, 6B L54 d3072, 13B L64 d4096, 33B L72 d6144, 64B L80 d8192).
+   Each paper anchor sits at the non-embedding N of its own MHA shape (d_h 64, d_ff = paper_ffn(d)), not
+   at its nominal label (the "1.2B" shape has N = 1.02B). Outside the anchors r is held at the end value.
+2. **Continuous depth.** With r* = r(N*), bisection finds the real depth L_c at which the shape
+   (L_c, r*·L_c) has exactly N* non-embedding parameters.
+3. **Integers.** For L = floor(L_c) and ceil(L_c) (at least 1), d is the smallest multiple of the width
+   quantum whose config has N >= N*; of the two, the smaller N wins (ties: the aspect ratio closer to r*).
+   So the config is never smaller than N*, and as close above as the d grid allows near the interpolated
+   aspect ratio. The quantum is 64, unless the candidate's ladder was trained at widths that are not all
+   multiples of 64 (small models): then the greatest common divisor of its widths (at least 8); an explicit
+   `d_multiple` (`--d-multiple`) overrides both.
+
+Everything else comes from the candidate's template: n_h, n_kv, d_h (64 unless its ladder says
+otherwise), d_ff = paper_ffn(d) (or the ladder's d_ff/d ratio, rounded to a multiple of 32, when its runs
+did not use the paper's rule), vocabulary, tied embeddings and RoPE θ from the ladder, the hybrid layout
+(round(full_fraction·L) full layers centred in the stack, at least one, the rest the ladder's sparse
+pattern) and the KV policy of a compressed candidate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from costmodel import KVPolicy, ModelConfig, hybrid_layout, paper_ffn, params_non_embedding
+from costmodel.errors import CostlawError
+
+# (L, d) of the paper's MHA ladder: Table 9 (3M ... 1.2B), then App. B.1 Table 7 above 1.2B
+PAPER_SHAPES: tuple[tuple[int, int], ...] = (
+    (4, 256), (6, 512), (12, 768), (12, 1024), (16, 1024), (24, 1280), (24, 1536), (36, 1536),
+    (36, 2048), (48, 2560), (54, 3072), (64, 4096), (72, 6144), (80, 8192),
+)
+
+
+@dataclass(frozen=True)
+class Anchor:
+    n_params: float  # non-embedding N
+    n_layers: int
+    d_model: int
+
+    @property
+    def ratio(self) -> float:
+        return self.d_model / self.n_layers
+
+
+def paper_anchors() -> list[Anchor]:
+    """The paper's (N, L, d) anchors, N computed for each MHA shape (d_h 64, V 50,304, tied)."""
+    out = []
+    for L, d in PAPER_SHAPES:
+        cfg = ModelConfig(d_model=d, n_layers=L, n_heads=d // 64, n_kv_heads=d // 64, head_dim=64,
+                          ffn_dim=paper_ffn(d), vocab_size=50304)
+        out.append(Anchor(float(params_non_embedding(cfg)), L, d))
+    return out
+
+
+def aspect_ratio(n_params: float, anchors: list[Anchor]) -> float:
+    """d/L at N, linear in log N between anchors, held constant beyond the first and last."""
+    if not anchors:
+        raise CostlawError("aspect ratio: no anchors; give ladder points or use the paper's anchors")
+    pts = sorted({(a.n_params, a.ratio) for a in anchors})
+    xs = np.log([p[0] for p in pts])
+    ys = np.array([p[1] for p in pts])
+    # several shapes at one N (e.g. seeds or two depths of one size): average their ratios
+    ux, inv = np.unique(xs, return_inverse=True)
+    uy = np.bincount(inv, weights=ys) / np.bincount(inv)
+    return float(np.interp(math.log(n_params), ux, uy))
+
+
+@dataclass(frozen=True)
+class Template:
+    """What a candidate fixes about a config; shape() adds L, d and d_ff."""
+
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int = 64
+    vocab_size: int = 50304
+    tied_embeddings: bool = True
+    rope_theta: float = 500_000.0
+    ffn_ratio: float | None = None  # None: paper_ffn(d); else d_ff = 32 * round(ratio * d / 32)
+    sparse: str | None = None  # hybrid: the sparse layers' pattern, e.g. "sink_window(4,1024)"
+    full_fraction: float | None = None  # hybrid: share of layers that are full
+    kv_policy: dict | None = None  # compressed: KVPolicy.to_dict()
+    anchors: tuple[Anchor, ...] = field(default=())  # the candidate's own ladder shapes
+
+    @property
+    def d_quantum(self) -> int:
+        """64, or the gcd of the ladder's widths when they are not all multiples of 64 (at least 8)."""
+        widths = [a.d_model for a in self.anchors]
+        if not widths or all(w % 64 == 0 for w in widths):
+            return 64
+        return max(8, math.gcd(*widths) // 2 * 2)
+
+    def ffn(self, d: int) -> int:
+        if self.ffn_ratio is None:
+            return paper_ffn(d)
+        return max(32, 32 * round(self.ffn_ratio * d / 32))
+
+    def config(self, n_layers: int, d_model: int) -> ModelConfig:
+        layout = ()
+        if self.sparse is not None:
+            k = max(1, min(n_layers, round((self.full_fraction or 0.0) * n_layers)))
+            layout = hybrid_layout(n_layers, self.sparse, full_layers=k)
+        policy = KVPolicy.from_dict(self.kv_policy) if self.kv_policy is not None else None
+        return ModelConfig(d_model=d_model, n_layers=n_layers, n_heads=self.n_heads, n_kv_heads=self.n_kv_heads,
+                           head_dim=self.head_dim, ffn_dim=self.ffn(d_model), vocab_size=self.vocab_size,
+                           tied_embeddings=self.tied_embeddings, rope_theta=self.rope_theta, layout=layout,
+                           kv_policy=policy)
+
+    def anchor_set(self) -> tuple[list[Anchor], str]:
+        if self.anchors:
+            return list(self.anchors), "ladder"
+        return paper_anchors(), "paper"
+
+
+@dataclass(frozen=True)
+class Shape:
+    config: ModelConfig
+    n_params: int  # non-embedding N of the config
+    n_target: float  # N*
+    ratio_target: float  # interpolated d/L
+    anchors: str  # "ladder" or "paper"
+    depth_continuous: float
+    d_multiple: int = 64
+
+
+def _n_of(t: Template, L: int, d: int) -> int:
+    # closed form of costmodel.params_non_embedding for this template (checked against it in tests)
+    per_layer = 2 * d * t.head_dim * (t.n_heads + t.n_kv_heads) + 3 * d * t.ffn(d) + 2 * d
+    return L * per_layer + d
+
+
+def _n_continuous(t: Template, L: float, d: float) -> float:
+    ffn = (8 / 3 if t.ffn_ratio is None else t.ffn_ratio) * d
+    return L * (2 * d * t.head_dim * (t.n_heads + t.n_kv_heads) + 3 * d * ffn + 2 * d) + d
+
+
+def shape(n_target: float, t: Template, d_multiple: int | None = None) -> Shape:
+    """The config of template `t` with the fewest non-embedding params >= n_target near the aspect ratio;
+    d is a multiple of `d_multiple` (default: the template's quantum, 64 for the paper's widths)."""
+    if not (isinstance(n_target, (int, float)) and math.isfinite(n_target) and n_target > 0):
+        raise CostlawError(f"N*: {n_target!r} is not a positive finite size; the target loss must be reachable")
+    if d_multiple is None:
+        d_multiple = t.d_quantum
+    if isinstance(d_multiple, bool) or not isinstance(d_multiple, int) or d_multiple < 2 or d_multiple % 2:
+        raise CostlawError(f"--d-multiple: must be an even whole number >= 2, got {d_multiple!r}")
+    anchors, source = t.anchor_set()
+    r = aspect_ratio(n_target, anchors)
+    lo, hi = 1e-3, 1.0
+    while _n_continuous(t, hi, r * hi) < n_target:
+        hi *= 2
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _n_continuous(t, mid, r * mid) < n_target else (lo, mid)
+    depth = hi
+    best = None
+    for L in sorted({max(1, math.floor(depth)), max(1, math.ceil(depth))}):
+        k = _smallest_multiple(lambda k, L=L: _n_of(t, L, d_multiple * k) >= n_target)
+        d = d_multiple * k
+        n = _n_of(t, L, d)
+        key = (n, abs(math.log((d / L) / r)))
+        if best is None or key < best[0]:
+            best = (key, L, d)
+    _, L, d = best
+    cfg = t.config(L, d)
+    n = params_non_embedding(cfg)
+    return Shape(cfg, n, float(n_target), r, source, depth, d_multiple)
+
+
+def _smallest_multiple(ok) -> int:
+    """Smallest k >= 1 with ok(k), for ok monotone in k."""
+    hi = 1
+    while not ok(hi):
+        hi *= 2
+    lo = hi // 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi

@@ -1,0 +1,158 @@
+"""`costlaw recommend`: the cheapest config that reaches a target loss at each context length."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EPILOG = """\
+how it works (the GQA paper's search, §4.1, across families):
+  1. each candidate's law L(N) = (a/N)^b + E (N = non-embedding params) is fitted to the store's completed
+     pretraining runs (>= 4 sizes; fewer: listed as unfit) with bootstrap intervals, or read from --fits;
+     a compressed candidate (KV policy + keep ratio on a dense one) is the dense law + the measured ΔNLL
+  2. N* = the size where the law reaches --target-loss
+  3. N* -> config: d/L is interpolated in log N from the candidate's own ladder runs (else the paper's
+     anchors: Table 9 up to 1.2B, App. B.1 Table 7 above), depth solved for N*, then integer L and d
+     (a multiple of 64, or of the gcd of the ladder's widths when those are not multiples of 64, or of
+     --d-multiple) giving the fewest non-embedding params >= N*;
+     d_h, vocabulary, tied embeddings and RoPE from the ladder, d_ff = 8d/3 to a multiple of 32
+  4. price with costmodel at each --context; Z = λ·M^α + (1−λ)·C^β (M = M_infer bytes at --dtype,
+     C = C_infer FLOPs/token), lowest Z within every budget wins; the loss is predicted at the rounded
+     config's N with a bootstrap 95% interval; extrapolation = N* / largest trained N (warned above 4x)
+
+fits file (--fits, JSON): {"format": "costlaw-fits/1", "law": "gqa-size",
+  "candidates": [{"n_heads": 32, "n_kv_heads": 8, "params": {"a": .., "b": .., "E": ..},
+                  "bootstrap": {"a": [..], "b": [..], "E": [..]}, "ladder": [{"N": .., "d_model": .., "n_layers": ..}],
+                  "n_max": .., "family": "gqa|hybrid|compressed", "sparse": .., "full_fraction": ..}, ...],
+  "kv_policies": [{"method": "snapkv", "keep": 0.25, "delta_nll": 0.03, "base": "32,8"}]}
+  (full schema: analysis/recommend.py; --fits-out writes the store's fits in it)
+
+calibration file (--calibration, JSON): {"format": "costlaw-calibration/1",
+  "gpus": {"H100-SXM": {"decode": {"overhead_s": 2e-4, "bytes_per_s": 2.9e12, "flops_per_s": 6e14}}}}
+
+examples:
+  costlaw recommend --fits fits.json --target-loss 2.6 --context 8K,128K
+  costlaw recommend --db results.duckdb --target-loss 1.9 --context 1K,32K --memory-budget 16GiB --json
+"""
+
+
+def add_arguments(p):
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = EPILOG
+    p.add_argument("--target-loss", type=float, required=True, help="the loss L* to reach")
+    p.add_argument("--context", action="append", required=True,
+                   help="context length(s) T in tokens: 8192, 8K, 128K (repeat or comma-separate)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--db", help="a results file: fit each candidate's law to its completed runs")
+    src.add_argument("--fits", help="a fits JSON (format costlaw-fits/1, see below) instead of a store")
+    p.add_argument("--candidates", default="all",
+                   help="all (default: every candidate the data cover), paper (the 21 (n_h, n_kv) pairs), or labels "
+                        "separated by ';', e.g. '32,8;8,1;8,1 snapkv keep=0.25'")
+    p.add_argument("--families", default="gqa,hybrid,compressed", help="comma-separated: gqa,hybrid,compressed")
+    obj = p.add_argument_group("objective and budgets")
+    obj.add_argument("--lambda", dest="lam", type=float, default=0.9, help="λ in Z (default 0.9)")
+    obj.add_argument("--alpha", type=float, default=0.5, help="α in Z (default 1/2)")
+    obj.add_argument("--beta", type=float, default=1 / 3, help="β in Z (default 1/3)")
+    obj.add_argument("--dtype", default="bf16", help="bytes of weights and KV cache: bf16 | fp16 | fp32 | fp8")
+    obj.add_argument("--memory-budget", help="hard limit on M_infer, e.g. 16GiB or 8GB")
+    obj.add_argument("--flops-budget", help="hard limit on C_infer FLOPs per token, e.g. 5e9 or 5G")
+    obj.add_argument("--gpu", help="price batch-1 decode latency on this GPU (H100, H200, A100, A800, RTX-4090)")
+    obj.add_argument("--latency-target-ms", type=float, help="hard limit on decode ms per token (needs --gpu)")
+    obj.add_argument("--calibration", help="measured decode rates per GPU (JSON, below) instead of the roofline")
+    p.add_argument("--standard", default="d/d_h,8",
+                   help="the baseline at the same loss: 'd/d_h,8' (Llama-3 style, default), 'd/d_h,d/d_h' (MHA) "
+                        "or a candidate label such as 32,8")
+    p.add_argument("--d-multiple", type=int,
+                   help="d_model is a multiple of this (default 64, or the gcd of a candidate's ladder widths when "
+                        "they are not multiples of 64)")
+    fitg = p.add_argument_group("fitting from --db")
+    fitg.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples per law (default 100; 0: none)")
+    fitg.add_argument("--seed", type=int, default=0)
+    fitg.add_argument("--train-context", type=int, help="fit runs trained at this seq_len (default: the most common)")
+    fitg.add_argument("--sweep", help="only runs of this sweep")
+    fitg.add_argument("--fits-out", help="also write the fitted laws as a fits JSON")
+    out = p.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="one JSON object")
+    out.add_argument("--toml-out", help="write the winner's ModelConfig TOML here (several contexts: FILE-<T>.toml)")
+
+
+def parse_contexts(values) -> list[int]:
+    from costlaw.cmd_cost import parse_tokens
+    from costmodel.errors import CostlawError
+
+    out = []
+    for arg in values or []:
+        for c in str(arg).split(","):
+            if c.strip():
+                t = parse_tokens(c, "--context")
+                if t < 1:
+                    raise CostlawError(f"--context: must be >= 1 token, got {c!r}")
+                if t not in out:
+                    out.append(t)
+    if not out:
+        raise CostlawError("--context: give at least one context length, e.g. --context 8K,128K")
+    return out
+
+
+def build_objective(args):
+    from analysis.objective import Objective, load_calibration, parse_bytes, parse_number
+
+    cal = load_calibration(args.calibration) if args.calibration else {}
+    return Objective(lam=args.lam, alpha=args.alpha, beta=args.beta, dtype=args.dtype,
+                     memory_budget=parse_bytes(args.memory_budget) if args.memory_budget else None,
+                     flops_budget=parse_number(args.flops_budget, "--flops-budget") if args.flops_budget else None,
+                     gpu=args.gpu, latency_target_ms=args.latency_target_ms, calibration=cal)
+
+
+def log(msg: str) -> None:
+    print(f"[recommend] {msg}", file=sys.stderr, flush=True)
+
+
+def main(args) -> int:
+    from analysis.recommend import FAMILIES, fit_store, load_fits, recommend, render_text, write_tomls
+    from costmodel.errors import CostlawError
+
+    contexts = parse_contexts(args.context)
+    families = tuple(f.strip() for f in args.families.split(",") if f.strip())
+    bad = [f for f in families if f not in FAMILIES]
+    if bad or not families:
+        raise CostlawError(f"--families: unknown family {bad[0] if bad else '(none)'!r}; "
+                           f"choose from {', '.join(FAMILIES)}")
+    if args.bootstrap < 0:
+        raise CostlawError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
+    objective = build_objective(args)
+    if args.fits:
+        if args.fits_out:
+            raise CostlawError("--fits-out: writes fits fitted from --db; with --fits the file already exists")
+        fs = load_fits(args.fits)
+    else:
+        fs = fit_store(args.db, families=families, n_boot=args.bootstrap, seed=args.seed,
+                       train_context=args.train_context, sweep=args.sweep, progress=None if args.json else log)
+        if args.fits_out:
+            log(f"fits written to {fs.save(args.fits_out)}")
+    rec = recommend(fs, args.target_loss, contexts, objective, candidates=args.candidates, families=families,
+                    standard=args.standard, d_multiple=args.d_multiple)
+    if all(rec.winner(T) is None for T in contexts):
+        raise CostlawError("budgets: no candidate meets --memory-budget/--flops-budget/--latency-target-ms at any "
+                           "context; relax a budget or add candidates")
+    written = write_tomls(rec, args.toml_out) if args.toml_out else []
+    if args.json:
+        doc = rec.to_json()
+        doc["toml_files"] = [str(p) for p in written]
+        print(json.dumps(doc, indent=2, default=_default))
+    else:
+        print(render_text(rec))
+        for p in written:
+            print(f"wrote {p}")
+    return 0
+
+
+def _default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,52 @@
+"""`costlaw report`: an HTML + Markdown report of a results file (fits, recommendation, figures, environment)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def add_arguments(p):
+    p.add_argument("--db", required=True, help="a results file (costlaw ingest)")
+    p.add_argument("--out", required=True, help="directory for index.html, report.md, figures/, fits.json")
+    p.add_argument("--target-loss", type=float,
+                   help="the recommendation's target loss (default: the lowest loss every fitted candidate reached)")
+    p.add_argument("--context", action="append",
+                   help="contexts for the recommendation and the cost bars (default 8K,16K,32K,64K,128K)")
+    p.add_argument("--fits", help="use this fits JSON (e.g. an earlier report's fits.json) instead of refitting")
+    p.add_argument("--standard", default="d/d_h,8", help="baseline config at the same loss (see costlaw recommend)")
+    p.add_argument("--candidates", default="all", help="candidates to compare (see costlaw recommend)")
+    p.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples per law (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="bf16", help="bytes of weights and KV cache: bf16 | fp16 | fp32 | fp8")
+    p.add_argument("--json", action="store_true", help="print what was written as JSON")
+
+
+def log(msg: str) -> None:
+    print(f"[report] {msg}", file=sys.stderr, flush=True)
+
+
+def main(args) -> int:
+    from analysis.objective import Objective
+    from analysis.recommend import load_fits
+    from analysis.report import build_report
+    from analysis.report.build import dumps_json
+    from costlaw.cmd_recommend import parse_contexts
+    from costmodel.errors import CostlawError
+
+    if args.bootstrap < 0:
+        raise CostlawError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
+    contexts = parse_contexts(args.context) if args.context else None
+    fits = load_fits(args.fits) if args.fits else None
+    res = build_report(args.db, args.out, target=args.target_loss, contexts=contexts, fits=fits,
+                       objective=Objective(dtype=args.dtype), standard=args.standard, n_boot=args.bootstrap,
+                       seed=args.seed, candidates=args.candidates, progress=None if args.json else log)
+    if args.json:
+        print(dumps_json(res))
+        return 0
+    print(f"wrote {res.html} ({len(res.figures)} figures embedded)")
+    print(f"wrote {res.markdown} (figures under {res.out / 'figures'})")
+    if res.fits:
+        print(f"wrote {res.fits}")
+    for s in res.skipped:
+        print(f"figure not drawn: {s}")
+    return 0

@@ -1,0 +1,58 @@
+"""The quickstart's sweep stays small and fits >= 2 candidates; bad quickstart options fail before any work."""
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = ROOT / "sweeps" / "examples" / "quickstart.toml"
+
+
+def test_spec_is_found_and_covers_two_fittable_candidates():
+    from analysis.quickstart import spec_path
+
+    assert spec_path() == SPEC
+    points = [p for axis in tomllib.loads(SPEC.read_text())["axes"] for p in axis["list"]]
+    sizes: dict[tuple, set] = {}
+    for p in points:
+        sizes.setdefault((p["model.n_heads"], p["model.n_kv_heads"]), set()).add(
+            (p["model.n_layers"], p["model.d_model"]))
+    assert sum(len(s) >= 4 for s in sizes.values()) >= 2  # a gqa-size fit needs >= 4 sizes per candidate
+    largest = max(max(s) for s in sizes.values())
+    assert len({h for (h, k), s in sizes.items() if k == 1 and largest in s}) >= 3  # loss-vs-heads series
+
+
+def test_spec_plans_a_small_cpu_sweep():
+    p = subprocess.run([sys.executable, "-m", "costlaw", "sweep", "plan", str(SPEC), "--json"], capture_output=True,
+                       text=True, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["totals"]["runs"] == 13 and all(r["gpus"] == 0 for r in doc["runs"])
+    # the budget that keeps the whole quickstart within minutes on 2 CPU cores (see the e2e test)
+    assert doc["totals"]["train_flops"] < 2.5e12
+
+
+def test_bad_options_fail_with_one_line(tmp_path, capsys):
+    from costlaw.cli import main
+
+    f = tmp_path / "file"
+    f.write_text("x")
+    for args, expect in [(["--out", str(f)], "--out:"), (["--out", str(tmp_path / "q"), "--jobs", "0"], "--jobs:"),
+                         (["--out", str(tmp_path / "q"), "--spec", str(tmp_path / "none.toml")], "--spec: no such"),
+                         (["--out", str(tmp_path / "q"), "--bootstrap", "-1"], "--bootstrap:")]:
+        assert main(["quickstart", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expect in err[0], err
+    assert not (tmp_path / "q").exists()  # nothing was started
+
+
+def test_analysis_side_never_imports_torch_or_runs():
+    code = ("import sys, analysis.recommend, analysis.frontier, analysis.figures, analysis.report, "
+            "analysis.quickstart, costlaw.cmd_recommend, costlaw.cmd_frontier, costlaw.cmd_report, "
+            "costlaw.cmd_quickstart; "
+            "print(sorted(m for m in ('torch', 'runs', 'sweeps') if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"

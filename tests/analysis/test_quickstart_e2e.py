@@ -1,0 +1,52 @@
+"""The README's main command, end to end on CPU: sweep -> ingest -> fit -> recommend -> report."""
+
+import importlib.util
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(tmp_path):
+    out = tmp_path / "qs"
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "costlaw", "quickstart", "--out", str(out)], capture_output=True,
+                       text=True, cwd=ROOT, timeout=1800)
+    seconds = time.monotonic() - t0
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    text = p.stdout
+    for step in range(1, 7):
+        assert f"step {step}/6" in text
+    assert "13 completed" in text or "local: 13 runs" in text
+    assert "== context 131072: winner" in text and "next:" in text and "costlaw recommend --db" in text
+    print(f"quickstart took {seconds:.0f} s")
+
+    from analysis.store import query_df
+
+    db = out / "results.duckdb"
+    runs = query_df(db, "SELECT count(*) AS n FROM run_summary", engine="pandas")
+    assert int(runs["n"][0]) == 13
+    fits = query_df(db, "SELECT law, group_keys, params FROM fits", engine="pandas")
+    assert len(fits) >= 2 and set(fits["law"]) == {"gqa-size"}
+
+    html = (out / "report" / "index.html").read_text()
+    n_img = len(re.findall(r'<img src="data:image/png;base64,', html))
+    assert n_img >= 6 and "Recommendation" in html
+    toml = out / "report" / "recommended" / "model-131072.toml"
+    assert toml.is_file()
+    c = subprocess.run([sys.executable, "-m", "costlaw", "cost", "--config", str(toml), "--context", "128K"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert c.returncode == 0, c.stderr
+
+    spec = importlib.util.spec_from_file_location("analysis_test_browser", DATA / "browser.py")
+    browser = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(browser)
+    if browser.chromium() is not None:  # the quickstart's own report in a real browser (also test_report_browser)
+        assert browser.figures_loaded(out / "report" / "index.html") == n_img

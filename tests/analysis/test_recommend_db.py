@@ -1,0 +1,116 @@
+"""`costlaw recommend --db`: laws fitted from a store built by the store's own writers from known laws."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from costmodel import params_non_embedding
+
+DATA = Path(__file__).parent / "data"
+
+
+def _fixtures():
+    spec = importlib.util.spec_from_file_location("analysis_test_fixtures", DATA / "fixtures.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+FX = _fixtures()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return FX.build_store(tmp_path_factory.mktemp("store"))
+
+
+@pytest.fixture(scope="module")
+def fitset(store):
+    from analysis.recommend import fit_store
+
+    return fit_store(store, n_boot=8)
+
+
+@pytest.fixture
+def cli(capsys):
+    from costlaw.cli import main
+
+    def run(*args):
+        capsys.readouterr()
+        rc = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    return run
+
+
+def test_fits_recover_the_known_laws(fitset):
+    by = {c.label: c for c in fitset.candidates}
+    for label in ("4,4", "4,1", "2,1", "1,1", "4,1 full=0.50 sink_window(4,32)"):
+        c = by[label]
+        a, b, E = FX.LAWS[label]
+        assert c.params["a"] == pytest.approx(a, rel=1e-3)
+        assert c.params["b"] == pytest.approx(b, rel=1e-3)
+        assert c.params["E"] == pytest.approx(E, rel=1e-4)
+        assert c.samples is not None and len(c.samples["a"]) == 8
+        assert c.n_max == max(params_non_embedding(FX.model(label, L, d)) for L, d in FX.SHAPES)
+    assert by["4,1 full=0.50 sink_window(4,32)"].family == "hybrid"
+    assert not by["8,2"].fitted and "3 size(s)" in by["8,2"].reason  # listed, not dropped
+    for keep, delta in FX.KV_DELTA.items():
+        c = by[f"4,4 snapkv keep={keep:g}"]
+        assert c.family == "compressed" and c.base == "4,4" and c.delta_nll == pytest.approx(delta)
+        assert c.params == by["4,4"].params
+
+
+def test_recommend_from_the_db_and_fits_round_trip(store, fitset, tmp_path, cli):
+    from analysis.recommend import load_fits, recommend
+
+    target = 1.9
+    out = tmp_path / "fits.json"
+    rc, text, err = cli("recommend", "--db", store, "--target-loss", target, "--context", "128,32K", "--bootstrap", 8,
+                        "--fits-out", out, "--json")
+    assert rc == 0, err
+    doc = json.loads(text)
+    by = {c["label"]: c for c in doc["candidates"]}
+    assert by["8,2"]["status"] == "unfit" and "needs >= 4" in by["8,2"]["reason"]
+    for c in doc["candidates"]:
+        if c["status"] == "ok":
+            assert c["aspect_anchors"] == "ladder"  # d/L from the candidate's own runs
+            assert c["config"]["head_dim"] == 16 and c["config"]["vocab_size"] == 257
+    hyb = by["4,1 full=0.50 sink_window(4,32)"]
+    n_layers = hyb["config"]["n_layers"]
+    full = [x for x in hyb["config"]["layout"] if x.startswith("full")]
+    assert full == [f"full*{max(1, round(0.5 * n_layers))}"]
+    again = recommend(load_fits(out), target, [128, 32768])
+    for ctx in doc["by_context"]:
+        T = ctx["context"]
+        assert again.winner(T).label == ctx["winner"]
+        assert again.winner(T).predicted == pytest.approx(ctx["predicted_loss"], rel=1e-12)
+        assert list(again.winner(T).ci95) == pytest.approx(ctx["predicted_loss_ci95"], rel=1e-12)
+
+
+def test_mha_standard_when_no_8_kv_heads(fitset):
+    from analysis.recommend import recommend
+
+    rec = recommend(fitset, 1.95, [131072])
+    assert rec.standard is not None and rec.standard.cand.n_heads == rec.standard.cand.n_kv_heads
+    assert "no fitted candidate has 8 KV heads" in rec.standard_note
+
+
+def test_db_errors(tmp_path, cli):
+    from analysis.store.ingest import ingest
+
+    (tmp_path / "root").mkdir()
+    empty = tmp_path / "empty.duckdb"
+    ingest(tmp_path / "root", empty)
+    for db, expect in [(empty, "has no completed runs"), (tmp_path / "missing.duckdb", "no such results file")]:
+        rc, _, err = cli("recommend", "--db", db, "--target-loss", "2", "--context", "8K")
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and expect in err, err
+
+
+def test_too_few_sizes_everywhere(tmp_path, cli):
+    db = FX.build_store(tmp_path, labels=("8,2",))
+    rc, _, err = cli("recommend", "--db", db, "--target-loss", "2", "--context", "8K", "--bootstrap", "0")
+    assert rc == 2 and "none of the 1 selected candidates has a fitted law" in err and "8,2" in err
