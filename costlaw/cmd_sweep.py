@@ -58,6 +58,8 @@ def add_arguments(p):
 def _run_args(q):
     q.add_argument("--max-parallel", type=int, help="local: runs at a time (default CPUs / cpus per run, "
                                                     "or GPUs / gpus per run)")
+    q.add_argument("--runs-per-gpu", type=int, default=1,
+                   help="local: pack this many runs on each GPU at once (default 1)")
     q.add_argument("--device", default="auto", help="device the trainer uses: auto | cpu | cuda (default auto)")
     q.add_argument("--wait", action="store_true", help="slurm: poll until no run is pending or running")
     q.add_argument("--poll", type=float, default=5.0, help="seconds between polls with --wait (default 5)")
@@ -94,9 +96,11 @@ def _submit(args) -> int:
 
     if args.max_parallel is not None and args.max_parallel < 1:
         raise CostlawError(f"--max-parallel: must be >= 1, got {args.max_parallel}")
+    if args.runs_per_gpu < 1:
+        raise CostlawError(f"--runs-per-gpu: must be >= 1, got {args.runs_per_gpu}")
     root = Path(args.root).resolve()
     submit.submit_spec(args.spec, root, args.executor, max_parallel=args.max_parallel, device=args.device,
-                       gpu=args.gpu, mfu=args.mfu)
+                       gpu=args.gpu, mfu=args.mfu, runs_per_gpu=args.runs_per_gpu)
     return _after(args, root, args.executor)
 
 
@@ -106,8 +110,11 @@ def _resubmit(args) -> int:
 
     if args.max_parallel is not None and args.max_parallel < 1:
         raise CostlawError(f"--max-parallel: must be >= 1, got {args.max_parallel}")
+    if args.runs_per_gpu < 1:
+        raise CostlawError(f"--runs-per-gpu: must be >= 1, got {args.runs_per_gpu}")
     root = Path(args.root).resolve()
-    sub = submit.resubmit(root, args.executor, max_parallel=args.max_parallel, device=args.device)
+    sub = submit.resubmit(root, args.executor, max_parallel=args.max_parallel, device=args.device,
+                          runs_per_gpu=args.runs_per_gpu)
     return _after(args, root, sub["executor"])
 
 

@@ -112,7 +112,7 @@ def new_record(spec, spec_path: str, spec_text: str, root: Path, rows: list[dict
 # ---------------------------------------------------------------- submit
 def submit_spec(spec_path: str | Path, root: str | Path, executor: str, *, max_parallel: int | None = None,
                 device: str = "auto", gpu: str = "H100", mfu: float = 0.35, train_fn: str = "runs.train:train_run",
-                progress: bool | None = None) -> dict:
+                progress: bool | None = None, runs_per_gpu: int = 1) -> dict:
     """`costlaw sweep submit`: validate everything, then create the root, write sweep.json and submit."""
     from costmodel import ConfigError
     from sweeps import expand, plan, spec
@@ -134,11 +134,12 @@ def submit_spec(spec_path: str | Path, root: str | Path, executor: str, *, max_p
     record.save(root, doc)
     log(f"sweep {s.name}: {len(runs)} runs planned, {tot['gpu_hours']:.3g} GPU-hours at MFU {mfu:g}")
     return submit(doc, runs, root, executor, max_parallel=max_parallel, device=device, train_fn=train_fn,
-                  progress=progress)
+                  progress=progress, runs_per_gpu=runs_per_gpu)
 
 
 def submit(doc: dict, runs, root: Path, executor: str, *, only: set[str] | None = None, max_parallel: int | None = None,
-           device: str = "auto", train_fn: str = "runs.train:train_run", progress: bool | None = None) -> dict:
+           device: str = "auto", train_fn: str = "runs.train:train_run", progress: bool | None = None,
+           runs_per_gpu: int = 1) -> dict:
     """Submit the runs of `doc` that are neither done nor active (restricted to `only` run ids if given).
     `runs` are the PlannedRuns (same order as doc["runs"]). Returns a summary of what was submitted."""
     from runs.rundir import RunDir
@@ -194,7 +195,8 @@ def submit(doc: dict, runs, root: Path, executor: str, *, only: set[str] | None 
         record.save(root, doc)
     elif executor == "local":
         try:
-            sub["outcome"] = _run_local(todo, tasks_for, note, folder, root, doc, max_parallel, progress)
+            sub["outcome"] = _run_local(todo, tasks_for, note, folder, root, doc, max_parallel, progress,
+                                         runs_per_gpu)
         finally:
             sub["queued"] = []  # nothing waits in this process's queue any more
     else:
@@ -204,7 +206,7 @@ def submit(doc: dict, runs, root: Path, executor: str, *, only: set[str] | None 
 
 
 def resubmit(root: str | Path, executor: str | None = None, *, max_parallel: int | None = None, device: str = "auto",
-             train_fn: str = "runs.train:train_run", progress: bool | None = None) -> dict:
+             train_fn: str = "runs.train:train_run", progress: bool | None = None, runs_per_gpu: int = 1) -> dict:
     """`costlaw sweep resubmit --failed`: the runs that failed, were preempted and are not running, or never
     finished, again under their run ids (they resume from their checkpoints). Default executor: the last one."""
     from sweeps import status
@@ -220,7 +222,7 @@ def resubmit(root: str | Path, executor: str | None = None, *, max_parallel: int
         return {"executor": executor, "submitted": 0}
     log(f"resubmitting {len(pick)} runs with --executor {executor}")
     return submit(doc, planned_from_record(doc), root, executor, only=pick, max_parallel=max_parallel, device=device,
-                  train_fn=train_fn, progress=progress)
+                  train_fn=train_fn, progress=progress, runs_per_gpu=runs_per_gpu)
 
 
 def planned_from_record(doc: dict):
@@ -321,7 +323,9 @@ def _submit_slurm(todo, tasks_for, note, folder: Path, sweep: str, active_jobs: 
 
 
 def _run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_parallel: int | None,
-               progress: bool | None) -> dict:
+               progress: bool | None, runs_per_gpu: int = 1) -> dict:
+    """Throttled local runs. `runs_per_gpu` > 1 packs several runs on each GPU (small models leave most of
+    an H100 idle, so packing them can beat one run at a time; studies measure which is faster)."""
     import submitit
 
     from runs.rundir import RunDir
@@ -332,8 +336,10 @@ def _run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_p
     if need > len(gpus):
         raise CostlawError(f"resources.gpus: runs need {need} GPUs but this machine shows {len(gpus)}; "
                            "lower gpus (0 trains on CPU) or use --executor slurm")
-    limit = max_parallel or default_parallel(todo, gpus)
-    free_gpus = list(gpus)
+    # one slot per (GPU, packed run); slots interleave GPUs so runs spread over GPUs before packing
+    slots = [g for _ in range(runs_per_gpu) for g in gpus]
+    limit = max_parallel or default_parallel(todo, slots)
+    free_gpus = list(slots)
     pending = list(todo)
     running: dict[str, tuple] = {}
     outcome: dict[str, str] = {}
@@ -363,9 +369,11 @@ def _run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_p
                         outcome[r.run_id] = "skipped"
                         bar.advance(f"{r.run_id} {r.stage} {r.label}: skipped (parent {r.parent_id} {po})")
                         continue
-                if r.resources.gpus > len(free_gpus):
+                g = _distinct(free_gpus, r.resources.gpus)
+                if g is None:
                     continue
-                g, free_gpus = free_gpus[:r.resources.gpus], free_gpus[r.resources.gpus:]
+                for x in g:
+                    free_gpus.remove(x)
                 ex = submitit.LocalExecutor(folder=folder / "%j", max_num_timeout=r.resources.max_num_timeout)
                 ex.update_parameters(timeout_min=r.resources.time_min, signal_delay_s=r.resources.signal_delay_s,
                                      tasks_per_node=max(1, r.resources.gpus), gpus_per_node=r.resources.gpus,
@@ -450,3 +458,14 @@ class _Progress:
     def close(self):
         if self._p is not None:
             self._p.stop()
+
+
+def _distinct(free: list[int], n: int) -> list[int] | None:
+    """The first n distinct GPU ids among the free slots, or None when fewer are free."""
+    out: list[int] = []
+    for g in free:
+        if g not in out:
+            out.append(g)
+        if len(out) == n:
+            return out
+    return out if n == 0 else None

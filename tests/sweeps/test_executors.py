@@ -104,6 +104,27 @@ def test_local_executor_throttles_to_max_parallel(tmp_path, write_spec, job_env)
     assert all(r["jobs"][0]["executor"] == "local" and int(r["jobs"][0]["job_id"]) > 0 for r in _runs(root))
 
 
+def _peak_overlap(spans) -> int:
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    live = peak = 0
+    for _, d in events:
+        live += d
+        peak = max(peak, live)
+    return peak
+
+
+@pytest.mark.parametrize("runs_per_gpu, expect_peak", [(1, 1), (3, 3)])
+def test_local_executor_packs_runs_per_gpu(tmp_path, write_spec, job_env, runs_per_gpu, expect_peak):
+    """One GPU: runs of one GPU each go one at a time, or `runs_per_gpu` at a time when packed."""
+    job_env.setenv("COSTLAW_FAKE_STEP_S", "0.06")
+    job_env.setenv("CUDA_VISIBLE_DEVICES", "0")
+    spec = write_spec(LADDER.replace("cpus = 1", "cpus = 1\ngpus = 1"), name="thr")
+    root = tmp_path / "root"
+    sub = submit.submit_spec(spec, root, "local", train_fn=FAKE, progress=False, runs_per_gpu=runs_per_gpu)
+    assert sub["outcome"] == {"completed": 5}
+    assert _peak_overlap([_first_last_t(root, r["run_id"]) for r in _runs(root)]) == expect_peak
+
+
 FAILING = STAGED_SPEC.replace('grid = {{ "model.n_heads" = [2, 4] }}',
                               'list = [{{ "model.n_heads" = 2 }}, {{ "model.n_heads" = 4, "data.corpus" = "fail" }}]')
 
