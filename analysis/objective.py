@@ -79,27 +79,6 @@ def load_calibration(path: str | Path) -> dict[str, DecodeCalibration]:
     return out
 
 
-def parse_bytes(text: str, field: str = "--memory-budget") -> float:
-    """'16GiB', '16GB', '1.5e10', '512MiB' -> bytes."""
-    t = str(text).strip()
-    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
-             "b": 1}
-    low = t.lower()
-    for u in sorted(units, key=len, reverse=True):
-        if low.endswith(u):
-            num, mult = t[: -len(u)], units[u]
-            break
-    else:
-        num, mult = t, 1
-    try:
-        v = float(num) * mult
-    except ValueError:
-        raise CostlawError(f"{field}: {text!r} is not a size; write e.g. 16GiB, 800MB or 1.6e10") from None
-    if not v > 0:
-        raise CostlawError(f"{field}: must be > 0, got {text!r}")
-    return v
-
-
 def parse_number(text: str, field: str) -> float:
     """'2e9', '2G', '1.5T' -> float (SI prefixes k, M, G, T, P)."""
     t = str(text).strip()

@@ -64,6 +64,7 @@ from analysis.shape import Anchor, Shape, Template, shape
 from costmodel import KVPolicy, paper_ffn
 from costmodel.attention import Full, decode_layout
 from costmodel.errors import CostlawError
+from costmodel.units import binary_bytes, si, table
 
 FITS_FORMAT = "costlaw-fits/1"
 HEADS = (1, 2, 4, 8, 16, 32)
@@ -834,45 +835,6 @@ def resolve_standard(fs: FitSet, spec: str, target, contexts, objective, d_multi
 
 
 # ---------------------------------------------------------------- text output
-def si(x) -> str:
-    """1234567 -> '1.23 M' (3 significant digits)."""
-    if x is None:
-        return "-"
-    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= factor:
-            return f"{x / factor:.3g} {prefix}"
-    return f"{x:.3g}"
-
-
-def binary_bytes(n) -> str:
-    if n is None:
-        return "-"
-    for factor, suffix in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if abs(n) >= factor:
-            return f"{n / factor:.3g} {suffix}"
-    return f"{int(n)} B"
-
-
-def text_table(rows: list[dict]) -> str:
-    """Rows of dicts as an aligned text table (numbers right-aligned)."""
-    if not rows:
-        return "(no rows)"
-    cols = list(rows[0])
-
-    def cell(v):
-        return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    cells = [[cell(r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    num = [all(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool) for r in rows
-               if r.get(c) is not None) for c in cols]
-
-    def line(vals):
-        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(vals, widths, num)).rstrip()
-
-    return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(r) for r in cells])
-
-
 def write_tomls(rec, path) -> list[Path]:
     """The winner's TOML at each context: `path` for one context, `<stem>-<T><suffix>` for several."""
     import os
@@ -955,7 +917,7 @@ def render_text(rec) -> str:
                 lines.append("")
                 lines += ["   " + x for x in toml_text(rec, T).rstrip().splitlines()]
         lines.append("")
-        lines.append(text_table(candidate_rows(rec, T)))
+        lines.append(table(candidate_rows(rec, T)))
     return "\n".join(lines)
 
 

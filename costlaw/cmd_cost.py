@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from costlaw.table import binary_bytes, si, table
+from costmodel.units import binary_bytes, parse_tokens, si, table
 
 
 def add_arguments(p):
@@ -44,19 +44,6 @@ def add_arguments(p):
     out.add_argument("--gpu", help="roofline prefill/decode times on this GPU (H100, H200, A100, A800, RTX-4090)")
     out.add_argument("--json", action="store_true", help="one JSON object (a list for several contexts)")
     out.add_argument("--toml", action="store_true", help="print the resolved model config as TOML and exit")
-
-
-def parse_tokens(text: str, field: str = "context") -> int:
-    """'131072', '128K', '1M' (binary: K = 1024) -> int."""
-    from costmodel import ConfigError
-
-    t = text.strip().upper()
-    mult = {"K": 1024, "M": 1024**2}.get(t[-1:], 1)
-    try:
-        n = int(float(t[:-1] if mult > 1 else t) * mult)
-    except ValueError:
-        raise ConfigError(field, f"{text!r} is not a token count; write e.g. 8192, 128K or 1M") from None
-    return n
 
 
 FIELD_FLAGS = {"d_model": "--d-model", "n_layers": "--layers", "n_heads": "--heads", "n_kv_heads": "--kv-heads",

@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from costlaw.table import table
 from costmodel.errors import CostlawError
+from costmodel.units import table
 
 
 def add_arguments(p):

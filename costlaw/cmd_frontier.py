@@ -22,8 +22,8 @@ def main(args) -> int:
 
     from analysis.frontier import COSTS, pareto_sets, points
     from costlaw.cmd_recommend import parse_contexts
-    from costlaw.table import binary_bytes, si, table
     from costmodel.costs import dtype_bytes
+    from costmodel.units import binary_bytes, si, table
 
     contexts = parse_contexts(args.context)
     dtype_bytes(args.dtype)

@@ -16,7 +16,7 @@ def add_arguments(p):
 
 def main(args) -> int:
     from analysis.store import ingest
-    from costlaw.table import table
+    from costmodel.units import table
 
     def progress(line: str) -> None:
         print(f"ingest: {line}", file=sys.stderr)
@@ -31,7 +31,6 @@ def main(args) -> int:
                          ("skipped", report.skipped)):
         if items:
             print(f"{title}:")
-            print(table([{"dir": i["dir"], "run_id": i["run_id"], "reason": i["reason"]} for i in items],
-                        align_right=False))
+            print(table([{"dir": i["dir"], "run_id": i["run_id"], "reason": i["reason"]} for i in items]))
     print(report.line())
     return 0

@@ -45,7 +45,7 @@ def add_arguments(p):
 
 
 def main(args) -> int:
-    from costlaw.table import table
+    from costmodel.units import table
     from runs.kv.harness import kv_eval_run, parse_policy_runs
 
     policies = _csv(str)(args.policies)

@@ -49,8 +49,8 @@ def _json_default(v):
 
 def main(args) -> int:
     from analysis.store.query import list_objects, query_arrow, query_rows
-    from costlaw.table import table
     from costmodel.errors import CostlawError
+    from costmodel.units import table
 
     if args.out:
         out, db = Path(args.out).resolve(), Path(args.db).resolve()

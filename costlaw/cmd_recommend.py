@@ -78,8 +78,8 @@ def add_arguments(p):
 
 
 def parse_contexts(values) -> list[int]:
-    from costlaw.cmd_cost import parse_tokens
     from costmodel.errors import CostlawError
+    from costmodel.units import parse_tokens
 
     out = []
     for arg in values or []:
@@ -96,7 +96,8 @@ def parse_contexts(values) -> list[int]:
 
 
 def build_objective(args):
-    from analysis.objective import Objective, load_calibration, parse_bytes, parse_number
+    from analysis.objective import Objective, load_calibration, parse_number
+    from costmodel.units import parse_bytes
 
     cal = load_calibration(args.calibration) if args.calibration else {}
     return Objective(lam=args.lam, alpha=args.alpha, beta=args.beta, dtype=args.dtype,

@@ -32,7 +32,7 @@ def main(args) -> int:
     import signal
     import threading
 
-    from costlaw.table import binary_bytes, si, table
+    from costmodel.units import binary_bytes, si, table
     from runs.config import RunConfig
     from runs.rundir import RunDir
 

@@ -90,14 +90,18 @@ def _plan(args) -> int:
     return 0
 
 
-def _submit(args) -> int:
+def _check_run_args(args) -> None:
     from costmodel import CostlawError
+
+    for flag, v in (("--max-parallel", args.max_parallel), ("--runs-per-gpu", args.runs_per_gpu)):
+        if v is not None and v < 1:
+            raise CostlawError(f"{flag}: must be >= 1, got {v}")
+
+
+def _submit(args) -> int:
     from sweeps import submit
 
-    if args.max_parallel is not None and args.max_parallel < 1:
-        raise CostlawError(f"--max-parallel: must be >= 1, got {args.max_parallel}")
-    if args.runs_per_gpu < 1:
-        raise CostlawError(f"--runs-per-gpu: must be >= 1, got {args.runs_per_gpu}")
+    _check_run_args(args)
     root = Path(args.root).resolve()
     submit.submit_spec(args.spec, root, args.executor, max_parallel=args.max_parallel, device=args.device,
                        gpu=args.gpu, mfu=args.mfu, runs_per_gpu=args.runs_per_gpu)
@@ -105,13 +109,9 @@ def _submit(args) -> int:
 
 
 def _resubmit(args) -> int:
-    from costmodel import CostlawError
     from sweeps import submit
 
-    if args.max_parallel is not None and args.max_parallel < 1:
-        raise CostlawError(f"--max-parallel: must be >= 1, got {args.max_parallel}")
-    if args.runs_per_gpu < 1:
-        raise CostlawError(f"--runs-per-gpu: must be >= 1, got {args.runs_per_gpu}")
+    _check_run_args(args)
     root = Path(args.root).resolve()
     sub = submit.resubmit(root, args.executor, max_parallel=args.max_parallel, device=args.device,
                           runs_per_gpu=args.runs_per_gpu)

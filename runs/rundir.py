@@ -191,6 +191,19 @@ class RunDir:
     def done(self) -> dict | None:
         return read_json(self.file(DONE)) if self.is_done() else None
 
+    def finished_or_claim(self, run_id: str) -> dict | None:
+        """The summary if this directory holds the finished run `run_id` (training is idempotent), else None;
+        a directory that holds another run is refused."""
+        if self.is_done():
+            return self.summary()
+        existing = self.config()
+        if existing is not None and existing.get("run_id") != run_id:
+            from costmodel.errors import CostlawError
+
+            raise CostlawError(f"run_dir: {str(self.path)!r} holds run {existing.get('run_id')}, not {run_id}; "
+                               "use the run's own directory (<root>/runs/<run_id>)")
+        return None
+
     def config(self) -> dict | None:
         return read_json(self.file(CONFIG)) if self.file(CONFIG).exists() else None
 

@@ -198,12 +198,8 @@ def train_run(cfg: RunConfig, run_dir: str | Path, device: str = "auto", resume:
         return train_policy_run(cfg, run_dir, device=device, resume=resume, stop_event=stop_event, sweep=sweep,
                                 progress=progress)
     rd = RunDir(run_dir)
-    if rd.is_done():
-        return rd.summary()
-    existing = rd.config()
-    if existing is not None and existing.get("run_id") != cfg.run_id:
-        raise CostlawError(f"run_dir: {str(rd.path)!r} holds run {existing.get('run_id')}, not {cfg.run_id}; "
-                           "use the run's own directory (<root>/runs/<run_id>)")
+    if (done := rd.finished_or_claim(cfg.run_id)) is not None:
+        return done
     rank, world, local_rank = _distributed()
     if world > 1 and cfg.train.grad_accum % world:
         raise ConfigError("train.grad_accum", f"{cfg.train.grad_accum} is not a multiple of the {world} data-parallel "

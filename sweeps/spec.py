@@ -56,6 +56,7 @@ from pathlib import Path
 from costmodel import ConfigError
 from costmodel.config import FIELDS as MODEL_FIELDS
 from costmodel.kvpolicy import METHODS
+from costmodel.units import parse_tokens
 
 TOP_KEYS = ("sweep", "base", "axes", "derived", "resources", "stages")
 SWEEP_KEYS = ("name", "description", "runs_cap", "contexts", "seeds")
@@ -489,11 +490,4 @@ def _int(v, where: str, lo: int | None = None) -> int:
 
 
 def _context(v, where: str) -> int:
-    if isinstance(v, str):
-        t = v.strip().upper()
-        mult = {"K": 1024, "M": 1024**2}.get(t[-1:], 1)
-        try:
-            v = int(float(t[:-1] if mult > 1 else t) * mult)
-        except ValueError:
-            raise ConfigError(where, f"{v!r} is not a token count; write e.g. 8192, \"128K\" or \"1M\"") from None
-    return _int(v, where, lo=1)
+    return parse_tokens(v, where)

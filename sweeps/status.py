@@ -145,7 +145,7 @@ def _failure(root: Path, run: dict, job: dict | None, n: int) -> dict:
 
 def render(st: dict, all_runs: bool = False, max_rows: int = 40) -> str:
     """Counts, a table of the runs (of the unfinished ones only on a large sweep), then each failure's logs."""
-    from costlaw.table import table
+    from costmodel.units import table
 
     counts = {k: v for k, v in st["counts"].items() if v}
     out = [f"sweep {st['name']} at {st['root']}: {st['total']} runs: "

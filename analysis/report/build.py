@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from costmodel.errors import CostlawError
+from costmodel.units import binary_bytes, si
 
 PAPER_CONTEXTS = (8192, 16384, 32768, 65536, 131072)
 
@@ -175,18 +176,6 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
     return res
 
 
-def _si(x) -> str:
-    from analysis.recommend import si
-
-    return si(x)
-
-
-def _bytes(x) -> str:
-    from analysis.recommend import binary_bytes
-
-    return binary_bytes(x)
-
-
 def _recommendation_blocks(rec, res) -> list:
     from analysis.recommend import candidate_rows, toml_text
 
@@ -207,11 +196,11 @@ def _recommendation_blocks(rec, res) -> list:
             continue
         p = w.prices[T]
         rows.append({"context": T, "winner": w.label, "runner-up": ru.label if ru else "-",
-                     "L x d": f"{w.shape.config.n_layers}x{w.shape.config.d_model}", "N": _si(w.shape.n_params),
+                     "L x d": f"{w.shape.config.n_layers}x{w.shape.config.d_model}", "N": si(w.shape.n_params),
                      "predicted loss": f"{w.predicted:.4g}",
                      "95% interval": f"{w.ci95[0]:.4g}-{w.ci95[1]:.4g}" if w.ci95 else "-",
                      "N*/largest run": f"{w.extrapolation:.2f}x" if w.extrapolation else "-",
-                     "M_infer": _bytes(p["m_infer_bytes"]), "C_infer FLOP/tok": _si(p["c_infer_flops_per_token"]),
+                     "M_infer": binary_bytes(p["m_infer_bytes"]), "C_infer FLOP/tok": si(p["c_infer_flops_per_token"]),
                      "memory vs standard": f"{-100 * s['memory']:+.1f}%" if s else "-",
                      "FLOPs vs standard": f"{-100 * s['flops']:+.1f}%" if s else "-"})
     blocks.append(("table", rows, ["context", "winner", "runner-up", "L x d", "N", "predicted loss", "95% interval",
@@ -250,7 +239,7 @@ def _fit_blocks(fits) -> list:
             continue
         row = {"candidate": c.label, "family": c.family, "runs": c.n_points,
                "sizes": len({p["N"] for p in c.ladder}) if c.ladder else "-",
-               "largest N": _si(c.n_max) if c.n_max else "-"}
+               "largest N": si(c.n_max) if c.n_max else "-"}
         if c.fitted:
             for k, v in c.params.items():
                 ci = c.ci95.get(k) if c.ci95 else None
@@ -278,9 +267,9 @@ def _frontier_blocks(sets) -> list:
         for p in s["points"]:
             cost = p.get("m_infer_bytes", p.get("c_infer_flops_per_token"))
             rows.append({"context": s["context"], "cost": "M_infer" if s["cost"] == "memory" else "C_infer",
-                         "config": p["label"], "family": p["family"], "N": _si(p["n_params"]),
+                         "config": p["label"], "family": p["family"], "N": si(p["n_params"]),
                          "loss": f"{p['loss']:.4g}",
-                         "value": _bytes(cost) if s["cost"] == "memory" else _si(cost) + "FLOP/tok",
+                         "value": binary_bytes(cost) if s["cost"] == "memory" else si(cost) + "FLOP/tok",
                          "run": p["run_id"]})
     return [("p", "Pareto sets across families (no other point has both lower loss and lower cost); per-family "
                   "sets: costlaw frontier."),
@@ -291,9 +280,9 @@ def _run_rows(runs) -> list[dict]:
     out = []
     for r in runs.sort_values(["label", "params_non_embedding"]).itertuples():
         out.append({"run_id": r.run_id, "sweep": r.sweep, "label": r.label, "family": r.family,
-                    "N": _si(r.params_non_embedding), "L x d": f"{r.n_layers}x{r.d_model}", "d_h": int(r.head_dim),
+                    "N": si(r.params_non_embedding), "L x d": f"{r.n_layers}x{r.d_model}", "d_h": int(r.head_dim),
                     "layout": ", ".join(json.loads(r.layout)) if r.layout else "-",
-                    "seq_len": int(r.seq_len), "tokens": _si(r.tokens) if r.tokens == r.tokens else "-",
+                    "seq_len": int(r.seq_len), "tokens": si(r.tokens) if r.tokens == r.tokens else "-",
                     "loss": f"{r.loss:.4g}"})
     return out
 

@@ -15,15 +15,9 @@ import html
 from pathlib import Path
 from string import Template
 
+from costmodel.units import cell
+
 TEMPLATES = Path(__file__).with_name("templates")
-
-
-def _cell(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
 
 
 def _slug(title: str) -> str:
@@ -54,7 +48,7 @@ def _html_block(b) -> str:
     if kind == "table":
         rows, cols = b[1], b[2]
         head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-        trs = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in cols) + "</tr>"
+        trs = "".join("<tr>" + "".join(f"<td>{html.escape(cell(r.get(c)))}</td>" for c in cols) + "</tr>"
                       for r in rows)
         return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table></div>'
     if kind == "figure":
@@ -86,7 +80,7 @@ def to_markdown(title: str, subtitle: str, sections: list, base: Path) -> str:
                 rows, cols = b[1], b[2]
                 out.append("| " + " | ".join(_md_escape(c) for c in cols) + " |")
                 out.append("|" + "|".join("---" for _ in cols) + "|")
-                out += ["| " + " | ".join(_md_escape(_cell(r.get(c))) for c in cols) + " |" for r in rows]
+                out += ["| " + " | ".join(_md_escape(cell(r.get(c))) for c in cols) + " |" for r in rows]
                 out.append("")
             elif kind == "figure":
                 png = Path(b[1])

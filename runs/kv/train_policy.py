@@ -61,12 +61,8 @@ def train_policy_run(cfg: RunConfig, run_dir: str | Path, device: str = "auto", 
     from runs.train import resolve_device
 
     rd = RunDir(run_dir)
-    if rd.is_done():
-        return rd.summary()
-    existing = rd.config()
-    if existing is not None and existing.get("run_id") != cfg.run_id:
-        raise CostlawError(f"run_dir: {str(rd.path)!r} holds run {existing.get('run_id')}, not {cfg.run_id}; "
-                           "use the run's own directory (<root>/runs/<run_id>)")
+    if (done := rd.finished_or_claim(cfg.run_id)) is not None:
+        return done
     kv = cfg.model.kv_policy
     if cfg.train.trainable != "policy" or kv is None or kv.method not in TRAINED_METHODS:
         raise ConfigError("train.trainable", f"a policy run needs trainable = \"policy\" and a kv_policy method with "
