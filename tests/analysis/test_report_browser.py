@@ -19,9 +19,7 @@ def _load(name):
 def test_report_in_headless_chromium(tmp_path):
     from analysis.report import build_report
 
-    browser = _load("browser")
-    if browser.chromium() is None:
-        pytest.skip("Chromium is not installed (CI: apt-get install -y chromium)")
+    browser = _load("browser")  # the `browser` marker's gate (tests/conftest.py) guarantees Chromium here
     db = _load("fixtures").build_store(tmp_path)
     res = build_report(db, tmp_path / "report", n_boot=4)
     assert len(res.figures) == 7

@@ -2,7 +2,6 @@
 lines Slurm would get, and real runs with the trainer (debug in-process; local for tiny.toml)."""
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -69,9 +68,8 @@ def test_flag_errors_are_one_line(capsys, argv, key):
     assert not Path("/tmp/never-made").exists()
 
 
+@pytest.mark.slurm  # submitit's Slurm executor needs the Slurm client on PATH
 def test_slurm_parameters_reach_sbatch(tmp_path):
-    if not shutil.which("srun"):
-        pytest.skip("submitit's Slurm executor needs srun on PATH (the Slurm client); CI has it")
     import submitit
 
     res = Resources(gpus=4, cpus=6, mem_gb=48, time_min=90, partition="gpu", account="proj", qos="high",
