@@ -57,13 +57,13 @@ def run_label(n_heads: int, n_kv_heads: int, family: str, layout: str | None, po
 
 def points(db, contexts: list[int], dtype: str = "bf16", sweep: str | None = None):
     """One row per (point, context): run_id, label, family, N, loss, m_infer_bytes, c_infer_flops_per_token..."""
-    from analysis.recommend import _kv_policy_rows, load_runs
+    from analysis.recommend import kv_policy_rows, load_runs
 
     runs = load_runs(db, sweep)
     runs = runs[runs["loss"].notna()] if len(runs) else runs
     if not len(runs):
         raise CostlawError(f"--db: {db} has no completed runs with a loss; run a sweep and `costlaw ingest` it first")
-    kv = _kv_policy_rows(db, sweep)
+    kv = kv_policy_rows(db, sweep)
     return points_from(runs, kv, contexts, dtype)
 
 

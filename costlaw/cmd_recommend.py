@@ -26,7 +26,7 @@ fits file (--fits, JSON): {"format": "costlaw-fits/1", "law": "gqa-size",
                   "bootstrap": {"a": [..], "b": [..], "E": [..]}, "ladder": [{"N": .., "d_model": .., "n_layers": ..}],
                   "n_max": .., "family": "gqa|hybrid|compressed", "sparse": .., "full_fraction": ..}, ...],
   "kv_policies": [{"method": "snapkv", "keep": 0.25, "delta_nll": 0.03, "base": "32,8"}]}
-  (full schema: analysis/recommend.py; --fits-out writes the store's fits in it)
+  (full schema: analysis/recommend/fitsfile.py; --fits-out writes the store's fits in it)
 
 calibration file (--calibration, JSON): {"format": "costlaw-calibration/1",
   "gpus": {"H100-SXM": {"decode": {"overhead_s": 2e-4, "bytes_per_s": 2.9e12, "flops_per_s": 6e14}}}}

@@ -68,7 +68,7 @@ def loss_vs_heads(runs, path, size=None) -> list:
 
 def law_curves(fitset, path) -> list:
     """Each candidate's ladder (points) and fitted L(N) = (a/N)^b + E (line) with its bootstrap 95% band."""
-    from analysis.recommend import _predict_samples
+    from analysis.recommend import predict_samples
     from fitting import get_law
 
     cands = [c for c in fitset.candidates if not c.base and any("loss" in p for p in c.ladder)]
@@ -91,7 +91,7 @@ def law_curves(fitset, path) -> list:
                 xs = np.geomspace(N.min() / 1.5, max(N.max(), c.n_max or 0) * 3, 200)
                 ax.plot(xs, law.predict(c.params, xs), color=col)
                 if c.samples is not None:
-                    band = np.array([_predict_samples(law, c.samples, float(v)) for v in xs])
+                    band = np.array([predict_samples(law, c.samples, float(v)) for v in xs])
                     ok = np.isfinite(band).all(axis=0)
                     if ok.sum() >= 2:
                         lo, hi = np.percentile(band[:, ok], [2.5, 97.5], axis=1)

@@ -64,7 +64,7 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
     from analysis import figures as F
     from analysis.frontier import pareto_sets, points_from
     from analysis.objective import Objective
-    from analysis.recommend import _kv_policy_rows, fit_store, load_runs, recommend
+    from analysis.recommend import fit_store, kv_policy_rows, load_runs, recommend
     from analysis.report.data import environment, labelled_runs, position_frame, steps_frame
     from analysis.report.render import to_html, to_markdown
 
@@ -125,7 +125,7 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
                            "standard config vs each context's recommended config, split into the time-invariant "
                            "part (weights, 2N) and the part growing with context (KV cache, attention).",
                            F.cost_bars, F.bars_frame(rec), dtype=objective.dtype))
-    kv = _kv_policy_rows(db, None)
+    kv = kv_policy_rows(db, None)
     pts = points_from(runs, kv, sorted({contexts[0], contexts[-1]}), objective.dtype)
     for T in sorted(pts["context"].unique()):
         figs.append(figure(f"frontier-{T}", f"Loss vs inference memory and FLOPs per token at context {T}, every "

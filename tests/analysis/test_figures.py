@@ -13,7 +13,7 @@ DATA = Path(__file__).parent / "data"
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory):
     from analysis.frontier import points_from
-    from analysis.recommend import _kv_policy_rows, fit_store, load_fits, load_runs, recommend
+    from analysis.recommend import fit_store, kv_policy_rows, load_fits, load_runs, recommend
     from analysis.report.data import labelled_runs, position_frame, steps_frame
 
     spec = importlib.util.spec_from_file_location("analysis_test_fixtures", DATA / "fixtures.py")
@@ -23,7 +23,7 @@ def frames(tmp_path_factory):
     runs = labelled_runs(load_runs(db))
     paper = load_fits(DATA / "paper_like_fits.json")
     return {"runs": runs, "steps": steps_frame(db, runs), "pos": position_frame(db, runs),
-            "points": points_from(runs, _kv_policy_rows(db, None), [32768]),
+            "points": points_from(runs, kv_policy_rows(db, None), [32768]),
             "store_fits": fit_store(db, n_boot=4),
             "rec": recommend(paper, 2.6, [8192, 16384, 32768, 65536, 131072], standard="32,8")}
 

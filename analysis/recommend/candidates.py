@@ -1,0 +1,193 @@
+"""Candidates (GQA head pairs, hybrid layouts, compressed caches) with their laws, and choosing among them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from analysis.shape import Template
+from costmodel.errors import CostlawError
+
+FITS_FORMAT = "costlaw-fits/1"
+HEADS = (1, 2, 4, 8, 16, 32)
+PAPER_PAIRS = tuple((h, k) for h in HEADS for k in HEADS if k <= h)  # the paper's 21 candidates
+FAMILIES = ("gqa", "hybrid", "compressed")
+MIN_SIZES = 4
+EXTRAPOLATION_WARN = 4.0
+DEFAULT_STANDARD = "d/d_h,8"
+
+
+
+
+# ---------------------------------------------------------------- candidates
+@dataclass
+class Candidate:
+    """One configuration family member the search can size: its law (or why it has none) and template."""
+
+    label: str
+    family: str
+    template: Template
+    law: str = "gqa-size"
+    params: dict | None = None
+    samples: dict | None = None  # name -> array of bootstrap draws
+    ci95: dict | None = None
+    r2: float | None = None
+    n_points: int = 0
+    ladder: list[dict] = field(default_factory=list)  # {"N", "d_model", "n_layers", "loss"}
+    n_max: float | None = None
+    reason: str | None = None  # why there is no law
+    base: str | None = None  # compressed-on-dense: the dense candidate whose law it uses
+    delta_nll: float = 0.0
+    delta_source: str | None = None
+    group: dict = field(default_factory=dict)  # the store columns that select its runs
+    fit_extra: dict = field(default_factory=dict)
+
+    @property
+    def fitted(self) -> bool:
+        return self.params is not None
+
+    @property
+    def n_heads(self) -> int:
+        return self.template.n_heads
+
+    @property
+    def n_kv_heads(self) -> int:
+        return self.template.n_kv_heads
+
+    def to_json(self) -> dict:
+        t = self.template
+        d: dict = {"label": self.label, "family": "compressed" if self.base else self.family,
+                   "n_heads": t.n_heads, "n_kv_heads": t.n_kv_heads, "head_dim": t.head_dim,
+                   "vocab_size": t.vocab_size, "tied_embeddings": t.tied_embeddings, "rope_theta": t.rope_theta}
+        if t.ffn_ratio is not None:
+            d["ffn_ratio"] = t.ffn_ratio
+        if t.sparse is not None:
+            d.update(sparse=t.sparse, full_fraction=t.full_fraction)
+        if t.kv_policy is not None:
+            d["kv_policy"] = t.kv_policy
+        if self.params is not None:
+            d["params"] = as_floats(self.params)
+        if self.reason:
+            d["reason"] = self.reason
+        if self.samples is not None:
+            d["bootstrap"] = {k: [float(x) for x in np.asarray(v)] for k, v in self.samples.items()}
+        if self.ci95 is not None:
+            d["ci95"] = {k: [float(x) for x in v] for k, v in self.ci95.items()}
+        if self.r2 is not None:
+            d["r2"] = float(self.r2)
+        d["n_points"] = int(self.n_points)
+        if self.ladder:
+            d["ladder"] = [{k: (float(v) if k in ("N", "loss") else v) for k, v in p.items()} for p in self.ladder]
+        if self.n_max is not None:
+            d["n_max"] = float(self.n_max)
+        if self.base:
+            d.update(base=self.base, delta_nll=self.delta_nll, delta_source=self.delta_source)
+        return d
+
+
+def as_floats(d: dict) -> dict:
+    return {k: float(v) for k, v in d.items()}
+
+
+def pair_label(n_heads: int, n_kv_heads: int, head_dim: int | None = None) -> str:
+    return f"{n_heads},{n_kv_heads}" + (f" d_h={head_dim}" if head_dim is not None else "")
+
+
+def hybrid_label(base: str, full_fraction: float, sparse: str) -> str:
+    return f"{base} full={full_fraction:.2f} {sparse}"
+
+
+def policy_label(base: str, policy: dict, trained: bool = False) -> str:
+    amount = f"keep={policy['keep']:g}" if policy.get("keep") is not None else f"budget={policy['budget']}"
+    return f"{base} {policy['method']} {amount}" + (" trained" if trained else "")
+
+
+def norm_label(label: str) -> str:
+    return re.sub(r"\s+", " ", label.strip()).lower()
+
+
+@dataclass
+class FitSet:
+    """Candidates with their laws, from the store or a fits file."""
+
+    candidates: list[Candidate]
+    source: str
+    notes: list[str] = field(default_factory=list)
+    law: str = "gqa-size"
+    train_context: int | None = None  # the seq_len the laws were fitted at (None: unknown, e.g. a fits file)
+
+    def get(self, label: str) -> Candidate | None:
+        key = norm_label(label)
+        return next((c for c in self.candidates if norm_label(c.label) == key), None)
+
+    def to_json(self) -> dict:
+        """The fits-file form (module doc); compressed-on-dense candidates become `kv_policies` entries."""
+        dense = [c.to_json() for c in self.candidates if not c.base]
+        pol = [{"base": c.base, "method": c.template.kv_policy["method"], "keep": c.template.kv_policy["keep"],
+                "delta_nll": c.delta_nll, "source": c.delta_source} for c in self.candidates if c.base]
+        return {"format": FITS_FORMAT, "law": self.law, "source": self.source, "notes": self.notes,
+                "train_context": self.train_context, "candidates": dense, "kv_policies": pol}
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        os.replace(tmp, p)
+        return p
+
+    def fit_rows(self, source_query: str | None = None) -> list[dict]:
+        """Rows for `analysis.store.write_fits`: one per fitted law."""
+        rows = []
+        for c in self.candidates:
+            if not c.fitted or c.base:
+                continue
+            stderr = None
+            if c.samples is not None:
+                fin = {k: np.asarray(v, float)[np.isfinite(np.asarray(v, float))] for k, v in c.samples.items()}
+                stderr = {k: float(np.std(v, ddof=1)) if len(v) > 1 else None for k, v in fin.items()}
+            rows.append({"law": c.law, "group_keys": {**c.group, "label": c.label}, "params": as_floats(c.params),
+                         "r2": c.r2, "n_points": c.n_points, "stderr": stderr, "ci95": c.ci95,
+                         "objective": c.fit_extra.get("objective"), "source_query": source_query,
+                         "extra": {k: v for k, v in c.fit_extra.items() if k != "objective"}})
+        return rows
+
+
+
+# ---------------------------------------------------------------- selection
+def select(fs: FitSet, spec: str = "all", families=FAMILIES) -> list[Candidate]:
+    """`all`: every candidate of the chosen families; `paper`: the paper's 21 GQA pairs (absent ones listed
+    as unfit); else labels separated by ';' (e.g. "32,8;8,1;8,1 snapkv keep=0.25")."""
+    bad = [f for f in families if f not in FAMILIES]
+    if bad:
+        raise CostlawError(f"--families: unknown family {bad[0]!r}; choose from {', '.join(FAMILIES)}")
+    pool = [c for c in fs.candidates if c.family in families]
+    spec = (spec or "all").strip()
+    if spec == "all":
+        return pool
+    if spec == "paper":
+        if "gqa" not in families:
+            raise CostlawError("--candidates: paper names GQA pairs; add gqa to --families")
+        out = []
+        missing = "no runs in the store" if fs.source.startswith("store") else "not in the fits file"
+        for h, k in PAPER_PAIRS:
+            found = [c for c in pool if c.family == "gqa" and (c.n_heads, c.n_kv_heads) == (h, k)]
+            out.extend(found or [Candidate(label=pair_label(h, k), family="gqa", template=Template(h, k),
+                                           reason=missing)])
+        return out
+    out = []
+    for item in (s for s in spec.split(";") if s.strip()):
+        c = next((c for c in fs.candidates if norm_label(c.label) == norm_label(item)), None)
+        if c is None:
+            known = ", ".join(c.label for c in fs.candidates)
+            raise CostlawError(f"--candidates: unknown candidate {item.strip()!r}; known: {known}")
+        if c.family not in families:
+            raise CostlawError(f"--candidates: {c.label} is {c.family}, outside --families {','.join(families)}")
+        if c not in out:
+            out.append(c)
+    return out
