@@ -128,13 +128,10 @@ def test_sigkilled_ingest_leaves_a_consistent_database(tmp_path):
     assert query_df(db, "SELECT count(*) AS r, count(DISTINCT run_id) AS d FROM steps").row(0) == (60 * 50, 60)
 
 
-TRAIN = REPO / "runs" / "train.py"
 TINY = REPO / "runs" / "examples" / "tiny-gqa.toml"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (TRAIN.exists() and TINY.exists()),
-                    reason="the trainer (runs/train.py, runs/examples/tiny-gqa.toml) is not in this tree")
 def test_sigkilled_training_run_is_incomplete_then_resubmitted(tmp_path):
     """`costlaw run` on the tiny-gqa example (shortened to 40 steps, logged every 5, checkpointed every 10, so
     the test stays short on a busy 2-core machine): SIGKILL after step 15 is logged, ingest, resume, ingest."""

@@ -37,7 +37,8 @@ def shared_dir() -> tuple[Path | None, str]:
 @pytest.fixture(scope="session")
 def chinchilla():
     """Epoch's 240 rows: N, D = FLOP/(6N), loss, C; plus anchors.json."""
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
+
     root, where = shared_dir()
     if root is None:
         pytest.skip(f"Chinchilla data absent ({CHINCHILLA_CSV} not found via {where}); "
