@@ -134,12 +134,12 @@ class Shape:
 
 
 def _n_of(t: Template, L: int, d: int) -> int:
-    # closed form of costmodel.params_non_embedding for this template (checked against it in tests)
-    per_layer = 2 * d * t.head_dim * (t.n_heads + t.n_kv_heads) + 3 * d * t.ffn(d) + 2 * d
-    return L * per_layer + d
+    return params_non_embedding(t.config(L, d))
 
 
 def _n_continuous(t: Template, L: float, d: float) -> float:
+    """A relaxation of costmodel's count to real-valued depth and width (d_ff = ratio·d unrounded), used only
+    to locate the depth; every integer candidate is then priced by costmodel itself."""
     ffn = (8 / 3 if t.ffn_ratio is None else t.ffn_ratio) * d
     return L * (2 * d * t.head_dim * (t.n_heads + t.n_kv_heads) + 3 * d * ffn + 2 * d) + d
 
@@ -170,10 +170,8 @@ def shape(n_target: float, t: Template, d_multiple: int | None = None) -> Shape:
         key = (n, abs(math.log((d / L) / r)))
         if best is None or key < best[0]:
             best = (key, L, d)
-    _, L, d = best
-    cfg = t.config(L, d)
-    n = params_non_embedding(cfg)
-    return Shape(cfg, n, float(n_target), r, source, depth, d_multiple)
+    (n, _), L, d = best
+    return Shape(t.config(L, d), n, float(n_target), r, source, depth, d_multiple)
 
 
 def _smallest_multiple(ok) -> int:
