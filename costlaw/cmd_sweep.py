@@ -1,7 +1,7 @@
 """`costlaw sweep plan|submit|status|resubmit`: a sweep spec (TOML) -> runs -> submitit -> status.
 
-  costlaw sweep plan SPEC [--json] [--gpu H100] [--mfu 0.35] [--root DIR]
-  costlaw sweep submit SPEC --executor slurm|local|debug --root DIR [--max-parallel N] [--wait]
+  costlaw sweep plan SPEC [--json] [--gpu H100] [--mfu 0.35] [--root DIR] [--where EXPR]
+  costlaw sweep submit SPEC --executor slurm|local|debug --root DIR [--max-parallel N] [--wait] [--where EXPR]
   costlaw sweep status --root DIR [--json] [--lines N]
   costlaw sweep resubmit --root DIR --failed [--executor ...] [--max-parallel N] [--wait]
 
@@ -24,6 +24,8 @@ def add_arguments(p):
     def common_plan(q):
         q.add_argument("--gpu", default="H100", help="GPU for the GPU-hours estimate (default H100)")
         q.add_argument("--mfu", type=float, default=0.35, help="assumed model FLOPs utilisation (default 0.35)")
+        q.add_argument("--where", help="only the runs whose config satisfies this formula (and their parents), "
+                                       "e.g. \"model.d_model <= 320\": one round of a study")
 
     q = sub.add_parser("plan", help="every run the spec would launch, with N, tokens, FLOPs, GPU-hours, "
                                     "C_infer / M_infer at the spec's contexts")
@@ -78,6 +80,11 @@ def _plan(args) -> int:
 
     s = spec.load(args.spec)
     runs = expand.expand(s, args.root)
+    if args.where:
+        from sweeps.select import select
+
+        chosen = select(runs, args.where)
+        runs = [r for r in runs if r.run_id in chosen]
     rows = plan.plan_rows(runs, s.contexts, gpu=args.gpu, mfu=args.mfu)
     tot = plan.totals(rows, args.gpu, args.mfu)
     if args.json:
@@ -104,7 +111,7 @@ def _submit(args) -> int:
     _check_run_args(args)
     root = Path(args.root).resolve()
     submit.submit_spec(args.spec, root, args.executor, max_parallel=args.max_parallel, device=args.device,
-                       gpu=args.gpu, mfu=args.mfu, runs_per_gpu=args.runs_per_gpu)
+                       gpu=args.gpu, mfu=args.mfu, runs_per_gpu=args.runs_per_gpu, where=args.where)
     return _after(args, root, args.executor)
 
 

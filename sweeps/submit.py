@@ -28,6 +28,7 @@ from pathlib import Path
 from costmodel import CostlawError
 from sweeps import record
 from sweeps.jobs import slurm_states
+from sweeps.select import largest_first, select
 
 EXECUTORS = ("slurm", "local", "debug")
 
@@ -112,8 +113,9 @@ def new_record(spec, spec_path: str, spec_text: str, root: Path, rows: list[dict
 # ---------------------------------------------------------------- submit
 def submit_spec(spec_path: str | Path, root: str | Path, executor: str, *, max_parallel: int | None = None,
                 device: str = "auto", gpu: str = "H100", mfu: float = 0.35, train_fn: str = "runs.train:train_run",
-                progress: bool | None = None, runs_per_gpu: int = 1) -> dict:
-    """`costlaw sweep submit`: validate everything, then create the root, write sweep.json and submit."""
+                progress: bool | None = None, runs_per_gpu: int = 1, where: str | None = None) -> dict:
+    """`costlaw sweep submit`: validate everything, then create the root, write sweep.json and submit.
+    `where` (a formula over each run's config) submits only the runs it selects, and their parents."""
     from costmodel import ConfigError
     from sweeps import expand, plan, spec
 
@@ -124,17 +126,19 @@ def submit_spec(spec_path: str | Path, root: str | Path, executor: str, *, max_p
     text = p.read_text()
     s = spec.parse(text)
     runs = expand.expand(s, root)
+    only = select(runs, where) if where else None
     rows = plan.plan_rows(runs, s.contexts, gpu=gpu, mfu=mfu)
-    tot = plan.totals(rows, gpu, mfu)
+    tot = plan.totals([r for r in rows if only is None or r["run_id"] in only], gpu, mfu)
     old = check_root(root, s.name)
     check_executor(executor)
     # everything is valid: now, and only now, the root appears
     root.mkdir(parents=True, exist_ok=True)
     doc = new_record(s, str(p), text, root, rows, runs, tot, old)
     record.save(root, doc)
-    log(f"sweep {s.name}: {len(runs)} runs planned, {tot['gpu_hours']:.3g} GPU-hours at MFU {mfu:g}")
-    return submit(doc, runs, root, executor, max_parallel=max_parallel, device=device, train_fn=train_fn,
-                  progress=progress, runs_per_gpu=runs_per_gpu)
+    picked = f" ({len(only)} selected by --where)" if only is not None else ""
+    log(f"sweep {s.name}: {len(runs)} runs planned{picked}, {tot['gpu_hours']:.3g} GPU-hours at MFU {mfu:g}")
+    return submit(doc, runs, root, executor, only=only, max_parallel=max_parallel, device=device,
+                  train_fn=train_fn, progress=progress, runs_per_gpu=runs_per_gpu)
 
 
 def submit(doc: dict, runs, root: Path, executor: str, *, only: set[str] | None = None, max_parallel: int | None = None,
@@ -340,7 +344,7 @@ def _run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_p
     slots = [g for _ in range(runs_per_gpu) for g in gpus]
     limit = max_parallel or default_parallel(todo, slots)
     free_gpus = list(slots)
-    pending = list(todo)
+    pending = largest_first(todo)
     running: dict[str, tuple] = {}
     outcome: dict[str, str] = {}
     ids = {r.run_id for r in todo}

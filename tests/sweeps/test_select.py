@@ -1,0 +1,49 @@
+"""`--where`: one round of a sweep, with the parents its runs start from; and the largest-first order of
+the local executor."""
+
+import pytest
+
+from costmodel import ConfigError
+from sweeps import expand, spec, submit
+from sweeps.select import largest_first, select
+
+from .conftest import FAKE
+
+
+def _runs(path, root):
+    return expand.expand(spec.load(path), root)
+
+
+def test_where_picks_a_round_and_brings_parents(tmp_path, write_spec):
+    runs = _runs(write_spec(), tmp_path / "root")
+    by_id = {r.run_id: r for r in runs}
+    four = select(runs, "model.n_heads == 4")
+    assert {by_id[i].config.model.n_heads for i in four} == {4}
+    assert {by_id[i].stage for i in four} == {"pretrain", "extend"}
+    child = select(runs, "model.n_heads == 2 and data.seq_len == 32")
+    (kid,) = [i for i in child if by_id[i].stage == "extend"]
+    assert child == {kid, by_id[kid].parent_id}  # the extend run comes with the pretrain run it starts from
+    assert len(select(runs, "N > 0")) == len(runs)
+
+
+@pytest.mark.parametrize("expr, field", [("model.n_heads == 3", "--where"), ("model.n_head == 4", "--where"),
+                                         ("model.d_model +", "--where")])
+def test_where_that_selects_nothing_or_is_malformed_names_the_flag(tmp_path, write_spec, expr, field):
+    runs = _runs(write_spec(), tmp_path / "root")
+    with pytest.raises(ConfigError) as e:
+        select(runs, expr)
+    assert e.value.field == field
+
+
+def test_submit_where_runs_only_the_round(tmp_path, write_spec, job_env):
+    path, root = write_spec(), tmp_path / "root"
+    sub = submit.submit_spec(path, root, "debug", train_fn=FAKE, progress=False, where="model.n_heads == 4")
+    assert sub["submitted"] == 2 and sub["outcome"] == {"completed": 2}
+    rest = submit.submit_spec(path, root, "debug", train_fn=FAKE, progress=False)
+    assert rest["submitted"] == 2 and rest["skipped_done"] == 2  # the next round picks up what is left
+
+
+def test_largest_first_orders_by_training_flops(tmp_path, write_spec):
+    runs = [r for r in _runs(write_spec(), tmp_path / "root") if r.stage == "pretrain"]
+    ordered = largest_first(runs)
+    assert [r.config.model.n_heads for r in ordered] == [4, 2]  # more heads, more FLOPs per token
