@@ -1,4 +1,4 @@
-"""`costlaw query`: read-only SQL on a results file (tables runs, steps, evals, fits and the named views)."""
+"""`costlaw query`: read-only SQL on a results file (tables runs, steps, evals, fits, recommendations and the views)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,15 @@ def add_arguments(p):
                 "  evals           (run_id, eval, tags, metric): value; tag columns context, bucket, depth,\n"
                 "                  policy, keep, budget, batch\n"
                 "  fits            fitted laws (law, group_keys, params, objective, r2, ci95, ...)\n"
-                "  schema_version  the migrations applied\n\nviews:\n" + describe() + "\n\nexample:\n"
+                "  recommendations `costlaw recommend --record`: one row per (winner, context): rec_id, model_id,\n"
+                "                  candidate, target_loss, predicted_loss, predicted_lo/hi (95%), costs, budgets\n"
+                "  schema_version  the migrations applied\n\nviews:\n" + describe() + "\n\n"
+                "closed_loop: loss = val_loss, else final_loss (what the laws were fitted to); inside = loss within\n"
+                "  [predicted_lo, predicted_hi]; error = loss - predicted_loss; rel_error = error / predicted_loss;\n"
+                "  a recommendation not trained yet has one row with NULL run columns\n\nexamples:\n"
                 "  costlaw query --db results.duckdb \"SELECT n_heads, n_kv_heads, avg(final_loss) "
-                "FROM run_summary GROUP BY ALL\"")
+                "FROM run_summary GROUP BY ALL\"\n"
+                "  costlaw query --db results.duckdb \"SELECT * FROM closed_loop\"")
     p.add_argument("--db", required=True, help="the DuckDB results file written by costlaw ingest")
     p.add_argument("sql", nargs="?", help="one read-only statement (SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")

@@ -31,9 +31,16 @@ fits file (--fits, JSON): {"format": "costlaw-fits/1", "law": "gqa-size",
 calibration file (--calibration, JSON): {"format": "costlaw-calibration/1",
   "gpus": {"H100-SXM": {"decode": {"overhead_s": 2e-4, "bytes_per_s": 2.9e12, "flops_per_s": 6e14}}}}
 
+closing the loop (--record, needs --db): each context's winner becomes a row of the recommendations table
+  (rec_id, model_id = the config's id, predicted loss and 95% interval, costs, budgets); train the TOML,
+  `costlaw ingest` the run into the same file, then `costlaw query --db FILE "select * from closed_loop"`
+  shows the measured loss beside the prediction (inside = within the interval). Recording the same
+  recommendation again adds no row.
+
 examples:
   costlaw recommend --fits fits.json --target-loss 2.6 --context 8K,128K
   costlaw recommend --db results.duckdb --target-loss 1.9 --context 1K,32K --memory-budget 16GiB --json
+  costlaw recommend --db results.duckdb --target-loss 1.9 --context 32K --toml-out rec.toml --record
 """
 
 
@@ -75,6 +82,9 @@ def add_arguments(p):
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="one JSON object")
     out.add_argument("--toml-out", help="write the winner's ModelConfig TOML here (several contexts: FILE-<T>.toml)")
+    out.add_argument("--record", action="store_true",
+                     help="record each context's winner in --db's recommendations table; once its config is trained "
+                          "and ingested, the closed_loop view compares the measured loss with the prediction")
 
 
 def parse_contexts(values) -> list[int]:
@@ -120,6 +130,9 @@ def main(args) -> int:
     if bad or not families:
         raise CostlawError(f"--families: unknown family {bad[0] if bad else '(none)'!r}; "
                            f"choose from {', '.join(FAMILIES)}")
+    if args.record and not args.db:
+        raise CostlawError("--record: writes to the results file's recommendations table, and --fits has none; "
+                           "give --db RESULTS.duckdb instead of --fits, or drop --record")
     if args.bootstrap < 0:
         raise CostlawError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
     objective = build_objective(args)
@@ -138,15 +151,40 @@ def main(args) -> int:
         raise CostlawError("budgets: no candidate meets --memory-budget/--flops-budget/--latency-target-ms at any "
                            "context; relax a budget or add candidates")
     written = write_tomls(rec, args.toml_out) if args.toml_out else []
+    recorded = record(rec, fs, args) if args.record else None
     if args.json:
         doc = rec.to_json()
         doc["toml_files"] = [str(p) for p in written]
+        if recorded is not None:
+            doc["recorded"] = recorded[0]
+            log(recorded[1])
         print(json.dumps(doc, indent=2, default=_default))
     else:
         print(render_text(rec))
         for p in written:
             print(f"wrote {p}")
+        if recorded is not None:
+            print(recorded[1])
     return 0
+
+
+def record(rec, fs, args) -> tuple[list[dict], str]:
+    """Write each context's winner to --db's recommendations table; the JSON entries and the line to print."""
+    from pathlib import Path
+
+    from analysis.store.recommendations import recommendation_rows, write_recommendations
+
+    rows = recommendation_rows(rec, source=str(Path(args.db).resolve()), sweep=args.sweep,
+                               train_context=fs.train_context)
+    done = write_recommendations(args.db, rows)
+    entries = [{"rec_id": i, "context": r["context"], "candidate": r["candidate"], "model_id": r["model_id"],
+                "new": new} for (i, new), r in zip(done, rows)]
+    n_new = sum(e["new"] for e in entries)
+    ids = ", ".join(f"{e['rec_id']} ({e['candidate']} at {e['context']})" for e in entries)
+    again = f", {len(entries) - n_new} already there" if n_new < len(entries) else ""
+    line = (f"recorded {n_new} recommendation(s) in {args.db}{again}: {ids}; after training and ingesting, check "
+            f"with: costlaw query --db {args.db} \"select * from closed_loop\"")
+    return entries, line
 
 
 def _default(o):

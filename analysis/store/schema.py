@@ -8,6 +8,7 @@ inside their write transaction). The version history is kept in `schema_version`
 v1  runs (flattened config + summary + analytic costs + environment), steps, evals (long format).
 v2  evals gain the common tags as columns (context, bucket, depth, policy, keep, budget, batch),
     back-filled from the tags JSON; the `fits` table.
+v3  the `recommendations` table (`costlaw recommend --record`), compared with trained runs by `closed_loop`.
 """
 
 from __future__ import annotations
@@ -98,6 +99,28 @@ CREATE TABLE fits (
 );
 """
 
+V3_RECOMMENDATIONS = """
+CREATE TABLE recommendations (
+    rec_id VARCHAR PRIMARY KEY,          -- hash of the row but recorded_at and source: re-recording adds nothing
+    recorded_at TIMESTAMP NOT NULL,
+    model_id VARCHAR NOT NULL,           -- the winner's ModelConfig.config_id, as in runs.model_id
+    candidate VARCHAR NOT NULL,          -- the winning candidate's label, e.g. "8,1"
+    family VARCHAR,
+    context BIGINT NOT NULL,             -- the --context this config won at
+    target_loss DOUBLE NOT NULL,
+    predicted_loss DOUBLE NOT NULL,      -- at the rounded config's N
+    predicted_lo DOUBLE, predicted_hi DOUBLE,  -- bootstrap 95% interval; NULL without bootstrap
+    extrapolation DOUBLE,                -- N* / the candidate's largest trained N
+    params_non_embedding BIGINT, n_star DOUBLE,
+    m_infer_bytes DOUBLE, c_infer_flops_per_token DOUBLE, dtype VARCHAR,
+    memory_budget DOUBLE, flops_budget DOUBLE, latency_target_ms DOUBLE, gpu VARCHAR,  -- NULL: not given
+    train_context BIGINT,                -- the seq_len the laws were fitted at: train the config there
+    source VARCHAR,                      -- the results file or fits file the laws came from
+    sweep VARCHAR,                       -- recommend --sweep, if any
+    model_json JSON NOT NULL             -- the winner's ModelConfig.to_dict()
+);
+"""
+
 
 def _v1(con) -> None:
     con.execute("CREATE TABLE schema_version (version BIGINT PRIMARY KEY, applied_at TIMESTAMP NOT NULL, "
@@ -115,10 +138,15 @@ def _v2(con) -> None:
     con.execute(V2_FITS)
 
 
+def _v3(con) -> None:
+    con.execute(V3_RECOMMENDATIONS)
+
+
 # (description, function): entry i upgrades version i to i + 1
 MIGRATIONS: list[tuple[str, Callable]] = [
     ("runs, steps, evals", _v1),
     ("evals tag columns (context, bucket, depth, policy, keep, budget, batch); fits", _v2),
+    ("recommendations", _v3),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,4 +1,4 @@
-"""Named views over `runs`, `steps` and `evals`: the questions users ask most, as plain SQL.
+"""Named views over `runs`, `steps`, `evals` and `recommendations`: the questions users ask most, as plain SQL.
 
 Views hold no data: `costlaw ingest` recreates them (CREATE OR REPLACE) after migrating, so a changed
 definition reaches old databases on their next ingest. `costlaw query --help` lists them from `VIEWS`.
@@ -95,6 +95,23 @@ VIEWS: dict[str, tuple[str, str]] = {
             WHERE e.eval = 'inference'
             GROUP BY ALL
         )
+        """),
+    "closed_loop": (
+        "recorded recommendations with the completed runs of their model_id: predicted vs measured loss",
+        """
+        SELECT rec.rec_id, rec.recorded_at, rec.candidate, rec.model_id, rec.context, rec.target_loss,
+               rec.predicted_loss, rec.predicted_lo, rec.predicted_hi,
+               r.run_id, r.sweep, r.seq_len, r.tokens, r.val_loss, r.final_loss, r.loss,
+               r.loss BETWEEN rec.predicted_lo AND rec.predicted_hi AS inside,
+               r.loss - rec.predicted_loss AS error,
+               (r.loss - rec.predicted_loss) / nullif(rec.predicted_loss, 0) AS rel_error
+        FROM recommendations rec
+        LEFT JOIN (
+            -- the loss the laws were fitted to: val_loss, else final_loss (analysis/recommend/fromstore.py)
+            SELECT run_id, model_id, sweep, seq_len, tokens, val_loss, final_loss,
+                   coalesce(val_loss, final_loss) AS loss
+            FROM runs WHERE status = 'completed'
+        ) r USING (model_id)
         """),
 }
 

@@ -1,0 +1,239 @@
+"""`costlaw recommend --record` and the `closed_loop` view: a recommendation, the run trained from it, compared."""
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from analysis.store import SCHEMA_VERSION, ingest, query_df
+from analysis.store.recommendations import REC_COLUMNS
+from analysis.store.schema import MIGRATIONS, migrate
+from analysis.store.synth import write_run
+from analysis.store.views import VIEWS
+from costmodel import ModelConfig
+
+DATA = Path(__file__).parent / "data"
+
+
+def _fixtures():
+    spec = importlib.util.spec_from_file_location("analysis_test_fixtures", DATA / "fixtures.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+FX = _fixtures()
+ARGS = ("--target-loss", "1.9", "--context", "128,32K", "--bootstrap", "8")
+
+
+def rows(db, sql):
+    return query_df(db, sql).rows(named=True)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return FX.build_store(tmp_path_factory.mktemp("store"))
+
+
+@pytest.fixture
+def store(built, tmp_path):
+    """A private copy of the fixture store: these tests write to it."""
+    db = tmp_path / "results.duckdb"
+    shutil.copy(built, db)
+    return db
+
+
+@pytest.fixture
+def cli(capsys):
+    from costlaw.cli import main
+
+    def run(*args):
+        capsys.readouterr()
+        rc = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    return run
+
+
+def train(root: Path, toml: Path, val_loss: float | None, seed: int = 0, sweep: str = "closed",
+          final_loss: float | None = None) -> str:
+    """Write a finished run of the recommended TOML's config (final_loss: val_loss + 0.01 unless given);
+    returns its model_id. val_loss None: a run without a validation eval."""
+    cfg = ModelConfig.from_toml(toml.read_text())
+    ev = [] if val_loss is None else [
+        {"eval": "val_loss", "tags": {"context": 128}, "metrics": {"loss": val_loss, "tokens": 4096}}]
+    write_run(root, FX.run_config(cfg, seed=seed), evals=ev, sweep=sweep,
+              final_loss=final_loss if final_loss is not None else val_loss + 0.01)
+    return cfg.config_id
+
+
+def test_record_then_train_then_compare(store, tmp_path, cli):
+    assert rows(store, "SELECT count(*) AS n FROM recommendations") == [{"n": 0}]
+    assert rows(store, "SELECT count(*) AS n FROM closed_loop") == [{"n": 0}]
+    toml = tmp_path / "rec.toml"
+    rc, out, err = cli("recommend", "--db", store, *ARGS, "--json", "--toml-out", toml)
+    assert rc == 0, err
+    doc = json.loads(out)
+    rc, out, err = cli("recommend", "--db", store, *ARGS, "--toml-out", toml, "--record")
+    assert rc == 0, err
+    line = out.strip().splitlines()[-1]
+    assert line.startswith(f"recorded 2 recommendation(s) in {store}: ")
+    assert line.endswith(f'costlaw query --db {store} "select * from closed_loop"')
+
+    recs = rows(store, "SELECT * FROM recommendations ORDER BY context")
+    assert [r["context"] for r in recs] == [128, 32768]
+    for r, ctx in zip(recs, doc["by_context"]):
+        win = next(c for c in doc["candidates"] if c["label"] == ctx["winner"])
+        assert r["candidate"] == ctx["winner"] and r["family"] == win["family"]
+        assert r["model_id"] == win["config_id"] == ModelConfig.from_dict(ctx["winner_config"]).config_id
+        assert json.loads(r["model_json"]) == ctx["winner_config"]
+        assert r["target_loss"] == 1.9
+        assert r["predicted_loss"] == pytest.approx(ctx["predicted_loss"], rel=1e-12)
+        assert [r["predicted_lo"], r["predicted_hi"]] == pytest.approx(ctx["predicted_loss_ci95"], rel=1e-12)
+        assert r["params_non_embedding"] == win["n_params"] and r["n_star"] == pytest.approx(win["n_star"])
+        assert r["m_infer_bytes"] == ctx["winner_prices"]["m_infer_bytes"]
+        assert r["c_infer_flops_per_token"] == ctx["winner_prices"]["c_infer_flops_per_token"]
+        assert r["memory_budget"] is None and r["flops_budget"] is None and r["latency_target_ms"] is None
+        assert r["train_context"] == 128 and r["sweep"] is None and r["dtype"] == "bf16"
+        assert r["source"] == str(store.resolve()) and len(r["rec_id"]) == 16
+    assert recs[0]["model_id"] != recs[1]["model_id"]  # the fixture's winners differ by context
+
+    # the same recommendation again: nothing new, and --json says which rows were there already
+    rc, out, err = cli("recommend", "--db", store, *ARGS, "--record", "--json")
+    assert rc == 0, err
+    assert [(e["rec_id"], e["new"]) for e in json.loads(out)["recorded"]] == [(r["rec_id"], False) for r in recs]
+    assert "recorded 0 recommendation(s)" in err and "2 already there" in err
+    assert rows(store, "SELECT * FROM recommendations ORDER BY context") == recs  # first recorded_at kept
+    # nor from a moved copy of the file: where it was read from is not part of the recommendation
+    moved = tmp_path / "moved" / "results.duckdb"
+    moved.parent.mkdir()
+    shutil.copy(store, moved)
+    rc, out, err = cli("recommend", "--db", moved, *ARGS, "--record")
+    assert rc == 0, err
+    assert out.strip().splitlines()[-1].startswith(f"recorded 0 recommendation(s) in {moved}, 2 already there")
+    assert rows(moved, "SELECT rec_id FROM recommendations ORDER BY context") == [
+        {"rec_id": r["rec_id"]} for r in recs]
+    # a different target is a different recommendation
+    rc, _, err = cli("recommend", "--db", store, "--target-loss", "1.95", "--context", "128", "--bootstrap", "8",
+                     "--record")
+    assert rc == 0, err
+    assert rows(store, "SELECT count(*) AS n FROM recommendations") == [{"n": 3}]
+
+    # not trained yet: one row per recommendation, run columns NULL
+    loop = rows(store, "SELECT * FROM closed_loop WHERE target_loss = 1.9 ORDER BY context")
+    assert [(r["rec_id"], r["run_id"], r["inside"], r["error"]) for r in loop] == [
+        (r["rec_id"], None, None, None) for r in recs]
+    # unless the config is one the ladder already trained (the laws are exact here, so it sits on its law)
+    for r in rows(store, "SELECT * FROM closed_loop WHERE target_loss = 1.95 AND run_id IS NOT NULL"):
+        assert r["sweep"] == "fixture" and r["error"] == pytest.approx(0, abs=1e-9)
+
+    # train the 128-token winner three times (its TOML from --toml-out): below, inside and above the interval
+    first = recs[0]
+    toml128 = tmp_path / "rec-128.toml"
+    lo, hi = first["predicted_lo"], first["predicted_hi"]
+    assert lo <= first["predicted_loss"] <= hi
+    losses = [lo - 0.05, (lo + hi) / 2, hi + 0.05]
+    root = tmp_path / "trained"
+    for seed, loss in enumerate(losses):
+        assert train(root, toml128, loss, seed=seed) == first["model_id"]
+    rep = ingest(root, store)
+    assert len(rep.ingested) == 3
+
+    got = rows(store, f"SELECT * FROM closed_loop WHERE rec_id = '{first['rec_id']}' ORDER BY val_loss")
+    assert [r["val_loss"] for r in got] == losses
+    assert [r["inside"] for r in got] == [False, True, False]
+    assert {r["sweep"] for r in got} == {"closed"} and all(r["tokens"] > 0 for r in got)
+    for r in got:
+        assert r["final_loss"] == pytest.approx(r["val_loss"] + 0.01)
+        assert r["error"] == pytest.approx(r["val_loss"] - first["predicted_loss"], abs=1e-12)
+        assert r["rel_error"] == pytest.approx((r["val_loss"] - first["predicted_loss"]) / first["predicted_loss"])
+    assert got[2]["error"] == pytest.approx(hi + 0.05 - first["predicted_loss"])
+    # the 32K winner is another config: still untrained
+    other = rows(store, f"SELECT run_id, inside FROM closed_loop WHERE rec_id = '{recs[1]['rec_id']}'")
+    assert other == [{"run_id": None, "inside": None}]
+    # trained at the laws' context (128), not at the 32K it was priced for: it still joins, by model_id
+    root2 = tmp_path / "trained-32k"
+    assert train(root2, tmp_path / "rec-32768.toml", recs[1]["predicted_hi"] + 0.1) == recs[1]["model_id"]
+    ingest(root2, store)
+    [r] = rows(store, f"SELECT * FROM closed_loop WHERE rec_id = '{recs[1]['rec_id']}'")
+    assert (r["seq_len"], r["context"], r["inside"]) == (128, 32768, False)
+    assert r["error"] == pytest.approx(recs[1]["predicted_hi"] + 0.1 - recs[1]["predicted_loss"])
+
+
+def test_without_bootstrap_the_interval_and_inside_are_null(store, tmp_path, cli):
+    toml = tmp_path / "rec.toml"
+    rc, _, err = cli("recommend", "--db", store, "--target-loss", "1.9", "--context", "128", "--bootstrap", "0",
+                     "--record", "--toml-out", toml, "--sweep", "fixture")
+    assert rc == 0, err
+    [rec] = rows(store, "SELECT * FROM recommendations")
+    assert rec["predicted_lo"] is None and rec["predicted_hi"] is None and rec["sweep"] == "fixture"
+    train(tmp_path / "trained", toml, rec["predicted_loss"] + 0.02)
+    # no val_loss: compared on final_loss, the loss the laws fall back to as well
+    train(tmp_path / "trained", toml, None, seed=1, final_loss=rec["predicted_loss"] - 0.03)
+    ingest(tmp_path / "trained", store)
+    got = rows(store, "SELECT * FROM closed_loop ORDER BY error")
+    assert [r["val_loss"] for r in got] == [None, rec["predicted_loss"] + 0.02]
+    assert [r["loss"] for r in got] == [rec["predicted_loss"] - 0.03, rec["predicted_loss"] + 0.02]
+    assert [r["error"] for r in got] == pytest.approx([-0.03, 0.02])
+    assert all(r["run_id"] is not None and r["inside"] is None for r in got)
+
+
+def test_budgets_are_recorded(store, cli):
+    rc, _, err = cli("recommend", "--db", store, "--target-loss", "1.9", "--context", "32K", "--bootstrap", "0",
+                     "--memory-budget", "64MiB", "--flops-budget", "1G", "--record")
+    assert rc == 0, err
+    [rec] = rows(store, "SELECT memory_budget, flops_budget, latency_target_ms FROM recommendations")
+    assert rec == {"memory_budget": 64 * 2**20, "flops_budget": 1e9, "latency_target_ms": None}
+
+
+def test_record_needs_a_db(cli):
+    rc, out, err = cli("recommend", "--fits", DATA / "paper_like_fits.json", "--target-loss", "2.6", "--context",
+                       "8K", "--record")
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "--record" in err and "--db" in err
+
+
+def _old_views(con):
+    for name, (_, sql) in VIEWS.items():
+        if name != "closed_loop":  # what the version-2 costlaw created
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+
+
+def test_a_version_2_database_upgrades_and_keeps_its_data(tmp_path, monkeypatch, cli):
+    ingest_mod = sys.modules["analysis.store.ingest"]  # the package's `ingest` attribute is the function
+
+    with monkeypatch.context() as m:  # ingest as the previous release did: schema version 2, its views
+        m.setattr(ingest_mod, "migrate", lambda con, db: migrate(con, db, target=2))
+        m.setattr(ingest_mod, "create_views", _old_views)
+        db = FX.build_store(tmp_path)
+    assert rows(db, "SELECT max(version) AS v FROM schema_version") == [{"v": 2}]
+    assert rows(db, "SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = 'recommendations'") == [{"n": 0}]
+    before = rows(db, "SELECT run_id, val_loss FROM runs ORDER BY run_id")
+    con = duckdb.connect(str(db))  # a fit the version-2 costlaw stored
+    con.execute("INSERT INTO fits (fit_id, created, law, params) VALUES ('f0', now()::TIMESTAMP, 'gqa-size', "
+                "'{\"a\":1}')")
+    con.close()
+
+    rc, _, err = cli("recommend", "--db", db, *ARGS, "--record")
+    assert rc == 0, err
+    assert [r["version"] for r in rows(db, "SELECT version FROM schema_version ORDER BY 1")] == list(
+        range(1, len(MIGRATIONS) + 1))
+    assert rows(db, "SELECT run_id, val_loss FROM runs ORDER BY run_id") == before and len(before) == 23
+    assert rows(db, "SELECT fit_id, law FROM fits") == [{"fit_id": "f0", "law": "gqa-size"}]
+    assert rows(db, "SELECT count(*) AS n FROM recommendations") == [{"n": 2}]
+    assert len(rows(db, "SELECT * FROM closed_loop")) == 2
+
+
+def test_a_fresh_store_gets_the_table_and_view(tmp_path):
+    (tmp_path / "root").mkdir()
+    db = tmp_path / "r.duckdb"
+    ingest(tmp_path / "root", db)
+    assert rows(db, "SELECT max(version) AS v FROM schema_version") == [{"v": SCHEMA_VERSION}]
+    assert rows(db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'recommendations' "
+                    "ORDER BY ordinal_position") == [{"column_name": c} for c in REC_COLUMNS]
+    assert rows(db, "SELECT count(*) AS n FROM closed_loop") == [{"n": 0}]
