@@ -10,11 +10,17 @@ file gives measured rates for that GPU:
 
     {"format": "costlaw-calibration/1",
      "gpus": {"H100-SXM": {"decode": {"overhead_s": 2.0e-4, "bytes_per_s": 2.9e12, "flops_per_s": 6.0e14},
+                           "families": {"hybrid": {"decode": {...the same three keys...}, "source": "..."}},
                            "source": "how these were measured"}}}
 
 A calibrated decode step takes overhead_s + max(bytes / bytes_per_s, flops / flops_per_s), where bytes are
 the weights plus the KV cache at the context and flops are C_infer: the roofline's form with measured
 effective rates and a fixed per-step overhead in place of datasheet peaks.
+
+"families" is optional: rates measured on one model of a family (gqa, hybrid, compressed) price that
+family's candidates, because a family's attention kernels (sliding-window masks, a compressed cache) reach
+different effective rates than dense attention; a family without an entry takes the GPU-level "decode".
+`python -m analysis.calibration` writes such a file from GPU measurements.
 """
 
 from __future__ import annotations
@@ -40,9 +46,15 @@ class DecodeCalibration:
     bytes_per_s: float
     flops_per_s: float
     source: str = ""
+    family: str | None = None  # the family these rates were measured on; None: the GPU-level rates
+    families: dict[str, DecodeCalibration] = field(default_factory=dict)
 
     def decode_s(self, weight_bytes: float, kv_bytes: float, flops: float) -> float:
         return self.overhead_s + max((weight_bytes + kv_bytes) / self.bytes_per_s, flops / self.flops_per_s)
+
+    def for_family(self, family: str) -> DecodeCalibration:
+        """The rates that price a candidate of this family: its own entry, else the GPU-level ones."""
+        return self.families.get(family, self)
 
 
 def load_calibration(path: str | Path) -> dict[str, DecodeCalibration]:
@@ -64,19 +76,38 @@ def load_calibration(path: str | Path) -> dict[str, DecodeCalibration]:
     out = {}
     for name, entry in gpus.items():
         g = find_gpu(name).name
-        dec = entry.get("decode") if isinstance(entry, dict) else None
-        if not isinstance(dec, dict):
-            raise CostlawError(f"--calibration: gpus.{name} has no \"decode\" table; give overhead_s, "
-                               "bytes_per_s and flops_per_s")
-        vals = {}
-        for k in ("overhead_s", "bytes_per_s", "flops_per_s"):
-            v = dec.get(k)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (
-                    k != "overhead_s" and v == 0):
-                raise CostlawError(f"--calibration: gpus.{name}.decode.{k} must be a positive number, got {v!r}")
-            vals[k] = float(v)
-        out[g] = DecodeCalibration(g, source=str(entry.get("source", "")), **vals)
+        if not isinstance(entry, dict):
+            raise CostlawError(f"--calibration: gpus.{name} must be a table with \"decode\"; see "
+                               "`costlaw recommend --help` for the schema")
+        families = entry.get("families", {})
+        if not isinstance(families, dict):
+            raise CostlawError(f"--calibration: gpus.{name}.families must be a table like "
+                               "{\"hybrid\": {\"decode\": ...}}")
+        from analysis.recommend.candidates import FAMILIES  # lazily: analysis.recommend imports this module
+
+        per_family = {}
+        for fam, fentry in families.items():
+            if fam not in FAMILIES:
+                raise CostlawError(f"--calibration: gpus.{name}.families.{fam} is not a family; "
+                                   f"use {', '.join(FAMILIES)}")
+            per_family[fam] = _decode_rates(fentry, f"gpus.{name}.families.{fam}", g, family=fam)
+        out[g] = _decode_rates(entry, f"gpus.{name}", g, families=per_family)
     return out
+
+
+def _decode_rates(entry, where: str, gpu_name: str, **extra) -> DecodeCalibration:
+    dec = entry.get("decode") if isinstance(entry, dict) else None
+    if not isinstance(dec, dict):
+        raise CostlawError(f"--calibration: {where} has no \"decode\" table; give overhead_s, "
+                           "bytes_per_s and flops_per_s")
+    vals = {}
+    for k in ("overhead_s", "bytes_per_s", "flops_per_s"):
+        v = dec.get(k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (
+                k != "overhead_s" and v == 0):
+            raise CostlawError(f"--calibration: {where}.decode.{k} must be a positive number, got {v!r}")
+        vals[k] = float(v)
+    return DecodeCalibration(gpu_name, source=str(entry.get("source", "")), **vals, **extra)
 
 
 def parse_number(text: str, field: str) -> float:
@@ -128,8 +159,11 @@ class Objective:
                 d[k] = getattr(self, k)
         if self.gpu is not None:
             cal = self.calibration.get(self.gpu)
-            d["latency_model"] = f"calibrated ({cal.source or 'calibration file'})" if cal else \
-                "roofline lower bound (datasheet peaks)"
+            if cal is None:
+                d["latency_model"] = "roofline lower bound (datasheet peaks)"
+            else:
+                fams = f"; {', '.join(cal.families)} at their own rates" if cal.families else ""
+                d["latency_model"] = f"calibrated ({cal.source or 'calibration file'}{fams})"
         return d
 
     def price(self, cfg: ModelConfig, T: int) -> dict:
@@ -146,9 +180,11 @@ class Objective:
         if self.gpu is not None:
             cal = self.calibration.get(self.gpu)
             if cal is not None:
+                cal = cal.for_family(cfg.family)
                 weights = (row["params_total"] + row["params_policy"]) * dtype_bytes(self.dtype)
                 out["decode_ms"] = 1e3 * cal.decode_s(weights, row["kv_cache_bytes"], c)
                 out["latency_model"] = "calibrated"
+                out["calibration"] = cal.family or "gpu"
             else:
                 rf = roofline(cfg, T, self.gpu, dtype=self.dtype)
                 out["decode_ms"] = 1e3 * rf["decode_s_per_token"]

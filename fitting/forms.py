@@ -1,4 +1,4 @@
-"""The built-in laws, registered on import: power-plus-constant, gqa-size, chinchilla, compute.
+"""The built-in laws, registered on import: power-plus-constant, gqa-size, chinchilla, compute, linear.
 
 Parameterisation choices (all fitted as LSE of power terms, see fitting/lse.py):
 - Amplitudes and constants are fitted as logs, so they are > 0 and every prediction is > 0 (log residuals
@@ -10,15 +10,19 @@ Parameterisation choices (all fitted as LSE of power terms, see fitting/lse.py):
   either sign (the GQA paper's loss-vs-heads exponents are negative).
 - gqa-size L = (a/N)^b + E is fitted as LSE(c - b·log N, log E) with c = b·log a, which is affine (the
   a-and-b product form couples them badly); a = exp(c/b) is recovered after the fit.
+- linear y = a + b·x is log y = LSE(log a, log b + log x): the same log-sum-exp arithmetic, but its exponent
+  is fixed at 1, which an `LSELaw` term cannot hold (every log x there is multiplied by a fitted parameter),
+  so it is a plain `Law` with its own vectorised prediction and analytic Jacobian. a, b >= 0 as above
+  (a -> 0 as a limit): it is for costs that grow with x, such as memory and time against context length.
 - Default grids: Epoch's 4,500-start grid for chinchilla; data-centred grids for the one-variable laws
-  (see `power_grid`), which do not depend on the units of x.
+  (see `power_grid`, `linear_grid`), which do not depend on the units of x.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from fitting.law import register_law
+from fitting.law import Law, register_law
 from fitting.lse import LSELaw, power_grid
 
 _EXPONENTS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -102,6 +106,44 @@ COMPUTE = LSELaw(
 )
 
 
+def _linear_log_predict(Theta, F):
+    return np.logaddexp(Theta[:, :1], Theta[:, 1:2] + F[:, 0])
+
+
+def _linear_jacobian(theta, F):
+    b_term = theta[1] + F[:, 0]
+    g = np.logaddexp(theta[0], b_term)
+    w = np.exp(b_term - g)  # the b·x term's share of the prediction
+    return g, np.column_stack([1.0 - w, w])
+
+
+def linear_grid(F: np.ndarray, logy: np.ndarray,
+                const_fracs=(1e-3, 0.1, 0.3, 0.5, 0.7, 0.9), offsets=(-0.5, 0.0, 0.5)) -> np.ndarray:
+    """Starts (log a, log b) for y = a + b·x centred on the data: a a fraction of the smallest y, b the
+    median slope (y - a)/x that leaves, shifted by `offsets` in log. The smallest fraction starts proportional
+    data (a -> 0) near their optimum; smaller ones leave log a so flat (its gradient is ~a/y) that L-BFGS-B
+    crawls to its evaluation limit."""
+    x, y = np.exp(F[:, 0]), np.exp(logy)
+    rows = []
+    for q in const_fracs:
+        a = q * y.min()
+        log_b = np.log(np.median((y - a) / x))
+        rows += [(np.log(a), log_b + o) for o in offsets]
+    return np.array(rows)
+
+
+LINEAR = Law(
+    "linear", ("x",), ("a", "b"), _linear_log_predict, jacobian=_linear_jacobian,
+    theta_names=("log_a", "log_b"),
+    to_params=lambda t: {"a": _exp(t[..., 0]), "b": _exp(t[..., 1])},
+    from_params=lambda p: np.array([np.log(p["a"]), np.log(p["b"])]),
+    grid=linear_grid,
+    inverse=lambda p, y: (y - p["a"]) / p["b"],
+    reachable=_above_floor("a"),
+    formula="y(x) = a + b*x",
+)
+
+
 def chinchilla_optimal(params, C):
     """Compute-optimal (N*, D*) under C = 6·N·D for chinchilla params (Hoffmann et al. eq. 4)."""
     A, B, alpha, beta = (np.asarray(params[k], dtype=float) for k in ("A", "B", "alpha", "beta"))
@@ -110,5 +152,5 @@ def chinchilla_optimal(params, C):
     return N, np.asarray(C, dtype=float) / (6.0 * N)
 
 
-for _law in (POWER_PLUS_CONSTANT, GQA_SIZE, CHINCHILLA, COMPUTE):
+for _law in (POWER_PLUS_CONSTANT, GQA_SIZE, CHINCHILLA, COMPUTE, LINEAR):
     register_law(_law)
