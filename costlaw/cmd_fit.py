@@ -28,7 +28,7 @@ def add_arguments(p):
                      help="row filter in pandas query syntax, e.g. 'n_kv_heads <= 4 and loss < 5'")
     src.add_argument("--group-by", metavar="COL[,COL]", help="one fit per group, e.g. n_heads,n_kv_heads")
     law = p.add_argument_group("law")
-    law.add_argument("--law", help="power-plus-constant | gqa-size | chinchilla | compute (see --list-laws)")
+    law.add_argument("--law", help="power-plus-constant | gqa-size | chinchilla | compute | linear (see --list-laws)")
     law.add_argument("--list-laws", action="store_true", help="print the registered laws and exit")
     law.add_argument("--x", metavar="COL[,COL]",
                      help="columns for the law's variables, in order (default: the variables' own names)")

@@ -30,6 +30,9 @@ fits file (--fits, JSON): {"format": "costlaw-fits/1", "law": "gqa-size",
 
 calibration file (--calibration, JSON): {"format": "costlaw-calibration/1",
   "gpus": {"H100-SXM": {"decode": {"overhead_s": 2e-4, "bytes_per_s": 2.9e12, "flops_per_s": 6e14}}}}
+  optional per GPU: "families": {"hybrid": {"decode": {...}}} prices that family's candidates (the others use
+  the GPU-level "decode"); `python -m analysis.calibration MEASUREMENTS.json --out DIR` writes such a file
+  from benchmarks/calibrate_infer_gpu.py's measurements
 
 closing the loop (--record, needs --db): each context's winner becomes a row of the recommendations table
   (rec_id, model_id = the config's id, predicted loss and 95% interval, costs, budgets); train the TOML,

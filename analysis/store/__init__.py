@@ -16,6 +16,7 @@ Tables (schema version in `schema_version`, migrations in analysis/store/schema.
   evals   (run_id, eval, tags, metric) -> value, with the common tags as columns: context, bucket, depth,
           policy, keep, budget, batch
   fits    fitted laws, written by `write_fits(db, rows)`
+  recommendations  `costlaw recommend --record`: each context's winner, its predicted loss and 95% interval
 
 Views:
   run_summary          one row per completed run: config, N, tokens, final/val loss, analytic costs, throughput, GPU
@@ -24,6 +25,7 @@ Views:
   position_loss        loss by position bucket per (run, context, bucket)
   retrieval            passkey retrieval accuracy per (run, context, depth)
   inference            measured vs analytic KV bytes, prefill s, decode tokens/s per (run, context, batch)
+  closed_loop          recorded recommendations beside the completed runs of the same model_id (inside the interval?)
 
 Python API: `ingest(root, db) -> IngestReport`, `connect_readonly(db)`, `query_df(db, sql, engine)`,
 `table_df(db, name, engine)`, `query_arrow(db, sql)`, `check_sql(sql)`, `write_fits(db, rows)`.
