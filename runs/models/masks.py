@@ -58,14 +58,50 @@ def dense_mask(spec, T: int, device=None, docs: tuple[torch.Tensor, torch.Tensor
 def block_mask(spec, T: int, device, docs: tuple[torch.Tensor, torch.Tensor] | None = None,
                block_size: int = 128) -> BlockMask:
     """A BlockMask over T×T (batch-broadcast without documents, one row per sequence with them), shared by
-    all heads. On CUDA outside torch.compile the builder itself is compiled, so the T×T rule is evaluated in a
-    fused kernel and never materialised; inside a compiled model it is traced into the graph."""
+    all heads. Without documents (a layer's fixed mask, built once outside the model's graph) the rule is
+    evaluated in query-row chunks (`fixed_block_mask`). With documents on CUDA outside torch.compile the
+    builder itself is compiled, so the T×T rule is never materialised; inside a compiled model it is traced
+    into the graph."""
     global _compiled_create_block_mask
     device = torch.device(device)
+    if docs is None:
+        return fixed_block_mask(spec, T, device, block_size)
     build = create_block_mask
     if device.type == "cuda" and not torch.compiler.is_compiling():
         if _compiled_create_block_mask is None:
             _compiled_create_block_mask = torch.compile(create_block_mask)
         build = _compiled_create_block_mask
-    batch = None if docs is None else docs[0].shape[0]
-    return build(mask_mod(spec, docs), batch, None, T, T, device=device, BLOCK_SIZE=block_size)
+    return build(mask_mod(spec, docs), docs[0].shape[0], None, T, T, device=device, BLOCK_SIZE=block_size)
+
+
+def fixed_block_mask(spec, T: int, device, block_size: int = 128, chunk_elements: int = 1 << 26) -> BlockMask:
+    """The document-free BlockMask of `spec` over T×T, from the rule evaluated on chunks of query rows and
+    reduced to blocks (a block is full when every pair is visible, partial when some are). A compiled
+    create_block_mask spent over 60 s compiling at T = 16K on an H100 with a cold cache, and eager
+    create_block_mask materialises T×T at once; this takes O(T × chunk) memory and no compilation
+    (benchmarks/block_mask_setup_gpu.py)."""
+    device = torch.device(device)
+    nb = -(-T // block_size)
+    keys = torch.arange(nb * block_size, device=device)
+    key_ok = keys < T  # padding past T is never visible; its block is then partial, never full
+    rows_per_chunk = max(1, chunk_elements // (nb * block_size * block_size)) * block_size
+    partial, full = [], []
+    for q0 in range(0, nb * block_size, rows_per_chunk):
+        q = torch.arange(q0, min(q0 + rows_per_chunk, nb * block_size), device=device)
+        vis = spec.visible(q[:, None], keys[None, :]) & key_ok[None, :] & (q < T)[:, None]
+        vis = vis.view(-1, block_size, nb, block_size)
+        seen = vis.any(dim=3).any(dim=1)
+        whole = vis.all(dim=3).all(dim=1)
+        partial.append(seen & ~whole)
+        full.append(whole)
+    partial_blocks, full_blocks = torch.cat(partial), torch.cat(full)
+
+    def indices(m: torch.Tensor):
+        # visible blocks first, each row in ascending kv order (what create_block_mask produces)
+        order = torch.argsort((~m).to(torch.int8), dim=1, stable=True)
+        return m.sum(dim=1, dtype=torch.int32)[None, None], order.to(torch.int32)[None, None]
+
+    kv_num, kv_idx = indices(partial_blocks)
+    full_num, full_idx = indices(full_blocks)
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block_size,
+                                    mask_mod=mask_mod(spec), seq_lengths=(T, T))
