@@ -25,7 +25,9 @@ def main(args) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
-    if report.migrated_from != report.schema_version:
+    if report.migrated_from == 0:
+        print(f"created {args.db} (schema version {report.schema_version})")
+    elif report.migrated_from != report.schema_version:
         print(f"schema upgraded from version {report.migrated_from} to {report.schema_version}")
     for title, items in (("incomplete (skipped)", report.incomplete), ("corrupt (skipped)", report.corrupt),
                          ("skipped", report.skipped)):

@@ -403,6 +403,7 @@ def test_cli_ingest(root, tmp_path):
     out = run("--root", str(root), "--db", str(db))
     assert out.returncode == 0, out.stderr
     assert "ingested 1 (1 new, 0 replaced), unchanged 0, incomplete 1" in out.stdout and str(d) in out.stdout
+    assert f"created {db} (schema version {SCHEMA_VERSION})" in out.stdout and "upgraded" not in out.stdout
     out = run("--root", str(root), "--db", str(db), "--json")
     rep = json.loads(out.stdout)
     assert rep["unchanged"] == [cfg().run_id] and rep["incomplete"][0]["dir"] == str(d)
