@@ -18,6 +18,7 @@ def add_arguments(p):
     p.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples per law (default 100)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="bf16", help="bytes of weights and KV cache: bf16 | fp16 | fp32 | fp8")
+    p.add_argument("--sweep", help="only this sweep's runs (a results file that also holds other studies)")
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
 
 
@@ -39,7 +40,8 @@ def main(args) -> int:
     fits = load_fits(args.fits) if args.fits else None
     res = build_report(args.db, args.out, target=args.target_loss, contexts=contexts, fits=fits,
                        objective=Objective(dtype=args.dtype), standard=args.standard, n_boot=args.bootstrap,
-                       seed=args.seed, candidates=args.candidates, progress=None if args.json else log)
+                       seed=args.seed, candidates=args.candidates, progress=None if args.json else log,
+                       sweep=args.sweep)
     if args.json:
         print(dumps_json(res))
         return 0

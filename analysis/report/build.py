@@ -58,9 +58,10 @@ def _write(path: Path, text: str) -> None:
 
 def build_report(db, out, *, target: float | None = None, contexts=None, fits=None, objective=None,
                  standard: str = "d/d_h,8", n_boot: int = 100, seed: int = 0, candidates: str = "all",
-                 progress: Callable[[str], None] | None = None) -> ReportResult:
+                 progress: Callable[[str], None] | None = None, sweep: str | None = None) -> ReportResult:
     """See the module doc. `fits`: a FitSet to use instead of fitting the store again (the quickstart
-    passes the one it printed its recommendation from)."""
+    passes the one it printed its recommendation from). `sweep`: only that sweep's runs (a results file
+    that also holds other studies' runs)."""
     from analysis import figures as F
     from analysis.frontier import pareto_sets, points_from
     from analysis.objective import Objective
@@ -74,16 +75,17 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
     figdir.mkdir(parents=True, exist_ok=True)
     contexts = list(contexts or PAPER_CONTEXTS)
     objective = objective or Objective()
-    runs = load_runs(db)
+    runs = load_runs(db, sweep)
     if not len(runs):
-        raise CostlawError(f"--db: {db} has no completed runs; run a sweep and `costlaw ingest` its root first")
+        raise CostlawError(f"--db: {db} has no completed runs" + (f" in sweep {sweep!r}" if sweep else "")
+                           + "; run a sweep and `costlaw ingest` its root first")
     runs = labelled_runs(runs)
     say(f"{len(runs)} completed runs")
     notes: list[str] = []
     if fits is None:
         try:
             say(f"fitting laws (bootstrap {n_boot})")
-            fits = fit_store(db, n_boot=n_boot, seed=seed, progress=say)
+            fits = fit_store(db, n_boot=n_boot, seed=seed, progress=say, sweep=sweep)
         except CostlawError as e:
             notes.append(f"no laws fitted: {e}")
     res = ReportResult(out, out / "index.html", out / "report.md", None)
@@ -125,7 +127,7 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
                            "standard config vs each context's recommended config, split into the time-invariant "
                            "part (weights, 2N) and the part growing with context (KV cache, attention).",
                            F.cost_bars, F.bars_frame(rec), dtype=objective.dtype))
-    kv = kv_policy_rows(db, None)
+    kv = kv_policy_rows(db, sweep)
     pts = points_from(runs, kv, sorted({contexts[0], contexts[-1]}), objective.dtype)
     for T in sorted(pts["context"].unique()):
         figs.append(figure(f"frontier-{T}", f"Loss vs inference memory and FLOPs per token at context {T}, every "

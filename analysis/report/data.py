@@ -64,7 +64,7 @@ def position_frame(db, runs):
     if len(df):
         top = df.groupby("run_id")["context"].transform("max")
         df = df[df["context"] == top]
-        df = df[df["run_id"].isin(pick_runs(runs))]
+        df = df[df["run_id"].isin(pick_runs(runs))]  # pick_runs draws from `runs`: a --sweep filter holds here
     return df.merge(runs[["run_id", "label"]], on="run_id")
 
 

@@ -67,3 +67,30 @@ def test_report_errors(tmp_path, capsys):
     assert main(["report", "--db", str(tmp_path / "empty.duckdb"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no completed runs" in err[0]
+
+
+def test_report_sweep_filter(report, tmp_path, capsys):
+    """--sweep keeps one study's runs when a results file holds several; a sweep with none errs in one line."""
+    import shutil
+
+    from analysis.store.ingest import ingest
+    from analysis.store.synth import write_run
+    from costlaw.cli import main
+
+    db, out = report
+    total = int(re.search(r"(\d+) completed runs from", (out / "report.md").read_text()).group(1))
+    fx = _load("fixtures")
+    mixed = tmp_path / "mixed.duckdb"
+    shutil.copy(db, mixed)
+    write_run(tmp_path / "extra", fx.run_config(fx.model("4,1", 2, 128)), sweep="other-study")
+    ingest(tmp_path / "extra", mixed)
+    for sweep, n in ((None, total + 1), ("fixture", total), ("other-study", 1)):
+        dest = tmp_path / f"r-{sweep}"
+        args = ["report", "--db", str(mixed), "--out", str(dest), "--bootstrap", "0"]
+        args += ["--sweep", sweep] if sweep else []
+        assert main(args) == 0
+        assert f"{n} completed runs from" in (dest / "report.md").read_text(), sweep
+    capsys.readouterr()
+    assert main(["report", "--db", str(mixed), "--out", str(tmp_path / "none"), "--sweep", "nothing"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no completed runs in sweep 'nothing'" in err[0]
