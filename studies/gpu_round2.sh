@@ -4,7 +4,9 @@
 #   2. the closed-loop run (studies/closed-loop) beside the hybrid study's dense pretrain (its speed is not
 #      a result; its loss is);
 #   3. the hybrid study (studies/hybrid-extend): pretrain, then the dense and hybrid 16K extensions one at a
-#      time, so their train / prefill / decode speeds compare.
+#      time, so their train / prefill / decode speeds compare. This round's spec still had document masks
+#      at 16K; its dense extension made no step in 4 minutes and was cut off. The spec now turns them off,
+#      and gpu_round3.sh ran the hybrid study again.
 # Usage on the GPU host (OUT: where results go; run directories are tarred without checkpoints):
 #   OUT=/tmp/out bash studies/gpu_round2.sh
 set -u
