@@ -268,3 +268,25 @@ def test_cli_bad_file_is_one_line(tmp_path, capsys):
     assert cal.main([str(path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "format: expected 'costlaw-calibration-measurements/1'" in err
+
+
+def test_benchmark_on_cpu_feeds_the_analysis(tmp_path, capsys):
+    """benchmarks/calibrate_infer_gpu.py's own CPU mode, end to end: its measurements load, every family's
+    KV cache is measured exactly as costmodel prices it, and the analysis CLI writes its table."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "calibrate_infer_gpu.py"
+    spec = importlib.util.spec_from_file_location("calibrate_infer_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    meas = tmp_path / "m.json"
+    assert bench.main(["--device", "cpu", "--contexts", "96,160", "--d-model", "64", "--layers", "3", "--heads",
+                       "2", "--kv-heads", "1", "--vocab", "264", "--decode-tokens", "8", "--repeats", "1",
+                       "--out", str(meas)]) == 0
+    rows = cal.load_measurements(meas)["rows"]
+    assert {r["family"] for r in rows} == {"gqa", "hybrid", "compressed"} and len(rows) == 6
+    assert all(r["kv_bytes_measured"] == r["kv_bytes_analytic"] for r in rows)
+    small = {r["family"]: r["kv_bytes_measured"] for r in rows if r["context"] == 160}
+    assert small["compressed"] < small["gqa"]  # SnapKV keeps a quarter of the prompt
+    assert cal.main([str(meas), "--out", str(tmp_path / "out")]) == 0
+    assert "| compressed |" in (tmp_path / "out" / "calibration.md").read_text()
