@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,9 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 
 from costmodel import KVPolicy, ModelConfig, c_infer, hybrid_layout, kv_cache_bytes, m_infer, params_total  # noqa: E402
+from costmodel.costs import dtype_bytes  # noqa: E402
 from costmodel.hardware import GPUS  # noqa: E402
 from costmodel.presets import paper_ffn  # noqa: E402
 from costmodel.units import parse_tokens  # noqa: E402
+from runs.evaluate import timed_generation  # noqa: E402
 from runs.kv.registry import policy_model  # noqa: E402
 from runs.models import build_model  # noqa: E402
 
@@ -62,46 +63,18 @@ def gpu_key(device: torch.device) -> str | None:
     return None
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(net, cfg: ModelConfig, T: int, G: int, repeats: int, device) -> dict:
     runner = policy_model(net, cfg) if cfg.kv_policy is not None else net
     prompt = torch.randint(0, cfg.vocab_size, (1, T - G), device=device)
-
-    def once(n_decode):
-        cache = runner.new_cache(1, T, device=device)
-        _sync(device)
-        t0 = time.perf_counter()
-        tok = runner.prefill(prompt, cache, last_only=True)[:, -1].argmax(-1)
-        _sync(device)
-        t1 = time.perf_counter()
-        for _ in range(n_decode):
-            tok = runner.decode(tok[:, None], cache)[:, -1].argmax(-1)
-        _sync(device)
-        return cache, t1 - t0, time.perf_counter() - t1
-
-    with torch.inference_mode():
-        once(min(2, G))  # warm-up: kernels, masks, allocator
-        prefill, decode = [], []
-        for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            cache, p, d = once(G)
-            prefill.append(p)
-            decode.append(d)
-            peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-            kv = cache.nbytes()
-            del cache
+    cache, prefill_s, decode_s, peak = timed_generation(runner, prompt, T, G, device, repeats)
+    kv = cache.nbytes()
+    peak = peak if device.type == "cuda" else 0  # ru_maxrss is the process's, not this measurement's
     dtype = "bf16" if next(net.parameters()).dtype == torch.bfloat16 else "fp32"
-    b = 2 if dtype == "bf16" else 4
     return {"context": T, "batch": 1, "dtype": dtype, "prefill_tokens": T - G,
-            "prefill_s": statistics.median(prefill), "decode_tokens": G, "decode_s": statistics.median(decode),
+            "prefill_s": prefill_s, "decode_tokens": G, "decode_s": decode_s,
             "kv_bytes_measured": int(kv), "kv_bytes_analytic": int(kv_cache_bytes(cfg, T, dtype)),
             "weights_bytes": int(sum(p.numel() * p.element_size() for p in net.parameters())),
-            "peak_bytes": int(peak), "m_infer_bytes_analytic": float(m_infer(cfg, T) * b),
+            "peak_bytes": int(peak), "m_infer_bytes_analytic": float(m_infer(cfg, T) * dtype_bytes(dtype)),
             "c_infer_flops_per_token": float(c_infer(cfg, T)), "params_total": params_total(cfg)}
 
 

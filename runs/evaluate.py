@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import resource
+import statistics
 import time
 
 import numpy as np
@@ -162,6 +163,39 @@ def retrieval(model, cfg, corpus, tokenizer, device, context: int, seed: int = 0
 
 # ---------------------------------------------------------------- inference speed and KV bytes
 @torch.no_grad()
+def peak_bytes(device) -> int:
+    """torch.cuda.max_memory_allocated on GPU; the process's ru_maxrss on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def timed_generation(runner, prompt: torch.Tensor, context: int, n_decode: int, device, repeats: int = 1):
+    """Batch-1 prefill of `prompt` into a fresh cache made for `context` tokens, then `n_decode` greedy
+    decode steps. `runner` is a model or a PolicyModel (new_cache / prefill / decode). A warm-up run
+    (kernels, masks, allocator) comes first, and peak memory counts from after it. Returns (the last cache,
+    prefill seconds, decode seconds, peak bytes); the times are medians over `repeats` runs."""
+    def run(n):
+        cache = runner.new_cache(1, context, device=device)
+        _sync(device)
+        t0 = time.perf_counter()
+        tok = runner.prefill(prompt, cache, last_only=True)[:, -1].argmax(-1)
+        _sync(device)
+        t1 = time.perf_counter()
+        for _ in range(n):
+            tok = runner.decode(tok[:, None], cache)[:, -1].argmax(-1)
+        _sync(device)
+        return cache, t1 - t0, time.perf_counter() - t1
+
+    with torch.inference_mode():
+        run(min(2, n_decode))
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        runs = [run(n_decode) for _ in range(repeats)]
+    return (runs[-1][0], statistics.median(r[1] for r in runs), statistics.median(r[2] for r in runs),
+            peak_bytes(device))
+
+
 def inference(model, cfg, corpus, device, context: int, decode_tokens: int) -> dict:
     """Prefill context − G tokens, then decode G = decode_tokens more, ending at exactly `context`: the
     cache is made for `context`, so its bytes compare with costmodel's at that context."""
@@ -171,27 +205,8 @@ def inference(model, cfg, corpus, device, context: int, decode_tokens: int) -> d
     src = _haystack_source(corpus.val, context + 1)
     prompt = torch.from_numpy(src[:context - G].copy())[None].to(device)
 
-    def run(n_decode):
-        cache = model.new_cache(1, context, device=device)
-        _sync(device)
-        t0 = time.perf_counter()
-        logits = model.prefill(prompt, cache, last_only=True)
-        _sync(device)
-        t1 = time.perf_counter()
-        tok = logits[:, -1].argmax(-1)
-        for _ in range(n_decode):
-            tok = model.decode(tok[:, None], cache)[:, -1].argmax(-1)
-        _sync(device)
-        return cache, t1 - t0, time.perf_counter() - t1
-
-    with torch.inference_mode():
-        run(min(2, G))  # warm-up: kernels, compiled masks, allocator
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        cache, prefill_s, decode_s = run(G)
+    cache, prefill_s, decode_s, peak = timed_generation(model, prompt, context, G, device)
     dtype = next(model.parameters()).dtype
-    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"eval": "inference", "tags": {"context": context, "batch": 1},
             "metrics": {"prefill_s": prefill_s, "prefill_tokens": context - G,
                         "decode_tokens_per_s": G / decode_s if G and decode_s > 0 else None,

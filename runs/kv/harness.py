@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import resource
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from costmodel import KVPolicy, kv_cache_bytes, policy_flops_per_token, policy_p
 from costmodel import costs as analytic_costs
 from costmodel.errors import CostlawError
 from costmodel.kvpolicy import METHODS, TRAINED_METHODS
+from runs.evaluate import peak_bytes, timed_generation
 from runs.kv.base import FullCacheModel
 from runs.kv.registry import POLICIES, module_state, policy_model, policy_module
 
@@ -76,17 +76,6 @@ def windows(split, n: int, length: int, rng: np.random.Generator) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- measuring
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _peak(device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
 def continuation_logits(pm, idx: torch.Tensor, T: int):
     """Logits [B, N − T, V] predicting idx[:, T:] (N = idx.shape[1]): the first T − 1 tokens are read through `pm`
     (a PolicyModel or FullCacheModel) into a cache made for T, then the rest in one `extend` call; and the
@@ -203,26 +192,9 @@ def evaluate_policies(model, run_cfg, corpus, tokenizer, device, methods, keeps,
 def speed(net, pcfg, module, tokenizer, prompt: torch.Tensor, decode_tokens: int, device) -> dict:
     """Batch-1 prefill seconds, decode tokens/s (greedy, evicting as it goes) and the device's peak memory."""
     pm = policy_model(net, pcfg, module, tokenizer)
-    T = prompt.shape[1]
-
-    def run(n):
-        cache = pm.new_cache(1, T, device=device)
-        _sync(device)
-        t0 = time.perf_counter()
-        tok = pm.prefill(prompt, cache, last_only=True)[:, -1].argmax(-1)
-        _sync(device)
-        t1 = time.perf_counter()
-        for _ in range(n):
-            tok = pm.decode(tok[:, None], cache)[:, -1].argmax(-1)
-        _sync(device)
-        return t1 - t0, time.perf_counter() - t1
-
-    run(min(2, decode_tokens))  # warm-up: kernels, allocator
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    prefill_s, decode_s = run(decode_tokens)
+    _, prefill_s, decode_s, peak = timed_generation(pm, prompt, prompt.shape[1], decode_tokens, device)
     return {"prefill_s": prefill_s, "decode_tokens_per_s": decode_tokens / decode_s if decode_s > 0 else None,
-            "peak_bytes": _peak(device)}
+            "peak_bytes": peak}
 
 
 # ---------------------------------------------------------------- the run directory
@@ -352,7 +324,7 @@ def _summary(cfg, status, error, base_id, run_ids, T, G, samples, corpus, dev, t
 
     d = cfg.data
     return {"run_id": cfg.run_id, "status": status, "steps": 0, "tokens": 0, "final_loss": None, "val_loss": None,
-            "wall_s": time.perf_counter() - t_start, "peak_memory_bytes": _peak(dev), "error": error,
+            "wall_s": time.perf_counter() - t_start, "peak_memory_bytes": peak_bytes(dev), "error": error,
             "base_run_id": base_id, "policy_runs": run_ids, "seed": cfg.seed,
             "kv_eval": {"context": T, "continuation": G, "samples": samples, "policies": list(cfg.eval.policies),
                         "keep": list(cfg.eval.kv_keep)},
