@@ -1,6 +1,5 @@
 """`costlaw recommend --record` and the `closed_loop` view: a recommendation, the run trained from it, compared."""
 
-import importlib.util
 import json
 import shutil
 import sys
@@ -16,17 +15,12 @@ from analysis.store.synth import write_run
 from analysis.store.views import VIEWS
 from costmodel import ModelConfig
 
+from .conftest import load_data
+
 DATA = Path(__file__).parent / "data"
 
 
-def _fixtures():
-    spec = importlib.util.spec_from_file_location("analysis_test_fixtures", DATA / "fixtures.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-FX = _fixtures()
+FX = load_data("fixtures")
 ARGS = ("--target-loss", "1.9", "--context", "128,32K", "--bootstrap", "8")
 
 
@@ -45,19 +39,6 @@ def store(built, tmp_path):
     db = tmp_path / "results.duckdb"
     shutil.copy(built, db)
     return db
-
-
-@pytest.fixture
-def cli(capsys):
-    from costlaw.cli import main
-
-    def run(*args):
-        capsys.readouterr()
-        rc = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    return run
 
 
 def train(root: Path, toml: Path, val_loss: float | None, seed: int = 0, sweep: str = "closed",

@@ -1,11 +1,12 @@
 """Each figure function writes a non-empty PNG and SVG from store data or fits, and refuses to draw no data."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from costmodel.errors import CostlawError
+
+from .conftest import load_data
 
 DATA = Path(__file__).parent / "data"
 
@@ -16,9 +17,7 @@ def frames(tmp_path_factory):
     from analysis.recommend import fit_store, kv_policy_rows, load_fits, load_runs, recommend
     from analysis.report.data import labelled_runs, position_frame, steps_frame
 
-    spec = importlib.util.spec_from_file_location("analysis_test_fixtures", DATA / "fixtures.py")
-    fx = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fx)
+    fx = load_data("fixtures")
     db = fx.build_store(tmp_path_factory.mktemp("figs"))
     runs = labelled_runs(load_runs(db))
     paper = load_fits(DATA / "paper_like_fits.json")

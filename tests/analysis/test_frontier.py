@@ -1,15 +1,13 @@
 """Pareto sets: a hand example with ties and duplicates, then `costlaw frontier` on a known store."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from analysis.frontier import pareto_mask
 
-DATA = Path(__file__).parent / "data"
+from .conftest import load_data
 
 
 def test_pareto_hand_example():
@@ -32,9 +30,7 @@ def test_pareto_matches_brute_force():
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("analysis_test_fixtures", DATA / "fixtures.py")
-    fx = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fx)
+    fx = load_data("fixtures")
     return fx.build_store(tmp_path_factory.mktemp("frontier"))
 
 

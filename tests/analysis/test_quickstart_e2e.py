@@ -1,6 +1,5 @@
 """The README's main command, end to end on CPU: sweep -> ingest -> fit -> recommend -> report."""
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -9,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import load_data
+
 ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(__file__).parent / "data"
 
 
 @pytest.mark.slow
@@ -45,8 +45,6 @@ def test_quickstart_end_to_end(tmp_path):
                        capture_output=True, text=True, cwd=ROOT)
     assert c.returncode == 0, c.stderr
 
-    spec = importlib.util.spec_from_file_location("analysis_test_browser", DATA / "browser.py")
-    browser = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(browser)
+    browser = load_data("browser")
     if browser.chromium() is not None:  # the quickstart's own report in a real browser (also test_report_browser)
         assert browser.figures_loaded(out / "report" / "index.html") == n_img

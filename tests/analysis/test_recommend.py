@@ -16,20 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def cli(capsys):
-    """`costlaw ARGS` in this process (the CLI's own entry point) -> (exit code, stdout, stderr)."""
-    from costlaw.cli import main
-
-    def run(*args):
-        capsys.readouterr()
-        rc = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    return run
-
-
-@pytest.fixture
 def recommend_json(cli):
     def run(*args):
         rc, out, err = cli("recommend", "--fits", FITS, "--json", *args)

@@ -1,24 +1,14 @@
 """`costlaw recommend --db`: laws fitted from a store built by the store's own writers from known laws."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from costmodel import params_non_embedding
 
-DATA = Path(__file__).parent / "data"
+from .conftest import load_data
 
-
-def _fixtures():
-    spec = importlib.util.spec_from_file_location("analysis_test_fixtures", DATA / "fixtures.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-FX = _fixtures()
+FX = load_data("fixtures")
 
 
 @pytest.fixture(scope="module")
@@ -31,19 +21,6 @@ def fitset(store):
     from analysis.recommend import fit_store
 
     return fit_store(store, n_boot=8)
-
-
-@pytest.fixture
-def cli(capsys):
-    from costlaw.cli import main
-
-    def run(*args):
-        capsys.readouterr()
-        rc = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    return run
 
 
 def test_fits_recover_the_known_laws(fitset):

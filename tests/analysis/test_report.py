@@ -1,20 +1,11 @@
 """`costlaw report`: a self-contained HTML page and the same content as Markdown, from a known store."""
 
 import base64
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).parent / "data"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"analysis_test_{name}", DATA / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from .conftest import load_data
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +13,7 @@ def report(tmp_path_factory):
     from costlaw.cli import main
 
     tmp = tmp_path_factory.mktemp("report")
-    db = _load("fixtures").build_store(tmp)
+    db = load_data("fixtures").build_store(tmp)
     out = tmp / "report"
     assert main(["report", "--db", str(db), "--out", str(out), "--bootstrap", "4", "--context", "8K,32K,128K"]) == 0
     return db, out
@@ -79,7 +70,7 @@ def test_report_sweep_filter(report, tmp_path, capsys):
 
     db, out = report
     total = int(re.search(r"(\d+) completed runs from", (out / "report.md").read_text()).group(1))
-    fx = _load("fixtures")
+    fx = load_data("fixtures")
     mixed = tmp_path / "mixed.duckdb"
     shutil.copy(db, mixed)
     write_run(tmp_path / "extra", fx.run_config(fx.model("4,1", 2, 128)), sweep="other-study")

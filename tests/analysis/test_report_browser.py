@@ -1,26 +1,17 @@
 """The report opens in a real headless Chromium with every figure decoded, and its screenshot is not blank."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).parent / "data"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"analysis_test_{name}", DATA / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from .conftest import load_data
 
 
 @pytest.mark.browser
 def test_report_in_headless_chromium(tmp_path):
     from analysis.report import build_report
 
-    browser = _load("browser")  # the `browser` marker's gate (tests/conftest.py) guarantees Chromium here
-    db = _load("fixtures").build_store(tmp_path)
+    browser = load_data("browser")  # the `browser` marker's gate (tests/conftest.py) guarantees Chromium here
+    db = load_data("fixtures").build_store(tmp_path)
     res = build_report(db, tmp_path / "report", n_boot=4)
     assert len(res.figures) == 7
     assert browser.figures_loaded(res.html) == len(res.figures)
