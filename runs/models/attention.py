@@ -47,14 +47,14 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask) -> torch.Ten
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
 
-def attend_slots(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+def attend_slots(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
     """q [B, n_h, n, d_h] over slots k, v [B, n_kv, S, d_h]; visible [B, n_kv, n, S] says which slots each
-    query sees (every query must see at least one)."""
+    query sees (every query must see at least one), None that every query sees every slot."""
     B, n_heads, n, d = q.shape
     n_kv = k.shape[1]
     group = n_heads // n_kv
     q = q.reshape(B, n_kv, group * n, d)
-    mask = visible[:, :, None].expand(B, n_kv, group, n, -1).reshape(B, n_kv, group * n, -1)
+    mask = None if visible is None else visible[:, :, None].expand(B, n_kv, group, n, -1).reshape(B, n_kv, group * n, -1)
     y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask)
     return y.reshape(B, n_heads, n, d)  # the CUDA kernels may return a non-contiguous layout
 
@@ -76,7 +76,7 @@ class CacheStep:
         q_seq = torch.arange(self.seq0, self.seq0 + n, device=q.device)
         if n == 1:  # decode: store, then attend to every slot the new token sees (itself included)
             cache.append(k, v, self.seq0, self.pos0, overflow)
-            y = attend_slots(q, cache.k, cache.v, cache.visible(q_seq))
+            y = attend_slots(q, *cache.decode_slots(q_seq))
         elif self.seq0 == 0:  # a prompt into a fresh cache attends to itself exactly as in training
             y = attend(q, k, v, mask)
             cache.append(k, v, self.seq0, self.pos0, overflow)

@@ -27,7 +27,7 @@ import math
 
 import torch
 
-from costmodel import CostlawError, Full
+from costmodel import CostlawError, Full, SinkWindow
 from runs.models.rope import apply_rope, rope_angles, wide_dtype
 
 
@@ -48,6 +48,12 @@ class LayerCache:
         # True while the layer holds exactly what its pattern leaves (no policy has selected): then `size`
         # follows from spec.keys without reading the device.
         self._exact = True
+        # Decode fast path. While exact, a full layer holds token j in slot j and a sink+window layer fills its
+        # slots in order and then turns as a ring (the window's oldest token leaves the slot the next one
+        # takes): `_ring` counts the turns since it filled, so a decode step's slot is known on the host and
+        # the query attends to the first `size` slots with no mask. None where the layout is not known (a
+        # block_strided layer, or after a chunk was stored into a ring that had already turned).
+        self._ring = 0 if isinstance(spec, (Full, SinkWindow)) else None
 
     @property
     def slots(self) -> int:
@@ -67,6 +73,13 @@ class LayerCache:
         seq = self.seq[:, :, None, :]
         return (seq >= 0) & self.spec.visible(q_seq[:, None].to(seq.device), seq)
 
+    def decode_slots(self, q_seq: torch.Tensor):
+        """(k, v, visible) for one new query at q_seq [1], just stored: on the fast path the first `size`
+        slots with visible None (all seen), else every slot with the visibility mask."""
+        if self._exact and self._ring is not None:
+            return self.k[:, :, :self.size], self.v[:, :, :self.size], None
+        return self.k, self.v, self.visible(q_seq)
+
     def attention(self, q: torch.Tensor, q_seq: torch.Tensor) -> torch.Tensor:
         """Softmax attention weights [B, n_heads, n, slots] of queries q [B, n_heads, n, d_h] (after RoPE) at
         sequence indices q_seq [n] over the slots, masked as the model masks them (0 on hidden slots)."""
@@ -83,6 +96,10 @@ class LayerCache:
         stored. With `overflow` the storage grows when full (a policy hook must then `select`)."""
         n = k.shape[2]
         last = seq0 + n - 1
+        if n == 1 and not overflow and self._exact and self._ring is not None:
+            return self._append_one(k, v, seq0, pos0)
+        if isinstance(self.spec, SinkWindow) and self.size > 0 and last >= self.capacity:
+            self._ring = None  # evicting off the fast path (a chunk, or a hook's step): ring order is not tracked
         offsets = torch.arange(n)
         keep = self.spec.visible(last, seq0 + offsets)
         if not bool(keep.all()):
@@ -111,6 +128,25 @@ class LayerCache:
         self.seq.scatter_(2, slots, seq0 + offsets)
         self.pos.scatter_(2, slots, pos0 + offsets)
         self.size = held + m
+
+    def _append_one(self, k: torch.Tensor, v: torch.Tensor, seq: int, pos: int) -> None:
+        """One decode token on the fast path: the same slot and contents as the general path, without
+        computing them on the device (no visibility pass over the slots, no argmax)."""
+        if self.size < self.capacity:
+            slot = self.size
+            self.size += 1
+        elif isinstance(self.spec, SinkWindow) and self.capacity == self.spec.sink + self.spec.window:
+            slot = self.spec.sink + self._ring % self.spec.window
+            self._ring += 1
+        else:
+            raise CacheFullError(
+                f"kv_cache: layer with {self.spec.spec()} cannot store 1 more token(s) beside {self.size} in "
+                f"{self.capacity} slots; make the cache for a longer context, or pass a KV policy hook that "
+                "evicts (layer_cache.select)")
+        self.k[:, :, slot] = k[:, :, 0].to(self.k.dtype)
+        self.v[:, :, slot] = v[:, :, 0].to(self.v.dtype)
+        self.seq[:, :, slot] = seq
+        self.pos[:, :, slot] = pos
 
     def _grow(self, extra: int) -> None:
         B, H, _, d = self.k.shape

@@ -96,3 +96,28 @@ def test_batch_mismatch_is_an_error():
     model = model_for("full-mha")
     with pytest.raises(ValueError, match="batch"):
         model.prefill(tokens(2, 4), model.new_cache(1, 8))
+
+
+@pytest.mark.parametrize("P", [3, 11])  # a prompt shorter and longer than the sink+window rings
+@pytest.mark.parametrize("name", ["full-gqa4", "sink_window", "window-no-sink", "hybrid-all-patterns"])
+def test_decode_fast_path_stores_what_the_general_path_stores(name, P):
+    """Full and sink+window layers decode with host-computed slots and no mask; the general path (visibility
+    pass, first free slot) must store the same tokens in the same slots and give the same logits."""
+    model, idx = model_for(name), tokens(2, P + 20, seed=4)
+    logits, caches = [], []
+    with torch.no_grad():
+        for fast in (True, False):
+            cache = model.new_cache(2, P + 20)
+            model.prefill(idx[:, :P], cache)
+            if not fast:
+                for layer in cache.layers:
+                    layer._ring = None
+            logits.append(torch.cat([model.decode(idx[:, t], cache) for t in range(P, P + 20)], 1))
+            caches.append(cache)
+    assert (logits[0] - logits[1]).abs().max().item() < 1e-12
+    on_fast_path = [layer._ring is not None for layer in caches[0].layers]
+    assert on_fast_path == [not isinstance(spec, BlockStrided) for spec in model.cfg.layout]
+    for fast, general in zip(caches[0].layers, caches[1].layers):
+        assert torch.equal(fast.seq, general.seq) and torch.equal(fast.pos, general.pos)
+        assert torch.allclose(fast.k, general.k, atol=1e-12) and torch.allclose(fast.v, general.v, atol=1e-12)
+        assert fast.size == general.size
