@@ -171,12 +171,12 @@ def peak_bytes(device) -> int:
 
 
 def timed_generation(runner, prompt: torch.Tensor, context: int, n_decode: int, device, repeats: int = 1):
-    """Batch-1 prefill of `prompt` into a fresh cache made for `context` tokens, then `n_decode` greedy
+    """Prefill of `prompt` [B, n] into a fresh cache made for `context` tokens, then `n_decode` greedy
     decode steps. `runner` is a model or a PolicyModel (new_cache / prefill / decode). A warm-up run
     (kernels, masks, allocator) comes first, and peak memory counts from after it. Returns (the last cache,
     prefill seconds, decode seconds, peak bytes); the times are medians over `repeats` runs."""
     def run(n):
-        cache = runner.new_cache(1, context, device=device)
+        cache = runner.new_cache(prompt.shape[0], context, device=device)
         _sync(device)
         t0 = time.perf_counter()
         tok = runner.prefill(prompt, cache, last_only=True)[:, -1].argmax(-1)

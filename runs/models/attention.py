@@ -15,12 +15,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from runs.models.kv_cache import LayerCache
 from runs.models.rope import apply_rope
 
 _compiled_flex_attention = None
+# Decode attends to a slot count that grows by one each step. cuDNN's SDPA plans per shape, and on an H100
+# batch-1 decode of a 32K all-full model took 100 ms/token with it; these kernels take any length as is.
+_ANY_LENGTH = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 # hook(layer_idx, q, k, v, layer_cache): see Transformer.prefill
 Hook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, LayerCache], None]
@@ -55,7 +59,8 @@ def attend_slots(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: tor
     group = n_heads // n_kv
     q = q.reshape(B, n_kv, group * n, d)
     mask = None if visible is None else visible[:, :, None].expand(B, n_kv, group, n, -1).reshape(B, n_kv, group * n, -1)
-    y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask)
+    with sdpa_kernel(_ANY_LENGTH):
+        y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask)
     return y.reshape(B, n_heads, n, d)  # the CUDA kernels may return a non-contiguous layout
 
 
