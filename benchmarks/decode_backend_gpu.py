@@ -4,7 +4,7 @@ Decode attends to a slot count that grows by one each step. This times batch-1 a
 a 32K prompt with `runs.models.attention`'s decode backends forced to one list at a time, so the backend that
 plans per shape shows up as a per-token cost (random bf16 weights, eager model):
 
-    python benchmarks/decode_backend_gpu.py [--seq 32768] [--generate 32] [--out OUT.json]
+    python benchmarks/decode_backend_gpu.py [--seq 32768] [--generate 32] [--repeats 3] [--out OUT.json]
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ def main() -> int:
     p.add_argument("--seq", type=int, default=32768)
     p.add_argument("--generate", type=int, default=32)
     p.add_argument("--batches", default="1,8")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per row; the median is reported")
+    p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated subset of the lists above")
     p.add_argument("--vocab", type=int, default=50304)
     p.add_argument("--device", default="cuda")
     p.add_argument("--out")
@@ -49,10 +51,10 @@ def main() -> int:
         model = build_model(cfg, device=dev, dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
         for batch in map(int, a.batches.split(",")):
             prompt = torch.randint(0, cfg.vocab_size, (batch, a.seq - a.generate), device=dev)
-            for label, backends in BACKENDS.items():
-                attention._ANY_LENGTH[:] = backends
+            for label in a.backends.split(","):
+                attention._ANY_LENGTH[:] = BACKENDS[label]
                 try:
-                    _, prefill_s, decode_s, _ = timed_generation(model, prompt, a.seq, a.generate, dev)
+                    _, prefill_s, decode_s, _ = timed_generation(model, prompt, a.seq, a.generate, dev, a.repeats)
                     row = dict(config=name, batch=batch, backends=label, prefill_s=prefill_s,
                                decode_ms_per_step=1e3 * decode_s / a.generate,
                                decode_tok_s=batch * a.generate / decode_s)
@@ -67,7 +69,7 @@ def main() -> int:
               f"{r.get('decode_tok_s', float('nan')):9.1f}")
     if a.out:
         Path(a.out).write_text(json.dumps(dict(gpu=torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
-                                               torch=torch.__version__, seq=a.seq, generate=a.generate,
+                                               torch=torch.__version__, seq=a.seq, generate=a.generate, repeats=a.repeats,
                                                rows=rows), indent=1))
     return 0
 
