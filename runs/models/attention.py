@@ -22,8 +22,8 @@ from runs.models.kv_cache import LayerCache
 from runs.models.rope import apply_rope
 
 _compiled_flex_attention = None
-# Decode attends to a slot count that grows by one each step. cuDNN's SDPA plans per shape, and on an H100
-# batch-1 decode of a 32K all-full model took 100 ms/token with it; these kernels take any length as is.
+# Decode attends to a slot count that grows by one each step. cuDNN's SDPA plans per shape: on an H100 a
+# 32K all-full model's decode took 73 ms a step with it first, 18 ms with these (benchmarks/runs.md).
 _ANY_LENGTH = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 # hook(layer_idx, q, k, v, layer_cache): see Transformer.prefill
