@@ -126,10 +126,16 @@ def set_rng_state(s: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(s["cuda"], device)
 
 
-def model_loss(fwd, batch, dtype, device):
-    """Summed loss of one micro-batch (the model's reduction="sum")."""
+def model_loss(fwd, batch, dtype, device, model=None):
+    """Summed loss of one micro-batch (the model's reduction="sum"). Document masks' block indices are built
+    here, eagerly, so a compiled `fwd` gets them as tensors instead of tracing the builder."""
+    extra = {}
+    if batch.doc_ids is not None and hasattr(model, "document_block_index"):
+        index = model.document_block_index(batch.doc_ids)
+        if index is not None:
+            extra["block_index"] = index
     with autocast(device, dtype):
-        out = fwd(batch.idx, targets=batch.targets, doc_ids=batch.doc_ids, reduction="sum")
+        out = fwd(batch.idx, targets=batch.targets, doc_ids=batch.doc_ids, reduction="sum", **extra)
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -386,7 +392,7 @@ class Trainer:
                 for i, mb in enumerate(batch.micro):
                     no_sync = self.world > 1 and i < n_micro - 1
                     with self.net.no_sync() if no_sync else contextlib.nullcontext():
-                        loss_sum = model_loss(self.fwd, mb, self.dtype, dev)
+                        loss_sum = model_loss(self.fwd, mb, self.dtype, dev, self.model)
                         (loss_sum * scale).backward()
                     loss_acc += loss_sum.detach().float()
                 grad_acc += torch.nn.utils.clip_grad_norm_(self.params, clip).detach().float()

@@ -13,9 +13,7 @@ positions restart per document too, so a packed document computes exactly what i
 from __future__ import annotations
 
 import torch
-from torch.nn.attention.flex_attention import BlockMask, create_block_mask
-
-_compiled_create_block_mask = None
+from torch.nn.attention.flex_attention import BlockMask
 
 
 def document_layout(doc_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,52 +54,68 @@ def dense_mask(spec, T: int, device=None, docs: tuple[torch.Tensor, torch.Tensor
 
 
 def block_mask(spec, T: int, device, docs: tuple[torch.Tensor, torch.Tensor] | None = None,
-               block_size: int = 128) -> BlockMask:
+               block_size: int = 128, index: tuple | None = None) -> BlockMask:
     """A BlockMask over T×T (batch-broadcast without documents, one row per sequence with them), shared by
-    all heads. Without documents (a layer's fixed mask, built once outside the model's graph) the rule is
-    evaluated in query-row chunks (`fixed_block_mask`). With documents on CUDA outside torch.compile the
-    builder itself is compiled, so the T×T rule is never materialised; inside a compiled model it is traced
-    into the graph."""
-    global _compiled_create_block_mask
+    all heads. Its blocks come from the rule evaluated in query-row chunks (`block_index`), never from a
+    compiled builder. With documents the blocks change every batch: the trainer computes `index`
+    (`document_block_index`) outside the compiled model and passes it in, so the graph only wraps it."""
     device = torch.device(device)
     if docs is None:
         return fixed_block_mask(spec, T, device, block_size)
-    build = create_block_mask
-    if device.type == "cuda" and not torch.compiler.is_compiling():
-        if _compiled_create_block_mask is None:
-            _compiled_create_block_mask = torch.compile(create_block_mask)
-        build = _compiled_create_block_mask
-    return build(mask_mod(spec, docs), docs[0].shape[0], None, T, T, device=device, BLOCK_SIZE=block_size)
+    if index is None:
+        index = document_block_index(spec, docs, T, device, block_size)
+    return BlockMask.from_kv_blocks(*index, BLOCK_SIZE=block_size, mask_mod=mask_mod(spec, docs), seq_lengths=(T, T))
 
 
-def fixed_block_mask(spec, T: int, device, block_size: int = 128, chunk_elements: int = 1 << 26) -> BlockMask:
-    """The document-free BlockMask of `spec` over T×T, from the rule evaluated on chunks of query rows and
-    reduced to blocks (a block is full when every pair is visible, partial when some are). A compiled
-    create_block_mask spent over 60 s compiling at T = 16K on an H100 with a cold cache, and eager
-    create_block_mask materialises T×T at once; this takes O(T × chunk) memory and no compilation
-    (benchmarks/block_mask_setup_gpu.py)."""
+def block_index(visible, B: int, T: int, device, block_size: int = 128, chunk_elements: int = 1 << 26) -> tuple:
+    """(kv_num, kv_idx, full_num, full_idx) of a BlockMask over B rows of T×T, from `visible(q, keys)` -> [B|1,
+    len(q), len(keys)] bool evaluated on chunks of query rows and reduced to blocks (a block is full when every
+    pair is visible, partial when some are), in O(B × T × chunk) memory. A compiled create_block_mask spent over
+    60 s compiling at T = 16K on an H100 with a cold cache, and eager create_block_mask materialises T×T at
+    once (benchmarks/block_mask_setup_gpu.py)."""
     device = torch.device(device)
     nb = -(-T // block_size)
     keys = torch.arange(nb * block_size, device=device)
     key_ok = keys < T  # padding past T is never visible; its block is then partial, never full
-    rows_per_chunk = max(1, chunk_elements // (nb * block_size * block_size)) * block_size
+    rows_per_chunk = max(1, chunk_elements // (B * nb * block_size * block_size)) * block_size
     partial, full = [], []
     for q0 in range(0, nb * block_size, rows_per_chunk):
         q = torch.arange(q0, min(q0 + rows_per_chunk, nb * block_size), device=device)
-        vis = spec.visible(q[:, None], keys[None, :]) & key_ok[None, :] & (q < T)[:, None]
-        vis = vis.view(-1, block_size, nb, block_size)
-        seen = vis.any(dim=3).any(dim=1)
-        whole = vis.all(dim=3).all(dim=1)
+        vis = visible(q, keys) & key_ok[None, None, :] & (q < T)[None, :, None]
+        vis = vis.reshape(vis.shape[0], -1, block_size, nb, block_size)
+        seen = vis.any(dim=4).any(dim=2)
+        whole = vis.all(dim=4).all(dim=2)
         partial.append(seen & ~whole)
         full.append(whole)
-    partial_blocks, full_blocks = torch.cat(partial), torch.cat(full)
+    partial_blocks, full_blocks = torch.cat(partial, dim=1), torch.cat(full, dim=1)
 
     def indices(m: torch.Tensor):
         # visible blocks first, each row in ascending kv order (what create_block_mask produces)
-        order = torch.argsort((~m).to(torch.int8), dim=1, stable=True)
-        return m.sum(dim=1, dtype=torch.int32)[None, None], order.to(torch.int32)[None, None]
+        order = torch.argsort((~m).to(torch.int8), dim=-1, stable=True)
+        return m.sum(dim=-1, dtype=torch.int32)[:, None], order.to(torch.int32)[:, None]
 
-    kv_num, kv_idx = indices(partial_blocks)
-    full_num, full_idx = indices(full_blocks)
-    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block_size,
-                                    mask_mod=mask_mod(spec), seq_lengths=(T, T))
+    return (*indices(partial_blocks), *indices(full_blocks))
+
+
+def fixed_block_mask(spec, T: int, device, block_size: int = 128, chunk_elements: int = 1 << 26) -> BlockMask:
+    """The document-free BlockMask of `spec` over T×T (built once per shape, outside the model's graph)."""
+    index = block_index(lambda q, k: spec.visible(q[:, None], k[None, :])[None], 1, T, device, block_size,
+                        chunk_elements)
+    return BlockMask.from_kv_blocks(*index, BLOCK_SIZE=block_size, mask_mod=mask_mod(spec), seq_lengths=(T, T))
+
+
+def document_block_index(spec, docs: tuple[torch.Tensor, torch.Tensor], T: int, device, block_size: int = 128,
+                         chunk_elements: int = 1 << 26) -> tuple:
+    """`block_index` of `spec` per document (see the module docstring) for packed rows `docs` = (segment,
+    position), each [B, T]."""
+    segment, position = docs
+    pad = -(-T // block_size) * block_size - T
+    seg_k = torch.nn.functional.pad(segment, (0, pad), value=-1)  # padded keys match no document
+    pos_k = torch.nn.functional.pad(position, (0, pad))
+
+    def visible(q, k):
+        qq = q.clamp(max=T - 1)  # padded query rows are masked by block_index
+        same = segment[:, qq, None] == seg_k[:, None, k]
+        return same & spec.visible(position[:, qq, None], pos_k[:, None, k])
+
+    return block_index(visible, segment.shape[0], T, device, block_size, chunk_elements)

@@ -162,14 +162,22 @@ def test_mask_mod_is_the_spec_rule():
 @pytest.mark.parametrize("chunk_elements", [1, 1 << 12, 1 << 26])  # one block row per chunk .. all at once
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.spec())
 def test_fixed_block_mask_equals_create_block_mask(spec, chunk_elements):
-    """The chunked builder of fixed masks gives torch's create_block_mask's blocks: the same partial and
-    full block counts per row and the same dense expansion, for a T that is not a multiple of the block."""
-    from torch.nn.attention.flex_attention import create_block_mask
+    """The chunked builder gives torch's create_block_mask's blocks: the same partial and full block counts
+    per row and the same dense expansion, for a T that is not a multiple of the block, with and without
+    documents (the document index is what the trainer computes outside the compiled model)."""
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 
-    from runs.models.masks import fixed_block_mask, mask_mod
+    from runs.models.masks import document_block_index, fixed_block_mask, mask_mod
 
     ref = create_block_mask(mask_mod(spec), None, None, T, T, device="cpu", BLOCK_SIZE=FLEX_BLOCK)
     got = fixed_block_mask(spec, T, "cpu", FLEX_BLOCK, chunk_elements=chunk_elements)
+    assert torch.equal(got.to_dense(), ref.to_dense())
+    assert torch.equal(got.kv_num_blocks, ref.kv_num_blocks)
+    assert torch.equal(got.full_kv_num_blocks, ref.full_kv_num_blocks)
+    docs = document_layout(doc_ids())
+    ref = create_block_mask(mask_mod(spec, docs), B, None, T, T, device="cpu", BLOCK_SIZE=FLEX_BLOCK)
+    index = document_block_index(spec, docs, T, "cpu", FLEX_BLOCK, chunk_elements=chunk_elements)
+    got = BlockMask.from_kv_blocks(*index, BLOCK_SIZE=FLEX_BLOCK, mask_mod=mask_mod(spec, docs), seq_lengths=(T, T))
     assert torch.equal(got.to_dense(), ref.to_dense())
     assert torch.equal(got.kv_num_blocks, ref.kv_num_blocks)
     assert torch.equal(got.full_kv_num_blocks, ref.full_kv_num_blocks)

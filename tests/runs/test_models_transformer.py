@@ -109,8 +109,9 @@ def test_compiles_fullgraph_without_breaks():
 
 def test_flex_path_traces_fullgraph_and_matches_sdpa():
     """The GPU path traces without breaks and computes what the dense-mask path computes (forward only: no
-    FlexAttention backward on CPU): fixed BlockMasks built before compiling (as the trainer does), and a
-    BlockMask built inside the graph from doc_ids."""
+    FlexAttention backward on CPU): fixed BlockMasks built before compiling (as the trainer does), a
+    BlockMask built inside the graph from doc_ids, and one wrapped in the graph around a block index built
+    outside it (as the trainer does for packed rows)."""
     torch._dynamo.reset()
     layout = (SinkWindow(2, 5), FULL)
     flex, sdpa = model_for(layout, dtype=torch.float32, backend="flex"), model_for(layout, dtype=torch.float32)
@@ -121,3 +122,7 @@ def test_flex_path_traces_fullgraph_and_matches_sdpa():
         compiled = torch.compile(flex, fullgraph=True, backend="eager")
         for docs in (None, DOCS):
             assert torch.allclose(compiled(idx, doc_ids=docs), sdpa(idx, doc_ids=docs), atol=1e-5)
+        index = flex.document_block_index(DOCS)
+        assert len(index) == len(flex.patterns) and sdpa.document_block_index(DOCS) is None
+        got = compiled(idx, doc_ids=DOCS, block_index=index)
+        assert torch.allclose(got, sdpa(idx, doc_ids=DOCS), atol=1e-5)
