@@ -27,11 +27,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from costmodel import Full, ModelConfig, kv_tokens_per_layer
+from costmodel import Full, ModelConfig, SinkWindow, kv_tokens_per_layer
 from runs.models.attention import Attention, CacheStep, Hook
 from runs.models.kv_cache import KVCache, LayerCache
 from runs.models.masks import block_mask, dense_mask, document_block_index, document_layout
 from runs.models.rope import rope_angles, wide_dtype
+from runs.models.sink_chunks import chunk_sizes, sink_window_chunks
 
 IGNORE_INDEX = -100
 BACKENDS = ("auto", "flex", "sdpa")
@@ -137,6 +138,9 @@ class Transformer(nn.Module):
         def build(spec, index=None):
             if docs is None and isinstance(spec, Full):
                 return None
+            bs = self.flex_block_size
+            if flex and docs is None and isinstance(spec, SinkWindow) and T > chunk_sizes(spec, bs)[0]:
+                return sink_window_chunks(spec, T, self.cfg.n_heads, device, bs)
             if flex:
                 return block_mask(spec, T, device, docs, self.flex_block_size, index)
             return dense_mask(spec, T, device, docs)

@@ -1,0 +1,77 @@
+"""One sink+window layer's attention on the GPU, one BlockMask over the sequence vs balanced chunks
+(runs/models/sink_chunks.py): output and gradient agreement (fp32), and forward + backward time (bf16).
+
+    python benchmarks/sink_chunks_gpu.py [--T 32768] [--sink 64] [--window 1024] [--out OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from costmodel import SinkWindow  # noqa: E402
+from runs.models.attention import attend  # noqa: E402
+from runs.models.masks import fixed_block_mask  # noqa: E402
+from runs.models.sink_chunks import sink_window_chunks  # noqa: E402
+
+
+def inputs(B, H, KV, T, d, dtype, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    return [torch.randn(B, n, T, d, device="cuda", dtype=dtype, generator=g).requires_grad_()
+            for n in (H, KV, KV)]
+
+
+def fwd_bwd(q, k, v, mask, grad):
+    y = attend(q, k, v, mask)
+    return (y, *torch.autograd.grad(y, (q, k, v), grad))
+
+
+def time_ms(fn, reps=20):
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    s, e = torch.cuda.Event(True), torch.cuda.Event(True)
+    s.record()
+    for _ in range(reps):
+        fn()
+    e.record()
+    torch.cuda.synchronize()
+    return s.elapsed_time(e) / reps
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--T", type=int, default=32768)
+    p.add_argument("--sink", type=int, default=64)
+    p.add_argument("--window", type=int, default=1024)
+    p.add_argument("--heads", default="8,2")
+    p.add_argument("--out")
+    a = p.parse_args()
+    H, KV = map(int, a.heads.split(","))
+    spec, T, d = SinkWindow(a.sink, a.window), a.T, 64
+    masks = {"one BlockMask": fixed_block_mask(spec, T, "cuda"), "chunks": sink_window_chunks(spec, T, H, "cuda")}
+    out = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, T=T, spec=spec.spec(), heads=[H, KV])
+
+    q, k, v = inputs(1, H, KV, T, d, torch.float32)
+    grad = torch.randn_like(q)
+    ref, got = (fwd_bwd(q, k, v, m, grad) for m in masks.values())
+    out["fp32_max_abs_diff"] = {name: (a_ - b_).abs().max().item() for name, a_, b_ in zip(("y", "dq", "dk", "dv"),
+                                                                                         ref, got)}
+    q, k, v = inputs(1, H, KV, T, d, torch.bfloat16, seed=1)
+    grad = torch.randn_like(q)
+    out["fwd_ms"] = {n: time_ms(lambda m=m: attend(q.detach(), k.detach(), v.detach(), m)) for n, m in masks.items()}
+    out["fwd_bwd_ms"] = {n: time_ms(lambda m=m: fwd_bwd(q, k, v, m, grad)) for n, m in masks.items()}
+    print(json.dumps(out))
+    if a.out:
+        Path(a.out).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
