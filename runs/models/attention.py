@@ -62,7 +62,9 @@ def attend_slots(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: tor
     n_kv = k.shape[1]
     group = n_heads // n_kv
     q = q.reshape(B, n_kv, group * n, d)
-    mask = None if visible is None else visible[:, :, None].expand(B, n_kv, group, n, -1).reshape(B, n_kv, group * n, -1)
+    mask = None
+    if visible is not None:
+        mask = visible[:, :, None].expand(B, n_kv, group, n, -1).reshape(B, n_kv, group * n, -1)
     with sdpa_kernel(_ANY_LENGTH):
         y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask)
     return y.reshape(B, n_heads, n, d)  # the CUDA kernels may return a non-contiguous layout
