@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from model_smoke_gpu import CONFIGS, make_config  # noqa: E402
 from torch.nn.attention import SDPBackend  # noqa: E402
 
-from model_smoke_gpu import CONFIGS, make_config  # noqa: E402
 from runs.evaluate import timed_generation  # noqa: E402
 from runs.models import attention, build_model  # noqa: E402
 
@@ -68,9 +68,9 @@ def main() -> int:
         print(f"{r['config']:8} {r['batch']:>5} {r['backends']:20} {r.get('decode_ms_per_step', float('nan')):9.2f} "
               f"{r.get('decode_tok_s', float('nan')):9.1f}")
     if a.out:
-        Path(a.out).write_text(json.dumps(dict(gpu=torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
-                                               torch=torch.__version__, seq=a.seq, generate=a.generate, repeats=a.repeats,
-                                               rows=rows), indent=1))
+        gpu = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
+        Path(a.out).write_text(json.dumps(dict(gpu=gpu, torch=torch.__version__, seq=a.seq, generate=a.generate,
+                                               repeats=a.repeats, rows=rows), indent=1))
     return 0
 
 
