@@ -84,6 +84,9 @@ class Transformer(nn.Module):
         self.cfg = cfg
         self.attn_backend = attn_backend
         self.flex_block_size = 128  # FlexAttention's tile; tests use smaller blocks on short rows
+        # Long sink_window layers as balanced chunks (runs/models/sink_chunks.py): exact on CPU, forward and
+        # backward, but not yet run on a GPU, so off until benchmarks/sink_chunks_gpu.py has measured it there.
+        self.sink_chunks = False
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model)
@@ -139,7 +142,8 @@ class Transformer(nn.Module):
             if docs is None and isinstance(spec, Full):
                 return None
             bs = self.flex_block_size
-            if flex and docs is None and isinstance(spec, SinkWindow) and T > chunk_sizes(spec, bs)[0]:
+            chunked = self.sink_chunks and isinstance(spec, SinkWindow) and T > chunk_sizes(spec, bs)[0]
+            if flex and docs is None and chunked:
                 return sink_window_chunks(spec, T, self.cfg.n_heads, device, bs)
             if flex:
                 return block_mask(spec, T, device, docs, self.flex_block_size, index)
@@ -148,7 +152,7 @@ class Transformer(nn.Module):
         if docs is not None:  # per batch: one mask per pattern, shared by its layers
             index = block_index or [None] * len(self.patterns)
             return [build(spec, i) for spec, i in zip(self.patterns, index)]
-        key = (flex, T, device.type, device.index, self.flex_block_size)
+        key = (flex, T, device.type, device.index, self.flex_block_size, self.sink_chunks)
         masks = self._fixed_masks.get(key)
         if masks is None:
             if len(self._fixed_masks) >= 8:  # many prompt lengths (evaluation): drop the oldest

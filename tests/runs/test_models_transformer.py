@@ -126,3 +126,7 @@ def test_flex_path_traces_fullgraph_and_matches_sdpa():
         assert len(index) == len(flex.patterns) and sdpa.document_block_index(DOCS) is None
         got = compiled(idx, doc_ids=DOCS, block_index=index)
         assert torch.allclose(got, sdpa(idx, doc_ids=DOCS), atol=1e-5)
+        flex.sink_chunks = True  # the sink_window layer (window 5, chunks of 16 < T) as balanced chunks
+        masks = flex.attention_masks(24)
+        assert type(masks[0]).__name__ == "SinkWindowChunks"
+        assert torch.allclose(torch.compile(flex, fullgraph=True, backend="eager")(idx), sdpa(idx), atol=1e-5)
