@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from pathlib import Path
 
 from analysis.store.flatten import canonical_json
 from analysis.store.lock import DEFAULT_WAIT_S, connect, write_lock
+from analysis.store.query import existing_db
 from analysis.store.schema import migrate
 from analysis.store.views import create_views
 from costmodel.errors import CostlawError
@@ -44,10 +44,7 @@ def _row(r: dict, now: dt.datetime) -> list:
 
 def write_fits(db, rows: list[dict], wait: float = DEFAULT_WAIT_S) -> list[str]:
     """Upsert fit rows into `db` (which ingest created); returns their fit ids."""
-    db = Path(db)
-    if not db.is_file():
-        raise CostlawError(f"--db: no such results file {str(db)!r}; "
-                           f"create it with costlaw ingest --root DIR --db {db}")
+    db = existing_db(db)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     values = [_row(r, now) for r in rows]
     with write_lock(db, wait):

@@ -66,7 +66,8 @@ def check_sql(sql: str, con=None) -> None:
     raise CostlawError(f"SQL: {name} statements are refused; {_HINT}")
 
 
-def _check_db(db) -> Path:
+def existing_db(db) -> Path:
+    """`db` as a Path, or a one-line error naming --db when no results file is there."""
     p = Path(db)
     if not p.is_file():
         raise CostlawError(f"--db: no such results file {str(p)!r}; create it with costlaw ingest --root DIR --db {p}")
@@ -76,7 +77,7 @@ def _check_db(db) -> Path:
 def connect_readonly(db, wait: float = DEFAULT_WAIT_S):
     """A read-only DuckDB connection to `db`, retrying for up to `wait` s while an ingest holds it.
     Extensions are not auto-installed, and the configuration is locked against SET."""
-    p = _check_db(db)
+    p = existing_db(db)
     con = connect(p, read_only=True, wait=wait,
                   config={"autoinstall_known_extensions": False, "lock_configuration": True})
     try:

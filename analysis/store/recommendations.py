@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from pathlib import Path
 
 from analysis.store.flatten import canonical_json
 from analysis.store.lock import DEFAULT_WAIT_S, connect, write_lock
+from analysis.store.query import existing_db
 from analysis.store.schema import migrate
 from analysis.store.views import create_views
 from costmodel.errors import CostlawError
@@ -90,10 +90,7 @@ def _values(r: dict, now: dt.datetime) -> list:
 def write_recommendations(db, rows: list[dict], wait: float = DEFAULT_WAIT_S) -> list[tuple[str, bool]]:
     """Insert recommendation rows into `db` (which ingest created), skipping rec_ids already there.
     Returns (rec_id, newly recorded) per row."""
-    db = Path(db)
-    if not db.is_file():
-        raise CostlawError(f"--db: no such results file {str(db)!r}; "
-                           f"create it with costlaw ingest --root DIR --db {db}")
+    db = existing_db(db)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     values = [_values(r, now) for r in rows]
     ids = [v[0] for v in values]
