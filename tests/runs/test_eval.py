@@ -20,13 +20,7 @@ from runs.rundir import RunDir
 EMAIL = str(Path(sysconfig.get_paths()["stdlib"]) / "email")
 
 
-@pytest.fixture(autouse=True)
-def one_thread(tmp_path, monkeypatch):
-    monkeypatch.setenv("COSTLAW_CACHE", str(tmp_path / "cache"))
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread", "private_cache")
 
 
 def _split(lens, seed=0):

@@ -32,12 +32,7 @@ METHODS = list(POLICIES)
 T, G = 48, 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def backbone(cfg=BASE, dtype=torch.float64, seed=0):

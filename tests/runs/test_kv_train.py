@@ -5,7 +5,6 @@ and resume exactly, and `costlaw kv-eval` writes kv_policy rows the store ingest
 
 import json
 import sysconfig
-import threading
 from pathlib import Path
 
 import pytest
@@ -84,23 +83,11 @@ def test_locret_heads_train_and_beat_random_eviction(env, trained):
     assert all(torch.equal(base[k], v) for k, v in ck["model"].items() if k in base)  # the backbone stayed frozen
 
 
-class StopAfter(threading.Event):
-    """A stop event that fires after `n` checks (a preemption in the middle of the run)."""
-
-    def __init__(self, n):
-        super().__init__()
-        self.n = n
-
-    def is_set(self):
-        self.n -= 1
-        return self.n < 0
-
-
-def test_kv_distill_run_resumes_exactly(env, trained):
+def test_kv_distill_run_resumes_exactly(env, trained, stop_after):
     cfg, whole, s = trained["kv_distill"]
     assert s["status"] == "completed" and s["final_loss"] > 0 and s["base_run_id"] == env["base"].run_id
     rd = env["root"] / "preempted"
-    s = train_policy_run(cfg, rd, device="cpu", stop_event=StopAfter(3))
+    s = train_policy_run(cfg, rd, device="cpu", stop_event=stop_after(3))
     assert s["status"] == "preempted" and s["steps"] == 3 and not (rd / "DONE").exists()
     s = train_policy_run(cfg, rd, device="cpu", resume=True)
     assert s["status"] == "completed" and s["steps"] == 8

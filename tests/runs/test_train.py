@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import threading
 import time
 from pathlib import Path
 
@@ -25,14 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 EMAIL = str(Path(sysconfig.get_paths()["stdlib"]) / "email")  # ~30 real modules: a small, stable corpus
 
 
-@pytest.fixture(autouse=True)
-def one_thread(tmp_path, monkeypatch):
-    """One intra-op thread (tiny models on a shared CPU run far faster) and a private corpus cache."""
-    monkeypatch.setenv("COSTLAW_CACHE", str(tmp_path / "cache"))
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread", "private_cache")
 
 
 def tiny_model(**kw) -> ModelConfig:
@@ -184,23 +176,11 @@ def test_kill_and_resume_is_exact(tmp_path):
     assert not list(rd.glob(".*.tmp"))  # a checkpoint torn by the kill is cleaned up on resume
 
 
-class StopAfter(threading.Event):
-    """A stop event that becomes set after `n` checks: preemption at a known step boundary."""
-
-    def __init__(self, n):
-        super().__init__()
-        self.n = n
-
-    def is_set(self):
-        self.n -= 1
-        return self.n < 0 or super().is_set()
-
-
-def test_preempt_then_resume_matches_unbroken(tmp_path):
+def test_preempt_then_resume_matches_unbroken(tmp_path, stop_after):
     cfg = tiny_cfg(steps=24, train={"checkpoint_every": 0, "grad_accum": 2})
     ref = train_run(cfg, run_dir(tmp_path / "a", cfg), device="cpu", progress=False)
     rd = run_dir(tmp_path / "b", cfg)
-    s = train_run(cfg, rd, device="cpu", stop_event=StopAfter(13), progress=False)
+    s = train_run(cfg, rd, device="cpu", stop_event=stop_after(13), progress=False)
     assert s["status"] == "preempted" and s["steps"] == 13
     assert not (rd / "DONE").exists() and (rd / CHECKPOINT).exists()
     assert RunDir(rd).status() == "preempted"
