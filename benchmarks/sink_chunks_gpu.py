@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from model_smoke_gpu import timed  # noqa: E402
 
 from costmodel import SinkWindow  # noqa: E402
 from runs.models.attention import attend  # noqa: E402
@@ -33,16 +36,9 @@ def fwd_bwd(q, k, v, mask, grad):
 
 
 def time_ms(fn, reps=20):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    s, e = torch.cuda.Event(True), torch.cuda.Event(True)
-    s.record()
-    for _ in range(reps):
-        fn()
-    e.record()
-    torch.cuda.synchronize()
-    return s.elapsed_time(e) / reps
+    """Median ms per call after 3 warm-up calls (model_smoke_gpu's CUDA-event timer)."""
+    timed(fn, 3, "cuda")
+    return 1e3 * statistics.median(timed(fn, reps, "cuda"))
 
 
 def main() -> int:

@@ -112,10 +112,7 @@ class LayerCache:
             held = self.spec.keys(last + 1) - m if self._exact else int(self.valid.sum(-1).max())
         if held + m > self.slots:
             if not overflow:
-                raise CacheFullError(
-                    f"kv_cache: layer with {self.spec.spec()} cannot store {m} more token(s) beside {held} in "
-                    f"{self.capacity} slots; make the cache for a longer context, or pass a KV policy hook that "
-                    "evicts (layer_cache.select)")
+                raise self._full(m, held)
             self._grow(held + m - self.slots)
         if m == 1:
             slots = (~self.valid).int().argmax(dim=-1, keepdim=True)
@@ -139,14 +136,17 @@ class LayerCache:
             slot = self.spec.sink + self._ring % self.spec.window
             self._ring += 1
         else:
-            raise CacheFullError(
-                f"kv_cache: layer with {self.spec.spec()} cannot store 1 more token(s) beside {self.size} in "
-                f"{self.capacity} slots; make the cache for a longer context, or pass a KV policy hook that "
-                "evicts (layer_cache.select)")
+            raise self._full(1, self.size)
         self.k[:, :, slot] = k[:, :, 0].to(self.k.dtype)
         self.v[:, :, slot] = v[:, :, 0].to(self.v.dtype)
         self.seq[:, :, slot] = seq
         self.pos[:, :, slot] = pos
+
+    def _full(self, m: int, held: int) -> CacheFullError:
+        return CacheFullError(
+            f"kv_cache: layer with {self.spec.spec()} cannot store {m} more token(s) beside {held} in "
+            f"{self.capacity} slots; make the cache for a longer context, or pass a KV policy hook that "
+            "evicts (layer_cache.select)")
 
     def _grow(self, extra: int) -> None:
         B, H, _, d = self.k.shape
