@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -44,13 +46,19 @@ def profile(name, model, idx, tgt, loss_fn, rows):
     for _ in range(5):
         step()
     torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(10):  # wall time per step, unsynchronised as in the trainer: kernels plus host gaps
+        step()
+    torch.cuda.synchronize()
+    wall = (time.perf_counter() - t0) / 10 * 1e3
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(3):
             step()
         torch.cuda.synchronize()
     events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
     total = sum(e.self_device_time_total for e in events) / 3 / 1e3
-    print(f"== {name}: {total:.2f} ms of kernels per step")
+    print(f"== {name}: {total:.2f} ms of kernels per step, {wall:.2f} ms wall per step "
+          f"({idx.numel() / wall * 1e3:,.0f} tok/s)")
     for e in sorted(events, key=lambda e: -e.self_device_time_total)[:rows]:
         print(f"  {e.self_device_time_total / 3 / 1e3:7.3f} ms  x{e.count // 3:<4d} {e.key[:110]}")
     kinds = {}
@@ -59,14 +67,31 @@ def profile(name, model, idx, tgt, loss_fn, rows):
     print("  by kind: " + ", ".join(f"{k} {v:.2f} ms" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])))
 
 
+def synthetic_doc_ids(B: int, T: int, mean: float = 2000.0, seed: int = 0) -> torch.Tensor:
+    """doc_ids [B, T] of log-normal document lengths (mean `mean` tokens), as the benchmarks' synthetic corpus."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(B):
+        ids, n, doc = [], 0, 0
+        while n < T:
+            length = max(1, int(torch.empty(1).log_normal_(math.log(mean) - 0.5, 1.0, generator=g).item()))
+            ids += [doc] * min(length, T - n)
+            n, doc = n + length, doc + 1
+        rows.append(ids)
+    return torch.tensor(rows, device="cuda")
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--configs", default="a", help="comma-separated: a (beside the reference), b, b-hybrid")
+    p.add_argument("--configs", default="a", help="comma-separated: a (beside the reference), b, b-hybrid, "
+                   "g640 (the gqa-heads study's d 640 rung: L 8, 8/1 heads, T 2048, B 32, byte vocab 264), "
+                   "g640-docs (g640 with packed documents, index built each step as the trainer does), g640-docs-flex "
+                   "(the same through FlexAttention instead of the varlen kernel)")
     p.add_argument("--reference", help="gpu_reference.py, for config a")
     p.add_argument("--rows", type=int, default=14)
     a = p.parse_args()
-    from costmodel import ModelConfig, hybrid_layout
-    from runs.models import build_model
+    from costmodel import ModelConfig, hybrid_layout, paper_ffn
+    from runs.models import build_model, varlen
 
     V = 50304
     for name in a.configs.split(","):
@@ -84,6 +109,25 @@ def main():
                 profile("reference", ref.Model(args).cuda(), idx, tgt, lambda f, i, t: f(i, t), a.rows)
             cfg = ModelConfig(d_model=768, n_layers=12, n_heads=12, n_kv_heads=12, head_dim=64, ffn_dim=2048,
                               vocab_size=V, tied_embeddings=True, rope_theta=5e5)
+        elif name.startswith("g640"):
+            B, T, Vb = 32, 2048, 264
+            idx = torch.randint(0, Vb, (B, T), device="cuda")
+            tgt = torch.randint(0, Vb, (B, T), device="cuda")
+            cfg = ModelConfig(d_model=640, n_layers=8, n_heads=8, n_kv_heads=1, head_dim=64, ffn_dim=paper_ffn(640),
+                              vocab_size=Vb, tied_embeddings=True, rope_theta=5e5)
+            if name.startswith("g640-docs"):
+                if name == "g640-docs-flex":  # the path before runs/models/varlen.py, for a same-call comparison
+                    varlen.available = lambda device, dtype: False
+                model = build_model(cfg, device="cuda")
+                model.attention_masks(T, device="cuda")
+                docs = synthetic_doc_ids(B, T)
+
+                def docs_loss(f, i, t, model=model, docs=docs):
+                    index = model.document_block_index(docs)
+                    return f(i, targets=t, doc_ids=docs, reduction="mean", block_index=index)
+
+                profile(f"costlaw {name}", model, idx, tgt, docs_loss, a.rows)
+                continue
         else:
             B, T = 1, 32768
             idx = torch.randint(0, V, (B, T), device="cuda")

@@ -5,6 +5,7 @@ Configs (issue 4):
   a         d 768, L 12, 12/12 heads, d_h 64, ffn 2048, T 1024, B 16, V 50304 (reference: 446K tok/s on H100)
   b         d 512, L 12, 8/2 heads, d_h 64, ffn 1408, T 32768, B 1, V 50304 (reference: 225K tok/s)
   b-hybrid  b with 4 full layers centred (1/3) and sink(64)+window(1024) elsewhere
+  b-hybrid-chunks  b-hybrid with its sink+window layers as balanced chunks (runs/models/sink_chunks.py)
 Each prints one JSON line: steady-state tokens/s (step 1 / compile excluded), MFU against costmodel's GPU
 table with costmodel's sparsity-aware C_train, step time, peak memory, compile time; b and b-hybrid also
 prefill latency and decode tokens/s at T (batch 1, the layout's KV cache, bf16). A last line compares
@@ -42,6 +43,8 @@ CONFIGS = {
                                 attention={"sparse": "sink_window(64,1024)", "full_layers": 4}),
                      seq_len=32768, batch_size=1, steps=30),
 }
+# b-hybrid again, its sink+window layers as balanced chunks (runs/models/sink_chunks.py)
+CONFIGS["b-hybrid-chunks"] = {**CONFIGS["b-hybrid"], "sink_chunks": True}
 REFERENCE_ARGS = {
     "a": ["--d-model", "768", "--layers", "12", "--heads", "12", "--kv-heads", "12", "--seq", "1024", "--batch", "16"],
     "b": ["--d-model", "512", "--layers", "12", "--heads", "8", "--kv-heads", "2", "--seq", "32768", "--batch", "1",
@@ -54,9 +57,11 @@ def run_config(name: str, args) -> dict:
 
     from costmodel import ModelConfig
     from runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
+    from runs.models import Transformer
     from runs.train import train_run
 
     spec = CONFIGS[name]
+    Transformer.sink_chunks = spec.get("sink_chunks", False)
     model = ModelConfig.from_dict({**spec["model"], "vocab_size": 50304, "tied_embeddings": True,
                                    "rope_theta": 5e5})
     T = spec["seq_len"]
@@ -81,7 +86,8 @@ def run_config(name: str, args) -> dict:
            "status": s["status"], "params": s["params_measured"], "seq": T, "batch": spec["batch_size"],
            "steps": s["steps"], "tok_s": tok_s, "step_s": spec["batch_size"] * T / tok_s if tok_s else None,
            "mfu": s["mfu"], "peak_gib": s["peak_memory_bytes"] / 2**30, "compile_s": s["compile_s"],
-           "wall_s": wall, "doc_mask": args.doc_mask, "compile_mode": os.environ.get("COSTLAW_COMPILE_MODE"),
+           "wall_s": wall, "doc_mask": args.doc_mask, "sink_chunks": Transformer.sink_chunks,
+           "compile_mode": os.environ.get("COSTLAW_COMPILE_MODE"),
            "c_train_flops_per_token": s["costs"]["c_train_flops_per_token"], "final_loss": s["final_loss"],
            "error": s["error"]}
     if inf:
@@ -105,6 +111,25 @@ def ideal(full_cfg, hybrid_cfg, T: int) -> dict:
             "decode_bytes": decode_bytes(full_cfg) / decode_bytes(hybrid_cfg)}
 
 
+def compare(b: dict, h: dict, name: str) -> dict:
+    """Measured speedups of a hybrid row over b, next to costmodel's ideal for that pair."""
+    from costmodel import ModelConfig
+
+    def cfg(n):
+        return ModelConfig.from_dict({**CONFIGS[n]["model"], "vocab_size": 50304, "tied_embeddings": True,
+                                      "rope_theta": 5e5})
+
+    want = ideal(cfg("b"), cfg(name), CONFIGS["b"]["seq_len"])
+    cmp = {"compare": f"{name} vs b", "train_speedup": h["tok_s"] / b["tok_s"], "train_ideal": want["train"]}
+    if b.get("prefill_s") and h.get("prefill_s"):
+        cmp.update(prefill_speedup=b["prefill_s"] / h["prefill_s"], prefill_ideal=want["prefill"])
+    if b.get("decode_tokens_per_s") and h.get("decode_tokens_per_s"):
+        cmp.update(decode_speedup=h["decode_tokens_per_s"] / b["decode_tokens_per_s"],
+                   decode_ideal_flops=want["decode_flops"], decode_ideal_bytes=want["decode_bytes"])
+    cmp["train_share_of_ideal"] = cmp["train_speedup"] / want["train"]
+    return cmp
+
+
 def reference(path: str, name: str) -> dict | None:
     r = subprocess.run([sys.executable, path, *REFERENCE_ARGS[name]], capture_output=True, text=True)
     lines = [x for x in r.stdout.splitlines() if x.startswith("{")]
@@ -120,7 +145,7 @@ def reference(path: str, name: str) -> dict | None:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--configs", default="a,b,b-hybrid", help="comma-separated: a, b, b-hybrid")
+    p.add_argument("--configs", default="a,b,b-hybrid", help="comma-separated: " + ", ".join(CONFIGS))
     p.add_argument("--steps", type=int, help="optimizer steps per config (default 40 for a, 30 for b)")
     p.add_argument("--corpus", default="synthetic", help="synthetic (default), a source or a prepared corpus dir")
     p.add_argument("--doc-mask", action="store_true", help="document-masked packed rows (FlexAttention)")
@@ -156,23 +181,9 @@ def main():
             if ref and rows[n].get("tok_s"):
                 print(json.dumps({"ratio": n, "tok_s_vs_reference": rows[n]["tok_s"] / ref["tok_s"],
                                   "goal": 1.2 if n == "a" else None}), flush=True)
-        if "b" in rows and "b-hybrid" in rows and rows["b"].get("tok_s") and rows["b-hybrid"].get("tok_s"):
-            from costmodel import ModelConfig
-
-            def cfg(n):
-                return ModelConfig.from_dict({**CONFIGS[n]["model"], "vocab_size": 50304, "tied_embeddings": True,
-                                              "rope_theta": 5e5})
-
-            b, h = rows["b"], rows["b-hybrid"]
-            want = ideal(cfg("b"), cfg("b-hybrid"), CONFIGS["b"]["seq_len"])
-            cmp = {"compare": "b-hybrid vs b", "train_speedup": h["tok_s"] / b["tok_s"], "train_ideal": want["train"]}
-            if b.get("prefill_s") and h.get("prefill_s"):
-                cmp.update(prefill_speedup=b["prefill_s"] / h["prefill_s"], prefill_ideal=want["prefill"])
-            if b.get("decode_tokens_per_s") and h.get("decode_tokens_per_s"):
-                cmp.update(decode_speedup=h["decode_tokens_per_s"] / b["decode_tokens_per_s"],
-                           decode_ideal_flops=want["decode_flops"], decode_ideal_bytes=want["decode_bytes"])
-            cmp["train_share_of_ideal"] = cmp["train_speedup"] / want["train"]
-            print(json.dumps(cmp), flush=True)
+        for hn in ("b-hybrid", "b-hybrid-chunks"):
+            if rows.get("b", {}).get("tok_s") and rows.get(hn, {}).get("tok_s"):
+                print(json.dumps(compare(rows["b"], rows[hn], hn)), flush=True)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

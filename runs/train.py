@@ -130,11 +130,11 @@ def model_loss(fwd, batch, dtype, device, model=None):
     """Summed loss of one micro-batch (the model's reduction="sum"). Document masks' block indices are built
     here, eagerly, so a compiled `fwd` gets them as tensors instead of tracing the builder."""
     extra = {}
-    if batch.doc_ids is not None and hasattr(model, "document_block_index"):
-        index = model.document_block_index(batch.doc_ids)
-        if index is not None:
-            extra["block_index"] = index
-    with autocast(device, dtype):
+    with autocast(device, dtype):  # the index depends on the compute dtype (runs/models/varlen.py)
+        if batch.doc_ids is not None and hasattr(model, "document_block_index"):
+            index = model.document_block_index(batch.doc_ids)
+            if index is not None:
+                extra["block_index"] = index
         out = fwd(batch.idx, targets=batch.targets, doc_ids=batch.doc_ids, reduction="sum", **extra)
     return out[0] if isinstance(out, tuple) else out
 

@@ -3,7 +3,8 @@
 Whole sequences (training, a prompt into a fresh cache) go through `attend`, whose mask picks the kernel:
 None -> SDPA is_causal (a full layer without documents: FlashAttention on GPU); a BlockMask -> FlexAttention
 (compiled on CUDA); a boolean tensor -> SDPA with that mask (the CPU path); SinkWindowChunks -> a long
-sink_window layer as balanced chunks (runs/models/sink_chunks.py). Tokens that follow cached ones go
+sink_window layer as balanced chunks (runs/models/sink_chunks.py); VarlenDocs -> a full layer over packed
+documents through FlashAttention's varlen kernel (runs/models/varlen.py). Tokens that follow cached ones go
 through `attend_slots`: SDPA over the cache's slots with the cache's visibility mask, GQA done by folding each
 KV head's group of query heads into the query axis, so K and V are never repeated.
 """
@@ -22,6 +23,7 @@ from torch.nn.attention.flex_attention import BlockMask, flex_attention
 from runs.models.kv_cache import LayerCache
 from runs.models.rope import apply_rope
 from runs.models.sink_chunks import SinkWindowChunks, attend_chunks
+from runs.models.varlen import VarlenDocs, attend_varlen
 
 _compiled_flex_attention = None
 # Decode attends to a slot count that grows by one each step. cuDNN's SDPA plans per shape: on an H100 a
@@ -47,6 +49,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask) -> torch.Ten
     """q [B, n_h, T, d_h], k and v [B, n_kv, T, d_h] -> [B, n_h, T, d_h]; query head h reads KV head h // group."""
     if isinstance(mask, SinkWindowChunks):
         return attend_chunks(q, k, v, mask, attend)
+    if isinstance(mask, VarlenDocs):
+        return attend_varlen(q, k, v, mask)
     if isinstance(mask, BlockMask):
         return flex(q, k, v, mask)
     gqa = q.shape[1] != k.shape[1]

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from costmodel import Full, ModelConfig, SinkWindow, kv_tokens_per_layer
+from runs.models import varlen
 from runs.models.attention import Attention, CacheStep, Hook
 from runs.models.kv_cache import KVCache, LayerCache
 from runs.models.masks import block_mask, dense_mask, document_block_index, document_layout
@@ -77,6 +78,11 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
+    # Long sink_window layers train as balanced chunks (runs/models/sink_chunks.py): on an H100 at 32K that took
+    # the hybrid's step from 105 to 82 ms (benchmarks/runs.md). Prefill keeps one BlockMask: without a
+    # backward the chunk copies cost more than they save. A class attribute, so a benchmark can switch it off.
+    sink_chunks = True
+
     def __init__(self, cfg: ModelConfig, attn_backend: str = "auto"):
         super().__init__()
         if attn_backend not in BACKENDS:
@@ -84,9 +90,6 @@ class Transformer(nn.Module):
         self.cfg = cfg
         self.attn_backend = attn_backend
         self.flex_block_size = 128  # FlexAttention's tile; tests use smaller blocks on short rows
-        # Long sink_window layers as balanced chunks (runs/models/sink_chunks.py): exact on CPU, forward and
-        # backward, but not yet run on a GPU, so off until benchmarks/sink_chunks_gpu.py has measured it there.
-        self.sink_chunks = False
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model)
@@ -127,22 +130,38 @@ class Transformer(nn.Module):
         return self._masks(T, device, docs)
 
     def document_block_index(self, doc_ids: torch.Tensor) -> list | None:
-        """Per pattern, the FlexAttention block index of packed rows doc_ids [B, T] (None off the flex path).
-        The trainer computes it outside the compiled model and passes it to forward: traced into the graph,
-        building a document BlockMask at T = 16K made no training step in 4 minutes on an H100."""
-        if self.backend(doc_ids.device) != "flex":
+        """Per pattern, the index of packed rows doc_ids [B, T] on the flex path (None off it): document offsets
+        for full layers where FlashAttention's varlen kernel can run (CUDA, under half-precision autocast or
+        with half weights; runs/models/varlen.py), a FlexAttention block index otherwise. The trainer computes
+        it outside the compiled model and passes it to forward: traced into the graph, building a document
+        BlockMask at T = 16K made no training step in 4 minutes on an H100."""
+        device = doc_ids.device
+        if self.backend(device) != "flex":
             return None
+        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else self.embed.weight.dtype
         docs, T = document_layout(doc_ids), doc_ids.shape[1]
-        return [document_block_index(spec, docs, T, doc_ids.device, self.flex_block_size) for spec in self.patterns]
+        index = []
+        for spec in self.patterns:
+            if isinstance(spec, Full) and varlen.available(device, dtype):
+                cu = varlen.cu_seqlens(doc_ids)
+                torch._dynamo.mark_dynamic(cu, 0)  # its length (documents + 1) changes every batch: no recompiles
+                index.append((cu,))
+            else:
+                index.append(document_block_index(spec, docs, T, device, self.flex_block_size))
+        return index
 
-    def _masks(self, T: int, device: torch.device, docs, block_index: list | None = None) -> list:
+    def _masks(self, T: int, device: torch.device, docs, block_index: list | None = None,
+               chunks: bool | None = None) -> list:
         flex = self.backend(device) == "flex"
+        chunks = self.sink_chunks if chunks is None else chunks
 
         def build(spec, index=None):
             if docs is None and isinstance(spec, Full):
                 return None
+            if index is not None and len(index) == 1:  # document offsets (document_block_index)
+                return varlen.VarlenDocs(index[0], T)
             bs = self.flex_block_size
-            chunked = self.sink_chunks and isinstance(spec, SinkWindow) and T > chunk_sizes(spec, bs)[0]
+            chunked = chunks and isinstance(spec, SinkWindow) and T > chunk_sizes(spec, bs)[0]
             if flex and docs is None and chunked:
                 return sink_window_chunks(spec, T, self.cfg.n_heads, device, bs)
             if flex:
@@ -152,7 +171,7 @@ class Transformer(nn.Module):
         if docs is not None:  # per batch: one mask per pattern, shared by its layers
             index = block_index or [None] * len(self.patterns)
             return [build(spec, i) for spec, i in zip(self.patterns, index)]
-        key = (flex, T, device.type, device.index, self.flex_block_size, self.sink_chunks)
+        key = (flex, T, device.type, device.index, self.flex_block_size, chunks)
         masks = self._fixed_masks.get(key)
         if masks is None:
             if len(self._fixed_masks) >= 8:  # many prompt lengths (evaluation): drop the oldest
@@ -230,7 +249,7 @@ class Transformer(nn.Module):
             raise ValueError(f"batch: idx has {idx.shape[0]} rows but the cache was made for {cache.batch}")
         n = idx.shape[1]
         seq0, pos0 = cache.seen, cache.position
-        masks = self._masks(n, idx.device, None) if seq0 == 0 and n > 1 else [None] * len(self.patterns)
+        masks = self._masks(n, idx.device, None, chunks=False) if seq0 == 0 and n > 1 else [None] * len(self.patterns)
         x = self.embed(idx)
         cos, sin = self._rope(torch.arange(pos0, pos0 + n, device=idx.device)[None], x.dtype, pos0 + n)
         for i, (block, p) in enumerate(zip(self.blocks, self.layer_pattern)):

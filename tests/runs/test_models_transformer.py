@@ -118,6 +118,7 @@ def test_flex_path_traces_fullgraph_and_matches_sdpa():
     idx, _ = batch(B=2, T=24)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        flex.sink_chunks = False  # one BlockMask per pattern first; the chunk layout below
         flex.attention_masks(24)
         compiled = torch.compile(flex, fullgraph=True, backend="eager")
         for docs in (None, DOCS):
@@ -130,3 +131,8 @@ def test_flex_path_traces_fullgraph_and_matches_sdpa():
         masks = flex.attention_masks(24)
         assert type(masks[0]).__name__ == "SinkWindowChunks"
         assert torch.allclose(torch.compile(flex, fullgraph=True, backend="eager")(idx), sdpa(idx), atol=1e-5)
+        # prefill keeps one BlockMask (no backward to balance) and still matches
+        flex._fixed_masks.clear()
+        logits = flex.prefill(idx, flex.new_cache(2, 24))
+        assert torch.allclose(logits, sdpa(idx), atol=1e-5)
+        assert [[type(m).__name__ for m in ms] for ms in flex._fixed_masks.values()] == [["BlockMask", "NoneType"]]
