@@ -95,6 +95,12 @@ def timed(fn, steps: int, device: str) -> list[float]:
     return times
 
 
+def median_ms(fn, reps: int = 20, warmup: int = 3) -> float:
+    """Median CUDA time of `fn` in ms over `reps` calls, after `warmup` untimed ones."""
+    timed(fn, warmup, "cuda")
+    return 1e3 * statistics.median(timed(fn, reps, "cuda"))
+
+
 def train(name: str, cfg: ModelConfig, seq: int, batch: int, a) -> dict:
     dev = a.device
     torch.manual_seed(0)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from model_smoke_gpu import timed  # noqa: E402
+from model_smoke_gpu import median_ms  # noqa: E402
 
 from costmodel import SinkWindow  # noqa: E402
 from runs.models.attention import attend  # noqa: E402
@@ -33,12 +32,6 @@ def inputs(B, H, KV, T, d, dtype, seed=0):
 def fwd_bwd(q, k, v, mask, grad):
     y = attend(q, k, v, mask)
     return (y, *torch.autograd.grad(y, (q, k, v), grad))
-
-
-def time_ms(fn, reps=20):
-    """Median ms per call after 3 warm-up calls (model_smoke_gpu's CUDA-event timer)."""
-    timed(fn, 3, "cuda")
-    return 1e3 * statistics.median(timed(fn, reps, "cuda"))
 
 
 def main() -> int:
@@ -61,8 +54,8 @@ def main() -> int:
                                                                                          ref, got)}
     q, k, v = inputs(1, H, KV, T, d, torch.bfloat16, seed=1)
     grad = torch.randn_like(q)
-    out["fwd_ms"] = {n: time_ms(lambda m=m: attend(q.detach(), k.detach(), v.detach(), m)) for n, m in masks.items()}
-    out["fwd_bwd_ms"] = {n: time_ms(lambda m=m: fwd_bwd(q, k, v, m, grad)) for n, m in masks.items()}
+    out["fwd_ms"] = {n: median_ms(lambda m=m: attend(q.detach(), k.detach(), v.detach(), m)) for n, m in masks.items()}
+    out["fwd_bwd_ms"] = {n: median_ms(lambda m=m: fwd_bwd(q, k, v, m, grad)) for n, m in masks.items()}
     print(json.dumps(out))
     if a.out:
         Path(a.out).write_text(json.dumps(out, indent=1))

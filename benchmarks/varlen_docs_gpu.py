@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from model_smoke_gpu import timed  # noqa: E402
+from model_smoke_gpu import median_ms  # noqa: E402
 from profile_step_gpu import synthetic_doc_ids  # noqa: E402
 
 from costmodel import FULL  # noqa: E402
@@ -85,12 +84,8 @@ def main() -> int:
     dy = torch.randn(a.B, H, T, d, device="cuda", generator=g).bfloat16()
     fns = {**paths(doc_ids), "dense causal, no documents": lambda q, k, v: attend(q, k, v, None)}
 
-    def ms(fn):
-        timed(fn, 3, "cuda")
-        return 1e3 * statistics.median(timed(fn, 20, "cuda"))
-
-    out["fwd_ms"] = {n: ms(lambda f=f: f(q.detach(), k.detach(), v.detach())) for n, f in fns.items()}
-    out["fwd_bwd_ms"] = {n: ms(lambda f=f: grads(f, q, k, v, dy)) for n, f in fns.items()}
+    out["fwd_ms"] = {n: median_ms(lambda f=f: f(q.detach(), k.detach(), v.detach())) for n, f in fns.items()}
+    out["fwd_bwd_ms"] = {n: median_ms(lambda f=f: grads(f, q, k, v, dy)) for n, f in fns.items()}
     print(json.dumps(out))
     if a.out:
         Path(a.out).write_text(json.dumps(out, indent=1))

@@ -176,16 +176,18 @@ def init_from(model, cfg: RunConfig) -> str:
 
 
 def _distributed():
-    """(rank, world, local_rank) from torch.distributed's env:// variables; (0, 1, 0) when absent."""
+    """(rank, world, local_rank, owned) from torch.distributed's env:// variables; (0, 1, 0, False) when absent.
+    `owned`: this call created the process group, so the run must destroy it."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1, 0
+        return 0, 1, 0, False
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    owned = not dist.is_initialized()
+    if owned:
         backend = os.environ.get("TORCH_DISTRIBUTED_BACKEND") or ("nccl" if torch.cuda.is_available() else "gloo")
         dist.init_process_group(backend=backend)
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owned
 
 
 # ---------------------------------------------------------------- entry point
@@ -206,17 +208,24 @@ def train_run(cfg: RunConfig, run_dir: str | Path, device: str = "auto", resume:
     rd = RunDir(run_dir)
     if (done := rd.finished_or_claim(cfg.run_id)) is not None:
         return done
-    rank, world, local_rank = _distributed()
-    if world > 1 and cfg.train.grad_accum % world:
-        raise ConfigError("train.grad_accum", f"{cfg.train.grad_accum} is not a multiple of the {world} data-parallel "
-                                              "ranks; the ranks split a step's micro-batches, so use a multiple")
-    dev = resolve_device(device)
-    if world > 1 and dev.type == "cuda":
-        dev = torch.device("cuda", local_rank)
-        torch.cuda.set_device(dev)
-    trainer = Trainer(cfg, rd, dev, resume, stop_event, sweep, rank, world,
-                      progress=(rank == 0) if progress is None else (progress and rank == 0))
-    return trainer.run()
+    rank, world, local_rank, owned = _distributed()
+    try:
+        if world > 1 and cfg.train.grad_accum % world:
+            raise ConfigError("train.grad_accum", f"{cfg.train.grad_accum} is not a multiple of the {world} "
+                                                  "data-parallel ranks; the ranks split a step's micro-batches, so "
+                                                  "use a multiple")
+        dev = resolve_device(device)
+        if world > 1 and dev.type == "cuda":
+            dev = torch.device("cuda", local_rank)
+            torch.cuda.set_device(dev)
+        trainer = Trainer(cfg, rd, dev, resume, stop_event, sweep, rank, world,
+                          progress=(rank == 0) if progress is None else (progress and rank == 0))
+        return trainer.run()
+    finally:
+        if owned:  # a gloo group left to interpreter exit once aborted a finished rank ("terminate called ...")
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 class Diverged(Exception):
