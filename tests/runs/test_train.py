@@ -305,17 +305,13 @@ print(json.dumps({"status": s["status"], "steps": s["steps"]}))
 """
 
 
-@pytest.mark.slow
-def test_data_parallel_matches_accumulation(tmp_path):
-    """Two gloo ranks split each step's micro-batches: the same run as one process accumulating both."""
+def _two_ranks(cfg, rd, timeout=600):
+    """Run `cfg` into `rd` as two gloo ranks; [(returncode, stdout, stderr)] per rank."""
     import socket
 
-    cfg = tiny_cfg(steps=12, train={"grad_accum": 2, "checkpoint_every": 6})
-    one = train_run(cfg, run_dir(tmp_path / "one", cfg), device="cpu", progress=False)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    rd = run_dir(tmp_path / "ddp", cfg)
     procs = []
     for rank in range(2):
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
@@ -323,8 +319,19 @@ def test_data_parallel_matches_accumulation(tmp_path):
                "OMP_NUM_THREADS": "1"}
         procs.append(subprocess.Popen([sys.executable, "-c", _DDP_WORKER, json.dumps(cfg.to_dict()), str(rd)],
                                       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outs = [p.communicate(timeout=600) for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs[0][1][-2000:] + outs[1][1][-2000:]
+    outs = [p.communicate(timeout=timeout) for p in procs]
+    return [(p.returncode, *o) for p, o in zip(procs, outs)]
+
+
+@pytest.mark.slow
+def test_data_parallel_matches_accumulation(tmp_path):
+    """Two gloo ranks split each step's micro-batches: the same run as one process accumulating both."""
+    cfg = tiny_cfg(steps=12, train={"grad_accum": 2, "checkpoint_every": 6})
+    one = train_run(cfg, run_dir(tmp_path / "one", cfg), device="cpu", progress=False)
+    rd = run_dir(tmp_path / "ddp", cfg)
+    ranks = _two_ranks(cfg, rd)
+    outs = [(out, err) for _, out, err in ranks]
+    assert all(rc == 0 for rc, _, _ in ranks), outs[0][1][-2000:] + outs[1][1][-2000:]
     ends = [json.loads(o[0].strip().splitlines()[-1]) for o in outs]
     assert ends == [{"status": "completed", "steps": 12}] * 2
     s = json.loads((rd / "summary.json").read_text())
@@ -332,6 +339,16 @@ def test_data_parallel_matches_accumulation(tmp_path):
     assert s["final_loss"] == pytest.approx(one["final_loss"], rel=1e-4)
     assert s["val_loss"] == pytest.approx(one["val_loss"], rel=1e-4)
     assert len((rd / "metrics.jsonl").read_text().splitlines()) == 3  # rank 0 alone writes
+
+
+def test_data_parallel_rejects_grad_accum_not_a_multiple_of_ranks(tmp_path):
+    """grad_accum 1 cannot be split over 2 ranks: each rank stops with the field's error (and its process group
+    torn down), before any step."""
+    cfg = tiny_cfg(steps=4, train={"grad_accum": 1})
+    rd = run_dir(tmp_path / "ddp", cfg)
+    for rc, _, err in _two_ranks(cfg, rd, timeout=120):
+        assert rc != 0 and "train.grad_accum" in err and "multiple" in err, err[-2000:]
+    assert not (rd / "metrics.jsonl").exists() or not (rd / "metrics.jsonl").read_text().strip()
 
 
 def test_warmup_stable_decay_schedule():
