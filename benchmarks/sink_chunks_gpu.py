@@ -29,9 +29,16 @@ def inputs(B, H, KV, T, d, dtype, seed=0):
             for n in (H, KV, KV)]
 
 
-def fwd_bwd(q, k, v, mask, grad):
-    y = attend(q, k, v, mask)
+def grads(fn, q, k, v, grad):
+    """fn(q, k, v) and its gradients with respect to q, k and v for the output gradient `grad`."""
+    y = fn(q, k, v)
     return (y, *torch.autograd.grad(y, (q, k, v), grad))
+
+
+def times(fns: dict, q, k, v, grad) -> dict:
+    """Median forward and forward + backward ms of each attention path fn(q, k, v)."""
+    return {"fwd_ms": {n: median_ms(lambda f=f: f(q.detach(), k.detach(), v.detach())) for n, f in fns.items()},
+            "fwd_bwd_ms": {n: median_ms(lambda f=f: grads(f, q, k, v, grad)) for n, f in fns.items()}}
 
 
 def main() -> int:
@@ -45,17 +52,17 @@ def main() -> int:
     H, KV = map(int, a.heads.split(","))
     spec, T, d = SinkWindow(a.sink, a.window), a.T, 64
     masks = {"one BlockMask": fixed_block_mask(spec, T, "cuda"), "chunks": sink_window_chunks(spec, T, H, "cuda")}
+    fns = {n: (lambda q, k, v, m=m: attend(q, k, v, m)) for n, m in masks.items()}
     out = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, T=T, spec=spec.spec(), heads=[H, KV])
 
     q, k, v = inputs(1, H, KV, T, d, torch.float32)
     grad = torch.randn_like(q)
-    ref, got = (fwd_bwd(q, k, v, m, grad) for m in masks.values())
+    ref, got = (grads(f, q, k, v, grad) for f in fns.values())
     out["fp32_max_abs_diff"] = {name: (a_ - b_).abs().max().item() for name, a_, b_ in zip(("y", "dq", "dk", "dv"),
                                                                                          ref, got)}
     q, k, v = inputs(1, H, KV, T, d, torch.bfloat16, seed=1)
     grad = torch.randn_like(q)
-    out["fwd_ms"] = {n: median_ms(lambda m=m: attend(q.detach(), k.detach(), v.detach(), m)) for n, m in masks.items()}
-    out["fwd_bwd_ms"] = {n: median_ms(lambda m=m: fwd_bwd(q, k, v, m, grad)) for n, m in masks.items()}
+    out.update(times(fns, q, k, v, grad))
     print(json.dumps(out))
     if a.out:
         Path(a.out).write_text(json.dumps(out, indent=1))

@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from model_smoke_gpu import median_ms  # noqa: E402
 from profile_step_gpu import synthetic_doc_ids  # noqa: E402
+from sink_chunks_gpu import grads, times  # noqa: E402
 
 from costmodel import FULL  # noqa: E402
 from runs.models import varlen  # noqa: E402
@@ -38,11 +38,6 @@ def reference(q, k, v, doc_ids):
         causal = torch.ones_like(same).tril()
         rows.append(F.scaled_dot_product_attention(q[b:b + 1], k[b:b + 1], v[b:b + 1], attn_mask=same & causal))
     return torch.cat(rows)
-
-
-def grads(fn, q, k, v, g):
-    y = fn(q, k, v)
-    return (y, *torch.autograd.grad(y, (q, k, v), g))
 
 
 def main() -> int:
@@ -84,8 +79,7 @@ def main() -> int:
     dy = torch.randn(a.B, H, T, d, device="cuda", generator=g).bfloat16()
     fns = {**paths(doc_ids), "dense causal, no documents": lambda q, k, v: attend(q, k, v, None)}
 
-    out["fwd_ms"] = {n: median_ms(lambda f=f: f(q.detach(), k.detach(), v.detach())) for n, f in fns.items()}
-    out["fwd_bwd_ms"] = {n: median_ms(lambda f=f: grads(f, q, k, v, dy)) for n, f in fns.items()}
+    out.update(times(fns, q, k, v, dy))
     print(json.dumps(out))
     if a.out:
         Path(a.out).write_text(json.dumps(out, indent=1))
