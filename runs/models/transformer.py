@@ -139,14 +139,15 @@ class Transformer(nn.Module):
         if self.backend(device) != "flex":
             return None
         dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else self.embed.weight.dtype
-        docs, T = document_layout(doc_ids), doc_ids.shape[1]
+        T, docs = doc_ids.shape[1], None
         index = []
         for spec in self.patterns:
             if isinstance(spec, Full) and varlen.available(device, dtype):
                 cu = varlen.cu_seqlens(doc_ids)
                 torch._dynamo.mark_dynamic(cu, 0)  # its length (documents + 1) changes every batch: no recompiles
                 index.append((cu,))
-            else:
+            else:  # the layout only where a block index needs it: an all-full model on the varlen path skips it
+                docs = docs if docs is not None else document_layout(doc_ids)
                 index.append(document_block_index(spec, docs, T, device, self.flex_block_size))
         return index
 
