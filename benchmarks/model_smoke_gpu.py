@@ -146,31 +146,38 @@ def train(name: str, cfg: ModelConfig, seq: int, batch: int, a) -> dict:
         graph_breaks=sum(counters["graph_break"].values()), unique_graphs=counters["stats"]["unique_graphs"])
 
 
-def infer(name: str, cfg: ModelConfig, seq: int, a) -> dict:
+def infer(name: str, cfg: ModelConfig, seq: int, a, graph: bool) -> dict:
     """Batch `--infer-batch` prefill of `seq` tokens into the layout's cache, then `--generate` decode steps;
-    eager model in bf16 (FlexAttention and its BlockMask builder compiled inside)."""
+    model in bf16 (FlexAttention and its BlockMask builder compiled inside), decode eager or replayed from a
+    CUDA graph (`graph`). One cache, reset between rounds, so the graph captured in the warm-up round is
+    replayed in the timed ones."""
     dev, B, G = a.device, a.infer_batch, a.generate
     torch.manual_seed(0)
     dtype, dtype_name = (torch.bfloat16, "bf16") if dev == "cuda" else (torch.float32, "fp32")
     model = build_model(cfg, device=dev, dtype=dtype)
+    model.graph_decode = graph
     prompt = torch.randint(0, cfg.vocab_size, (B, seq), device=dev)
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     prefill_s, decode_s = [], []
+    cache = model.new_cache(B, seq + G, device=dev)
     with torch.inference_mode():
-        for _ in range(3):  # the first round warms up (compiles flex, builds masks)
-            cache = model.new_cache(B, seq + G, device=dev)
+        for _ in range(a.infer_rounds):  # the first round warms up (compiles flex, builds masks, captures)
+            cache.reset()
             sync()
             t = time.perf_counter()
             tok = model.prefill(prompt, cache, last_only=True)[:, -1].argmax(-1)
             sync()
             prefill_s.append(time.perf_counter() - t)
+            out = []
             t = time.perf_counter()
             for _ in range(G):
                 tok = model.decode(tok, cache)[:, -1].argmax(-1)
+                out.append(tok)
             sync()
             decode_s.append(time.perf_counter() - t)
-    return dict(bench="runs.models-infer", config=name, batch=B, seq=seq, generate=G,
+    return dict(bench="runs.models-infer", config=name, graph=graph, batch=B, seq=seq, generate=G,
                 prefill_s=statistics.median(prefill_s[1:]), decode_tok_s=B * G / statistics.median(decode_s[1:]),
+                decode_ms_per_step=statistics.median(decode_s[1:]) / G * 1e3, tokens=torch.stack(out, 1).tolist(),
                 kv_cache_bytes=cache.nbytes(), kv_cache_bytes_costmodel=kv_cache_bytes(cfg, seq + G, dtype_name, B),
                 prefill_flops=prefill_flops(cfg, seq), c_infer_flops_per_token=c_infer(cfg, seq),
                 decode_bytes_per_step=2 * params_total(cfg) + kv_cache_bytes(cfg, seq, "bf16", B))  # bf16 weights
@@ -186,7 +193,11 @@ def main() -> int:
     p.add_argument("--docs", type=int, default=0, help="pack random documents of this mean length (0: none)")
     p.add_argument("--infer", action="store_true", help="also time prefill and decode for b and hybrid")
     p.add_argument("--infer-batch", type=int, default=8)
+    p.add_argument("--infer-only", action="store_true", help="skip the training steps (with --infer)")
     p.add_argument("--generate", type=int, default=64)
+    p.add_argument("--infer-rounds", type=int, default=3, help="prefill + decode rounds; the first warms up")
+    p.add_argument("--decode", choices=["graph", "eager", "both"], default="both",
+                   help="decode replayed from a CUDA graph (the default path), eager, or both beside each other")
     p.add_argument("--vocab", type=int, default=50304)
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100/H200 SXM: 989)")
     p.add_argument("--device", default="cuda")
@@ -203,6 +214,9 @@ def main() -> int:
     for name in names:
         spec = dict(CONFIGS[name], **({k: v for k, v in DRY.items() if k != "vocab"} if a.dry_run else {}))
         cfg = make_config(spec, vocab)
+        if a.infer_only:
+            rows[name] = (cfg, spec, None)
+            continue
         row = train(name, cfg, spec["seq"], spec["batch"], a)
         print(json.dumps(row), flush=True)
         rows[name] = (cfg, spec, row)
@@ -210,28 +224,45 @@ def main() -> int:
             torch.cuda.empty_cache()
     infer_rows = {}
     if a.infer:
+        modes = {"graph": [True], "eager": [False], "both": [False, True]}[a.decode]
         for name in [n for n in ("b", "hybrid") if n in rows]:
             cfg, spec, _ = rows[name]
-            infer_rows[name] = infer(name, cfg, spec["seq"], a)
-            print(json.dumps(infer_rows[name]), flush=True)
-    print("\n| config | params | tok/s | step ms | MFU (ref count) | MFU (effective) | peak GiB | first step s |")
-    print("|---|---|---|---|---|---|---|---|")
+            for graph in modes:
+                r = infer(name, cfg, spec["seq"], a, graph)
+                infer_rows[name, graph] = r
+                print(json.dumps({k: v for k, v in r.items() if k != "tokens"}), flush=True)
+        for name in ("b", "hybrid"):
+            if (name, False) in infer_rows and (name, True) in infer_rows:
+                e, g = infer_rows[name, False], infer_rows[name, True]
+                same = sum(x == y for re, rg in zip(e["tokens"], g["tokens"]) for x, y in zip(re, rg))
+                print(f"{name}: decode graph {g['decode_ms_per_step']:.2f} ms/step vs eager "
+                      f"{e['decode_ms_per_step']:.2f} ms/step ({e['decode_ms_per_step'] / g['decode_ms_per_step']:.2f}x); "
+                      f"greedy tokens equal {same}/{a.infer_batch * a.generate}")
+    if any(r is not None for _, _, r in rows.values()):
+        print("\n| config | params | tok/s | step ms | MFU (ref count) | MFU (effective) | peak GiB | first step s |")
+        print("|---|---|---|---|---|---|---|---|")
     for name, (_, _, r) in rows.items():
+        if r is None:
+            continue
         peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
         print(f"| {name} | {r['params'] / 1e6:.1f}M | {r['tok_s']:,.0f} | {r['step_s'] * 1e3:.1f} | {r['mfu']:.1%} "
               f"| {r['mfu_effective']:.1%} | {peak} | {r['first_step_s']} |")
     if "b" in rows and "hybrid" in rows:
         (cb, sb, rb), (ch, _, rh) = rows["b"], rows["hybrid"]
         T = sb["seq"]
-        print(f"\nhybrid vs b (T={T}): train {rb['step_s'] / rh['step_s']:.2f}x "
-              f"(costmodel ideal {c_train(cb, T) / c_train(ch, T):.2f}x)")
-        if infer_rows:
-            ib, ih = infer_rows["b"], infer_rows["hybrid"]
-            print(f"  prefill {ib['prefill_s'] / ih['prefill_s']:.2f}x "
-                  f"(ideal {prefill_flops(cb, T) / prefill_flops(ch, T):.2f}x by FLOPs)")
-            print(f"  decode {ih['decode_tok_s'] / ib['decode_tok_s']:.2f}x "
+        if rb and rh:
+            print(f"\nhybrid vs b (T={T}): train {rb['step_s'] / rh['step_s']:.2f}x "
+                  f"(costmodel ideal {c_train(cb, T) / c_train(ch, T):.2f}x)")
+        for graph in (False, True):
+            if (("b", graph) not in infer_rows) or (("hybrid", graph) not in infer_rows):
+                continue
+            ib, ih = infer_rows["b", graph], infer_rows["hybrid", graph]
+            print(f"  decode {'graph' if graph else 'eager'}: prefill {ib['prefill_s'] / ih['prefill_s']:.2f}x "
+                  f"(ideal {prefill_flops(cb, T) / prefill_flops(ch, T):.2f}x by FLOPs); "
+                  f"decode {ih['decode_tok_s'] / ib['decode_tok_s']:.2f}x "
                   f"(ideal {c_infer(cb, T) / c_infer(ch, T):.2f}x by FLOPs, "
-                  f"{ib['decode_bytes_per_step'] / ih['decode_bytes_per_step']:.2f}x by bytes read)")
+                  f"{ib['decode_bytes_per_step'] / ih['decode_bytes_per_step']:.2f}x by bytes read); "
+                  f"{ib['decode_tok_s']:,.0f} vs {ih['decode_tok_s']:,.0f} tok/s")
             print(f"  KV bytes {ib['kv_cache_bytes'] / ih['kv_cache_bytes']:.2f}x smaller "
                   f"({ih['kv_cache_bytes'] / 2**20:.0f} MiB vs {ib['kv_cache_bytes'] / 2**20:.0f} MiB, "
                   "measured == costmodel: "

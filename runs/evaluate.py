@@ -173,10 +173,21 @@ def peak_bytes(device) -> int:
 def timed_generation(runner, prompt: torch.Tensor, context: int, n_decode: int, device, repeats: int = 1):
     """Prefill of `prompt` [B, n] into a fresh cache made for `context` tokens, then `n_decode` greedy
     decode steps. `runner` is a model or a PolicyModel (new_cache / prefill / decode). A warm-up run
-    (kernels, masks, allocator) comes first, and peak memory counts from after it. Returns (the last cache,
-    prefill seconds, decode seconds, peak bytes); the times are medians over `repeats` runs."""
+    (kernels, masks, allocator, the decode graph) comes first, and peak memory counts from after it. Returns
+    (the last cache, prefill seconds, decode seconds, peak bytes); the times are medians over `repeats` runs.
+    A model's cache is made once and reset in place between runs, so the timed runs replay the decode graph
+    the warm-up captured (runs/models/decode_graph.py); a policy runner gets a new cache per run, which also
+    resets the policy's state."""
+    reuse = isinstance(runner, torch.nn.Module)
+    kept = []
+
     def run(n):
-        cache = runner.new_cache(prompt.shape[0], context, device=device)
+        if reuse and kept:
+            cache = kept[0]
+            cache.reset()
+        else:
+            cache = runner.new_cache(prompt.shape[0], context, device=device)
+            kept[:] = [cache]
         _sync(device)
         t0 = time.perf_counter()
         tok = runner.prefill(prompt, cache, last_only=True)[:, -1].argmax(-1)

@@ -6,7 +6,8 @@ None -> SDPA is_causal (a full layer without documents: FlashAttention on GPU); 
 sink_window layer as balanced chunks (runs/models/sink_chunks.py); VarlenDocs -> a full layer over packed
 documents through FlashAttention's varlen kernel (runs/models/varlen.py). Tokens that follow cached ones go
 through `attend_slots`: SDPA over the cache's slots with the cache's visibility mask, GQA done by folding each
-KV head's group of query heads into the query axis, so K and V are never repeated.
+KV head's group of query heads into the query axis, so K and V are never repeated. A CUDA-graphed decode step
+(runs/models/decode_graph.py) uses `attend_filled`, whose slot count lives on the device.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from runs.models.kv_cache import LayerCache
-from runs.models.rope import apply_rope
+from runs.models.rope import apply_rope, wide_dtype
 from runs.models.sink_chunks import SinkWindowChunks, attend_chunks
 from runs.models.varlen import VarlenDocs, attend_varlen
 
@@ -72,6 +73,37 @@ def attend_slots(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: tor
     with sdpa_kernel(_ANY_LENGTH):
         y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask)
     return y.reshape(B, n_heads, n, d)  # the CUDA kernels may return a non-contiguous layout
+
+
+def _bmm_wide(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b (batched) with an fp32 result for half inputs: bf16 scores would round logits by up to ~0.04."""
+    if a.is_cuda and a.dtype in (torch.bfloat16, torch.float16):
+        return torch.bmm(a, b, out_dtype=torch.float32)
+    return torch.bmm(a.to(wide_dtype(a.dtype)), b.to(wide_dtype(b.dtype)))
+
+
+def split_parts(slots: int, longest: int = 1024) -> int:
+    """How many equal parts `attend_filled` cuts `slots` into: the fewest with at most `longest` slots each."""
+    return next(p for p in range(-(-slots // longest), slots + 1) if slots % p == 0)
+
+
+def attend_filled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: torch.Tensor,
+                  parts: int = 1) -> torch.Tensor:
+    """One query per row, q [B, n_h, 1, d_h], over the first `length` slots (int64 [1], on the device) of k, v
+    [B, n_kv, S, d_h]. The length is a tensor so that one captured decode graph serves every step. The scores
+    and the softmax are fp32, over all S slots at once; the product with V runs in `parts` pieces along the
+    slots (S divisible by parts), since a handful of query rows per KV head against 32K slots would otherwise
+    leave most of the GPU idle."""
+    B, n_heads, _, d = q.shape
+    n_kv, S = k.shape[1], k.shape[2]
+    g, BK = n_heads // n_kv, B * n_kv
+    scores = _bmm_wide(q.reshape(BK, g, d).to(k.dtype), k.reshape(BK, S, d).transpose(1, 2)) * d ** -0.5
+    hidden = torch.arange(S, device=k.device) >= length
+    probs = scores.masked_fill(hidden, float("-inf")).softmax(-1).to(v.dtype)
+    part = S // parts
+    probs = probs.view(BK, g, parts, part).transpose(1, 2).reshape(BK * parts, g, part)
+    y = _bmm_wide(probs, v.reshape(BK * parts, part, d)).view(BK, parts, g, d).sum(1)
+    return y.view(B, n_heads, 1, d).to(q.dtype)
 
 
 @dataclass

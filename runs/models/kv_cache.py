@@ -76,7 +76,7 @@ class LayerCache:
     def decode_slots(self, q_seq: torch.Tensor):
         """(k, v, visible) for one new query at q_seq [1], just stored: on the fast path the first `size`
         slots with visible None (all seen), else every slot with the visibility mask."""
-        if self._exact and self._ring is not None:
+        if self.fast:
             return self.k[:, :, :self.size], self.v[:, :, :self.size], None
         return self.k, self.v, self.visible(q_seq)
 
@@ -96,7 +96,7 @@ class LayerCache:
         stored. With `overflow` the storage grows when full (a policy hook must then `select`)."""
         n = k.shape[2]
         last = seq0 + n - 1
-        if n == 1 and not overflow and self._exact and self._ring is not None:
+        if n == 1 and not overflow and self.fast:
             return self._append_one(k, v, seq0, pos0)
         if isinstance(self.spec, SinkWindow) and self.size > 0 and last >= self.capacity:
             self._ring = None  # evicting off the fast path (a chunk, or a hook's step): ring order is not tracked
@@ -108,7 +108,7 @@ class LayerCache:
         m = len(offsets)
         held = self.size
         if not isinstance(self.spec, Full):  # a full layer's keys stay visible forever
-            self.seq = self.seq.masked_fill(~self.spec.visible(last, self.seq), -1)
+            self.seq.masked_fill_(~self.spec.visible(last, self.seq), -1)  # in place: a decode graph holds it
             held = self.spec.keys(last + 1) - m if self._exact else int(self.valid.sum(-1).max())
         if held + m > self.slots:
             if not overflow:
@@ -126,9 +126,14 @@ class LayerCache:
         self.pos.scatter_(2, slots, pos0 + offsets)
         self.size = held + m
 
-    def _append_one(self, k: torch.Tensor, v: torch.Tensor, seq: int, pos: int) -> None:
-        """One decode token on the fast path: the same slot and contents as the general path, without
-        computing them on the device (no visibility pass over the slots, no argmax)."""
+    @property
+    def fast(self) -> bool:
+        """Whether a decode token takes the fast path (its slot counted on the host, see `next_slot`)."""
+        return self._exact and self._ring is not None
+
+    def next_slot(self) -> int:
+        """On the fast path, take the slot the next decode token goes to (the slot the general path would pick)
+        and count it: slot j for token j, then, for a full sink+window ring, the window's oldest slot."""
         if self.size < self.capacity:
             slot = self.size
             self.size += 1
@@ -137,10 +142,31 @@ class LayerCache:
             self._ring += 1
         else:
             raise self._full(1, self.size)
+        return slot
+
+    def _append_one(self, k: torch.Tensor, v: torch.Tensor, seq: int, pos: int) -> None:
+        """One decode token on the fast path: the same slot and contents as the general path, without
+        computing them on the device (no visibility pass over the slots, no argmax)."""
+        slot = self.next_slot()
         self.k[:, :, slot] = k[:, :, 0].to(self.k.dtype)
         self.v[:, :, slot] = v[:, :, 0].to(self.v.dtype)
         self.seq[:, :, slot] = seq
         self.pos[:, :, slot] = pos
+
+    def reset(self) -> None:
+        """Empty the layer in place, as new (storage back to `capacity` slots): a decode graph bound to these
+        tensors stays valid for the next sequence."""
+        if self.slots != self.capacity:
+            B, H, _, d = self.k.shape
+            self.k, self.v = self.k.new_zeros(B, H, self.capacity, d), self.v.new_zeros(B, H, self.capacity, d)
+            self.pos, self.seq = self.pos.new_zeros(B, H, self.capacity), self.seq.new_full((B, H, self.capacity), -1)
+        else:
+            self.k.zero_()
+            self.v.zero_()
+            self.pos.zero_()
+            self.seq.fill_(-1)
+        self.size, self._exact = 0, True
+        self._ring = 0 if isinstance(self.spec, (Full, SinkWindow)) else None
 
     def _full(self, m: int, held: int) -> CacheFullError:
         return CacheFullError(
@@ -198,6 +224,14 @@ class KVCache:
 
     def __init__(self, layers: list[LayerCache]):
         self.layers = layers
+        self.seen = 0
+        self.position = 0
+        self.graph = None  # the CUDA-graph decoder bound to these tensors (runs/models/decode_graph.py), if any
+
+    def reset(self) -> None:
+        """Empty every layer in place, for a new sequence of the same batch (a decode graph stays bound)."""
+        for layer in self.layers:
+            layer.reset()
         self.seen = 0
         self.position = 0
 

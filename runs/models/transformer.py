@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from costmodel import Full, ModelConfig, SinkWindow, kv_tokens_per_layer
-from runs.models import varlen
+from runs.models import decode_graph, varlen
 from runs.models.attention import Attention, CacheStep, Hook
 from runs.models.kv_cache import KVCache, LayerCache
 from runs.models.masks import block_mask, dense_mask, document_block_index, document_layout
@@ -82,6 +82,9 @@ class Transformer(nn.Module):
     # the hybrid's step from 105 to 82 ms (benchmarks/runs.md). Prefill keeps one BlockMask: without a
     # backward the chunk copies cost more than they save. A class attribute, so a benchmark can switch it off.
     sink_chunks = True
+    # Decode steps on CUDA replay one captured graph per cache where they can (runs/models/decode_graph.py);
+    # also a class attribute, so a benchmark can time the eager path beside it.
+    graph_decode = True
 
     def __init__(self, cfg: ModelConfig, attn_backend: str = "auto"):
         super().__init__()
@@ -262,8 +265,12 @@ class Transformer(nn.Module):
 
     def decode(self, tok: torch.Tensor, cache: KVCache, hook: Hook | None = None) -> torch.Tensor:
         """One step: tok [B, 1] (or [B]) -> logits [B, 1, V]; the new token sees exactly the cache's visible
-        slots (itself included). Same hook contract as prefill."""
-        return self.prefill(tok.reshape(-1, 1), cache, hook)
+        slots (itself included). Same hook contract as prefill. On CUDA, without a hook, the step replays a
+        captured graph where `decode_graph.eligible` allows it."""
+        tok = tok.reshape(-1, 1)
+        if hook is None and self.graph_decode and tok.is_cuda and decode_graph.eligible(cache, tok):
+            return decode_graph.decoder(self, cache).step(tok)
+        return self.prefill(tok, cache, hook)
 
 
 def lm_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"):
