@@ -55,7 +55,7 @@ def model_check(name: str, prompt_len: int, steps: int, batch: int) -> dict:
         model.graph_decode = False
         for _ in range(steps):
             want = model.decode(tok, eager)
-            got = dec.step(tok)
+            got = dec.step(graphed, tok)
             errs.append((got.float() - want.float()).abs().max().item())
             same += int(torch.equal(got.argmax(-1), want.argmax(-1)))
             tok = want.argmax(-1)

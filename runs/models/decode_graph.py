@@ -48,10 +48,12 @@ class _Slot:
 
 
 class GraphDecoder:
-    """Decode steps of `model` into `cache` (made by model.new_cache), captured as one CUDA graph."""
+    """Decode steps of `model` into `cache` (made by model.new_cache), captured as one CUDA graph. It keeps the
+    cache's layers, not the cache, which keeps it (`cache.graph`): no reference cycle, so a dropped cache frees
+    its memory and the graph's at once rather than at the next garbage collection."""
 
     def __init__(self, model, cache: KVCache):
-        self.model, self.cache = model, cache
+        self.model, self.layers = model, list(cache.layers)
         dev = cache.layers[0].k.device
         L = len(cache)
         self.tok = torch.zeros(cache.batch, 1, dtype=torch.long, device=dev)
@@ -66,8 +68,7 @@ class GraphDecoder:
 
     def _tensors(self) -> list:
         """What the graph reads and writes in place: the cache's tensors and the model's RoPE table."""
-        return [self.model.rope_table] + [t for layer in self.cache.layers for t in (layer.k, layer.v, layer.seq,
-                                                                                      layer.pos)]
+        return [self.model.rope_table] + [t for layer in self.layers for t in (layer.k, layer.v, layer.seq, layer.pos)]
 
     def _body(self) -> None:
         m = self.model
@@ -92,9 +93,11 @@ class GraphDecoder:
             self._body()
         self.graph, self.bound = graph, self._tensors()
 
-    def step(self, tok: torch.Tensor) -> torch.Tensor:
-        """tok [B, 1] -> logits [B, 1, V], and the cache advanced by one token, exactly as model.decode."""
-        cache = self.cache
+    def step(self, cache: KVCache, tok: torch.Tensor) -> torch.Tensor:
+        """tok [B, 1] -> logits [B, 1, V], and `cache` (the one this decoder was made for) advanced by one
+        token, exactly as model.decode."""
+        if cache.layers != self.layers:
+            raise ValueError("cache: this GraphDecoder was made for another cache; use decode_graph.decoder")
         self.model._fill_rope(cache.position + 1, wide_dtype(self.model.embed.weight.dtype))
         slots = [layer.next_slot() for layer in cache.layers]
         lengths = [layer.size for layer in cache.layers]

@@ -269,7 +269,7 @@ class Transformer(nn.Module):
         captured graph where `decode_graph.eligible` allows it."""
         tok = tok.reshape(-1, 1)
         if hook is None and self.graph_decode and tok.is_cuda and decode_graph.eligible(cache, tok):
-            return decode_graph.decoder(self, cache).step(tok)
+            return decode_graph.decoder(self, cache).step(cache, tok)
         return self.prefill(tok, cache, hook)
 
 

@@ -84,7 +84,7 @@ def test_graph_step_matches_eager_decode(name):
             for t in range(P, P + K):
                 assert eligible(graphed, idx[:, t:t + 1])
                 want = model.decode(idx[:, t:t + 1], eager)
-                got = dec.step(idx[:, t:t + 1])
+                got = dec.step(graphed, idx[:, t:t + 1])
                 assert (got - want).abs().max().item() < 1e-12
                 assert (graphed.seen, graphed.position) == (eager.seen, eager.position)
                 for a, b in zip(eager.layers, graphed.layers):
@@ -112,3 +112,32 @@ def test_not_eligible_off_the_fast_path():
         model.prefill(torch.zeros(2, 4, dtype=torch.long), cache)
     cache.layers[0].select(torch.arange(3).expand(2, 2, 3))
     assert not eligible(cache, torch.zeros(2, 1, dtype=torch.long))
+
+
+def test_dropped_cache_is_freed_without_a_garbage_collection():
+    """cache.graph keeps the decoder and the decoder keeps the layers, not the cache: no cycle to wait for."""
+    import gc
+    import weakref
+
+    from runs.models import decode_graph
+
+    model = build_model(LAYOUTS["full-gqa"], dtype=torch.float64)
+    cache = model.new_cache(1, 8)
+    with torch.no_grad():
+        model.prefill(torch.zeros(1, 3, dtype=torch.long), cache)
+        decode_graph.decoder(model, cache).step(cache, torch.zeros(1, 1, dtype=torch.long))
+    assert cache.graph is not None
+    gone, layer_gone = weakref.ref(cache), weakref.ref(cache.layers[0])
+    gc.disable()
+    try:
+        del cache
+        assert gone() is None and layer_gone() is None
+    finally:
+        gc.enable()
+
+
+def test_a_decoder_refuses_another_cache():
+    model = build_model(LAYOUTS["full-gqa"], dtype=torch.float64)
+    a, b = model.new_cache(1, 8), model.new_cache(1, 8)
+    with pytest.raises(ValueError, match="another cache"):
+        GraphDecoder(model, a).step(b, torch.zeros(1, 1, dtype=torch.long))
