@@ -85,8 +85,9 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--configs", default="a", help="comma-separated: a (beside the reference), b, b-hybrid, "
                    "g640 (the gqa-heads study's d 640 rung: L 8, 8/1 heads, T 2048, B 32, byte vocab 264), "
-                   "g640-docs (g640 with packed documents, index built each step as the trainer does), g640-docs-flex "
-                   "(the same through FlexAttention instead of the varlen kernel)")
+                   "g640-docs (g640 with packed documents, index built each step as the trainer does: document "
+                   "offsets computed on the host and copied), g640-docs-device-offsets (offsets derived on the "
+                   "device, the path before), g640-docs-flex (through FlexAttention instead of the varlen kernel)")
     p.add_argument("--reference", help="gpu_reference.py, for config a")
     p.add_argument("--rows", type=int, default=14)
     a = p.parse_args()
@@ -121,9 +122,12 @@ def main():
                 model = build_model(cfg, device="cuda")
                 model.attention_masks(T, device="cuda")
                 docs = synthetic_doc_ids(B, T)
+                host_cu = varlen.cu_seqlens(docs.cpu()).pin_memory()  # the loader's thread computes these
+                on_host = name == "g640-docs"
 
-                def docs_loss(f, i, t, model=model, docs=docs):
-                    index = model.document_block_index(docs)
+                def docs_loss(f, i, t, model=model, docs=docs, host_cu=host_cu, on_host=on_host):
+                    cu = host_cu.to("cuda", non_blocking=True) if on_host else None
+                    index = model.document_block_index(docs, cu)
                     return f(i, targets=t, doc_ids=docs, reduction="mean", block_index=index)
 
                 profile(f"costlaw {name}", model, idx, tgt, docs_loss, a.rows)

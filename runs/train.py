@@ -132,7 +132,7 @@ def model_loss(fwd, batch, dtype, device, model=None):
     extra = {}
     with autocast(device, dtype):  # the index depends on the compute dtype (runs/models/varlen.py)
         if batch.doc_ids is not None and hasattr(model, "document_block_index"):
-            index = model.document_block_index(batch.doc_ids)
+            index = model.document_block_index(batch.doc_ids, batch.cu_seqlens)
             if index is not None:
                 extra["block_index"] = index
         out = fwd(batch.idx, targets=batch.targets, doc_ids=batch.doc_ids, reduction="sum", **extra)

@@ -2,7 +2,8 @@
 
 A background thread plans and gathers the next steps (numpy, a few vectorised calls per micro-batch) and
 pins them; the training thread only issues non-blocking host-to-device copies, so the GPU never waits on
-data. Every step carries the packer state *after* it, which is the data position a checkpoint stores:
+data. With document masks the thread also computes the documents' offsets (`cu_seqlens`, for the varlen
+kernel): derived on the device they cost a host-device sync every step. Every step carries the packer state *after* it, which is the data position a checkpoint stores:
 the thread may run ahead, but what was consumed is what gets saved.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from runs.models.varlen import cu_seqlens
 from runs.packing import HostBatch, MicroBatch, Packer, materialize
 
 
@@ -24,6 +26,7 @@ class DeviceBatch:
     targets: torch.Tensor
     doc_ids: torch.Tensor | None  # None without document masking
     tokens: int
+    cu_seqlens: torch.Tensor | None = None  # int32 document offsets of doc_ids (runs/models/varlen.py)
 
 
 @dataclass
@@ -50,6 +53,8 @@ class StepLoader:
     def _host(self, hb: HostBatch):
         arrays = [hb.idx, hb.targets] + ([hb.doc_ids] if self.doc_mask else [])  # the model derives positions
         ts = [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+        if self.doc_mask:
+            ts.append(cu_seqlens(ts[2]))
         if self.pin:
             ts = [t.pin_memory() for t in ts]
         return ts, hb.tokens
@@ -80,7 +85,8 @@ class StepLoader:
         micro = []
         for ts, n in hosts:
             ts = [t.to(self.device, non_blocking=True) for t in ts]
-            micro.append(DeviceBatch(ts[0], ts[1], ts[2] if self.doc_mask else None, n))
+            doc_ids, cu = (ts[2], ts[3]) if self.doc_mask else (None, None)
+            micro.append(DeviceBatch(ts[0], ts[1], doc_ids, n, cu))
         return Step(micro, plans, total, state)
 
     def close(self):

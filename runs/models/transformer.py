@@ -132,12 +132,14 @@ class Transformer(nn.Module):
         docs = None if doc_ids is None else document_layout(doc_ids.to(device))
         return self._masks(T, device, docs)
 
-    def document_block_index(self, doc_ids: torch.Tensor) -> list | None:
+    def document_block_index(self, doc_ids: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> list | None:
         """Per pattern, the index of packed rows doc_ids [B, T] on the flex path (None off it): document offsets
         for full layers where FlashAttention's varlen kernel can run (CUDA, under half-precision autocast or
         with half weights; runs/models/varlen.py), a FlexAttention block index otherwise. The trainer computes
         it outside the compiled model and passes it to forward: traced into the graph, building a document
-        BlockMask at T = 16K made no training step in 4 minutes on an H100."""
+        BlockMask at T = 16K made no training step in 4 minutes on an H100. `cu_seqlens`, when given, are the
+        offsets `varlen.cu_seqlens(doc_ids)` computed ahead (the loader does, on the host: on the device they
+        make the host wait for the GPU)."""
         device = doc_ids.device
         if self.backend(device) != "flex":
             return None
@@ -146,7 +148,7 @@ class Transformer(nn.Module):
         index = []
         for spec in self.patterns:
             if isinstance(spec, Full) and varlen.available(device, dtype):
-                cu = varlen.cu_seqlens(doc_ids)
+                cu = cu_seqlens if cu_seqlens is not None else varlen.cu_seqlens(doc_ids)
                 torch._dynamo.mark_dynamic(cu, 0)  # its length (documents + 1) changes every batch: no recompiles
                 index.append((cu,))
             else:  # the layout only where a block index needs it: an all-full model on the varlen path skips it
