@@ -235,8 +235,8 @@ def main() -> int:
             if (name, False) in infer_rows and (name, True) in infer_rows:
                 e, g = infer_rows[name, False], infer_rows[name, True]
                 same = sum(x == y for re, rg in zip(e["tokens"], g["tokens"]) for x, y in zip(re, rg))
-                print(f"{name}: decode graph {g['decode_ms_per_step']:.2f} ms/step vs eager "
-                      f"{e['decode_ms_per_step']:.2f} ms/step ({e['decode_ms_per_step'] / g['decode_ms_per_step']:.2f}x); "
+                ge, gg = e["decode_ms_per_step"], g["decode_ms_per_step"]
+                print(f"{name}: decode graph {gg:.2f} ms/step vs eager {ge:.2f} ms/step ({ge / gg:.2f}x); "
                       f"greedy tokens equal {same}/{a.infer_batch * a.generate}")
     if any(r is not None for _, _, r in rows.values()):
         print("\n| config | params | tok/s | step ms | MFU (ref count) | MFU (effective) | peak GiB | first step s |")

@@ -3,8 +3,9 @@
 A background thread plans and gathers the next steps (numpy, a few vectorised calls per micro-batch) and
 pins them; the training thread only issues non-blocking host-to-device copies, so the GPU never waits on
 data. With document masks the thread also computes the documents' offsets (`cu_seqlens`, for the varlen
-kernel): derived on the device they cost a host-device sync every step. Every step carries the packer state *after* it, which is the data position a checkpoint stores:
-the thread may run ahead, but what was consumed is what gets saved.
+kernel): derived on the device they cost a host-device sync every step. Every step carries the packer state
+*after* it, which is the data position a checkpoint stores: the thread may run ahead, but what was consumed is
+what gets saved.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ from runs.models.attention import attend_filled, split_parts
 from runs.models.kv_cache import KVCache, LayerCache
 from runs.models.rope import wide_dtype
 
-
 # One side stream per device for every warm-up and capture: each new stream gets its own cuBLAS workspace,
 # which is never freed, and one stream per captured cache showed up as ~32 MiB more peak memory per cache.
 _STREAMS: dict = {}
@@ -35,9 +34,10 @@ def _side_stream(device: torch.device):
 
 
 def eligible(cache: KVCache, tok: torch.Tensor) -> bool:
-    """Whether `GraphDecoder` can take the next decode step of `cache` for tokens tok [B, 1]."""
+    """Whether `GraphDecoder` can take the next decode step of `cache` for tokens tok [B, 1]: the eager fast
+    path's conditions, no autocast, and no autograd (a replayed graph records nothing for a backward)."""
     return (tok.shape[0] == cache.batch and all(layer.fast for layer in cache.layers)
-            and not torch.is_autocast_enabled(tok.device.type))
+            and not torch.is_autocast_enabled(tok.device.type) and not torch.is_grad_enabled())
 
 
 class _Slot:
@@ -110,16 +110,22 @@ class GraphDecoder:
         if cache.layers != self.layers:
             raise ValueError("cache: this GraphDecoder was made for another cache; use decode_graph.decoder")
         self.model._fill_rope(cache.position + 1, wide_dtype(self.model.embed.weight.dtype))
-        slots = [layer.next_slot() for layer in cache.layers]
-        lengths = [layer.size for layer in cache.layers]
-        self.meta.copy_(torch.tensor([cache.seen, cache.position, *slots, *lengths]))
-        self.tok.copy_(tok)
-        if not self.tok.is_cuda:
-            self._body()
-        else:
-            if self.graph is None or any(a is not b for a, b in zip(self.bound, self._tensors())):
-                self._capture()
-            self.graph.replay()
+        counters = [(layer.size, layer._ring) for layer in cache.layers]
+        try:
+            slots = [layer.next_slot() for layer in cache.layers]
+            lengths = [layer.size for layer in cache.layers]
+            self.meta.copy_(torch.tensor([cache.seen, cache.position, *slots, *lengths]))
+            self.tok.copy_(tok)
+            if not self.tok.is_cuda:
+                self._body()
+            else:
+                if self.graph is None or any(a is not b for a, b in zip(self.bound, self._tensors())):
+                    self._capture()
+                self.graph.replay()
+        except BaseException:  # a full layer or a failed capture: the host counters stay where they were
+            for layer, (size, ring) in zip(cache.layers, counters):
+                layer.size, layer._ring = size, ring
+            raise
         cache.seen += 1
         cache.position += 1
         return self.logits.clone()

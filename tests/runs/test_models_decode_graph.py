@@ -106,9 +106,9 @@ def test_not_eligible_off_the_fast_path():
     assert not eligible(cache, torch.zeros(2, 1, dtype=torch.long))
     model = build_model(LAYOUTS["full-gqa"], dtype=torch.float64)
     cache = model.new_cache(2, 16)
-    assert eligible(cache, torch.zeros(2, 1, dtype=torch.long))
-    assert not eligible(cache, torch.zeros(3, 1, dtype=torch.long))
     with torch.no_grad():
+        assert eligible(cache, torch.zeros(2, 1, dtype=torch.long))
+        assert not eligible(cache, torch.zeros(3, 1, dtype=torch.long))
         model.prefill(torch.zeros(2, 4, dtype=torch.long), cache)
     cache.layers[0].select(torch.arange(3).expand(2, 2, 3))
     assert not eligible(cache, torch.zeros(2, 1, dtype=torch.long))
@@ -141,3 +141,29 @@ def test_a_decoder_refuses_another_cache():
     a, b = model.new_cache(1, 8), model.new_cache(1, 8)
     with pytest.raises(ValueError, match="another cache"):
         GraphDecoder(model, a).step(b, torch.zeros(1, 1, dtype=torch.long))
+
+
+def test_not_eligible_with_autograd_on():
+    model = build_model(LAYOUTS["full-gqa"], dtype=torch.float64)
+    cache = model.new_cache(2, 16)
+    tok = torch.zeros(2, 1, dtype=torch.long)
+    assert not eligible(cache, tok)  # grad mode is on outside no_grad
+    with torch.no_grad():
+        assert eligible(cache, tok)
+
+
+def test_a_failed_step_leaves_the_counters():
+    """A full layer (CacheFullError) or any failure in the step: sizes and ring turns are as before it."""
+    from runs.models import CacheFullError
+
+    # the ring turns, then the full layer fails
+    model = build_model(tiny([SinkWindow(0, 5), FULL]), dtype=torch.float64)
+    cache = model.new_cache(1, 6)
+    dec = GraphDecoder(model, cache)
+    with torch.no_grad():
+        model.prefill(torch.zeros(1, 6, dtype=torch.long), cache)
+        before = [(layer.size, layer._ring) for layer in cache.layers]
+        with pytest.raises(CacheFullError):  # the full layer holds its 6 tokens
+            dec.step(cache, torch.zeros(1, 1, dtype=torch.long))
+    assert [(layer.size, layer._ring) for layer in cache.layers] == before
+    assert cache.seen == 6
