@@ -198,6 +198,8 @@ def main() -> int:
     p.add_argument("--infer-rounds", type=int, default=3, help="prefill + decode rounds; the first warms up")
     p.add_argument("--decode", choices=["graph", "eager", "both"], default="both",
                    help="decode replayed from a CUDA graph (the default path), eager, or both beside each other")
+    p.add_argument("--compile-decode", action="store_true",
+                   help="capture a torch.compile'd decode step (GraphDecoder.compile_body)")
     p.add_argument("--vocab", type=int, default=50304)
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100/H200 SXM: 989)")
     p.add_argument("--device", default="cuda")
@@ -223,6 +225,10 @@ def main() -> int:
         if a.device == "cuda":
             torch.cuda.empty_cache()
     infer_rows = {}
+    if a.compile_decode:
+        from runs.models.decode_graph import GraphDecoder
+
+        GraphDecoder.compile_body = True
     if a.infer:
         modes = {"graph": [True], "eager": [False], "both": [False, True]}[a.decode]
         for name in [n for n in ("b", "hybrid") if n in rows]:

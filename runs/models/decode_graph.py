@@ -61,7 +61,12 @@ class _Slot:
 class GraphDecoder:
     """Decode steps of `model` into `cache` (made by model.new_cache), captured as one CUDA graph. It keeps the
     cache's layers, not the cache, which keeps it (`cache.graph`): no reference cycle, so a dropped cache frees
-    its memory and the graph's at once rather than at the next garbage collection."""
+    its memory and the graph's at once rather than at the next garbage collection.
+
+    `compile_body` (off by default) captures a torch.compile'd step instead of the eager one: fewer, fused
+    kernels per step, at the cost of a compilation per model and cache shape."""
+
+    compile_body = False
 
     def __init__(self, model, cache: KVCache):
         self.model, self.layers = model, list(cache.layers)
@@ -76,6 +81,7 @@ class GraphDecoder:
         self.graph = None
         self.bound: list = []
         self.logits = None
+        self._run = torch.compile(self._body, dynamic=False) if self.compile_body else self._body
 
     def _tensors(self) -> list:
         """What the graph reads and writes in place: the cache's tensors and the model's RoPE table."""
@@ -97,11 +103,11 @@ class GraphDecoder:
         side = _side_stream(self.tok.device)
         side.wait_stream(torch.cuda.current_stream(self.tok.device))
         with torch.cuda.stream(side):
-            self._body()
+            self._run()
         torch.cuda.current_stream(self.tok.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=side):
-            self._body()
+            self._run()
         self.graph, self.bound = graph, self._tensors()
 
     def step(self, cache: KVCache, tok: torch.Tensor) -> torch.Tensor:
@@ -117,7 +123,7 @@ class GraphDecoder:
             self.meta.copy_(torch.tensor([cache.seen, cache.position, *slots, *lengths]))
             self.tok.copy_(tok)
             if not self.tok.is_cuda:
-                self._body()
+                self._run()
             else:
                 if self.graph is None or any(a is not b for a, b in zip(self.bound, self._tensors())):
                     self._capture()

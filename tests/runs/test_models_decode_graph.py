@@ -167,3 +167,19 @@ def test_a_failed_step_leaves_the_counters():
             dec.step(cache, torch.zeros(1, 1, dtype=torch.long))
     assert [(layer.size, layer._ring) for layer in cache.layers] == before
     assert cache.seen == 6
+
+
+def test_compiled_step_matches_eager_decode(monkeypatch):
+    """GraphDecoder.compile_body: the torch.compile'd step gives the eager decode's logits (fp32, CPU)."""
+    monkeypatch.setattr(GraphDecoder, "compile_body", True)
+    torch.manual_seed(0)
+    model = build_model(LAYOUTS["hybrid"], dtype=torch.float32).eval()
+    idx = torch.randint(0, V, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        eager, graphed = model.new_cache(2, 16), model.new_cache(2, 16)
+        model.prefill(idx[:, :8], eager)
+        model.prefill(idx[:, :8], graphed)
+        dec = GraphDecoder(model, graphed)
+        for t in range(8, 16):  # past the rings' wrap-around
+            want = model.decode(idx[:, t:t + 1], eager)
+            assert (dec.step(graphed, idx[:, t:t + 1]) - want).abs().max().item() < 1e-5
