@@ -81,7 +81,8 @@ class GraphDecoder:
         self.graph = None
         self.bound: list = []
         self.logits = None
-        self._run = torch.compile(self._body, dynamic=False) if self.compile_body else self._body
+        # the function, not the bound method: a bound method kept on self would be a reference cycle
+        self._compiled = torch.compile(GraphDecoder._body, dynamic=False) if self.compile_body else None
 
     def _tensors(self) -> list:
         """What the graph reads and writes in place: the cache's tensors and the model's RoPE table."""
@@ -96,6 +97,9 @@ class GraphDecoder:
         for block, slot in zip(m.blocks, self.slots):
             x = block(x, cos, sin, None, slot)
         self.logits = F.linear(m.norm(x), m.output_weight)
+
+    def _run(self) -> None:
+        self._body() if self._compiled is None else self._compiled(self)
 
     def _capture(self) -> None:
         """Warm up on a side stream (allocator, cuBLAS plans), then capture. Both passes write this step's K/V
