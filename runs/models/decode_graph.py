@@ -1,8 +1,8 @@
 """Decode steps replayed from a CUDA graph.
 
-Eager decode launched some 40 small kernels per layer for one token, and on an H100 a step of the 12-layer
-d 512 models took 10–21 ms whatever their KV size (benchmarks/runs.md): the host, not the GPU, set the pace,
-so the hybrid's smaller cache did not show. Here one step is captured once per cache and replayed. What
+Eager decode launches many small kernels per layer for one token, and on an H100 a step of the 12-layer d 512
+models took 10–21 ms whatever their KV size (benchmarks/runs.md): the host, not the GPU, set the pace, so the
+hybrid's smaller cache did not show. Here one step is captured once per cache and replayed. What
 changes between steps lives on the device: the token, its sequence index and RoPE position, and per layer the
 slot it is written to and how many slots are filled. The host still counts the slots (`LayerCache.next_slot`,
 the eager fast path's own rule), writes those numbers into one small tensor, and replays.
