@@ -200,6 +200,8 @@ def main() -> int:
                    help="decode replayed from a CUDA graph (the default path), eager, or both beside each other")
     p.add_argument("--compile-decode", action="store_true",
                    help="capture a torch.compile'd decode step (GraphDecoder.compile_body)")
+    p.add_argument("--fused", choices=["on", "off"], default="on",
+                   help="compiled pointwise pieces in eager passes such as prefill (runs/models/fused.py)")
     p.add_argument("--vocab", type=int, default=50304)
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100/H200 SXM: 989)")
     p.add_argument("--device", default="cuda")
@@ -225,6 +227,9 @@ def main() -> int:
         if a.device == "cuda":
             torch.cuda.empty_cache()
     infer_rows = {}
+    from runs.models import fused
+
+    fused.enabled = a.fused == "on"
     if a.compile_decode:
         from runs.models.decode_graph import GraphDecoder
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from runs.models.fused import pointwise
+
 
 def wide_dtype(dtype: torch.dtype) -> torch.dtype:
     """fp32, or fp64 for fp64 tensors: the precision of RoPE, RMSNorm and the loss."""
@@ -24,6 +26,7 @@ def rope_angles(positions: torch.Tensor, head_dim: int, theta: float,
     return angles.cos(), angles.sin()
 
 
+@pointwise
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate the last dim of x by angles whose cos/sin broadcast against x[..., : d/2]."""
     x1, x2 = x.to(cos.dtype).chunk(2, dim=-1)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from costmodel import Full, ModelConfig, SinkWindow, kv_tokens_per_layer
 from runs.models import decode_graph, varlen
 from runs.models.attention import Attention, CacheStep, Hook
+from runs.models.fused import pointwise
 from runs.models.kv_cache import KVCache, LayerCache
 from runs.models.masks import block_mask, dense_mask, document_block_index, document_layout
 from runs.models.rope import rope_angles, wide_dtype
@@ -40,6 +41,18 @@ BACKENDS = ("auto", "flex", "sdpa")
 _EVAL_CHUNK_LOGITS = 1 << 26  # logits per chunk when the loss is computed without autograd
 
 
+@pointwise
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    xf = x.to(wide_dtype(x.dtype))  # fp32 (fp64 for a fp64 model), as in the reference
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * weight
+
+
+@pointwise
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -47,8 +60,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.to(wide_dtype(x.dtype))  # fp32 (fp64 for a fp64 model), as in the reference
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+        return rms_norm(x, self.weight, self.eps)
 
 
 class SwiGLU(nn.Module):
@@ -60,8 +72,7 @@ class SwiGLU(nn.Module):
         self.w_down = nn.Linear(ffn_dim, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.w_gate_up(x).chunk(2, dim=-1)
-        return self.w_down(F.silu(gate) * up)
+        return self.w_down(silu_mul(self.w_gate_up(x)))
 
 
 class Block(nn.Module):
