@@ -104,6 +104,11 @@ def fit(law, X, y, loss: str = "huber", delta: float = 1e-3, starts=None, seed: 
     law = get_law(law)
     check_loss(loss, delta)
     X, y = prepare(law, X, y, x_names, y_name)
+    # Rows in one canonical order (by x, then y): where the objective is flat in some direction (few points,
+    # Huber in its linear regime), the minimiser reached used to depend on the row order, so the same runs
+    # gave different laws in a report figure and in `costlaw fit`.
+    order = np.lexsort((y, *X.T[::-1]))
+    X, y = X[order], y[order]
     if not isinstance(refine, (int, np.integer)) or refine < 1:
         raise CostlawError(f"refine: must be a positive integer, got {refine!r}")
     F, logy = law.features(X), np.log(y)
