@@ -39,11 +39,17 @@ class LayerCache:
     def __init__(self, spec, capacity: int, batch: int, n_kv_heads: int, head_dim: int, rope_theta: float,
                  device=None, dtype: torch.dtype = torch.float32):
         self.spec, self.capacity, self.rope_theta = spec, capacity, rope_theta
-        shape = (batch, n_kv_heads, capacity)
+        self._allocate(batch, n_kv_heads, head_dim, device, dtype)
+        self._count_from_empty()
+
+    def _allocate(self, batch: int, n_kv_heads: int, head_dim: int, device, dtype: torch.dtype) -> None:
+        shape = (batch, n_kv_heads, self.capacity)
         self.k = torch.zeros(*shape, head_dim, device=device, dtype=dtype)
         self.v = torch.zeros(*shape, head_dim, device=device, dtype=dtype)
         self.pos = torch.zeros(shape, device=device, dtype=torch.int32)
         self.seq = torch.full(shape, -1, device=device, dtype=torch.int32)
+
+    def _count_from_empty(self) -> None:
         self.size = 0  # filled slots (the most over sequences and heads)
         # True while the layer holds exactly what its pattern leaves (no policy has selected): then `size`
         # follows from spec.keys without reading the device.
@@ -53,7 +59,7 @@ class LayerCache:
         # takes): `_ring` counts the turns since it filled, so a decode step's slot is known on the host and
         # the query attends to the first `size` slots with no mask. None where the layout is not known (a
         # block_strided layer, or after a chunk was stored into a ring that had already turned).
-        self._ring = 0 if isinstance(spec, (Full, SinkWindow)) else None
+        self._ring = 0 if isinstance(self.spec, (Full, SinkWindow)) else None
 
     @property
     def slots(self) -> int:
@@ -158,15 +164,13 @@ class LayerCache:
         tensors stays valid for the next sequence."""
         if self.slots != self.capacity:
             B, H, _, d = self.k.shape
-            self.k, self.v = self.k.new_zeros(B, H, self.capacity, d), self.v.new_zeros(B, H, self.capacity, d)
-            self.pos, self.seq = self.pos.new_zeros(B, H, self.capacity), self.seq.new_full((B, H, self.capacity), -1)
+            self._allocate(B, H, d, self.k.device, self.k.dtype)
         else:
             self.k.zero_()
             self.v.zero_()
             self.pos.zero_()
             self.seq.fill_(-1)
-        self.size, self._exact = 0, True
-        self._ring = 0 if isinstance(self.spec, (Full, SinkWindow)) else None
+        self._count_from_empty()
 
     def _full(self, m: int, held: int) -> CacheFullError:
         return CacheFullError(
