@@ -7,10 +7,12 @@ Configs (issue 4):
   b-hybrid  b with 4 full layers centred (1/3) and sink(64)+window(1024) elsewhere, its sink+window layers
             trained as balanced chunks (runs/models/sink_chunks.py), as the trainer does by default
   b-hybrid-one-mask  b-hybrid with one FlexAttention BlockMask per sparse layer instead (the path before chunks)
+  x, x-hybrid  studies/hybrid-extend's extension: d 256, L 6, 8/2 heads, byte vocab 264, T 16384, B 2, θ 5e6;
+            all full, and 2 of 6 layers full with sink(64)+window(1024) elsewhere
 Each prints one JSON line: steady-state tokens/s (step 1 / compile excluded), MFU against costmodel's GPU
-table with costmodel's sparsity-aware C_train, step time, peak memory, compile time; b and b-hybrid also
-prefill latency and decode tokens/s at T (batch 1, the layout's KV cache, bf16). A last line compares
-b-hybrid to b: measured train / prefill / decode speedups next to costmodel's ideal for that pair.
+table with costmodel's sparsity-aware C_train, step time, peak memory, compile time; every config but a also
+prefill latency and decode tokens/s at T (batch 1, the layout's KV cache, bf16). A last line compares each
+hybrid to its all-full twin: measured train / prefill / decode speedups next to costmodel's ideal for the pair.
 
   python benchmarks/train_bench_gpu.py --reference ../shared/bench/gpu_reference.py   # ~5 min on one H100
 
@@ -46,6 +48,13 @@ CONFIGS = {
 }
 # b-hybrid through one BlockMask per sparse layer, the path before balanced chunks, for a same-call comparison
 CONFIGS["b-hybrid-one-mask"] = {**CONFIGS["b-hybrid"], "sink_chunks": False}
+# studies/hybrid-extend's extension stage (byte tokens, T 16K, B 2, θ 5e6): dense, and 2 of 6 layers full
+_EXTEND = dict(d_model=256, n_layers=6, n_heads=8, n_kv_heads=2, head_dim=64, ffn_dim=704)
+CONFIGS["x"] = dict(model=_EXTEND, seq_len=16384, batch_size=2, steps=40, tokenizer="byte", vocab=264,
+                    rope_theta=5e6)
+CONFIGS["x-hybrid"] = {**CONFIGS["x"], "model": {**_EXTEND, "attention": {"sparse": "sink_window(64,1024)",
+                                                                           "full_layers": 2}}}
+PAIRS = (("b", "b-hybrid"), ("b", "b-hybrid-one-mask"), ("x", "x-hybrid"))  # (all full, hybrid) compared
 REFERENCE_ARGS = {
     "a": ["--d-model", "768", "--layers", "12", "--heads", "12", "--kv-heads", "12", "--seq", "1024", "--batch", "16"],
     "b": ["--d-model", "512", "--layers", "12", "--heads", "8", "--kv-heads", "2", "--seq", "32768", "--batch", "1",
@@ -53,22 +62,29 @@ REFERENCE_ARGS = {
 }
 
 
+def model_config(name: str):
+    from costmodel import ModelConfig
+
+    spec = CONFIGS[name]
+    return ModelConfig.from_dict({**spec["model"], "vocab_size": spec.get("vocab", 50304), "tied_embeddings": True,
+                                  "rope_theta": spec.get("rope_theta", 5e5)})
+
+
 def run_config(name: str, args) -> dict:
     import torch
 
-    from costmodel import ModelConfig
     from runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
     from runs.models import Transformer
     from runs.train import train_run
 
     spec = CONFIGS[name]
     Transformer.sink_chunks = spec.get("sink_chunks", True)
-    model = ModelConfig.from_dict({**spec["model"], "vocab_size": 50304, "tied_embeddings": True,
-                                   "rope_theta": 5e5})
+    model = model_config(name)
     T = spec["seq_len"]
-    inference = name.startswith("b") and not args.no_inference
+    inference = name != "a" and not args.no_inference
     cfg = RunConfig(model=model, name=f"bench-{name}",
-                    data=DataConfig(corpus=args.corpus, tokenizer="gpt2", seq_len=T, doc_mask=args.doc_mask),
+                    data=DataConfig(corpus=args.corpus, tokenizer=spec.get("tokenizer", "gpt2"), seq_len=T,
+                                    doc_mask=args.doc_mask),
                     train=TrainConfig(steps=args.steps or spec["steps"], batch_size=spec["batch_size"], lr=3e-4,
                                       log_every=10, checkpoint_every=0, compile=args.compile),
                     eval=EvalConfig(val_tokens=T * spec["batch_size"], position_buckets=1, retrieval_samples=0,
@@ -112,16 +128,10 @@ def ideal(full_cfg, hybrid_cfg, T: int) -> dict:
             "decode_bytes": decode_bytes(full_cfg) / decode_bytes(hybrid_cfg)}
 
 
-def compare(b: dict, h: dict, name: str) -> dict:
-    """Measured speedups of a hybrid row over b, next to costmodel's ideal for that pair."""
-    from costmodel import ModelConfig
-
-    def cfg(n):
-        return ModelConfig.from_dict({**CONFIGS[n]["model"], "vocab_size": 50304, "tied_embeddings": True,
-                                      "rope_theta": 5e5})
-
-    want = ideal(cfg("b"), cfg(name), CONFIGS["b"]["seq_len"])
-    cmp = {"compare": f"{name} vs b", "train_speedup": h["tok_s"] / b["tok_s"], "train_ideal": want["train"]}
+def compare(b: dict, h: dict, base: str, name: str) -> dict:
+    """Measured speedups of a hybrid row over its all-full base, next to costmodel's ideal for that pair."""
+    want = ideal(model_config(base), model_config(name), CONFIGS[base]["seq_len"])
+    cmp = {"compare": f"{name} vs {base}", "train_speedup": h["tok_s"] / b["tok_s"], "train_ideal": want["train"]}
     if b.get("prefill_s") and h.get("prefill_s"):
         cmp.update(prefill_speedup=b["prefill_s"] / h["prefill_s"], prefill_ideal=want["prefill"])
     if b.get("decode_tokens_per_s") and h.get("decode_tokens_per_s"):
@@ -153,7 +163,7 @@ def main():
                    "layers, FlexAttention on sparse ones)")
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--compile-mode", help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
-    p.add_argument("--no-inference", action="store_true", help="skip prefill/decode timing for b and b-hybrid")
+    p.add_argument("--no-inference", action="store_true", help="skip prefill/decode timing (every config but a)")
     default_ref = ROOT.parent / "shared" / "bench" / "gpu_reference.py"
     p.add_argument("--reference", nargs="?", const=str(default_ref),
                    help=f"also run the plain-PyTorch reference first (default path {default_ref})")
@@ -183,9 +193,9 @@ def main():
             if ref and rows[n].get("tok_s"):
                 print(json.dumps({"ratio": n, "tok_s_vs_reference": rows[n]["tok_s"] / ref["tok_s"],
                                   "goal": 1.2 if n == "a" else None}), flush=True)
-        for hn in ("b-hybrid", "b-hybrid-one-mask"):
-            if rows.get("b", {}).get("tok_s") and rows.get(hn, {}).get("tok_s"):
-                print(json.dumps(compare(rows["b"], rows[hn], hn)), flush=True)
+        for base, hn in PAIRS:
+            if rows.get(base, {}).get("tok_s") and rows.get(hn, {}).get("tok_s"):
+                print(json.dumps(compare(rows[base], rows[hn], base, hn)), flush=True)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -229,3 +229,15 @@ def test_example_specs_plan_without_torch():
     hybrid = expand.expand(spec.load(REPO / "sweeps/examples/hybrid_extend.toml"), "/tmp/x")
     assert {r.config.model.family for r in hybrid} == {"hybrid", "gqa"}
     assert {r.config.data.seq_len for r in hybrid if r.stage == "extend"} == {16384}
+
+
+def test_study_specs_expand():
+    """Every committed study spec (studies/*/spec.toml) still expands: a spec edit that breaks one would
+    otherwise surface only on the GPU host."""
+    studies = sorted((REPO / "studies").glob("*/spec.toml"))
+    assert {p.parent.name for p in studies} >= {"gqa-heads", "gqa-lr", "hybrid-extend", "closed-loop"}
+    for path in studies:
+        runs = expand.expand(spec.load(path), "/tmp/x")
+        assert runs and len({r.run_id for r in runs}) == len(runs), path
+    lr = expand.expand(spec.load(REPO / "studies/gqa-lr/spec.toml"), "/tmp/x")
+    assert sorted({r.config.train.lr for r in lr}) == [1e-3, 2e-3, 4e-3] and len(lr) == 12
