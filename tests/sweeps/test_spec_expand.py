@@ -235,7 +235,7 @@ def test_study_specs_expand():
     """Every committed study spec (studies/*/spec.toml) still expands: a spec edit that breaks one would
     otherwise surface only on the GPU host."""
     studies = sorted((REPO / "studies").glob("*/spec.toml"))
-    assert {p.parent.name for p in studies} >= {"gqa-heads", "gqa-lr", "hybrid-extend", "closed-loop"}
+    assert {p.parent.name for p in studies} >= {"gqa-heads", "gqa-lr", "gqa-tokens", "hybrid-extend", "closed-loop"}
     for path in studies:
         runs = expand.expand(spec.load(path), "/tmp/x")
         assert runs and len({r.run_id for r in runs}) == len(runs), path
