@@ -2,7 +2,7 @@
 # Round 4 of the reference study on one GPU (issue 8): one slice of the GQA ladder's d 512 row, packed on the
 # GPU, after timing the chunked sink+window BlockMask builder (issue 4) on the same machine.
 #   OUT=/tmp/out WHERE="model.d_model == 512 and model.n_heads == 1" PER_GPU=2 bash studies/gpu_round4.sh
-# SPEC picks another study (default studies/gqa-heads/spec.toml); WHERE="true" runs all of it.
+# SPEC picks another study (default studies/gqa-heads/spec.toml), e.g. SPEC=studies/gqa-lr/spec.toml WHERE="seed == 0".
 set -u
 OUT=${OUT:?set OUT}; WHERE=${WHERE:?set WHERE}; PER_GPU=${PER_GPU:-2}; BUDGET=${BUDGET:-520}
 SPEC=${SPEC:-studies/gqa-heads/spec.toml}
