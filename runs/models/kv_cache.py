@@ -37,8 +37,8 @@ class CacheFullError(CostlawError):
 
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A host tensor on `device`. To CUDA through pinned memory without blocking: a plain copy from pageable
-    memory makes the host wait for the GPU, and a prompt's store took one such wait per layer (a batch-1
-    prefill of the 5 M-parameter hybrid-extend models spent 64-76% of its wall time outside kernels)."""
+    memory makes the host wait for the GPU, and a prompt's store took one to three such waits per layer (a
+    batch-1 prefill of the 5 M-parameter hybrid-extend models spent 64-76% of its wall time outside kernels)."""
     if device.type != "cuda":
         return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)
