@@ -16,51 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from model_smoke_gpu import CONFIGS, DRY, infer, make_config  # noqa: E402
 
-from costmodel import c_infer, kv_cache_bytes, params_total  # noqa: E402
-from model_smoke_gpu import CONFIGS, DRY, make_config  # noqa: E402
-from runs.models import build_model  # noqa: E402
 from runs.models.decode_graph import GraphDecoder  # noqa: E402
-
-
-def measure(model, cfg, batch: int, a) -> dict:
-    dev, G = a.device, a.generate
-    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
-    g = torch.Generator().manual_seed(batch)  # the same prompt for both steps of a batch size
-    prompt = torch.randint(0, cfg.vocab_size, (batch, a.seq), generator=g).to(dev)
-    cache = model.new_cache(batch, a.seq + G, device=dev)
-    prefill_s, step_ms, first_step_s, tokens = [], [], None, None
-    with torch.inference_mode():
-        for r in range(a.rounds):
-            cache.reset()
-            sync()
-            t = time.perf_counter()
-            tok = model.prefill(prompt, cache, last_only=True)[:, -1].argmax(-1)
-            sync()
-            prefill_s.append(time.perf_counter() - t)
-            out = []
-            t = time.perf_counter()
-            for i in range(G):
-                tok = model.decode(tok, cache)[:, -1].argmax(-1)
-                out.append(tok)
-                if r == 0 and i == 0:
-                    sync()
-                    first_step_s = time.perf_counter() - t
-                    t = time.perf_counter()
-            sync()
-            step_ms.append((time.perf_counter() - t) / (G - 1 if r == 0 else G) * 1e3)
-            tokens = torch.stack(out, 1)
-    return dict(prefill_s=statistics.median(prefill_s[1:]), decode_ms_per_step=statistics.median(step_ms[1:]),
-                first_step_s=first_step_s, tokens=tokens.cpu())
 
 
 def main() -> int:
@@ -82,29 +47,25 @@ def main() -> int:
     torch._dynamo.config.recompile_limit = 64
     batches = [int(x) for x in a.batches.split(",")]
     compiled_batches = {int(x) for x in a.compiled_batches.split(",") if x}
-    dtype = torch.bfloat16 if a.device == "cuda" else torch.float32
     cfgs = {n: make_config({**CONFIGS[n], **({k: v for k, v in DRY.items() if k != "vocab"} if a.dry_run else {})},
                            DRY["vocab"] if a.dry_run else 50304) for n in ("b", "hybrid")}
     if a.dry_run:
         a.seq, a.generate = 200, 4
+    a.infer_rounds = a.rounds
     rows = []
     for batch in batches:
+        a.infer_batch = batch
         for name, cfg in cfgs.items():
-            torch.manual_seed(0)
-            model = build_model(cfg, device=a.device, dtype=dtype)
             for compiled in ([False, True] if batch in compiled_batches else [False]):
                 GraphDecoder.compile_body = compiled
-                try:
-                    r = measure(model, cfg, batch, a)
+                try:  # model_smoke_gpu's prefill + decode rounds; the same seeded prompt for every step kind
+                    r = infer(name, cfg, a.seq, a, graph=True)
                 except torch.OutOfMemoryError as e:
-                    r = dict(error=str(e).splitlines()[0])
-                r.update(config=name, batch=batch, compiled=compiled, seq=a.seq,
-                         decode_bytes_per_step=2 * params_total(cfg) + kv_cache_bytes(cfg, a.seq, "bf16", batch),
-                         c_infer_flops_per_token=c_infer(cfg, a.seq))
+                    r = dict(config=name, batch=batch, error=str(e).splitlines()[0])
+                r["compiled"] = compiled
                 rows.append(r)
                 if a.device == "cuda":
                     torch.cuda.empty_cache()
-            del model
     GraphDecoder.compile_body = False
     by = {(r["config"], r["batch"], r["compiled"]): r for r in rows}
     gpu = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
@@ -120,7 +81,8 @@ def main() -> int:
         same = ""
         if compiled:  # the compiled step against the default one on the same prompt
             pairs = [(by[(n, batch, False)]["tokens"], by[(n, batch, True)]["tokens"]) for n in ("b", "hybrid")]
-            same = " / ".join(f"{int((x == y).sum())}/{x.numel()}" for x, y in pairs)
+            same = " / ".join(f"{sum(p == q for rx, ry in zip(x, y) for p, q in zip(rx, ry))}/{len(x) * len(x[0])}"
+                              for x, y in pairs)
         print(f"| {batch} | {'compiled' if compiled else 'graph'} | {b['decode_ms_per_step']:.2f} "
               f"({b['first_step_s']:.1f}) | {h['decode_ms_per_step']:.2f} ({h['first_step_s']:.1f}) | {ratio:.2f}x "
               f"| {ideal:.2f}x | {ratio / ideal:.0%} | {b['decode_bytes_per_step'] / h['decode_bytes_per_step']:.2f}x "

@@ -150,7 +150,8 @@ def infer(name: str, cfg: ModelConfig, seq: int, a, graph: bool) -> dict:
     """Batch `--infer-batch` prefill of `seq` tokens into the layout's cache, then `--generate` decode steps;
     model in bf16 (FlexAttention and its BlockMask builder compiled inside), decode eager or replayed from a
     CUDA graph (`graph`). One cache, reset between rounds, so the graph captured in the warm-up round is
-    replayed in the timed ones."""
+    replayed in the timed ones. `first_step_s` is the warm-up round's first decode step: the capture (and a
+    compiled step's compilation, `GraphDecoder.compile_body`), the cost a cache pays once."""
     dev, B, G = a.device, a.infer_batch, a.generate
     torch.manual_seed(0)
     dtype, dtype_name = (torch.bfloat16, "bf16") if dev == "cuda" else (torch.float32, "fp32")
@@ -158,7 +159,7 @@ def infer(name: str, cfg: ModelConfig, seq: int, a, graph: bool) -> dict:
     model.graph_decode = graph
     prompt = torch.randint(0, cfg.vocab_size, (B, seq), device=dev)
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
-    prefill_s, decode_s = [], []
+    prefill_s, decode_s, first_step_s = [], [], None
     cache = model.new_cache(B, seq + G, device=dev)
     with torch.inference_mode():
         for _ in range(a.infer_rounds):  # the first round warms up (compiles flex, builds masks, captures)
@@ -173,11 +174,15 @@ def infer(name: str, cfg: ModelConfig, seq: int, a, graph: bool) -> dict:
             for _ in range(G):
                 tok = model.decode(tok, cache)[:, -1].argmax(-1)
                 out.append(tok)
+                if first_step_s is None:
+                    sync()
+                    first_step_s = time.perf_counter() - t
             sync()
             decode_s.append(time.perf_counter() - t)
     return dict(bench="runs.models-infer", config=name, graph=graph, batch=B, seq=seq, generate=G,
                 prefill_s=statistics.median(prefill_s[1:]), decode_tok_s=B * G / statistics.median(decode_s[1:]),
-                decode_ms_per_step=statistics.median(decode_s[1:]) / G * 1e3, tokens=torch.stack(out, 1).tolist(),
+                decode_ms_per_step=statistics.median(decode_s[1:]) / G * 1e3, first_step_s=first_step_s,
+                tokens=torch.stack(out, 1).tolist(),
                 kv_cache_bytes=cache.nbytes(), kv_cache_bytes_costmodel=kv_cache_bytes(cfg, seq + G, dtype_name, B),
                 prefill_flops=prefill_flops(cfg, seq), c_infer_flops_per_token=c_infer(cfg, seq),
                 decode_bytes_per_step=2 * params_total(cfg) + kv_cache_bytes(cfg, seq, "bf16", B))  # bf16 weights

@@ -19,10 +19,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
+from train_bench_gpu import model_config  # noqa: E402
 
 from costmodel import prefill_flops  # noqa: E402
 from runs.models import build_model  # noqa: E402
-from train_bench_gpu import model_config  # noqa: E402
+
+
+def prefill_once(model, cache, prompt) -> None:
+    cache.reset()
+    model.prefill(prompt, cache, last_only=True)
 
 
 def main() -> int:
@@ -43,23 +48,19 @@ def main() -> int:
         prompt = torch.randint(0, cfg.vocab_size, (1, a.tokens), device="cuda")
         cache = model.new_cache(1, a.tokens + 32, device="cuda")
 
-        def run():
-            cache.reset()
-            model.prefill(prompt, cache, last_only=True)
-
         with torch.inference_mode():
             for _ in range(3):  # compiles FlexAttention and the pointwise pieces, builds the masks
-                run()
+                prefill_once(model, cache, prompt)
             torch.cuda.synchronize()
             walls = []
             for _ in range(a.repeats):
                 t = time.perf_counter()
-                run()
+                prefill_once(model, cache, prompt)
                 torch.cuda.synchronize()
                 walls.append(time.perf_counter() - t)
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
                 for _ in range(3):
-                    run()
+                    prefill_once(model, cache, prompt)
                 torch.cuda.synchronize()
         events = prof.key_averages()
         kernels = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
