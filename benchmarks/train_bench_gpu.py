@@ -48,12 +48,23 @@ CONFIGS = {
 }
 # b-hybrid through one BlockMask per sparse layer, the path before balanced chunks, for a same-call comparison
 CONFIGS["b-hybrid-one-mask"] = {**CONFIGS["b-hybrid"], "sink_chunks": False}
-# studies/hybrid-extend's extension stage (byte tokens, T 16K, B 2, θ 5e6): dense, and 2 of 6 layers full
-_EXTEND = dict(d_model=256, n_layers=6, n_heads=8, n_kv_heads=2, head_dim=64, ffn_dim=704)
-CONFIGS["x"] = dict(model=_EXTEND, seq_len=16384, batch_size=2, steps=40, tokenizer="byte", vocab=264,
-                    rope_theta=5e6)
-CONFIGS["x-hybrid"] = {**CONFIGS["x"], "model": {**_EXTEND, "attention": {"sparse": "sink_window(64,1024)",
-                                                                           "full_layers": 2}}}
+
+
+def _extension_configs() -> dict:
+    """x and x-hybrid: studies/hybrid-extend's extension stage, read from its spec (the study's own ModelConfigs,
+    T and batch), so the benchmark cannot drift from the study."""
+    from sweeps import expand, spec
+
+    runs = expand.expand(spec.load(ROOT / "studies" / "hybrid-extend" / "spec.toml"), "/tmp/unused")
+    out = {}
+    for r in (r for r in runs if r.stage == "extend"):
+        name = "x" if r.config.model.family == "gqa" else "x-hybrid"
+        out[name] = dict(model=r.config.model.to_dict(), seq_len=r.config.data.seq_len,
+                         batch_size=r.config.train.batch_size, steps=40, tokenizer=r.config.data.tokenizer)
+    return out
+
+
+CONFIGS.update(_extension_configs())
 PAIRS = (("b", "b-hybrid"), ("b", "b-hybrid-one-mask"), ("x", "x-hybrid"))  # (all full, hybrid) compared
 REFERENCE_ARGS = {
     "a": ["--d-model", "768", "--layers", "12", "--heads", "12", "--kv-heads", "12", "--seq", "1024", "--batch", "16"],
@@ -66,8 +77,8 @@ def model_config(name: str):
     from costmodel import ModelConfig
 
     spec = CONFIGS[name]
-    return ModelConfig.from_dict({**spec["model"], "vocab_size": spec.get("vocab", 50304), "tied_embeddings": True,
-                                  "rope_theta": spec.get("rope_theta", 5e5)})
+    # the reference's vocabulary, tied embeddings and θ unless the config gives its own (x, x-hybrid)
+    return ModelConfig.from_dict({"vocab_size": 50304, "tied_embeddings": True, "rope_theta": 5e5, **spec["model"]})
 
 
 def run_config(name: str, args) -> dict:
