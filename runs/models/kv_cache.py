@@ -121,7 +121,7 @@ class LayerCache:
             offsets = torch.arange(n, device=device, dtype=torch.int32)
         else:
             offsets = _to_device(keep.nonzero()[:, 0].to(torch.int32), device)
-            k, v = k.index_select(2, offsets.to(k.device)), v.index_select(2, offsets.to(v.device))
+            k, v = k.index_select(2, offsets), v.index_select(2, offsets)
         m = len(offsets)
         held = self.size
         if not isinstance(self.spec, Full):  # a full layer's keys stay visible forever
