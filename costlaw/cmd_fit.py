@@ -272,8 +272,10 @@ def _print_human(r: dict, law) -> None:
     loss = f"huber(delta={r['delta']:g})" if r["loss"] == "huber" else r["loss"]
     print(f"law {r['law']}  {r['formula']}  x {','.join(r['x'])}  y {r['y']}  loss {loss} on log residuals, summed")
     state = "converged" if r["success"] else f"NOT CONVERGED ({r['message']})"
+    # Repeated x (seeds) cap R² below 1 whatever the law: show the cap so R² is read against it.
+    ceiling = f" (ceiling {_fmt(r['r2_ceiling'])} from repeated x)" if r.get("r2_ceiling") is not None else ""
     print(f"points {r['n_points']}  objective {_fmt(r['objective'])}  |grad| {r['grad_norm']:.2g}  "
-          f"R² {_fmt(r['r2'])}  starts {r['n_starts']} ({r['n_refined']} refined, {r['n_at_best']} at best)  "
+          f"R² {_fmt(r['r2'])}{ceiling}  starts {r['n_starts']} ({r['n_refined']} refined, {r['n_at_best']} at best)  "
           f"{state}")
     rows = []
     values = {**r["params"], **r.get("derived", {})}

@@ -9,6 +9,7 @@ and check extrapolation by leaving the largest runs out.
     law = get_law("gqa-size")                  # L(N) = (a/N)^b + E; also power-plus-constant, chinchilla, compute
     res = fit(law, N, L)                       # N (n,) or (n, 1), L (n,) losses
     res.params, res.objective, res.grad_norm, res.r2, res.n_starts, res.n_at_best, res.success, res.to_dict()
+    res.r2_ceiling                             # the most R² any law reaches where N repeats (seeds); else None
     boot = bootstrap(law, N, L, res, n=1000, seed=0)                # .samples, .stderr, .ci95, .to_dict()
     n_star = law.inverse(boot.param_samples(), 2.8, strict=False)   # N* per resample (inf: unreachable)
     lo, hi = boot.band(N_grid)                                      # 95% band of the prediction

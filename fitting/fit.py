@@ -56,6 +56,7 @@ class FitResult:
     grad_norm: float
     n_points: int
     r2: float
+    r2_ceiling: float | None  # the most R² any function of x can reach here; None when no x repeats
     n_starts: int
     n_refined: int
     n_at_best: int
@@ -76,6 +77,7 @@ class FitResult:
         return jsonable({
             "law": self.law.name, "formula": self.law.formula, "params": self.params,
             "objective": self.objective, "grad_norm": self.grad_norm, "n_points": self.n_points, "r2": self.r2,
+            "r2_ceiling": self.r2_ceiling,
             "n_starts": self.n_starts, "n_refined": self.n_refined, "n_at_best": self.n_at_best,
             "success": self.success, "message": self.message, "loss": self.loss,
             "delta": self.delta if self.loss == "huber" else None,
@@ -128,9 +130,25 @@ def fit(law, X, y, loss: str = "huber", delta: float = 1e-3, starts=None, seed: 
     ss_tot = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - float(np.sum((y - pred) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
     return FitResult(law=law, params=law.params_of(best.x), theta=best.x, objective=float(best.fun),
-                     grad_norm=best.grad_norm, n_points=len(y), r2=r2, n_starts=len(Theta), n_refined=len(runs),
+                     grad_norm=best.grad_norm, n_points=len(y), r2=r2, r2_ceiling=r2_ceiling(X, y),
+                     n_starts=len(Theta), n_refined=len(runs),
                      n_at_best=int(sum(o <= best.fun + tol for o in objs)), success=bool(best.success),
                      message=best.message, nit=best.nit, loss=loss, delta=float(delta), refined_objectives=objs)
+
+
+def r2_ceiling(X, y) -> float | None:
+    """1 - (scatter of y within rows of equal x) / (total scatter): the R² of predicting each y by the mean
+    of its x's rows, which no law of x can beat. Replicates (seeds) make it < 1; without any, it says nothing."""
+    X, y = np.asarray(X, dtype=float).reshape(len(y), -1), np.asarray(y, dtype=float)
+    _, group = np.unique(X, axis=0, return_inverse=True)
+    group = group.ravel()
+    if group.max() + 1 == len(y):
+        return None
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    if ss_tot <= 0:
+        return None
+    means = np.bincount(group, weights=y) / np.bincount(group)
+    return 1.0 - float(np.sum((y - means[group]) ** 2)) / ss_tot
 
 
 @dataclass

@@ -153,7 +153,7 @@ def fit_runs(df, kv=None, *, source: str = "runs", families=FAMILIES, n_boot: in
             cand.r2 = float(res.r2)
             cand.fit_extra = {"objective": float(res.objective), "grad_norm": float(res.grad_norm),
                               "n_at_best": int(res.n_at_best), "n_refined": int(res.n_refined),
-                              "n_bootstrap": int(n_boot), "label": label}
+                              "n_bootstrap": int(n_boot), "label": label, "r2_ceiling": res.r2_ceiling}
             if n_boot >= 2:
                 b = bootstrap(law, N, y, res, n=n_boot, seed=seed)
                 cand.samples = {k: np.asarray(v, float) for k, v in b.param_samples().items()}

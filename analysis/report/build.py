@@ -247,13 +247,17 @@ def _fit_blocks(fits) -> list:
                 ci = c.ci95.get(k) if c.ci95 else None
                 row[k] = f"{v:.4g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "")
             row["R²"] = f"{c.r2:.4f}" if c.r2 is not None else "-"
+            cap = c.fit_extra.get("r2_ceiling")
+            row["R² ceiling"] = f"{cap:.4f}" if cap is not None else "-"
         else:
             row["note"] = c.reason
         rows.append(row)
     law_params = [k for k in ("a", "b", "E") if any(k in r for r in rows)]
     blocks = [("p", "L(N) = (a/N)^b + E per candidate, N = non-embedding parameters; brackets: bootstrap 95% "
-                    "intervals (runs resampled)."),
-              ("table", rows, ["candidate", "family", "runs", "sizes", "largest N", *law_params, "R²", "note"])]
+                    "intervals (runs resampled). R² ceiling: the most R² any curve of N reaches on these runs "
+                    "(1 - seed-to-seed scatter / total); '-' where no size has more than one run."),
+              ("table", rows, ["candidate", "family", "runs", "sizes", "largest N", *law_params, "R²", "R² ceiling",
+                               "note"])]
     pol = [c for c in fits.candidates if c.base]
     if pol:
         blocks.append(("table", [{"candidate": c.label, "base": c.base, "ΔNLL": f"{c.delta_nll:+.4g}",

@@ -39,7 +39,8 @@ def test_report_content(report):
     html, md = (out / "index.html").read_text(), (out / "report.md").read_text()
     for text in (html, md):
         for needle in ("Recommendation", "chosen automatically", "Fits", "4,1 full=0.50 sink_window(4,32)",
-                       "runs at 3 size(s)", "NVIDIA H100 80GB HBM3", "2.13.0", "0123abcd", "Pareto", "snapkv"):
+                       "runs at 3 size(s)", "NVIDIA H100 80GB HBM3", "2.13.0", "0123abcd", "Pareto", "snapkv",
+                       "R² ceiling"):
             assert needle in text, needle
     for rel in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (out / rel).is_file()

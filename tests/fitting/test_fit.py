@@ -164,3 +164,19 @@ def test_result_does_not_depend_on_row_order():
     results = [fit("power-plus-constant", x[p], y[p]) for p in ([0, 1, 2, 3, 4, 5], [4, 1, 2, 5, 3, 0])]
     assert results[0].params == results[1].params
     assert results[0].r2 == results[1].r2
+
+
+def test_r2_ceiling_is_the_seed_scatter_bound(synthetic):
+    X, y, _ = synthetic("gqa-size", n=8, noise=0.0, seed=3)
+    rng = np.random.default_rng(0)
+    # Two "seeds" per size: the same N, losses scattered around the law.
+    X2, y2 = np.concatenate([X, X]), np.concatenate([y * (1 + 0.02 * rng.standard_normal(len(y))),
+                                                     y * (1 + 0.02 * rng.standard_normal(len(y)))])
+    res = fit("gqa-size", X2, y2)
+    means = (y2[:len(y)] + y2[len(y):]) / 2
+    within = np.sum((y2 - np.concatenate([means, means])) ** 2)
+    assert res.r2_ceiling == pytest.approx(1 - within / np.sum((y2 - y2.mean()) ** 2), rel=1e-12)
+    assert res.r2 <= res.r2_ceiling < 1
+    assert res.to_dict()["r2_ceiling"] == res.r2_ceiling
+    # Without a repeated x there is no scatter to bound R² by.
+    assert fit("gqa-size", X, y).r2_ceiling is None
