@@ -1,0 +1,52 @@
+"""figures/gqa-depth.png: (1,1) and (8,8) loss against N, the gqa-heads-steps ladder (seed 0, L 4-6) beside this
+study's deeper d 192 and d 256 runs, with each candidate's seed-0 law L(N) fitted to the ladder alone.
+
+    python studies/gqa-depth/figure.py
+"""
+
+import json
+from pathlib import Path
+
+import duckdb
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+ROOT = Path(__file__).resolve().parents[2]
+LADDER = ROOT / "studies/gqa-heads-steps"
+QUERY = """select n_heads, d_model, n_layers, params_non_embedding as N, val_loss as loss, src from (
+  select *, 'ladder' as src from l.runs where seed = 0 and d_model <= 384
+  union all by name select *, 'deeper' as src from d.runs) where n_heads = n_kv_heads order by N"""
+
+
+def main() -> None:
+    con = duckdb.connect()
+    con.execute(f"attach '{LADDER / 'results.duckdb'}' as l (read_only)")
+    con.execute(f"attach '{Path(__file__).parent / 'results.duckdb'}' as d (read_only)")
+    df = con.execute(QUERY).df()
+    fits = {f["group"]["n_heads"]: f["params"] for f in json.loads((LADDER / "fits-seed0.json").read_text())
+            if f["group"]["n_heads"] == f["group"]["n_kv_heads"]}
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    for ax, h in zip(fig.subplots(1, 2, sharey=True), (1, 8)):
+        g, p = df[df.n_heads == h], fits[h]
+        n = np.geomspace(g.N.min() / 1.2, g.N.max() * 1.2, 200)
+        ax.plot(n, (p["a"] / n) ** p["b"] + p["E"], color="0.5", label="seed-0 law, ladder d 128-640")
+        for L, colour in zip((4, 5, 6), ("C0", "C1", "C2")):
+            for src, marker in (("ladder", "o"), ("deeper", "^")):
+                s = g[(g.n_layers == L) & (g.src == src)]
+                ax.scatter(s.N, s.loss, color=colour, marker=marker, s=40, zorder=3,
+                           label=f"L {L}, {'ladder' if src == 'ladder' else 'gqa-depth'}" if len(s) else None)
+                for _, r in s.iterrows():
+                    ax.annotate(f"d{r.d_model}", (r.N, r.loss), textcoords="offset points", xytext=(5, 3), fontsize=7)
+        heads = f"{h} head{'s' if h > 1 else ''} of 64 per layer"
+        ax.set(xscale="log", xlabel="non-embedding N", title=f"({h},{h}): {heads}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize="small")
+    fig.axes[0].set_ylabel("validation loss (nats per byte)")
+    fig.suptitle("Depth at a fixed width: the ladder's L 4 points against L 5 and 6 (seed 0, T 2048, 20 tokens/param)")
+    FigureCanvasAgg(fig)
+    fig.savefig(ROOT / "figures/gqa-depth.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()
