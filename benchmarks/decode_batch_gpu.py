@@ -81,7 +81,7 @@ def main() -> int:
         same = ""
         if compiled:  # the compiled step against the default one on the same prompt
             pairs = [(by[(n, batch, False)]["tokens"], by[(n, batch, True)]["tokens"]) for n in ("b", "hybrid")]
-            same = " / ".join(f"{sum(p == q for rx, ry in zip(x, y) for p, q in zip(rx, ry))}/{len(x) * len(x[0])}"
+            same = " / ".join(f"{int((torch.tensor(x) == torch.tensor(y)).sum())}/{torch.tensor(x).numel()}"
                               for x, y in pairs)
         print(f"| {batch} | {'compiled' if compiled else 'graph'} | {b['decode_ms_per_step']:.2f} "
               f"({b['first_step_s']:.1f}) | {h['decode_ms_per_step']:.2f} ({h['first_step_s']:.1f}) | {ratio:.2f}x "

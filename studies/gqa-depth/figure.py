@@ -12,6 +12,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from fitting import get_law
+
 ROOT = Path(__file__).resolve().parents[2]
 LADDER = ROOT / "studies/gqa-heads-steps"
 QUERY = """select n_heads, d_model, n_layers, params_non_embedding as N, val_loss as loss, src from (
@@ -30,7 +32,7 @@ def main() -> None:
     for ax, h in zip(fig.subplots(1, 2, sharey=True), (1, 8)):
         g, p = df[df.n_heads == h], fits[h]
         n = np.geomspace(g.N.min() / 1.2, g.N.max() * 1.2, 200)
-        ax.plot(n, (p["a"] / n) ** p["b"] + p["E"], color="0.5", label="seed-0 law, ladder d 128-640")
+        ax.plot(n, get_law("gqa-size").predict(p, n), color="0.5", label="seed-0 law, ladder d 128-640")
         for L, colour in zip((4, 5, 6), ("C0", "C1", "C2")):
             for src, marker in (("ladder", "o"), ("deeper", "^")):
                 s = g[(g.n_layers == L) & (g.src == src)]
