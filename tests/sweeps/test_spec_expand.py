@@ -235,8 +235,8 @@ def test_study_specs_expand():
     """Every committed study spec (studies/*/spec.toml) still expands: a spec edit that breaks one would
     otherwise surface only on the GPU host."""
     studies = sorted((REPO / "studies").glob("*/spec.toml"))
-    assert {p.parent.name for p in studies} >= {"gqa-heads", "gqa-heads-steps", "gqa-depth", "gqa-aspect", "gqa-lr",
-                                                "gqa-tokens", "hybrid-extend", "closed-loop"}
+    assert {p.parent.name for p in studies} >= {"gqa-heads", "gqa-heads-steps", "gqa-depth", "gqa-aspect", "gqa-knee",
+                                                "gqa-lr", "gqa-tokens", "hybrid-extend", "closed-loop"}
     for path in studies:
         runs = expand.expand(spec.load(path), "/tmp/x")
         assert runs and len({r.run_id for r in runs}) == len(runs), path
@@ -244,7 +244,7 @@ def test_study_specs_expand():
     assert sorted({r.config.train.lr for r in lr}) == [1e-3, 2e-3, 4e-3] and len(lr) == 12
 
 
-@pytest.mark.parametrize("study", ["gqa-heads", "gqa-heads-steps", "gqa-depth", "gqa-aspect"])
+@pytest.mark.parametrize("study", ["gqa-heads", "gqa-heads-steps", "gqa-depth", "gqa-aspect", "gqa-knee"])
 def test_committed_runs_are_their_specs_runs(study):
     """Each committed run has a run id that the spec of the sweep it ran under, as committed, still expands to.
     Studies add seeds and axes over several rounds; an edit that renamed the runs already in the results would
