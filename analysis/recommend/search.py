@@ -13,6 +13,7 @@ from analysis.recommend.candidates import (
     DEFAULT_STANDARD,
     EXTRAPOLATION_WARN,
     FAMILIES,
+    R2_WARN,
     Candidate,
     FitSet,
     as_floats,
@@ -139,6 +140,10 @@ class Recommendation:
                 out.append(f"context {T}: the winner {w.label} needs N* {w.n_star:.3g}, {w.extrapolation:.1f}x its "
                            f"largest trained run ({w.cand.n_max:.3g}); the law is extrapolated far, train larger runs "
                            "to confirm")
+            if w is not None and w.cand.r2 is not None and w.cand.r2 < R2_WARN:
+                out.append(f"context {T}: the winner {w.label}'s law fits its own {w.cand.n_points} runs at R² "
+                           f"{w.cand.r2:.3f}, below {R2_WARN}; its predicted loss and interval assume a curve those "
+                           "runs do not follow, so check the fit (costlaw fit --plot) before training it")
             if w is None:
                 out.append(f"context {T}: no candidate meets the budgets")
         return out

@@ -121,6 +121,28 @@ def test_extrapolation_is_reported_and_warned(cli, recommend_json):
     assert ctx["extrapolation"] > 4 and any("extrapolated far" in w for w in doc["warnings"])
 
 
+def test_a_winner_whose_law_misses_its_runs_is_warned(cli, tmp_path):
+    """A law below R² 0.98 on its own runs (gqa-aspect's (1,1): 0.956) still prices, but its winner is flagged."""
+    doc = json.loads(FITS.read_text())
+    rc, out, err = cli("recommend", "--fits", FITS, "--target-loss", "2.6", "--context", "128K", "--json")
+    win = json.loads(out)["by_context"][0]["winner"]
+    assert rc == 0 and not any("R²" in w for w in json.loads(out)["warnings"])
+    for c in doc["candidates"]:
+        c["r2"], c["n_points"] = (0.956, 21) if f"{c['n_heads']},{c['n_kv_heads']}" == win else (0.999, 14)
+    low = tmp_path / "fits.json"
+    low.write_text(json.dumps(doc))
+    rc, out, err = cli("recommend", "--fits", low, "--target-loss", "2.6", "--context", "128K", "--json")
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["by_context"][0]["winner"] == win  # a warning, not a change of pick
+    assert [w for w in res["warnings"] if "R²" in w] == [
+        f"context 131072: the winner {win}'s law fits its own 21 runs at R² 0.956, below 0.98; its predicted loss "
+        "and interval assume a curve those runs do not follow, so check the fit (costlaw fit --plot) before "
+        "training it"]
+    rc, out, _ = cli("recommend", "--fits", low, "--target-loss", "2.6", "--context", "128K")
+    assert f"WARNING: the winner {win}'s law fits its own 21 runs at R² 0.956" in out
+
+
 def test_paper_candidates_and_standard_savings(recommend_json):
     doc = recommend_json("--target-loss", "2.6", "--context", "128K", "--candidates", "paper", "--standard", "32,8")
     assert len(doc["candidates"]) == 21
