@@ -41,12 +41,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-from costmodel import ModelConfig, c_infer, kv_cache_bytes, m_infer, params_total, policy_params, prefill_flops
-from costmodel.costs import DTYPE_BYTES
-from costmodel.errors import ConfigError, CostlawError
-from costmodel.hardware import gpu as find_gpu
-from costmodel.hardware import roofline
+from costlaw.costmodel import ModelConfig, c_infer, kv_cache_bytes, m_infer, params_total, policy_params, prefill_flops
+from costlaw.costmodel.costs import DTYPE_BYTES
+from costlaw.costmodel.errors import ConfigError, CostlawError
+from costlaw.costmodel.hardware import gpu as find_gpu
+from costlaw.costmodel.hardware import roofline
 
 FORMAT = "costlaw-calibration-measurements/1"
 CALIBRATION_FORMAT = "costlaw-calibration/1"
@@ -214,7 +213,7 @@ def _by_family(rows) -> dict[str, list[dict]]:
 
 # ---------------------------------------------------------------- fits
 def _fit(x, y, x_name: str, y_name: str, where: str) -> dict:
-    from fitting import fit
+    from costlaw.fitting import fit
 
     y = np.asarray(y, dtype=float)
     if (y <= 0).any():
@@ -291,7 +290,7 @@ def calibration_file(rows, fits: dict, gpu: str | None = None, source: str | Non
 
 def _calibrations(rows, fits: dict, gpu: str | None):
     """family -> the DecodeCalibration the recommender would apply ({} without a GPU key)."""
-    from analysis.objective import DecodeCalibration
+    from costlaw.analysis.objective import DecodeCalibration
 
     key = gpu or rows[0].get("gpu_key")
     if not key:
@@ -398,7 +397,7 @@ def render_markdown(rows, fits: dict, gpu: str | None = None, title: str = "Cost
 
 
 def _per_s(b: float) -> str:
-    from costmodel.units import si
+    from costlaw.costmodel.units import si
 
     return si(1.0 / b) if b > 0 else "inf"
 
@@ -407,9 +406,8 @@ def _per_s(b: float) -> str:
 def figure(rows, fits: dict, path, gpu: str | None = None) -> list[Path]:
     """KV cache and total memory (measured points, analytic lines) and decode ms/token (measured points,
     roofline dashed, calibrated solid) against T, per family (one colour and marker each). PNG and SVG."""
+    from costlaw.analysis.figures.style import colour, marker, new_figure, plain_log_ticks, save, style
     from matplotlib.lines import Line2D
-
-    from analysis.figures.style import colour, marker, new_figure, plain_log_ticks, save, style
 
     tab = table(rows, fits, gpu)
     families = list(dict.fromkeys(t["family"] for t in tab))

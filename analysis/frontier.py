@@ -15,9 +15,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
-from costmodel import KVPolicy, ModelConfig, costs
-from costmodel.errors import CostlawError
+from costlaw.costmodel import KVPolicy, ModelConfig, costs
+from costlaw.costmodel.errors import CostlawError
 
 COSTS = {"memory": "m_infer_bytes", "flops": "c_infer_flops_per_token"}
 
@@ -45,7 +44,7 @@ def pareto_mask(cost, loss) -> np.ndarray:
 def run_label(n_heads: int, n_kv_heads: int, family: str, layout: str | None, policy: dict | None = None) -> str:
     label = f"{int(n_heads)},{int(n_kv_heads)}"
     if family == "hybrid" and layout:
-        from costmodel.attention import Full, decode_layout
+        from costlaw.costmodel.attention import Full, decode_layout
 
         specs = decode_layout(json.loads(layout))
         label += f" hybrid {next((s.spec() for s in specs if not isinstance(s, Full)), '')}"
@@ -57,7 +56,7 @@ def run_label(n_heads: int, n_kv_heads: int, family: str, layout: str | None, po
 
 def points(db, contexts: list[int], dtype: str = "bf16", sweep: str | None = None):
     """One row per (point, context): run_id, label, family, N, loss, m_infer_bytes, c_infer_flops_per_token..."""
-    from analysis.recommend import kv_policy_rows, load_runs
+    from costlaw.analysis.recommend import kv_policy_rows, load_runs
 
     runs = load_runs(db, sweep)
     runs = runs[runs["loss"].notna()] if len(runs) else runs

@@ -29,9 +29,9 @@ import os
 import sys
 from pathlib import Path
 
-from costmodel import ModelConfig, c_infer, c_train, kv_cache_bytes, params_total, prefill_flops
-from costmodel.costs import dtype_bytes
-from costmodel.errors import CostlawError
+from costlaw.costmodel import ModelConfig, c_infer, c_train, kv_cache_bytes, params_total, prefill_flops
+from costlaw.costmodel.costs import dtype_bytes
+from costlaw.costmodel.errors import CostlawError
 
 EVALS = ("val_loss", "position_loss", "retrieval", "inference")
 RUN_COLUMNS = ("run_id", "stage", "status", "base_run_id", "seq_len", "seed", "gpu", "device", "val_loss", "tokens",
@@ -42,7 +42,7 @@ SERVE_DTYPE = "bf16"  # the dtype the bandwidth-bound decode ideal prices weight
 # ---------------------------------------------------------------- reading the store
 def _load(db) -> tuple[dict[str, dict], dict[str, list[dict]]]:
     """Every run (by id, with its ModelConfig under "cfg") and its evals parsed into {eval, tags, metrics}."""
-    from analysis.store import query_rows
+    from costlaw.analysis.store import query_rows
 
     cols, rows = query_rows(db, f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY run_id")
     runs = {}
@@ -240,7 +240,7 @@ def _pct(v) -> str:
 
 
 def _rate(v) -> str:
-    from costmodel.units import si
+    from costlaw.costmodel.units import si
 
     return "n/a" if v is None else si(v)
 
@@ -250,7 +250,7 @@ def _ms(v) -> str:
 
 
 def _bytes(v) -> str:
-    from costmodel.units import binary_bytes
+    from costlaw.costmodel.units import binary_bytes
 
     return "n/a" if v is None else f"{v:,} ({binary_bytes(v)})"
 
@@ -355,7 +355,7 @@ def _speed_bars(p: dict) -> list[tuple[str, float | None, float | None, float | 
 def figure(result: dict, path) -> list[Path]:
     """Per pair: loss by position (dense vs hybrid), its difference, and measured vs ideal speedups.
     Writes PNG and SVG (analysis.figures.style.save); returns both paths."""
-    from analysis.figures.style import colour, marker, new_figure, no_data, save, style
+    from costlaw.analysis.figures.style import colour, marker, new_figure, no_data, save, style
 
     pairs = result["pairs"]
     if not pairs:

@@ -30,11 +30,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from costmodel import ModelConfig, costs
-from costmodel.costs import dtype_bytes
-from costmodel.errors import CostlawError
-from costmodel.hardware import gpu as find_gpu
-from costmodel.hardware import roofline
+from costlaw.costmodel import ModelConfig, costs
+from costlaw.costmodel.costs import dtype_bytes
+from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.hardware import gpu as find_gpu
+from costlaw.costmodel.hardware import roofline
 
 CALIBRATION_FORMAT = "costlaw-calibration/1"
 
@@ -83,7 +83,7 @@ def load_calibration(path: str | Path) -> dict[str, DecodeCalibration]:
         if not isinstance(families, dict):
             raise CostlawError(f"--calibration: gpus.{name}.families must be a table like "
                                "{\"hybrid\": {\"decode\": ...}}")
-        from analysis.recommend.candidates import FAMILIES  # lazily: analysis.recommend imports this module
+        from costlaw.analysis.recommend.candidates import FAMILIES  # lazily: analysis.recommend imports this module
 
         per_family = {}
         for fam, fentry in families.items():
@@ -199,6 +199,6 @@ class Objective:
 
     @staticmethod
     def _attention_flops(cfg: ModelConfig, T: int) -> float:
-        from costmodel.costs import attention_keys
+        from costlaw.costmodel.costs import attention_keys
 
         return 4 * cfg.head_dim * cfg.n_heads * attention_keys(cfg, T)

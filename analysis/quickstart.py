@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from costmodel.errors import CostlawError
+from costlaw.costmodel.errors import CostlawError
 
 CONTEXTS = (8192, 131072)
 STEPS = 6
@@ -103,11 +103,11 @@ def _run_sweep(spec: Path, out: Path, jobs: int | None, log) -> None:
 
 def run_quickstart(out: str | Path = "quickstart", jobs: int | None = None, *, spec: str | Path | None = None,
                    n_boot: int = 50, log: Callable[[str], None] = print) -> QuickstartResult:
-    from analysis.objective import Objective
-    from analysis.recommend import fit_store, recommend, render_text
-    from analysis.report import PAPER_CONTEXTS, build_report, default_target
-    from analysis.store.fits import write_fits
-    from analysis.store.ingest import ingest
+    from costlaw.analysis.objective import Objective
+    from costlaw.analysis.recommend import fit_store, recommend, render_text
+    from costlaw.analysis.report import PAPER_CONTEXTS, build_report, default_target
+    from costlaw.analysis.store.fits import write_fits
+    from costlaw.analysis.store.ingest import ingest
 
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():

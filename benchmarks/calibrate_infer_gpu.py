@@ -28,15 +28,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import torch  # noqa: E402
-
-from costmodel import KVPolicy, ModelConfig, c_infer, hybrid_layout, kv_cache_bytes, m_infer, params_total  # noqa: E402
-from costmodel.costs import dtype_bytes  # noqa: E402
-from costmodel.hardware import GPUS  # noqa: E402
-from costmodel.presets import paper_ffn  # noqa: E402
-from costmodel.units import parse_tokens  # noqa: E402
-from runs.evaluate import timed_generation  # noqa: E402
-from runs.kv.registry import policy_model  # noqa: E402
-from runs.models import build_model  # noqa: E402
+from costlaw.costmodel import KVPolicy, ModelConfig, c_infer, hybrid_layout, kv_cache_bytes, m_infer, params_total  # noqa: E402
+from costlaw.costmodel.costs import dtype_bytes  # noqa: E402
+from costlaw.costmodel.hardware import GPUS  # noqa: E402
+from costlaw.costmodel.presets import paper_ffn  # noqa: E402
+from costlaw.costmodel.units import parse_tokens  # noqa: E402
+from costlaw.runs.evaluate import timed_generation  # noqa: E402
+from costlaw.runs.kv.registry import policy_model  # noqa: E402
+from costlaw.runs.models import build_model  # noqa: E402
 
 FORMAT = "costlaw-calibration-measurements/1"
 LABELS = {"gqa": "dense GQA", "hybrid": "1/3 full, sink 64 + window 1024", "compressed": "GQA + SnapKV keep 0.25"}

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Measure this checkout's fitter, whatever an (editable) install elsewhere on sys.path points at.
 sys.path.insert(0, str(REPO))
 
-from fitting import bootstrap, fit, get_law  # noqa: E402
+from costlaw.fitting import bootstrap, fit, get_law  # noqa: E402
 
 CSV = Path("data") / "chinchilla" / "svg_extracted_data.csv"
 BUDGET_S = 30.0

@@ -38,8 +38,8 @@ def log(msg: str) -> None:
 
 
 def base_config(args, steps: int):
-    from costmodel import ModelConfig, paper_ffn
-    from runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
+    from costlaw.costmodel import ModelConfig, paper_ffn
+    from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
 
     d = args.d_model
     model = ModelConfig(d_model=d, n_layers=args.layers, n_heads=8, n_kv_heads=2, head_dim=d // 8,
@@ -54,8 +54,8 @@ def base_config(args, steps: int):
 def policy_config(base_cfg, base_dir: Path, method: str, steps: int, batch: int):
     import dataclasses
 
-    from costmodel import KVPolicy
-    from runs.config import EvalConfig
+    from costlaw.costmodel import KVPolicy
+    from costlaw.runs.config import EvalConfig
 
     opts = {"locret": (("chunk", 256), ("hidden", 256), ("local", 32), ("stabilizers", 64)),
             "kv_distill": (("rank", 8),)}[method]
@@ -105,13 +105,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import torch
-
-    from runs.config import RunConfig
-    from runs.data import load_corpus
-    from runs.kv.harness import evaluate_policies, kv_eval_run, load_policy_run
-    from runs.kv.train_policy import train_policy_run
-    from runs.rundir import RunDir
-    from runs.train import train_run
+    from costlaw.runs.config import RunConfig
+    from costlaw.runs.data import load_corpus
+    from costlaw.runs.kv.harness import evaluate_policies, kv_eval_run, load_policy_run
+    from costlaw.runs.kv.train_policy import train_policy_run
+    from costlaw.runs.rundir import RunDir
+    from costlaw.runs.train import train_run
 
     t_start = time.perf_counter()
     deadline = t_start + args.budget_s
@@ -191,9 +190,9 @@ def main(argv=None) -> int:
         log(f"kv_eval_run failed ({type(e).__name__}: {e}); evaluating without a run directory")
         import dataclasses
 
-        from runs.data import get_tokenizer
-        from runs.models import build_model
-        from runs.train import init_from
+        from costlaw.runs.data import get_tokenizer
+        from costlaw.runs.models import build_model
+        from costlaw.runs.train import init_from
 
         cfg = base_cfg.replace(stage="compress", train=dataclasses.replace(base_cfg.train, init_from=str(base_dir)))
         model = build_model(base_cfg.model, device=args.device)

@@ -32,8 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import torch  # noqa: E402
-
-from costmodel import (  # noqa: E402
+from costlaw.costmodel import (  # noqa: E402
     ModelConfig,
     c_infer,
     c_train,
@@ -42,7 +41,7 @@ from costmodel import (  # noqa: E402
     params_total,
     prefill_flops,
 )
-from runs.models import build_model  # noqa: E402
+from costlaw.runs.models import build_model  # noqa: E402
 
 CONFIGS = {
     "a": dict(d_model=768, n_layers=12, n_heads=12, n_kv_heads=12, seq=1024, batch=16),
@@ -232,11 +231,11 @@ def main() -> int:
         if a.device == "cuda":
             torch.cuda.empty_cache()
     infer_rows = {}
-    from runs.models import fused
+    from costlaw.runs.models import fused
 
     fused.enabled = a.fused == "on"
     if a.compile_decode:
-        from runs.models.decode_graph import GraphDecoder
+        from costlaw.runs.models.decode_graph import GraphDecoder
 
         GraphDecoder.compile_body = True
     if a.infer:

@@ -91,8 +91,8 @@ def main():
     p.add_argument("--reference", help="gpu_reference.py, for config a")
     p.add_argument("--rows", type=int, default=14)
     a = p.parse_args()
-    from costmodel import ModelConfig, hybrid_layout, paper_ffn
-    from runs.models import build_model, varlen
+    from costlaw.costmodel import ModelConfig, hybrid_layout, paper_ffn
+    from costlaw.runs.models import build_model, varlen
 
     V = 50304
     for name in a.configs.split(","):

@@ -27,11 +27,10 @@ import time
 from pathlib import Path
 
 import duckdb
-
-from analysis.store import connect_readonly, ingest, query_df
-from analysis.store.synth import write_run
-from costmodel import preset
-from runs.config import DataConfig, RunConfig, TrainConfig
+from costlaw.analysis.store import connect_readonly, ingest, query_df
+from costlaw.analysis.store.synth import write_run
+from costlaw.costmodel import preset
+from costlaw.runs.config import DataConfig, RunConfig, TrainConfig
 
 QUERY = """SELECT family, n_heads, n_kv_heads, n_params, count(*) AS n_runs, avg(final_loss) AS final_loss,
        stddev_samp(final_loss) AS final_loss_std, min(final_loss) AS best

@@ -53,7 +53,7 @@ CONFIGS["b-hybrid-one-mask"] = {**CONFIGS["b-hybrid"], "sink_chunks": False}
 def _extension_configs() -> dict:
     """x and x-hybrid: studies/hybrid-extend's extension stage, read from its spec (the study's own ModelConfigs,
     T and batch), so the benchmark cannot drift from the study."""
-    from sweeps import expand, spec
+    from costlaw.sweeps import expand, spec
 
     runs = expand.expand(spec.load(ROOT / "studies" / "hybrid-extend" / "spec.toml"), "/tmp/unused")
     out = {}
@@ -74,7 +74,7 @@ REFERENCE_ARGS = {
 
 
 def model_config(name: str):
-    from costmodel import ModelConfig
+    from costlaw.costmodel import ModelConfig
 
     spec = CONFIGS[name]
     # the reference's vocabulary, tied embeddings and θ unless the config gives its own (x, x-hybrid)
@@ -83,10 +83,9 @@ def model_config(name: str):
 
 def run_config(name: str, args) -> dict:
     import torch
-
-    from runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
-    from runs.models import Transformer
-    from runs.train import train_run
+    from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
+    from costlaw.runs.models import Transformer
+    from costlaw.runs.train import train_run
 
     spec = CONFIGS[name]
     Transformer.sink_chunks = spec.get("sink_chunks", True)
@@ -128,7 +127,7 @@ def run_config(name: str, args) -> dict:
 
 
 def ideal(full_cfg, hybrid_cfg, T: int) -> dict:
-    from costmodel import c_infer, c_train, kv_cache_bytes, params_total, prefill_flops
+    from costlaw.costmodel import c_infer, c_train, kv_cache_bytes, params_total, prefill_flops
 
     def decode_bytes(c):
         return 2 * params_total(c) + kv_cache_bytes(c, T, "bf16")

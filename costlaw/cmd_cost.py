@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from costmodel.units import binary_bytes, parse_tokens, si, table
+from costlaw.costmodel.units import binary_bytes, parse_tokens, si, table
 
 
 def add_arguments(p):
@@ -52,7 +52,7 @@ FIELD_FLAGS = {"d_model": "--d-model", "n_layers": "--layers", "n_heads": "--hea
 
 def resolve_config(args):
     """The ModelConfig named by --config/--preset and the field and layout flags."""
-    from costmodel import ConfigError
+    from costlaw.costmodel import ConfigError
 
     try:
         return _resolve(args)
@@ -63,7 +63,7 @@ def resolve_config(args):
 
 
 def _resolve(args):
-    from costmodel import ConfigError, KVPolicy, ModelConfig, hybrid_layout, preset
+    from costlaw.costmodel import ConfigError, KVPolicy, ModelConfig, hybrid_layout, preset
 
     if args.config:
         path = Path(args.config)
@@ -124,8 +124,8 @@ def _resolve(args):
 
 
 def main(args) -> int:
-    from costmodel import costs, preset_names
-    from costmodel.errors import ConfigError
+    from costlaw.costmodel import costs, preset_names
+    from costlaw.costmodel.errors import ConfigError
 
     if args.list_presets:
         print("\n".join(preset_names()))

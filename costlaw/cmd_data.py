@@ -42,19 +42,19 @@ def _row(m: dict, path) -> dict:
 
 
 def main(args) -> int:
-    from costmodel.units import table
+    from costlaw.costmodel.units import table
 
     if args.action == "fetch-gpt2":
         from pathlib import Path
 
-        from runs.data.tokenizers import fetch_gpt2
+        from costlaw.runs.data.tokenizers import fetch_gpt2
 
         path = fetch_gpt2(Path(args.dest) if args.dest else None, args.index_url)
         print(f"gpt2.tiktoken (r50k_base, sha256 verified) at {path}")
         return 0
     if args.action == "list":
-        from runs.data.shards import MANIFEST
-        from runs.data.tokenizers import cache_dir
+        from costlaw.runs.data.shards import MANIFEST
+        from costlaw.runs.data.tokenizers import cache_dir
 
         rows = []
         root = cache_dir() / "corpora"
@@ -63,11 +63,11 @@ def main(args) -> int:
                 rows.append(_row(json.loads((d / MANIFEST).read_text()), d))
         print(json.dumps(rows, indent=2) if args.json else table(rows) if rows else f"no prepared corpora in {root}")
         return 0
-    from runs.data.prepare import prepare
-    from runs.data.shards import Corpus
+    from costlaw.runs.data.prepare import prepare
+    from costlaw.runs.data.shards import Corpus
 
     if args.workers is not None and args.workers < 1:
-        from costmodel import ConfigError
+        from costlaw.costmodel import ConfigError
 
         raise ConfigError("--workers", f"must be >= 1, got {args.workers}")
     path = prepare(args.source, args.tokenizer, args.long_docs, out=args.out, workers=args.workers,

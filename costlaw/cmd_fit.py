@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from costmodel.errors import CostlawError
-from costmodel.units import table
+from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.units import table
 
 
 def add_arguments(p):
@@ -64,7 +64,7 @@ def main(args) -> int:
         if not Path(args.data).is_file():
             raise CostlawError(f"--data: no such file {args.data!r}")
         _check_options(args)
-    from fitting import laws
+    from costlaw.fitting import laws
 
     if args.list_laws:
         print(table([{"law": k, "variables": ",".join(v.variables), "params": ",".join(v.params),
@@ -72,7 +72,7 @@ def main(args) -> int:
         return 0
     import numpy as np
 
-    from fitting import bootstrap, fit, get_law, holdout_largest
+    from costlaw.fitting import bootstrap, fit, get_law, holdout_largest
 
     if not args.law:
         raise CostlawError("--law: required; give one of " + ", ".join(sorted(laws())))
@@ -94,7 +94,7 @@ def main(args) -> int:
     parts = [({}, df)] if not groups else [
         (dict(zip(groups, (k if isinstance(k, tuple) else (k,)))), sub)
         for k, sub in df.groupby(groups, sort=True, dropna=False)]
-    from fitting.data import prepare
+    from costlaw.fitting.data import prepare
 
     # Check every group before fitting any, so bad input fails fast with one line.
     data = []
@@ -140,14 +140,14 @@ def main(args) -> int:
                                  y_name=args.y)
             out["holdout"] = ho.to_dict()
             out["holdout"]["by"] = by
-        from fitting.jsonable import jsonable
+        from costlaw.fitting.jsonable import jsonable
 
         results.append(jsonable(out))
         plots.append((_label(g), res, X, y, boot))
         log.done(g, res, time.perf_counter() - t0)
     log.close()
     if args.plot:
-        from fitting.plot import plot_fits
+        from costlaw.fitting.plot import plot_fits
 
         plot_fits(args.plot, plots, x_names=xcols, y_name=args.y)
     if args.json:

@@ -20,10 +20,10 @@ def add_arguments(p):
 def main(args) -> int:
     from pathlib import Path
 
-    from analysis.frontier import COSTS, pareto_sets, points
+    from costlaw.analysis.frontier import COSTS, pareto_sets, points
     from costlaw.cmd_recommend import parse_contexts
-    from costmodel.costs import dtype_bytes
-    from costmodel.units import binary_bytes, si, table
+    from costlaw.costmodel.costs import dtype_bytes
+    from costlaw.costmodel.units import binary_bytes, si, table
 
     contexts = parse_contexts(args.context)
     dtype_bytes(args.dtype)
@@ -31,7 +31,7 @@ def main(args) -> int:
     sets = pareto_sets(df)
     plots = []
     if args.plot:
-        from analysis.figures import frontier as frontier_fig
+        from costlaw.analysis.figures import frontier as frontier_fig
 
         p = Path(args.plot)
         for T in contexts:

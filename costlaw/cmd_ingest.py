@@ -15,8 +15,8 @@ def add_arguments(p):
 
 
 def main(args) -> int:
-    from analysis.store import ingest
-    from costmodel.units import table
+    from costlaw.analysis.store import ingest
+    from costlaw.costmodel.units import table
 
     def progress(line: str) -> None:
         print(f"ingest: {line}", file=sys.stderr)

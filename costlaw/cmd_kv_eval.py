@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from costmodel.errors import CostlawError
+from costlaw.costmodel.errors import CostlawError
 
 
 def _csv(kind):
@@ -45,8 +45,8 @@ def add_arguments(p):
 
 
 def main(args) -> int:
-    from costmodel.units import table
-    from runs.kv.harness import kv_eval_run, parse_policy_runs
+    from costlaw.costmodel.units import table
+    from costlaw.runs.kv.harness import kv_eval_run, parse_policy_runs
 
     policies = _csv(str)(args.policies)
     keeps = _csv(float)(args.keep)

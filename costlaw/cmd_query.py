@@ -15,7 +15,7 @@ FORMATS = ("table", "csv", "json", "parquet")
 def add_arguments(p):
     import argparse
 
-    from analysis.store.views import describe
+    from costlaw.analysis.store.views import describe
 
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = ("tables:\n"
@@ -54,9 +54,9 @@ def _json_default(v):
 
 
 def main(args) -> int:
-    from analysis.store.query import list_objects, query_arrow, query_rows
-    from costmodel.errors import CostlawError
-    from costmodel.units import table
+    from costlaw.analysis.store.query import list_objects, query_arrow, query_rows
+    from costlaw.costmodel.errors import CostlawError
+    from costlaw.costmodel.units import table
 
     if args.out:
         out, db = Path(args.out).resolve(), Path(args.db).resolve()

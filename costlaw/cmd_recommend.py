@@ -91,8 +91,8 @@ def add_arguments(p):
 
 
 def parse_contexts(values) -> list[int]:
-    from costmodel.errors import CostlawError
-    from costmodel.units import parse_tokens
+    from costlaw.costmodel.errors import CostlawError
+    from costlaw.costmodel.units import parse_tokens
 
     out = []
     for arg in values or []:
@@ -109,8 +109,8 @@ def parse_contexts(values) -> list[int]:
 
 
 def build_objective(args):
-    from analysis.objective import Objective, load_calibration, parse_number
-    from costmodel.units import parse_bytes
+    from costlaw.analysis.objective import Objective, load_calibration, parse_number
+    from costlaw.costmodel.units import parse_bytes
 
     cal = load_calibration(args.calibration) if args.calibration else {}
     return Objective(lam=args.lam, alpha=args.alpha, beta=args.beta, dtype=args.dtype,
@@ -124,8 +124,8 @@ def log(msg: str) -> None:
 
 
 def main(args) -> int:
-    from analysis.recommend import FAMILIES, fit_store, load_fits, recommend, render_text, write_tomls
-    from costmodel.errors import CostlawError
+    from costlaw.analysis.recommend import FAMILIES, fit_store, load_fits, recommend, render_text, write_tomls
+    from costlaw.costmodel.errors import CostlawError
 
     contexts = parse_contexts(args.context)
     families = tuple(f.strip() for f in args.families.split(",") if f.strip())
@@ -175,7 +175,7 @@ def record(rec, fs, args) -> tuple[list[dict], str]:
     """Write each context's winner to --db's recommendations table; the JSON entries and the line to print."""
     from pathlib import Path
 
-    from analysis.store.recommendations import recommendation_rows, write_recommendations
+    from costlaw.analysis.store.recommendations import recommendation_rows, write_recommendations
 
     rows = recommendation_rows(rec, source=str(Path(args.db).resolve()), sweep=args.sweep,
                                train_context=fs.train_context)

@@ -27,12 +27,12 @@ def log(msg: str) -> None:
 
 
 def main(args) -> int:
-    from analysis.objective import Objective
-    from analysis.recommend import load_fits
-    from analysis.report import build_report
-    from analysis.report.build import dumps_json
+    from costlaw.analysis.objective import Objective
+    from costlaw.analysis.recommend import load_fits
+    from costlaw.analysis.report import build_report
+    from costlaw.analysis.report.build import dumps_json
     from costlaw.cmd_recommend import parse_contexts
-    from costmodel.errors import CostlawError
+    from costlaw.costmodel.errors import CostlawError
 
     if args.bootstrap < 0:
         raise CostlawError(f"--bootstrap: must be >= 0, got {args.bootstrap}")

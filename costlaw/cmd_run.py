@@ -32,9 +32,9 @@ def main(args) -> int:
     import signal
     import threading
 
-    from costmodel.units import binary_bytes, si, table
-    from runs.config import RunConfig
-    from runs.rundir import RunDir
+    from costlaw.costmodel.units import binary_bytes, si, table
+    from costlaw.runs.config import RunConfig
+    from costlaw.runs.rundir import RunDir
 
     cfg = RunConfig.load(args.config)
     threads = args.threads
@@ -42,7 +42,7 @@ def main(args) -> int:
         threads = 1
     if threads:
         if threads < 0:
-            from costmodel import ConfigError
+            from costlaw.costmodel import ConfigError
 
             raise ConfigError("--threads", f"must be >= 0, got {threads}")
         import torch
@@ -54,7 +54,7 @@ def main(args) -> int:
         summary = rd.summary()
         print(f"run {cfg.run_id} already finished ({summary['status']}) in {run_dir}; remove it to run again")
     else:
-        from runs.train import train_run
+        from costlaw.runs.train import train_run
 
         stop = threading.Event()
 

@@ -76,12 +76,12 @@ def _log(msg: str) -> None:
 
 
 def _plan(args) -> int:
-    from sweeps import expand, plan, spec
+    from costlaw.sweeps import expand, plan, spec
 
     s = spec.load(args.spec)
     runs = expand.expand(s, args.root)
     if args.where:
-        from sweeps.select import select
+        from costlaw.sweeps.select import select
 
         chosen = select(runs, args.where)
         runs = [r for r in runs if r.run_id in chosen]
@@ -98,7 +98,7 @@ def _plan(args) -> int:
 
 
 def _check_run_args(args) -> None:
-    from costmodel import CostlawError
+    from costlaw.costmodel import CostlawError
 
     for flag, v in (("--max-parallel", args.max_parallel), ("--runs-per-gpu", args.runs_per_gpu)):
         if v is not None and v < 1:
@@ -106,7 +106,7 @@ def _check_run_args(args) -> None:
 
 
 def _submit(args) -> int:
-    from sweeps import submit
+    from costlaw.sweeps import submit
 
     _check_run_args(args)
     root = Path(args.root).resolve()
@@ -116,7 +116,7 @@ def _submit(args) -> int:
 
 
 def _resubmit(args) -> int:
-    from sweeps import submit
+    from costlaw.sweeps import submit
 
     _check_run_args(args)
     root = Path(args.root).resolve()
@@ -126,7 +126,7 @@ def _resubmit(args) -> int:
 
 
 def _status(args) -> int:
-    from sweeps import status
+    from costlaw.sweeps import status
 
     st = status.collect(args.root, n_lines=args.lines)
     if args.json:
@@ -137,7 +137,7 @@ def _status(args) -> int:
 
 
 def _after(args, root: Path, executor: str) -> int:
-    from sweeps import status
+    from costlaw.sweeps import status
 
     if executor == "slurm" and args.wait:
         st = status.wait(root, poll_s=args.poll, echo=_log)

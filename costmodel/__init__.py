@@ -1,8 +1,8 @@
 """What a config costs. Pure Python: never imports torch (nor anything else from costlaw)."""
 
-from costmodel.attention import FULL, BlockStrided, Full, SinkWindow, parse_spec
-from costmodel.config import ModelConfig, centred_full_layers, hybrid_layout
-from costmodel.costs import (
+from costlaw.costmodel.attention import FULL, BlockStrided, Full, SinkWindow, parse_spec
+from costlaw.costmodel.config import ModelConfig, centred_full_layers, hybrid_layout
+from costlaw.costmodel.costs import (
     c_infer,
     c_train,
     costs,
@@ -17,10 +17,10 @@ from costmodel.costs import (
     params_total,
     prefill_flops,
 )
-from costmodel.errors import ConfigError, CostlawError
-from costmodel.hardware import GPUS, gpu, roofline
-from costmodel.kvpolicy import METHODS, KVPolicy, policy_flops_per_token, policy_params
-from costmodel.presets import PRESETS, paper_ffn, preset, preset_names
+from costlaw.costmodel.errors import ConfigError, CostlawError
+from costlaw.costmodel.hardware import GPUS, gpu, roofline
+from costlaw.costmodel.kvpolicy import METHODS, KVPolicy, policy_flops_per_token, policy_params
+from costlaw.costmodel.presets import PRESETS, paper_ffn, preset, preset_names
 
 __all__ = [
     "FULL", "BlockStrided", "Full", "SinkWindow", "parse_spec", "ModelConfig", "centred_full_layers",

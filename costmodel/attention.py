@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from costmodel.errors import ConfigError
+from costlaw.costmodel.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 
-from costmodel.attention import FULL, AttentionSpec, Full, decode_layout, encode_layout, parse_spec
-from costmodel.errors import ConfigError
-from costmodel.kvpolicy import KVPolicy
+from costlaw.costmodel.attention import FULL, AttentionSpec, Full, decode_layout, encode_layout, parse_spec
+from costlaw.costmodel.errors import ConfigError
+from costlaw.costmodel.kvpolicy import KVPolicy
 
 _INT_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim", "vocab_size")
 FIELDS = _INT_FIELDS + ("tied_embeddings", "rope_theta", "layout", "kv_policy")
@@ -141,7 +141,7 @@ class ModelConfig:
         d = dict(d)
         base: dict = {}
         if "preset" in d:
-            from costmodel.presets import preset
+            from costlaw.costmodel.presets import preset
 
             base = preset(d.pop("preset")).to_dict()
             if "n_layers" in d and "layout" not in d and "attention" not in d:
@@ -172,7 +172,7 @@ class ModelConfig:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
 
     def to_toml(self, table: str = "model") -> str:
-        from costmodel.tomlw import dumps
+        from costlaw.costmodel.tomlw import dumps
 
         return dumps({table: self.to_dict()} if table else self.to_dict())
 

@@ -12,9 +12,9 @@ Conventions (the GQA paper's Table 2, generalised):
 
 from __future__ import annotations
 
-from costmodel.config import ModelConfig
-from costmodel.errors import ConfigError
-from costmodel.kvpolicy import policy_decode_flops_per_token, policy_flops_per_token, policy_params
+from costlaw.costmodel.config import ModelConfig
+from costlaw.costmodel.errors import ConfigError
+from costlaw.costmodel.kvpolicy import policy_decode_flops_per_token, policy_flops_per_token, policy_params
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 
@@ -168,7 +168,7 @@ def costs(cfg: ModelConfig, T: int, dtype: str = "bf16", generate: int = 0, gpu:
         row["generate"] = generate
         row["decode_flops"] = decode_flops(cfg, T, generate)
     if gpu is not None:
-        from costmodel.hardware import roofline
+        from costlaw.costmodel.hardware import roofline
 
         row.update(roofline(cfg, T, gpu, dtype=dtype, generate=generate))
     return row

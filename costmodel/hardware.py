@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from costmodel.errors import ConfigError
+from costlaw.costmodel.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def gpu(name: str) -> GPU:
 
 def roofline(cfg, T: int, gpu_name: str, dtype: str = "bf16", generate: int = 0) -> dict:
     """Batch-1 lower-bound times: prefill of T tokens, and one decode step at context T."""
-    from costmodel.costs import c_infer, dtype_bytes, kv_cache_bytes, params_total, prefill_flops
+    from costlaw.costmodel.costs import c_infer, dtype_bytes, kv_cache_bytes, params_total, prefill_flops
 
     g = gpu(gpu_name)
     b = dtype_bytes(dtype)

@@ -5,7 +5,7 @@ summed over points, a vectorised grid of starts of which the best distinct ones 
 (analytic gradient, tolerances that do not stall on small objectives), then bootstrap by resampling runs
 and check extrapolation by leaving the largest runs out.
 
-    from fitting import get_law, fit, bootstrap, holdout_largest
+    from costlaw.fitting import get_law, fit, bootstrap, holdout_largest
     law = get_law("gqa-size")                  # L(N) = (a/N)^b + E; also power-plus-constant, chinchilla, compute
     res = fit(law, N, L)                       # N (n,) or (n, 1), L (n,) losses
     res.params, res.objective, res.grad_norm, res.r2, res.n_starts, res.n_at_best, res.success, res.to_dict()
@@ -28,14 +28,14 @@ A law: `law.name`, `law.variables`, `law.params` (natural names), `law.theta_nam
 `register_law(Law(...))` (example in fitting/law.py) or `register_law(LSELaw(...))`.
 """
 
-from fitting.bootstrap import BootstrapResult, bootstrap
-from fitting.fit import FitResult, fit
-from fitting.forms import CHINCHILLA_GRID, chinchilla_optimal
-from fitting.holdout import HoldoutResult, holdout_largest
-from fitting.law import Law, get_law, laws, register_law, unregister_law
-from fitting.lse import LSELaw, power_grid
-from fitting.objective import LOSSES
-from fitting.plot import plot_fits
+from costlaw.fitting.bootstrap import BootstrapResult, bootstrap
+from costlaw.fitting.fit import FitResult, fit
+from costlaw.fitting.forms import CHINCHILLA_GRID, chinchilla_optimal
+from costlaw.fitting.holdout import HoldoutResult, holdout_largest
+from costlaw.fitting.law import Law, get_law, laws, register_law, unregister_law
+from costlaw.fitting.lse import LSELaw, power_grid
+from costlaw.fitting.objective import LOSSES
+from costlaw.fitting.plot import plot_fits
 
 __all__ = ["BootstrapResult", "bootstrap", "FitResult", "fit", "HoldoutResult", "holdout_largest", "Law",
            "get_law", "laws", "register_law", "unregister_law", "CHINCHILLA_GRID", "chinchilla_optimal", "LSELaw",

@@ -15,13 +15,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from costlaw.costmodel.errors import CostlawError
+from costlaw.fitting.data import prepare
+from costlaw.fitting.fit import BOOTSTRAP_FTOL, FitResult, minimise
+from costlaw.fitting.jsonable import jsonable
+from costlaw.fitting.law import Law, get_law
 from threadpoolctl import threadpool_limits
-
-from costmodel.errors import CostlawError
-from fitting.data import prepare
-from fitting.fit import BOOTSTRAP_FTOL, FitResult, minimise
-from fitting.jsonable import jsonable
-from fitting.law import Law, get_law
 
 
 @dataclass

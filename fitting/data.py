@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from costmodel.errors import CostlawError
+from costlaw.costmodel.errors import CostlawError
 
 
 def prepare(law, X, y, x_names=None, y_name: str = "y"):

@@ -13,13 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+from costlaw.costmodel.errors import CostlawError
+from costlaw.fitting.data import prepare
+from costlaw.fitting.law import Law, get_law
+from costlaw.fitting.objective import LOSSES, objective_many, rho, value_and_grad
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
-
-from costmodel.errors import CostlawError
-from fitting.data import prepare
-from fitting.law import Law, get_law
-from fitting.objective import LOSSES, objective_many, rho, value_and_grad
 
 FTOL = 1e-15
 # Bootstrap refits start at the full-data optimum, so their scaled objective stays ~1 and this test is
@@ -72,7 +71,7 @@ class FitResult:
 
     def to_dict(self) -> dict:
         """JSON-ready summary (non-finite numbers become None)."""
-        from fitting.jsonable import jsonable
+        from costlaw.fitting.jsonable import jsonable
 
         return jsonable({
             "law": self.law.name, "formula": self.law.formula, "params": self.params,

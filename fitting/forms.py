@@ -21,9 +21,8 @@ Parameterisation choices (all fitted as LSE of power terms, see fitting/lse.py):
 from __future__ import annotations
 
 import numpy as np
-
-from fitting.law import Law, register_law
-from fitting.lse import LSELaw, power_grid
+from costlaw.fitting.law import Law, register_law
+from costlaw.fitting.lse import LSELaw, power_grid
 
 _EXPONENTS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
 

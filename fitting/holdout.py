@@ -9,12 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from costmodel.errors import CostlawError
-from fitting.data import prepare
-from fitting.fit import FitResult, fit
-from fitting.jsonable import jsonable
-from fitting.law import get_law
+from costlaw.costmodel.errors import CostlawError
+from costlaw.fitting.data import prepare
+from costlaw.fitting.fit import FitResult, fit
+from costlaw.fitting.jsonable import jsonable
+from costlaw.fitting.law import get_law
 
 
 @dataclass

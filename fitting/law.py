@@ -14,7 +14,7 @@ Register a user form with `register_law(Law(...))`. A minimal example, a pure po
 log L = log A + k·log x::
 
     import numpy as np
-    from fitting import Law, register_law
+    from costlaw.fitting import Law, register_law
 
     def log_predict(theta, F):             # theta (m, 2), F = log X (n, 1) -> (m, n)
         return theta[:, :1] + theta[:, 1:2] * F[:, 0]
@@ -39,8 +39,7 @@ import itertools
 from collections.abc import Callable, Mapping
 
 import numpy as np
-
-from costmodel.errors import CostlawError
+from costlaw.costmodel.errors import CostlawError
 
 
 class Law:

@@ -12,8 +12,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-
-from costmodel.errors import CostlawError
+from costlaw.costmodel.errors import CostlawError
 
 
 def plot_fits(path, items, x_names=None, y_name: str = "loss", title: str | None = None) -> Path:

@@ -16,8 +16,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from costmodel import ConfigError, ModelConfig
-from costmodel.tomlw import dumps as toml_dumps
+from costlaw.costmodel import ConfigError, ModelConfig
+from costlaw.costmodel.tomlw import dumps as toml_dumps
 
 # tokenizer -> vocabulary size the model must at least have (byte: 256 bytes + <|endoftext|>)
 TOKENIZER_VOCAB = {"byte": 257, "gpt2": 50257}

@@ -26,13 +26,12 @@ import time
 
 import numpy as np
 import torch
-
-from costmodel import kv_cache_bytes
-from runs.packing import PAD_TARGET, MicroBatch, Packer, materialize, passkey_sequence, passkey_tokens
+from costlaw.costmodel import kv_cache_bytes
+from costlaw.runs.packing import PAD_TARGET, MicroBatch, Packer, materialize, passkey_sequence, passkey_tokens
 
 
 def _autocast(device, dtype):
-    from runs.train import autocast
+    from costlaw.runs.train import autocast
 
     return autocast(device, dtype)
 

@@ -198,7 +198,7 @@ class RunDir:
             return self.summary()
         existing = self.config()
         if existing is not None and existing.get("run_id") != run_id:
-            from costmodel.errors import CostlawError
+            from costlaw.costmodel.errors import CostlawError
 
             raise CostlawError(f"run_dir: {str(self.path)!r} holds run {existing.get('run_id')}, not {run_id}; "
                                "use the run's own directory (<root>/runs/<run_id>)")

@@ -37,12 +37,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from costmodel import costs as analytic_costs
-from costmodel.errors import ConfigError, CostlawError
-from runs.config import RunConfig
-from runs.rundir import CHECKPOINT, RunDir, env_info, repair_jsonl
-from runs.schedule import lr_at
+from costlaw.costmodel import costs as analytic_costs
+from costlaw.costmodel.errors import ConfigError, CostlawError
+from costlaw.runs.config import RunConfig
+from costlaw.runs.rundir import CHECKPOINT, RunDir, env_info, repair_jsonl
+from costlaw.runs.schedule import lr_at
 
 CKPT_FORMAT = 1
 DIVERGE_FACTOR = 10.0
@@ -201,7 +200,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path, device: str = "auto", resume:
     bar on a terminal, else one line per log interval on stderr (rank 0 only); False = silent.
     """
     if cfg.train.trainable == "policy":  # the KV policies' own stage: backbone frozen, policy losses
-        from runs.kv.train_policy import train_policy_run
+        from costlaw.runs.kv.train_policy import train_policy_run
 
         return train_policy_run(cfg, run_dir, device=device, resume=resume, stop_event=stop_event, sweep=sweep,
                                 progress=progress)
@@ -251,7 +250,7 @@ class Trainer:
 
     # ---- run
     def run(self) -> dict:
-        from runs.packing import PackStats
+        from costlaw.runs.packing import PackStats
 
         self.pack = PackStats()
         try:
@@ -292,9 +291,9 @@ class Trainer:
 
     # ---- setup
     def _setup(self):
-        from runs.data import get_tokenizer, load_corpus
-        from runs.models import build_model
-        from runs.packing import Packer, passkey_min_len
+        from costlaw.runs.data import get_tokenizer, load_corpus
+        from costlaw.runs.models import build_model
+        from costlaw.runs.packing import Packer, passkey_min_len
 
         cfg, dev = self.cfg, self.device
         d = cfg.data
@@ -340,7 +339,7 @@ class Trainer:
         self.vocab_log = math.log(self.corpus.vocab_size)
 
     def _restore(self, ck: dict):
-        from runs.packing import PackStats
+        from costlaw.runs.packing import PackStats
 
         if ck.get("run_id") != self.cfg.run_id:
             raise CostlawError(f"checkpoint: {self.rd.file(CHECKPOINT)} belongs to run {ck.get('run_id')}; remove it")
@@ -360,7 +359,7 @@ class Trainer:
         self._log(f"resumed at step {self.step}")
 
     def _start_loader(self):
-        from runs.data.loader import StepLoader
+        from costlaw.runs.data.loader import StepLoader
 
         if getattr(self, "data_state", None) is None:
             self.data_state = self.packer.state_dict()  # the position before any step (the thread runs ahead)
@@ -369,7 +368,7 @@ class Trainer:
 
     # ---- the loop
     def _train_loop(self) -> str:
-        from runs.data.progress import Progress
+        from costlaw.runs.data.progress import Progress
 
         cfg, dev = self.cfg, self.device
         total, log_every, ck_every = self.total_steps, cfg.train.log_every, cfg.train.checkpoint_every
@@ -544,7 +543,7 @@ class Trainer:
     def _finish(self, status: str, evaluate: bool = False, error: str | None = None) -> dict:
         summary_extra = {}
         if evaluate and self.main:
-            from runs.evaluate import evaluate as run_eval
+            from costlaw.runs.evaluate import evaluate as run_eval
 
             self._log("evaluating")
             summary_extra = run_eval(self.model, self.cfg, self.corpus, self.device, self.rd, self.tokenizer,
@@ -567,7 +566,7 @@ class Trainer:
         cost = analytic_costs(cfg.model, cfg.data.seq_len)
         mfu = None
         if dev.type == "cuda" and tok_s:
-            from costmodel.hardware import gpu
+            from costlaw.costmodel.hardware import gpu
 
             try:
                 peak = gpu(torch.cuda.get_device_name(dev)).peak_bf16_flops * self.world

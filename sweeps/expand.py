@@ -15,9 +15,9 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from costmodel import ConfigError, ModelConfig, params_embedding, params_non_embedding, params_total
-from sweeps.formula import compile_formula, evaluate
-from sweeps.spec import FIELD_TYPES, Resources, Spec, Stage
+from costlaw.costmodel import ConfigError, ModelConfig, params_embedding, params_non_embedding, params_total
+from costlaw.sweeps.formula import compile_formula, evaluate
+from costlaw.sweeps.spec import FIELD_TYPES, Resources, Spec, Stage
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def expand(spec: Spec, root: str | Path) -> list[PlannedRun]:
     A first stage runs every point (axes multiplied) for every seed. A stage with `from` runs once per run of
     its parent stage (times its own axes), starting from that run's config: the parent's settings carry over,
     then the stage's axes, set and derived apply, and train.init_from points at the parent's directory."""
-    from runs.config import RunConfig
+    from costlaw.runs.config import RunConfig
 
     total = count(spec)
     if total > spec.runs_cap:
@@ -201,7 +201,7 @@ def coerce(path: str, value, where: str, text: str):
 
 # ---------------------------------------------------------------- formula lookups
 def _model_dict(d: dict, where: str, origins: dict) -> dict:
-    from costmodel.presets import preset
+    from costlaw.costmodel.presets import preset
 
     md = dict(d.get("model", {}))
     if "preset" in md:
@@ -248,7 +248,7 @@ def lookup(d: dict, name: str, where: str, origins: dict):
 
 
 def _section_defaults(sec: str) -> dict:
-    from runs.config import DataConfig, EvalConfig, TrainConfig
+    from costlaw.runs.config import DataConfig, EvalConfig, TrainConfig
 
     cls = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig}[sec]
     return {f.name: f.default for f in dataclasses.fields(cls)}

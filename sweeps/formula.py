@@ -15,8 +15,8 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from costmodel import ConfigError
-from costmodel.presets import paper_ffn
+from costlaw.costmodel import ConfigError
+from costlaw.costmodel.presets import paper_ffn
 
 
 def round_to(x, m):
@@ -85,7 +85,7 @@ def _dotted(node) -> str | None:
 
 
 def _check(node, text: str, where: str, names: list[str]) -> None:
-    from sweeps.spec import SECTIONS, check_path
+    from costlaw.sweeps.spec import SECTIONS, check_path
 
     def bad(what: str):
         raise ConfigError(where, f"{what} is not allowed in formula {text!r}; use numbers, + - * / ** , field "

@@ -4,8 +4,8 @@ assumed MFU, and C_infer / M_infer / KV bytes at the spec's contexts. Pure Pytho
 
 from __future__ import annotations
 
-from costmodel import ConfigError, c_infer, c_train, kv_cache_bytes, m_infer, params_non_embedding, params_total
-from costmodel.hardware import gpu as gpu_lookup
+from costlaw.costmodel import ConfigError, c_infer, c_train, kv_cache_bytes, m_infer, params_non_embedding, params_total
+from costlaw.costmodel.hardware import gpu as gpu_lookup
 
 DEFAULT_MFU = 0.35
 DEFAULT_GPU = "H100"
@@ -53,7 +53,7 @@ def totals(rows: list[dict], gpu: str, mfu: float) -> dict:
 
 def render(spec, rows: list[dict], tot: dict) -> str:
     """The human table of `costlaw sweep plan`."""
-    from costmodel.units import binary_bytes, si, table
+    from costlaw.costmodel.units import binary_bytes, si, table
 
     out = [f"sweep {spec.name}: {tot['runs']} runs ("
            + ", ".join(f"{n} {s}" for s, n in tot["by_stage"].items()) + f"), runs_cap {spec.runs_cap}"]

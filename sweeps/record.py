@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from costmodel import CostlawError
+from costlaw.costmodel import CostlawError
 
 FILE = "sweep.json"
 FORMAT = 1

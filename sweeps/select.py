@@ -7,9 +7,9 @@ start from a parent that never ran.
 
 from __future__ import annotations
 
-from costmodel import ConfigError
-from sweeps.expand import lookup
-from sweeps.formula import compile_formula, evaluate
+from costlaw.costmodel import ConfigError
+from costlaw.sweeps.expand import lookup
+from costlaw.sweeps.formula import compile_formula, evaluate
 
 WHERE = "--where"
 
@@ -35,6 +35,6 @@ def select(runs, expr: str) -> set[str]:
 def largest_first(runs) -> list:
     """`runs` ordered by training FLOPs, largest first (stable): packed on a GPU, the longest runs start
     first so the small ones fill in around them instead of a big one running alone at the end."""
-    from costmodel import c_train
+    from costlaw.costmodel import c_train
 
     return sorted(runs, key=lambda r: -c_train(r.config.model, r.config.data.seq_len) * r.config.total_tokens)

@@ -53,10 +53,10 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from costmodel import ConfigError
-from costmodel.config import FIELDS as MODEL_FIELDS
-from costmodel.kvpolicy import METHODS
-from costmodel.units import parse_tokens
+from costlaw.costmodel import ConfigError
+from costlaw.costmodel.config import FIELDS as MODEL_FIELDS
+from costlaw.costmodel.kvpolicy import METHODS
+from costlaw.costmodel.units import parse_tokens
 
 TOP_KEYS = ("sweep", "base", "axes", "derived", "resources", "stages")
 SWEEP_KEYS = ("name", "description", "runs_cap", "contexts", "seeds")
@@ -70,7 +70,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # ---------------------------------------------------------------- field paths
 def _section_fields() -> dict[str, dict[str, typing.Any]]:
-    from runs.config import DataConfig, EvalConfig, TrainConfig
+    from costlaw.runs.config import DataConfig, EvalConfig, TrainConfig
 
     return {s: typing.get_type_hints(c) for s, c in (("data", DataConfig), ("train", TrainConfig),
                                                      ("eval", EvalConfig))}
@@ -351,7 +351,7 @@ def _list_axis(items, where: str) -> Axis:
 
 
 def _derived(table, where: str, taken: dict[str, str]) -> dict[str, str]:
-    from sweeps.formula import compile_formula
+    from costlaw.sweeps.formula import compile_formula
 
     if not isinstance(table, dict):
         raise ConfigError(where, f"must be a table of field path = \"formula\", got {type(table).__name__}")

@@ -13,8 +13,8 @@ import datetime
 import time
 from pathlib import Path
 
-from sweeps import record
-from sweeps.jobs import pid_alive, slurm_states
+from costlaw.sweeps import record
+from costlaw.sweeps.jobs import pid_alive, slurm_states
 
 STATES = ("pending", "running", "completed", "diverged", "failed", "preempted", "incomplete", "unknown")
 TERMINAL = ("completed", "diverged", "failed")
@@ -60,7 +60,7 @@ def dir_status(rd) -> str:
 
 def run_state(root: Path, run: dict, slurm: dict, live_queue: set) -> tuple[str, str | None]:
     """(state, job state) of one run."""
-    from runs.rundir import RunDir
+    from costlaw.runs.rundir import RunDir
 
     dir_state = dir_status(RunDir(root / "runs" / run["run_id"]))
     job = record.last_job(run)
@@ -127,7 +127,7 @@ def collect(root: str | Path, n_lines: int = 8) -> dict:
 
 
 def _failure(root: Path, run: dict, job: dict | None, n: int) -> dict:
-    from runs.rundir import RunDir
+    from costlaw.runs.rundir import RunDir
 
     rd = RunDir(root / "runs" / run["run_id"])
     out: dict = {"error": None, "train_log": tail(rd.file("train.log"), n)}
@@ -145,7 +145,7 @@ def _failure(root: Path, run: dict, job: dict | None, n: int) -> dict:
 
 def render(st: dict, all_runs: bool = False, max_rows: int = 40) -> str:
     """Counts, a table of the runs (of the unfinished ones only on a large sweep), then each failure's logs."""
-    from costmodel.units import table
+    from costlaw.costmodel.units import table
 
     counts = {k: v for k, v in st["counts"].items() if v}
     out = [f"sweep {st['name']} at {st['root']}: {st['total']} runs: "

@@ -25,10 +25,11 @@ import sys
 import time
 from pathlib import Path
 
-from costmodel import CostlawError
-from sweeps import record
-from sweeps.jobs import slurm_states
-from sweeps.select import largest_first, select
+from costlaw.costmodel import CostlawError
+from costlaw.sweeps import record
+from costlaw.sweeps.jobs import slurm_states
+from costlaw.sweeps.select import largest_first, select
+from costlaw.sweeps.worker import TRAIN_FN
 
 EXECUTORS = ("slurm", "local", "debug")
 
@@ -112,12 +113,12 @@ def new_record(spec, spec_path: str, spec_text: str, root: Path, rows: list[dict
 
 # ---------------------------------------------------------------- submit
 def submit_spec(spec_path: str | Path, root: str | Path, executor: str, *, max_parallel: int | None = None,
-                device: str = "auto", gpu: str = "H100", mfu: float = 0.35, train_fn: str = "runs.train:train_run",
+                device: str = "auto", gpu: str = "H100", mfu: float = 0.35, train_fn: str = TRAIN_FN,
                 progress: bool | None = None, runs_per_gpu: int = 1, where: str | None = None) -> dict:
     """`costlaw sweep submit`: validate everything, then create the root, write sweep.json and submit.
     `where` (a formula over each run's config) submits only the runs it selects, and their parents."""
-    from costmodel import ConfigError
-    from sweeps import expand, plan, spec
+    from costlaw.costmodel import ConfigError
+    from costlaw.sweeps import expand, plan, spec
 
     root = Path(root).resolve()
     p = Path(spec_path)
@@ -142,12 +143,12 @@ def submit_spec(spec_path: str | Path, root: str | Path, executor: str, *, max_p
 
 
 def submit(doc: dict, runs, root: Path, executor: str, *, only: set[str] | None = None, max_parallel: int | None = None,
-           device: str = "auto", train_fn: str = "runs.train:train_run", progress: bool | None = None,
+           device: str = "auto", train_fn: str = TRAIN_FN, progress: bool | None = None,
            runs_per_gpu: int = 1) -> dict:
     """Submit the runs of `doc` that are neither done nor active (restricted to `only` run ids if given).
     `runs` are the PlannedRuns (same order as doc["runs"]). Returns a summary of what was submitted."""
-    from runs.rundir import RunDir
-    from sweeps.status import live_queue, run_state
+    from costlaw.runs.rundir import RunDir
+    from costlaw.sweeps.status import live_queue, run_state
 
     by_id = {r.run_id: r for r in runs}
     recs = {r["run_id"]: r for r in doc["runs"]}
@@ -182,7 +183,7 @@ def submit(doc: dict, runs, root: Path, executor: str, *, only: set[str] | None 
         return sub
 
     def tasks_for(r):
-        from sweeps.worker import RunTask
+        from costlaw.sweeps.worker import RunTask
 
         threads = r.resources.cpus if executor != "debug" else 0
         return RunTask(str(root), r.config.to_dict(), r.run_id, sweep=doc["name"], parent_id=r.parent_id,
@@ -210,10 +211,10 @@ def submit(doc: dict, runs, root: Path, executor: str, *, only: set[str] | None 
 
 
 def resubmit(root: str | Path, executor: str | None = None, *, max_parallel: int | None = None, device: str = "auto",
-             train_fn: str = "runs.train:train_run", progress: bool | None = None, runs_per_gpu: int = 1) -> dict:
+             train_fn: str = TRAIN_FN, progress: bool | None = None, runs_per_gpu: int = 1) -> dict:
     """`costlaw sweep resubmit --failed`: the runs that failed, were preempted and are not running, or never
     finished, again under their run ids (they resume from their checkpoints). Default executor: the last one."""
-    from sweeps import status
+    from costlaw.sweeps import status
 
     root = Path(root).resolve()
     doc = record.load(root)
@@ -231,9 +232,9 @@ def resubmit(root: str | Path, executor: str | None = None, *, max_parallel: int
 
 def planned_from_record(doc: dict):
     """The PlannedRuns of a submitted sweep, rebuilt from sweep.json (the spec file may have moved or changed)."""
-    from runs.config import RunConfig
-    from sweeps.expand import PlannedRun
-    from sweeps.spec import Resources
+    from costlaw.runs.config import RunConfig
+    from costlaw.sweeps.expand import PlannedRun
+    from costlaw.sweeps.spec import Resources
 
     out = []
     for r in doc["runs"]:
@@ -331,9 +332,8 @@ def _run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_p
     """Throttled local runs. `runs_per_gpu` > 1 packs several runs on each GPU (small models leave most of
     an H100 idle, so packing them can beat one run at a time; studies measure which is faster)."""
     import submitit
-
-    from runs.rundir import RunDir
-    from sweeps.status import dir_status
+    from costlaw.runs.rundir import RunDir
+    from costlaw.sweeps.status import dir_status
 
     gpus = visible_gpus()
     need = max(r.resources.gpus for r in todo)
@@ -402,9 +402,8 @@ def _run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_p
 
 def _run_debug(todo, tasks_for, note, folder: Path, root: Path, doc: dict) -> dict:
     import submitit
-
-    from runs.rundir import RunDir
-    from sweeps.status import dir_status
+    from costlaw.runs.rundir import RunDir
+    from costlaw.sweeps.status import dir_status
 
     ex = submitit.AutoExecutor(folder=folder / "debug" / "%j", cluster="debug")
     outcome: dict[str, str] = {}

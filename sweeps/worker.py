@@ -26,6 +26,8 @@ from pathlib import Path
 
 import submitit
 
+TRAIN_FN = "costlaw.runs.train:train_run"  # "module:function" a task calls
+
 
 class ParentNotCompleted(RuntimeError):
     """A later-stage run whose parent run did not finish with status completed."""
@@ -34,7 +36,7 @@ class ParentNotCompleted(RuntimeError):
 class RunTask(submitit.helpers.Checkpointable):
     def __init__(self, root: str, config: dict, run_id: str, sweep: str | None = None, parent_id: str | None = None,
                  threads: int = 0, device: str = "auto", gpus: int = 0, checkpoint_wait_s: float = 60.0,
-                 train_fn: str = "runs.train:train_run"):
+                 train_fn: str = TRAIN_FN):
         self.root = str(root)
         self.config = config
         self.run_id = run_id
@@ -69,7 +71,7 @@ class RunTask(submitit.helpers.Checkpointable):
         return f"RunTask({self.run_id}, sweep={self.sweep!r})"
 
     def __call__(self) -> dict:
-        from runs.config import RunConfig
+        from costlaw.runs.config import RunConfig
 
         cfg = RunConfig.from_dict(self.config)
         if cfg.run_id != self.run_id:

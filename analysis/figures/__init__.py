@@ -11,10 +11,10 @@ returns the two paths; with no data it raises a one-line CostlawError instead of
   position_loss(df, path)                loss by position per run
 """
 
-from analysis.figures.costs import bars_frame, cost_bars, frontier
-from analysis.figures.laws import law_curves, loss_vs_heads
-from analysis.figures.style import PALETTE, outputs
-from analysis.figures.training import position_loss, training_curves
+from costlaw.analysis.figures.costs import bars_frame, cost_bars, frontier
+from costlaw.analysis.figures.laws import law_curves, loss_vs_heads
+from costlaw.analysis.figures.style import PALETTE, outputs
+from costlaw.analysis.figures.training import position_loss, training_curves
 
 __all__ = ["bars_frame", "cost_bars", "frontier", "law_curves", "loss_vs_heads", "PALETTE", "outputs",
            "position_loss", "training_curves"]

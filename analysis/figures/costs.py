@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
-from analysis.figures.laws import check_frame
-from analysis.figures.style import bytes_unit, colour, marker, new_figure, no_data, plain_log_ticks, save, style
+from costlaw.analysis.figures.laws import check_frame
+from costlaw.analysis.figures.style import bytes_unit, colour, marker, new_figure, no_data, plain_log_ticks, save, style
 
 BAR_COLUMNS = ("context", "which", "label", "m_invariant_bytes", "kv_cache_bytes", "c_invariant_flops",
                "c_attention_flops")
@@ -37,9 +36,8 @@ def cost_bars(df, path, dtype: str = "bf16") -> list:
     """Memory and FLOPs per token of the standard vs the recommended config at each context, stacked:
     time-invariant part (weights / 2N) below, context-dependent part (KV cache / attention) above. Bars carry
     a key letter (S: the standard; A, B, ...: the recommended configs) explained under the panels."""
+    from costlaw.analysis.figures.style import si_label
     from matplotlib.ticker import FuncFormatter
-
-    from analysis.figures.style import si_label
 
     check_frame(df, BAR_COLUMNS, "cost-bars")
     if not len(df) or set(df["which"]) != {"standard", "recommended"}:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
-from analysis.figures.style import colour, marker, new_figure, no_data, save, style
-from costmodel.errors import CostlawError
+from costlaw.analysis.figures.style import colour, marker, new_figure, no_data, save, style
+from costlaw.costmodel.errors import CostlawError
 
 
 def pick_series(runs, size=None):
@@ -34,7 +33,7 @@ def loss_vs_heads(runs, path, size=None) -> list:
     runs: a frame with family, d_model, n_layers, n_heads, n_kv_heads, loss (e.g. the store's completed runs
     with loss = val_loss); size: (d_model, n_layers), default the shape with the most head counts.
     """
-    from fitting import fit, get_law
+    from costlaw.fitting import fit, get_law
 
     d, L, rule, g, shape_runs = pick_series(runs, size)
     if len(g) == 0 or g["n_heads"].nunique() < 3:
@@ -68,8 +67,8 @@ def loss_vs_heads(runs, path, size=None) -> list:
 
 def law_curves(fitset, path) -> list:
     """Each candidate's ladder (points) and fitted L(N) = (a/N)^b + E (line) with its bootstrap 95% band."""
-    from analysis.recommend import predict_samples
-    from fitting import get_law
+    from costlaw.analysis.recommend import predict_samples
+    from costlaw.fitting import get_law
 
     cands = [c for c in fitset.candidates if not c.base and any("loss" in p for p in c.ladder)]
     if not cands:

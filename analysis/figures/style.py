@@ -8,7 +8,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from costmodel.errors import CostlawError
+from costlaw.costmodel.errors import CostlawError
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision deficiencies
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from analysis.figures.laws import check_frame
-from analysis.figures.style import colour, marker, new_figure, no_data, save, style
+from costlaw.analysis.figures.laws import check_frame
+from costlaw.analysis.figures.style import colour, marker, new_figure, no_data, save, style
 
 
 def _series(df):

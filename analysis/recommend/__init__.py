@@ -21,11 +21,11 @@ Modules: candidates (candidates, labels, selection), fitsfile (the --fits schema
 the store's runs), search (size, price, pick), render (text and TOML output).
 """
 
-from analysis.recommend.candidates import FAMILIES, PAPER_PAIRS, Candidate, FitSet, select
-from analysis.recommend.fitsfile import load_fits
-from analysis.recommend.fromstore import fit_runs, fit_store, kv_policy_rows, load_runs
-from analysis.recommend.render import candidate_rows, render_text, toml_text, write_tomls
-from analysis.recommend.search import Evaluated, Recommendation, predict_samples, recommend
+from costlaw.analysis.recommend.candidates import FAMILIES, PAPER_PAIRS, Candidate, FitSet, select
+from costlaw.analysis.recommend.fitsfile import load_fits
+from costlaw.analysis.recommend.fromstore import fit_runs, fit_store, kv_policy_rows, load_runs
+from costlaw.analysis.recommend.render import candidate_rows, render_text, toml_text, write_tomls
+from costlaw.analysis.recommend.search import Evaluated, Recommendation, predict_samples, recommend
 
 __all__ = ["FAMILIES", "PAPER_PAIRS", "Candidate", "FitSet", "select", "load_fits", "fit_runs", "fit_store",
            "kv_policy_rows", "load_runs", "candidate_rows", "render_text", "toml_text", "write_tomls", "Evaluated",

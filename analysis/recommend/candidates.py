@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from analysis.shape import Template
-from costmodel.errors import CostlawError
+from costlaw.analysis.shape import Template
+from costlaw.costmodel.errors import CostlawError
 
 FITS_FORMAT = "costlaw-fits/1"
 HEADS = (1, 2, 4, 8, 16, 32)

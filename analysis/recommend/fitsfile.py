@@ -37,8 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-
-from analysis.recommend.candidates import (
+from costlaw.analysis.recommend.candidates import (
     FAMILIES,
     FITS_FORMAT,
     Candidate,
@@ -48,14 +47,14 @@ from analysis.recommend.candidates import (
     pair_label,
     policy_label,
 )
-from analysis.shape import Anchor, Template
-from costmodel import KVPolicy
-from costmodel.errors import CostlawError
+from costlaw.analysis.shape import Anchor, Template
+from costlaw.costmodel import KVPolicy
+from costlaw.costmodel.errors import CostlawError
 
 
 def load_fits(path: str | Path) -> FitSet:
     """A fits file (schema in the module doc) as a FitSet; every problem is one line naming its JSON path."""
-    from fitting import get_law
+    from costlaw.fitting import get_law
 
     p = Path(path)
     if not p.is_file():
@@ -115,7 +114,7 @@ def _candidate_from_json(e, i: int, defaults: dict, law) -> Candidate:
         if not isinstance(sparse, str) or not isinstance(frac, (int, float)) or not 0 < frac <= 1:
             raise CostlawError(f"--fits: {where} is hybrid; give sparse (e.g. \"sink_window(4,1024)\") and "
                                "full_fraction in (0, 1]")
-        from costmodel.attention import parse_spec
+        from costlaw.costmodel.attention import parse_spec
 
         try:
             sparse = parse_spec(sparse, f"{where}.sparse").spec()

@@ -8,8 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
-
-from analysis.recommend.candidates import (
+from costlaw.analysis.recommend.candidates import (
     FAMILIES,
     MIN_SIZES,
     Candidate,
@@ -19,11 +18,11 @@ from analysis.recommend.candidates import (
     pair_label,
     policy_label,
 )
-from analysis.recommend.fitsfile import on_dense
-from analysis.shape import Anchor, Template
-from costmodel import KVPolicy, paper_ffn
-from costmodel.attention import Full, decode_layout
-from costmodel.errors import CostlawError
+from costlaw.analysis.recommend.fitsfile import on_dense
+from costlaw.analysis.shape import Anchor, Template
+from costlaw.costmodel import KVPolicy, paper_ffn
+from costlaw.costmodel.attention import Full, decode_layout
+from costlaw.costmodel.errors import CostlawError
 
 RUN_COLUMNS = ("run_id, sweep, stage, seq_len, family, d_model, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, "
                "vocab_size, tied_embeddings, rope_theta, layout, n_full_layers, kv_method, kv_keep, kv_budget, "
@@ -32,7 +31,7 @@ RUN_COLUMNS = ("run_id, sweep, stage, seq_len, family, d_model, n_layers, n_head
 
 def load_runs(db, sweep: str | None = None):
     """Completed runs (pandas) with `loss` = val_loss, else final_loss."""
-    from analysis.store import query_df
+    from costlaw.analysis.store import query_df
 
     where = "status = 'completed'"
     if sweep:
@@ -59,7 +58,7 @@ def fit_store(db, *, families=FAMILIES, n_boot: int = 200, seed: int = 0, min_si
 
 
 def kv_policy_rows(db, sweep):
-    from analysis.store import query_df
+    from costlaw.analysis.store import query_df
 
     where = "WHERE r.status = 'completed'" + (f" AND r.sweep = '{sweep}'" if sweep else "")
     return query_df(db, "SELECT k.*, r.stage, r.family AS run_family, r.layout FROM kv_policy_evals k "
@@ -91,7 +90,7 @@ def fit_runs(df, kv=None, *, source: str = "runs", families=FAMILIES, n_boot: in
     df: rows of the store's `runs` table (RUN_COLUMNS) plus `loss`; kv: the `kv_policy_evals` view (or None).
     Only runs at one training context are pooled: `train_context`, else the seq_len with the most runs.
     """
-    from fitting import bootstrap, fit, get_law
+    from costlaw.fitting import bootstrap, fit, get_law
 
     law = get_law("gqa-size")
     notes: list[str] = []
@@ -209,6 +208,6 @@ def _policies_from_store(kv, cands, sel, train_context, show_dh, notes) -> list[
 
 
 def _methods():
-    from costmodel import METHODS
+    from costlaw.costmodel import METHODS
 
     return METHODS

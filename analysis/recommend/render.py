@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from costmodel.units import binary_bytes, si, table
+from costlaw.costmodel.units import binary_bytes, si, table
 
 
 def write_tomls(rec, path) -> list[Path]:

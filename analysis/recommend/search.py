@@ -7,9 +7,8 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from analysis.objective import Objective
-from analysis.recommend.candidates import (
+from costlaw.analysis.objective import Objective
+from costlaw.analysis.recommend.candidates import (
     DEFAULT_STANDARD,
     EXTRAPOLATION_WARN,
     FAMILIES,
@@ -19,8 +18,8 @@ from analysis.recommend.candidates import (
     as_floats,
     select,
 )
-from analysis.shape import Shape, shape
-from costmodel.errors import CostlawError
+from costlaw.analysis.shape import Shape, shape
+from costlaw.costmodel.errors import CostlawError
 
 
 @dataclass
@@ -62,7 +61,7 @@ class Evaluated:
 
 def evaluate(cand: Candidate, target: float, contexts: list[int], objective: Objective,
              d_multiple: int | None = None) -> Evaluated:
-    from fitting import get_law
+    from costlaw.fitting import get_law
 
     if not cand.fitted:
         return Evaluated(cand, "unfit", cand.reason or "no law")

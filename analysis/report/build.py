@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from costmodel.errors import CostlawError
-from costmodel.units import binary_bytes, si
+from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.units import binary_bytes, si
 
 PAPER_CONTEXTS = (8192, 16384, 32768, 65536, 131072)
 
@@ -62,12 +62,12 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
     """See the module doc. `fits`: a FitSet to use instead of fitting the store again (the quickstart
     passes the one it printed its recommendation from). `sweep`: only that sweep's runs (a results file
     that also holds other studies' runs)."""
-    from analysis import figures as F
-    from analysis.frontier import pareto_sets, points_from
-    from analysis.objective import Objective
-    from analysis.recommend import fit_store, kv_policy_rows, load_runs, recommend
-    from analysis.report.data import environment, labelled_runs, position_frame, steps_frame
-    from analysis.report.render import to_html, to_markdown
+    from costlaw.analysis import figures as F
+    from costlaw.analysis.frontier import pareto_sets, points_from
+    from costlaw.analysis.objective import Objective
+    from costlaw.analysis.recommend import fit_store, kv_policy_rows, load_runs, recommend
+    from costlaw.analysis.report.data import environment, labelled_runs, position_frame, steps_frame
+    from costlaw.analysis.report.render import to_html, to_markdown
 
     say = progress or (lambda _m: None)
     out = Path(out)
@@ -179,7 +179,7 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
 
 
 def _recommendation_blocks(rec, res) -> list:
-    from analysis.recommend import candidate_rows, toml_text
+    from costlaw.analysis.recommend import candidate_rows, toml_text
 
     obj = rec.objective.describe()
     blocks = [("p", res.target_note), ("p", f"Objective: {obj['z']} (M = {obj['M']}, C = {obj['C']})."),
@@ -229,7 +229,7 @@ def res_notes(rec) -> list[str]:
 
 
 def _write_tomls(rec, out: Path) -> list[Path]:
-    from analysis.recommend import write_tomls
+    from costlaw.analysis.recommend import write_tomls
 
     return write_tomls(rec, out / "recommended" / "model.toml")
 

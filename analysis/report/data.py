@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from analysis.frontier import run_label
+from costlaw.analysis.frontier import run_label
 
 MAX_CURVE_RUNS = 40  # training curves: at most this many runs, spread over the config labels
 MAX_CURVE_POINTS = 300  # per run
@@ -38,7 +38,7 @@ def _in(ids) -> str:
 
 
 def steps_frame(db, runs):
-    from analysis.store import query_df
+    from costlaw.analysis.store import query_df
 
     ids = pick_runs(runs)
     if not ids:
@@ -57,7 +57,7 @@ def steps_frame(db, runs):
 
 def position_frame(db, runs):
     """Loss by position at each run's largest evaluated context."""
-    from analysis.store import query_df
+    from costlaw.analysis.store import query_df
 
     df = query_df(db, "SELECT p.run_id, p.context, p.bucket, p.start_pos, p.end_pos, p.loss FROM position_loss p "
                       "JOIN runs r USING (run_id) WHERE r.status = 'completed'", engine="pandas")
@@ -70,7 +70,7 @@ def position_frame(db, runs):
 
 def environment(db) -> dict:
     """Distinct GPUs, torch versions, git commits, ... over all ingested runs, with counts; and run statuses."""
-    from analysis.store import query_df
+    from costlaw.analysis.store import query_df
 
     out = {}
     for col in ("gpu", "device", "torch", "cuda", "python", "git_commit", "git_dirty", "hostname", "costlaw_version",

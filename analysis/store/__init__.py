@@ -31,12 +31,12 @@ Python API: `ingest(root, db) -> IngestReport`, `connect_readonly(db)`, `query_d
 `table_df(db, name, engine)`, `query_arrow(db, sql)`, `check_sql(sql)`, `write_fits(db, rows)`.
 """
 
-from analysis.store.fits import write_fits
-from analysis.store.frames import query_df, table_df
-from analysis.store.ingest import IngestReport, ingest
-from analysis.store.query import check_sql, connect_readonly, list_objects, query_arrow, query_rows
-from analysis.store.schema import SCHEMA_VERSION
-from analysis.store.views import VIEWS
+from costlaw.analysis.store.fits import write_fits
+from costlaw.analysis.store.frames import query_df, table_df
+from costlaw.analysis.store.ingest import IngestReport, ingest
+from costlaw.analysis.store.query import check_sql, connect_readonly, list_objects, query_arrow, query_rows
+from costlaw.analysis.store.schema import SCHEMA_VERSION
+from costlaw.analysis.store.views import VIEWS
 
 # polars is imported only when ingesting or building frames, so `costlaw query` starts fast
 __all__ = ["write_fits", "query_df", "table_df", "IngestReport", "ingest", "check_sql", "connect_readonly",

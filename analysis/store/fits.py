@@ -9,12 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
-from analysis.store.flatten import canonical_json
-from analysis.store.lock import DEFAULT_WAIT_S, connect, write_lock
-from analysis.store.query import existing_db
-from analysis.store.schema import migrate
-from analysis.store.views import create_views
-from costmodel.errors import CostlawError
+from costlaw.analysis.store.flatten import canonical_json
+from costlaw.analysis.store.lock import DEFAULT_WAIT_S, connect, write_lock
+from costlaw.analysis.store.query import existing_db
+from costlaw.analysis.store.schema import migrate
+from costlaw.analysis.store.views import create_views
+from costlaw.costmodel.errors import CostlawError
 
 FIT_COLUMNS = ("fit_id", "created", "law", "group_keys", "params", "objective", "r2", "n_points", "stderr", "ci95",
                "source_query", "extra")

@@ -12,8 +12,8 @@ import hashlib
 import json
 import math
 
-from costmodel import ModelConfig, costs
-from costmodel.errors import ConfigError
+from costlaw.costmodel import ModelConfig, costs
+from costlaw.costmodel.errors import ConfigError
 
 
 class Corrupt(Exception):

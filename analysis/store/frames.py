@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from analysis.store.lock import DEFAULT_WAIT_S
-from analysis.store.query import connect_readonly, execute
-from costmodel.errors import CostlawError
+from costlaw.analysis.store.lock import DEFAULT_WAIT_S
+from costlaw.analysis.store.query import connect_readonly, execute
+from costlaw.costmodel.errors import CostlawError
 
 ENGINES = ("polars", "pandas")
 

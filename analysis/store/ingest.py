@@ -18,14 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from analysis.store.flatten import Corrupt, run_row, runs_schema
-from analysis.store.lock import DEFAULT_WAIT_S, connect, write_lock
-from analysis.store.schema import SCHEMA_VERSION, V2_EVAL_TAGS, migrate
-from analysis.store.views import create_views
-from costmodel.errors import CostlawError
+from costlaw.analysis.store.flatten import Corrupt, run_row, runs_schema
+from costlaw.analysis.store.lock import DEFAULT_WAIT_S, connect, write_lock
+from costlaw.analysis.store.schema import SCHEMA_VERSION, V2_EVAL_TAGS, migrate
+from costlaw.analysis.store.views import create_views
+from costlaw.costmodel.errors import CostlawError
 
 if TYPE_CHECKING:
-    from analysis.store.rundirs import Found
+    from costlaw.analysis.store.rundirs import Found
 
 BATCH_BYTES = 128 << 20  # metrics bytes parsed per transaction: bounds memory on big roots
 
@@ -66,7 +66,7 @@ def _item(f: Found, reason: str | None = None) -> dict:
 def ingest(root, db, *, wait: float = DEFAULT_WAIT_S, progress: Callable[[str], None] | None = None,
            batch_bytes: int = BATCH_BYTES) -> IngestReport:
     """Load the complete run directories under `root` into `db` (created if absent); see the module doc."""
-    from analysis.store.rundirs import classify, find_run_dirs  # polars: imported when ingesting, not on import
+    from costlaw.analysis.store.rundirs import classify, find_run_dirs  # polars: imported when ingesting, not on import
 
     t0 = time.perf_counter()
     root, db = Path(root), Path(db)
@@ -126,7 +126,7 @@ def ingest(root, db, *, wait: float = DEFAULT_WAIT_S, progress: Callable[[str], 
 
 
 def _batches(todo: list[tuple[Found, bool]], limit: int):
-    from analysis.store.rundirs import METRICS, file_size
+    from costlaw.analysis.store.rundirs import METRICS, file_size
 
     batch, size = [], 0
     for item in todo:
@@ -142,8 +142,7 @@ def _batches(todo: list[tuple[Found, bool]], limit: int):
 
 def _load_batch(con, batch: list[tuple[Found, bool]], ingested_at, report: IngestReport) -> None:
     import polars as pl
-
-    from analysis.store.rundirs import DONE, EVALS, METRICS, file_size, parse_evals, parse_steps
+    from costlaw.analysis.store.rundirs import DONE, EVALS, METRICS, file_size, parse_evals, parse_steps
 
     bad: dict[str, tuple[Found, str, str]] = {}  # run_id -> (found, list name, reason)
     rows: dict[str, dict] = {}

@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 import duckdb
-
-from costmodel.errors import CostlawError
+from costlaw.costmodel.errors import CostlawError
 
 DEFAULT_WAIT_S = 10.0
 

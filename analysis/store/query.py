@@ -13,10 +13,9 @@ import re
 from pathlib import Path
 
 import duckdb
-
-from analysis.store.lock import DEFAULT_WAIT_S, connect
-from analysis.store.schema import check_not_newer, version
-from costmodel.errors import CostlawError
+from costlaw.analysis.store.lock import DEFAULT_WAIT_S, connect
+from costlaw.analysis.store.schema import check_not_newer, version
+from costlaw.costmodel.errors import CostlawError
 
 READ_ONLY_PRAGMAS = {"show_tables", "show_tables_expanded", "table_info", "show", "database_size", "version",
                      "platform", "database_list", "storage_info", "functions", "collations"}

@@ -11,12 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
-from analysis.store.flatten import canonical_json
-from analysis.store.lock import DEFAULT_WAIT_S, connect, write_lock
-from analysis.store.query import existing_db
-from analysis.store.schema import migrate
-from analysis.store.views import create_views
-from costmodel.errors import CostlawError
+from costlaw.analysis.store.flatten import canonical_json
+from costlaw.analysis.store.lock import DEFAULT_WAIT_S, connect, write_lock
+from costlaw.analysis.store.query import existing_db
+from costlaw.analysis.store.schema import migrate
+from costlaw.analysis.store.views import create_views
+from costlaw.costmodel.errors import CostlawError
 
 REC_COLUMNS = ("rec_id", "recorded_at", "model_id", "candidate", "family", "context", "target_loss", "predicted_loss",
                "predicted_lo", "predicted_hi", "extrapolation", "params_non_embedding", "n_star", "m_infer_bytes",

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
-
-from analysis.store.flatten import Corrupt, canonical_json
+from costlaw.analysis.store.flatten import Corrupt, canonical_json
 
 CONFIG, METRICS, EVALS, SUMMARY, DONE = "config.json", "metrics.jsonl", "evals.jsonl", "summary.json", "DONE"
 TERMINAL = ("completed", "diverged", "failed")

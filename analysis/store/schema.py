@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from costmodel.errors import CostlawError
+from costlaw.costmodel.errors import CostlawError
 
 V1_RUNS = """
 CREATE TABLE runs (

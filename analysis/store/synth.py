@@ -13,8 +13,8 @@ import os
 import random
 from pathlib import Path
 
-from analysis.store.flatten import run_id_of
-from costmodel import ModelConfig, costs
+from costlaw.analysis.store.flatten import run_id_of
+from costlaw.costmodel import ModelConfig, costs
 
 
 def _write(path: Path, text: str) -> None:

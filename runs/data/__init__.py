@@ -5,9 +5,9 @@ use); `prepare_corpus(...)` writes one explicitly (runs.data.prepare.load / .pre
 in `runs.data.loader`.
 """
 
-from runs.data.prepare import load as load_corpus
-from runs.data.prepare import prepare as prepare_corpus
-from runs.data.shards import Corpus, Split
-from runs.data.tokenizers import fetch_gpt2, find_gpt2, get_tokenizer
+from costlaw.runs.data.prepare import load as load_corpus
+from costlaw.runs.data.prepare import prepare as prepare_corpus
+from costlaw.runs.data.shards import Corpus, Split
+from costlaw.runs.data.tokenizers import fetch_gpt2, find_gpt2, get_tokenizer
 
 __all__ = ["Corpus", "Split", "fetch_gpt2", "find_gpt2", "get_tokenizer", "load_corpus", "prepare_corpus"]

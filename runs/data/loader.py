@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from runs.models.varlen import cu_seqlens
-from runs.packing import HostBatch, MicroBatch, Packer, materialize
+from costlaw.runs.models.varlen import cu_seqlens
+from costlaw.runs.packing import HostBatch, MicroBatch, Packer, materialize
 
 
 @dataclass

@@ -27,12 +27,11 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-
-from costmodel.errors import ConfigError, CostlawError
-from runs.data import sources
-from runs.data.progress import Progress
-from runs.data.shards import MANIFEST, SPLITS, Corpus
-from runs.data.tokenizers import GPT2Tokenizer, cache_dir, find_gpt2, get_tokenizer
+from costlaw.costmodel.errors import ConfigError, CostlawError
+from costlaw.runs.data import sources
+from costlaw.runs.data.progress import Progress
+from costlaw.runs.data.shards import MANIFEST, SPLITS, Corpus
+from costlaw.runs.data.tokenizers import GPT2Tokenizer, cache_dir, find_gpt2, get_tokenizer
 
 FORMAT = 1
 VAL_FRACTION = 0.05  # share of documents (by content hash) held out for validation
@@ -254,7 +253,7 @@ def load(spec: str, tokenizer: str = "byte", long_docs: bool = True, progress: b
     `synthetic` is random tokens in log-normal documents (mean 2,000 tokens) for throughput benchmarks:
     nothing to read, nothing to learn."""
     if spec == SYNTHETIC:
-        from runs.data.tokenizers import ByteTokenizer, GPT2Tokenizer
+        from costlaw.runs.data.tokenizers import ByteTokenizer, GPT2Tokenizer
 
         vocab = {"byte": ByteTokenizer.vocab_size, "gpt2": GPT2Tokenizer.vocab_size}[tokenizer]
         return Corpus.synthetic(n_docs=4000, mean_len=2000, vocab=vocab, seed=0, val_docs=200)

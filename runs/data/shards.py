@@ -16,8 +16,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-
-from costmodel.errors import CostlawError
+from costlaw.costmodel.errors import CostlawError
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")

@@ -20,8 +20,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
-from costmodel.errors import CostlawError
+from costlaw.costmodel.errors import CostlawError
 
 EOT_TEXT = "<|endoftext|>"
 R50K_URL = "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken"

@@ -2,8 +2,8 @@
 policies (Locret retaining heads, KV-Distill scorer + LoRA) and InfiniPot's pot, behind one decode-path
 interface (`PolicyModel`), plus their training stage (`train_policy`) and evaluation harness (`harness`)."""
 
-from runs.kv.base import FullCacheModel, Policy, PolicyModel, make_cache
-from runs.kv.registry import POLICIES, attach_policy, build_policy, module_state, policy_model, policy_module
+from costlaw.runs.kv.base import FullCacheModel, Policy, PolicyModel, make_cache
+from costlaw.runs.kv.registry import POLICIES, attach_policy, build_policy, module_state, policy_model, policy_module
 
 __all__ = ["FullCacheModel", "POLICIES", "Policy", "PolicyModel", "attach_policy", "build_policy", "make_cache",
            "module_state", "policy_model", "policy_module"]

@@ -29,9 +29,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from costmodel import ModelConfig, kv_tokens_per_layer
-from runs.models.kv_cache import KVCache, LayerCache
+from costlaw.costmodel import ModelConfig, kv_tokens_per_layer
+from costlaw.runs.models.kv_cache import KVCache, LayerCache
 
 PROTECT = 1e12  # priority of a protected slot, plus its sequence index (float64 holds both exactly)
 _ATTN_BLOCK = 256  # queries per block when summing attention weights (bounds the [n, slots] buffer)

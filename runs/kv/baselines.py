@@ -19,8 +19,7 @@ than the policy's kept tokens between calls.
 from __future__ import annotations
 
 import torch
-
-from runs.kv.base import PROTECT, Policy, attention_mass, pool_in_sequence_order, recent_mask
+from costlaw.runs.kv.base import PROTECT, Policy, attention_mass, pool_in_sequence_order, recent_mask
 
 
 class StreamingLLM(Policy):

@@ -34,14 +34,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from costmodel import KVPolicy, kv_cache_bytes, policy_flops_per_token, policy_params
-from costmodel import costs as analytic_costs
-from costmodel.errors import CostlawError
-from costmodel.kvpolicy import METHODS, TRAINED_METHODS
-from runs.evaluate import peak_bytes, timed_generation
-from runs.kv.base import FullCacheModel
-from runs.kv.registry import POLICIES, module_state, policy_model, policy_module
+from costlaw.costmodel import KVPolicy, kv_cache_bytes, policy_flops_per_token, policy_params
+from costlaw.costmodel import costs as analytic_costs
+from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.kvpolicy import METHODS, TRAINED_METHODS
+from costlaw.runs.evaluate import peak_bytes, timed_generation
+from costlaw.runs.kv.base import FullCacheModel
+from costlaw.runs.kv.registry import POLICIES, module_state, policy_model, policy_module
 
 DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
 
@@ -121,7 +120,7 @@ def evaluate_policies(model, run_cfg, corpus, tokenizer, device, methods, keeps,
     """`kv_policy` rows for every (method, keep) and (method, budget). `model` is the backbone (fp32; a bf16
     copy runs on CUDA); `modules[method]` a trained method's module state dict; `options[method]` its options.
     Past `deadline` (time.perf_counter()) the remaining retrieval and speed measurements are skipped."""
-    from runs.evaluate import retrieval
+    from costlaw.runs.evaluate import retrieval
 
     log = log or (lambda line: None)
     modules, options = modules or {}, options or {}
@@ -200,8 +199,8 @@ def speed(net, pcfg, module, tokenizer, prompt: torch.Tensor, decode_tokens: int
 # ---------------------------------------------------------------- the run directory
 def load_policy_run(path: str | Path, method: str, base_run_id: str) -> tuple[dict, dict, str]:
     """(module state, options, run id) of a finished policy run trained on the base run."""
-    from runs.rundir import CHECKPOINT, RunDir
-    from runs.train import load_checkpoint
+    from costlaw.runs.rundir import CHECKPOINT, RunDir
+    from costlaw.runs.train import load_checkpoint
 
     rd = RunDir(Path(os.path.expanduser(str(path))))
     flag = f"--policy-run {method}"
@@ -239,11 +238,11 @@ def kv_eval_run(base_dir, out_root, methods, keeps, policy_runs: dict | None = N
     """Evaluate `methods` × `keeps` on the finished dense run `base_dir` into a new run directory
     OUT_ROOT/runs/<run_id> (stage "compress", base_run_id recorded): `kv_policy` rows in evals.jsonl,
     summary.json, DONE. Returns the summary (with the rows under "rows")."""
-    from runs.config import RunConfig
-    from runs.data import get_tokenizer, load_corpus
-    from runs.models import build_model
-    from runs.rundir import RunDir
-    from runs.train import init_from, resolve_device
+    from costlaw.runs.config import RunConfig
+    from costlaw.runs.data import get_tokenizer, load_corpus
+    from costlaw.runs.models import build_model
+    from costlaw.runs.rundir import RunDir
+    from costlaw.runs.train import init_from, resolve_device
 
     t_start = time.perf_counter()
     log = log or (lambda line: None)
@@ -320,7 +319,7 @@ def kv_eval_run(base_dir, out_root, methods, keeps, policy_runs: dict | None = N
 
 
 def _summary(cfg, status, error, base_id, run_ids, T, G, samples, corpus, dev, t_start) -> dict:
-    from runs.rundir import env_info
+    from costlaw.runs.rundir import env_info
 
     d = cfg.data
     return {"run_id": cfg.run_id, "status": status, "steps": 0, "tokens": 0, "final_loss": None, "val_loss": None,

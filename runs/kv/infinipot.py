@@ -32,8 +32,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from runs.kv.base import Policy, attention_mass
+from costlaw.runs.kv.base import Policy, attention_mass
 
 CATALYST = "\n# Recap of the key names and values above:\n"
 ARRIVED = 1e6  # score of a token that arrived since the last compaction (above any CaP score)

@@ -44,12 +44,11 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from costmodel import ModelConfig
-from costmodel.errors import CostlawError
-from costmodel.kvpolicy import scorer_blocks
-from runs.kv.base import Policy
-from runs.models.rope import rope_angles
+from costlaw.costmodel import ModelConfig
+from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.kvpolicy import scorer_blocks
+from costlaw.runs.kv.base import Policy
+from costlaw.runs.models.rope import rope_angles
 
 LATER = 2.0  # score of a token that arrives after the compressed prompt (above every prompt token's)
 

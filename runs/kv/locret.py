@@ -31,11 +31,10 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from costmodel import ModelConfig
-from costmodel.errors import CostlawError
-from runs.kv.base import Policy
-from runs.models.rope import apply_rope, rope_angles
+from costlaw.costmodel import ModelConfig
+from costlaw.costmodel.errors import CostlawError
+from costlaw.runs.kv.base import Policy
+from costlaw.runs.models.rope import apply_rope, rope_angles
 
 SMOOTHNESS = 0.0025  # weight of the consecutive-score MSE (official train.py)
 TOPK_SHARE = 0.1  # "acc": overlap of the top 10% (official train.py sparsity)

@@ -9,14 +9,13 @@ them (what runs.train's `trainable_parameters` and `init_from` look for).
 from __future__ import annotations
 
 import torch
-
-from costmodel import ModelConfig
-from costmodel.errors import ConfigError
-from runs.kv.base import Policy, PolicyModel
-from runs.kv.baselines import H2O, RandomEviction, SnapKV, StreamingLLM
-from runs.kv.infinipot import InfiniPot
-from runs.kv.kv_distill import KVDistill, KVDistillAdapter
-from runs.kv.locret import Locret, RetainingHeads
+from costlaw.costmodel import ModelConfig
+from costlaw.costmodel.errors import ConfigError
+from costlaw.runs.kv.base import Policy, PolicyModel
+from costlaw.runs.kv.baselines import H2O, RandomEviction, SnapKV, StreamingLLM
+from costlaw.runs.kv.infinipot import InfiniPot
+from costlaw.runs.kv.kv_distill import KVDistill, KVDistillAdapter
+from costlaw.runs.kv.locret import Locret, RetainingHeads
 
 POLICIES: dict[str, type[Policy]] = {p.method: p for p in (StreamingLLM, SnapKV, H2O, RandomEviction, Locret,
                                                           KVDistill, InfiniPot)}

@@ -38,17 +38,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from costmodel import costs as analytic_costs
-from costmodel.errors import ConfigError, CostlawError
-from costmodel.kvpolicy import TRAINED_METHODS
-from runs.config import RunConfig
-from runs.kv.harness import continuation_len, evaluate_policies, windows
-from runs.kv.kv_distill import distill_loss, kept_mask, mixed_kl, prepass, student_logits
-from runs.kv.locret import capture_qkv, causal_importance, locret_loss, topk_overlap
-from runs.kv.registry import attach_policy
-from runs.rundir import CHECKPOINT, RunDir, env_info, repair_jsonl
-from runs.schedule import lr_at
+from costlaw.costmodel import costs as analytic_costs
+from costlaw.costmodel.errors import ConfigError, CostlawError
+from costlaw.costmodel.kvpolicy import TRAINED_METHODS
+from costlaw.runs.config import RunConfig
+from costlaw.runs.kv.harness import continuation_len, evaluate_policies, windows
+from costlaw.runs.kv.kv_distill import distill_loss, kept_mask, mixed_kl, prepass, student_logits
+from costlaw.runs.kv.locret import capture_qkv, causal_importance, locret_loss, topk_overlap
+from costlaw.runs.kv.registry import attach_policy
+from costlaw.runs.rundir import CHECKPOINT, RunDir, env_info, repair_jsonl
+from costlaw.runs.schedule import lr_at
 
 CKPT_FORMAT = 1
 VAL_WINDOWS = 16  # val windows for the policy_val row (at most; bounded by eval.val_tokens)
@@ -58,7 +57,7 @@ def train_policy_run(cfg: RunConfig, run_dir: str | Path, device: str = "auto", 
                      stop_event: threading.Event | None = None, sweep: str | None = None,
                      progress: bool | None = None) -> dict:
     """Train the KV policy's parameters of `cfg` on its base run into `run_dir`; returns the summary."""
-    from runs.train import resolve_device
+    from costlaw.runs.train import resolve_device
 
     rd = RunDir(run_dir)
     if (done := rd.finished_or_claim(cfg.run_id)) is not None:
@@ -117,9 +116,9 @@ class PolicyTrainer:
             raise
 
     def _setup(self):
-        from runs.data import load_corpus
-        from runs.models import build_model
-        from runs.train import init_from, param_groups, precision_dtype, trainable_parameters
+        from costlaw.runs.data import load_corpus
+        from costlaw.runs.models import build_model
+        from costlaw.runs.train import init_from, param_groups, precision_dtype, trainable_parameters
 
         cfg, dev = self.cfg, self.device
         if self.prefix < 1:
@@ -142,7 +141,7 @@ class PolicyTrainer:
         self.kept = cfg.model.kv_policy.kept_tokens(self.context)
 
     def _restore(self, ck: dict):
-        from runs.train import set_rng_state
+        from costlaw.runs.train import set_rng_state
 
         if ck.get("run_id") != self.cfg.run_id:
             raise CostlawError(f"checkpoint: {self.rd.file(CHECKPOINT)} belongs to run {ck.get('run_id')}; remove it")
@@ -171,7 +170,7 @@ class PolicyTrainer:
 
     # ---------------------------------------------------------------- the loop
     def _loop(self) -> str:
-        from runs.train import autocast
+        from costlaw.runs.train import autocast
 
         cfg, dev = self.cfg, self.device
         total, log_every, ck_every = cfg.total_steps, cfg.train.log_every, cfg.train.checkpoint_every
@@ -219,7 +218,7 @@ class PolicyTrainer:
         return "completed"
 
     def _save(self):
-        from runs.train import rng_state, save_checkpoint
+        from costlaw.runs.train import rng_state, save_checkpoint
 
         state = {"format": CKPT_FORMAT, "run_id": self.cfg.run_id, "step": self.step,
                  "tokens": self.step * self.cfg.tokens_per_step, "model": self.model.state_dict(),
@@ -231,8 +230,8 @@ class PolicyTrainer:
     # ---------------------------------------------------------------- evaluation and the end
     @torch.no_grad()
     def evaluate(self) -> dict:
-        from runs.data import get_tokenizer
-        from runs.train import autocast
+        from costlaw.runs.data import get_tokenizer
+        from costlaw.runs.train import autocast
 
         cfg, model, dev = self.cfg, self.model, self.device
         n = max(1, min(VAL_WINDOWS, cfg.eval.val_tokens // self.seq_len))
@@ -284,7 +283,7 @@ class PolicyTrainer:
         return self.rd.summary()
 
     def _summary(self, status, error, extra) -> dict:
-        from runs.train import peak_memory
+        from costlaw.runs.train import peak_memory
 
         cfg, dev = self.cfg, self.device
         wall = self.timing["wall_s"] + time.perf_counter() - self.t_start

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from runs.models.attention import attend_filled, split_parts
-from runs.models.kv_cache import KVCache, LayerCache
-from runs.models.rope import wide_dtype
+from costlaw.runs.models.attention import attend_filled, split_parts
+from costlaw.runs.models.kv_cache import KVCache, LayerCache
+from costlaw.runs.models.rope import wide_dtype
 
 # One side stream per device for every warm-up and capture: each new stream gets its own cuBLAS workspace,
 # which is never freed, and one stream per captured cache showed up as ~32 MiB more peak memory per cache.

@@ -26,9 +26,8 @@ from __future__ import annotations
 import math
 
 import torch
-
-from costmodel import CostlawError, Full, SinkWindow
-from runs.models.rope import apply_rope, rope_angles, wide_dtype
+from costlaw.costmodel import CostlawError, Full, SinkWindow
+from costlaw.runs.models.rope import apply_rope, rope_angles, wide_dtype
 
 
 class CacheFullError(CostlawError):

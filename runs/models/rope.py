@@ -9,8 +9,7 @@ the position of a stored key without its pre-RoPE value (`LayerCache.reposition`
 from __future__ import annotations
 
 import torch
-
-from runs.models.fused import pointwise
+from costlaw.runs.models.fused import pointwise
 
 
 def wide_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -62,7 +62,7 @@ def chunk_rule(spec, C: int, P: int, n_heads: int):
 def sink_window_chunks(spec, T: int, n_heads: int, device, block_size: int = 128,
                        dense: bool = False) -> SinkWindowChunks:
     """The chunk layout of a sink_window layer over T tokens; `dense` gives a bool mask (the SDPA path, tests)."""
-    from runs.models.masks import block_index
+    from costlaw.runs.models.masks import block_index
 
     C, P = chunk_sizes(spec, block_size)
     n = -(-T // C)

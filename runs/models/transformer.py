@@ -26,15 +26,14 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from costmodel import Full, ModelConfig, SinkWindow, kv_tokens_per_layer
-from runs.models import decode_graph, varlen
-from runs.models.attention import Attention, CacheStep, Hook
-from runs.models.fused import pointwise
-from runs.models.kv_cache import KVCache, LayerCache
-from runs.models.masks import block_mask, dense_mask, document_block_index, document_layout
-from runs.models.rope import rope_angles, wide_dtype
-from runs.models.sink_chunks import chunk_sizes, sink_window_chunks
+from costlaw.costmodel import Full, ModelConfig, SinkWindow, kv_tokens_per_layer
+from costlaw.runs.models import decode_graph, varlen
+from costlaw.runs.models.attention import Attention, CacheStep, Hook
+from costlaw.runs.models.fused import pointwise
+from costlaw.runs.models.kv_cache import KVCache, LayerCache
+from costlaw.runs.models.masks import block_mask, dense_mask, document_block_index, document_layout
+from costlaw.runs.models.rope import rope_angles, wide_dtype
+from costlaw.runs.models.sink_chunks import chunk_sizes, sink_window_chunks
 
 IGNORE_INDEX = -100
 BACKENDS = ("auto", "flex", "sdpa")

@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from analysis import calibration as cal
-from analysis.objective import Objective, load_calibration
-from costmodel import (
+from costlaw.analysis import calibration as cal
+from costlaw.analysis.objective import Objective, load_calibration
+from costlaw.costmodel import (
     KVPolicy,
     ModelConfig,
     c_infer,
@@ -24,8 +23,8 @@ from costmodel import (
     prefill_flops,
     roofline,
 )
-from costmodel.errors import CostlawError
-from costmodel.presets import paper_ffn
+from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.presets import paper_ffn
 
 FITS = Path(__file__).parent / "data" / "paper_like_fits.json"
 BASE = ModelConfig(d_model=768, n_layers=12, n_heads=12, n_kv_heads=4, head_dim=64, ffn_dim=paper_ffn(768),

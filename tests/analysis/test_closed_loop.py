@@ -7,13 +7,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
-from analysis.store import SCHEMA_VERSION, ingest, query_df
-from analysis.store.recommendations import REC_COLUMNS
-from analysis.store.schema import MIGRATIONS, migrate
-from analysis.store.synth import write_run
-from analysis.store.views import VIEWS
-from costmodel import ModelConfig
+from costlaw.analysis.store import SCHEMA_VERSION, ingest, query_df
+from costlaw.analysis.store.recommendations import REC_COLUMNS
+from costlaw.analysis.store.schema import MIGRATIONS, migrate
+from costlaw.analysis.store.synth import write_run
+from costlaw.analysis.store.views import VIEWS
+from costlaw.costmodel import ModelConfig
 
 from .conftest import load_data
 
@@ -186,7 +185,7 @@ def _old_views(con):
 
 
 def test_a_version_2_database_upgrades_and_keeps_its_data(tmp_path, monkeypatch, cli):
-    ingest_mod = sys.modules["analysis.store.ingest"]  # the package's `ingest` attribute is the function
+    ingest_mod = sys.modules["costlaw.analysis.store.ingest"]  # the package's `ingest` attribute is the function
 
     with monkeypatch.context() as m:  # ingest as the previous release did: schema version 2, its views
         m.setattr(ingest_mod, "migrate", lambda con, db: migrate(con, db, target=2))

@@ -3,8 +3,7 @@
 from pathlib import Path
 
 import pytest
-
-from costmodel.errors import CostlawError
+from costlaw.costmodel.errors import CostlawError
 
 from .conftest import load_data
 
@@ -13,9 +12,9 @@ DATA = Path(__file__).parent / "data"
 
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory):
-    from analysis.frontier import points_from
-    from analysis.recommend import fit_store, kv_policy_rows, load_fits, load_runs, recommend
-    from analysis.report.data import labelled_runs, position_frame, steps_frame
+    from costlaw.analysis.frontier import points_from
+    from costlaw.analysis.recommend import fit_store, kv_policy_rows, load_fits, load_runs, recommend
+    from costlaw.analysis.report.data import labelled_runs, position_frame, steps_frame
 
     fx = load_data("fixtures")
     db = fx.build_store(tmp_path_factory.mktemp("figs"))
@@ -36,7 +35,7 @@ def _check(paths):
 
 
 def test_every_figure_writes_png_and_svg(frames, tmp_path):
-    from analysis import figures as F
+    from costlaw.analysis import figures as F
 
     _check(F.loss_vs_heads(frames["runs"], tmp_path / "heads.png"))
     _check(F.law_curves(frames["store_fits"], tmp_path / "laws"))
@@ -49,8 +48,8 @@ def test_every_figure_writes_png_and_svg(frames, tmp_path):
 
 
 def test_no_data_is_a_one_line_error(frames, tmp_path):
-    from analysis import figures as F
-    from analysis.recommend import FitSet
+    from costlaw.analysis import figures as F
+    from costlaw.analysis.recommend import FitSet
 
     empty = frames["runs"].iloc[0:0]
     cases = [

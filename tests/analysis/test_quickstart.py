@@ -11,7 +11,7 @@ SPEC = ROOT / "sweeps" / "examples" / "quickstart.toml"
 
 
 def test_spec_is_found_and_covers_two_fittable_candidates():
-    from analysis.quickstart import spec_path
+    from costlaw.analysis.quickstart import spec_path
 
     assert spec_path() == SPEC
     points = [p for axis in tomllib.loads(SPEC.read_text())["axes"] for p in axis["list"]]

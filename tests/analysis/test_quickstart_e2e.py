@@ -28,7 +28,7 @@ def test_quickstart_end_to_end(tmp_path):
     assert "== context 131072: winner" in text and "next:" in text and "costlaw recommend --db" in text
     print(f"quickstart took {seconds:.0f} s")
 
-    from analysis.store import query_df
+    from costlaw.analysis.store import query_df
 
     db = out / "results.duckdb"
     runs = query_df(db, "SELECT count(*) AS n FROM run_summary", engine="pandas")

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from costmodel import ModelConfig, costs
+from costlaw.costmodel import ModelConfig, costs
 
 DATA = Path(__file__).parent / "data"
 FITS = DATA / "paper_like_fits.json"

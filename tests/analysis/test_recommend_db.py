@@ -3,8 +3,7 @@
 import json
 
 import pytest
-
-from costmodel import params_non_embedding
+from costlaw.costmodel import params_non_embedding
 
 from .conftest import load_data
 
@@ -18,7 +17,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fitset(store):
-    from analysis.recommend import fit_store
+    from costlaw.analysis.recommend import fit_store
 
     return fit_store(store, n_boot=8)
 
@@ -42,7 +41,7 @@ def test_fits_recover_the_known_laws(fitset):
 
 
 def test_recommend_from_the_db_and_fits_round_trip(store, fitset, tmp_path, cli):
-    from analysis.recommend import load_fits, recommend
+    from costlaw.analysis.recommend import load_fits, recommend
 
     target = 1.9
     out = tmp_path / "fits.json"
@@ -69,7 +68,7 @@ def test_recommend_from_the_db_and_fits_round_trip(store, fitset, tmp_path, cli)
 
 
 def test_mha_standard_when_no_8_kv_heads(fitset):
-    from analysis.recommend import recommend
+    from costlaw.analysis.recommend import recommend
 
     rec = recommend(fitset, 1.95, [131072])
     assert rec.standard is not None and rec.standard.cand.n_heads == rec.standard.cand.n_kv_heads
@@ -77,7 +76,7 @@ def test_mha_standard_when_no_8_kv_heads(fitset):
 
 
 def test_db_errors(tmp_path, cli):
-    from analysis.store.ingest import ingest
+    from costlaw.analysis.store.ingest import ingest
 
     (tmp_path / "root").mkdir()
     empty = tmp_path / "empty.duckdb"

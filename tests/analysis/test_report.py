@@ -51,7 +51,8 @@ def test_report_content(report):
 
 
 def test_report_errors(tmp_path, capsys):
-    from analysis.store.ingest import ingest
+    from costlaw.analysis.store.ingest import ingest
+
     from costlaw.cli import main
 
     (tmp_path / "root").mkdir()
@@ -65,8 +66,9 @@ def test_report_sweep_filter(report, tmp_path, capsys):
     """--sweep keeps one study's runs when a results file holds several; a sweep with none errs in one line."""
     import shutil
 
-    from analysis.store.ingest import ingest
-    from analysis.store.synth import write_run
+    from costlaw.analysis.store.ingest import ingest
+    from costlaw.analysis.store.synth import write_run
+
     from costlaw.cli import main
 
     db, out = report

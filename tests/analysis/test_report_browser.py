@@ -8,7 +8,7 @@ from .conftest import load_data
 
 @pytest.mark.browser
 def test_report_in_headless_chromium(tmp_path):
-    from analysis.report import build_report
+    from costlaw.analysis.report import build_report
 
     browser = load_data("browser")  # the `browser` marker's gate (tests/conftest.py) guarantees Chromium here
     db = load_data("fixtures").build_store(tmp_path)

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
-from analysis.store import SCHEMA_VERSION, ingest, query_df, write_fits
-from analysis.store.flatten import RUN_COLUMNS, run_id_of
-from analysis.store.lock import write_lock
-from analysis.store.schema import MIGRATIONS, migrate
-from analysis.store.synth import metrics_lines, standard_evals, write_run
-from costmodel import CostlawError, preset
-from runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
-from runs.rundir import RunDir, repair_jsonl
+from costlaw.analysis.store import SCHEMA_VERSION, ingest, query_df, write_fits
+from costlaw.analysis.store.flatten import RUN_COLUMNS, run_id_of
+from costlaw.analysis.store.lock import write_lock
+from costlaw.analysis.store.schema import MIGRATIONS, migrate
+from costlaw.analysis.store.synth import metrics_lines, standard_evals, write_run
+from costlaw.costmodel import CostlawError, preset
+from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
+from costlaw.runs.rundir import RunDir, repair_jsonl
 
 
 def cfg(h=4, kv=2, seed=0, d=128, name="", **model):

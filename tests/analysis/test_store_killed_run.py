@@ -13,17 +13,16 @@ import time
 from pathlib import Path
 
 import pytest
-
-from analysis.store import ingest, query_df
+from costlaw.analysis.store import ingest, query_df
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 400
 
 WRITER = """
 import json, sys, time
-from costmodel import preset
-from runs.config import DataConfig, RunConfig, TrainConfig
-from runs.rundir import RunDir, repair_jsonl
+from costlaw.costmodel import preset
+from costlaw.runs.config import DataConfig, RunConfig, TrainConfig
+from costlaw.runs.rundir import RunDir, repair_jsonl
 
 root, steps, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "resume"
 cfg = RunConfig(model=preset("gqa-3m", vocab_size=257), data=DataConfig(seq_len=64),
@@ -94,15 +93,15 @@ def test_sigkilled_writer_is_incomplete_then_resubmitted(tmp_path):
 
 INGESTER = """
 import sys
-from analysis.store import ingest
+from costlaw.analysis.store import ingest
 ingest(sys.argv[1], sys.argv[2], batch_bytes=int(sys.argv[3]), progress=lambda line: print(line, flush=True))
 """
 
 
 def test_sigkilled_ingest_leaves_a_consistent_database(tmp_path):
-    from analysis.store.synth import write_run
-    from costmodel import preset
-    from runs.config import DataConfig, RunConfig, TrainConfig
+    from costlaw.analysis.store.synth import write_run
+    from costlaw.costmodel import preset
+    from costlaw.runs.config import DataConfig, RunConfig, TrainConfig
 
     root, db = tmp_path / "root", tmp_path / "r.duckdb"
     m = preset("gqa-3m", vocab_size=257)
@@ -137,7 +136,7 @@ def test_sigkilled_training_run_is_incomplete_then_resubmitted(tmp_path):
     the test stays short on a busy 2-core machine): SIGKILL after step 15 is logged, ingest, resume, ingest."""
     import tomllib
 
-    from costmodel.tomlw import dumps
+    from costlaw.costmodel.tomlw import dumps
 
     spec = tomllib.loads(TINY.read_text())
     spec["train"].update(steps=40, log_every=5, checkpoint_every=10)

@@ -12,11 +12,10 @@ import time
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-
-from analysis.store import check_sql, ingest, query_df, table_df
-from analysis.store.synth import write_run
-from costmodel import CostlawError, preset
-from runs.config import DataConfig, RunConfig, TrainConfig
+from costlaw.analysis.store import check_sql, ingest, query_df, table_df
+from costlaw.analysis.store.synth import write_run
+from costlaw.costmodel import CostlawError, preset
+from costlaw.runs.config import DataConfig, RunConfig, TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +118,7 @@ def test_reads_are_allowed(sql, db):
 
 
 def test_connection_itself_is_read_only(db):
-    from analysis.store import connect_readonly
+    from costlaw.analysis.store import connect_readonly
 
     con = connect_readonly(db)
     try:

@@ -5,8 +5,7 @@ import subprocess
 import sys
 
 import pytest
-
-from costmodel import ModelConfig, costs
+from costlaw.costmodel import ModelConfig, costs
 
 
 def cost(*args):

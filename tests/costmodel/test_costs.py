@@ -1,8 +1,7 @@
 """Every cost formula against hand computations."""
 
 import pytest
-
-from costmodel import (
+from costlaw.costmodel import (
     KVPolicy,
     ModelConfig,
     c_infer,
@@ -17,7 +16,7 @@ from costmodel import (
     prefill_flops,
     preset,
 )
-from costmodel.attention import BlockStrided, SinkWindow
+from costlaw.costmodel.attention import BlockStrided, SinkWindow
 
 TINY = ModelConfig(d_model=8, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=4, ffn_dim=12, vocab_size=10)
 

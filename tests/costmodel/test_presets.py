@@ -1,8 +1,7 @@
 """Every named preset: valid, priced, and where a published count exists, exact."""
 
 import pytest
-
-from costmodel import PRESETS, costs, params_non_embedding, params_total, preset
+from costlaw.costmodel import PRESETS, costs, params_non_embedding, params_total, preset
 
 PUBLISHED_TOTALS = {  # parameter counts of the released checkpoints
     "llama-3.2-1b": 1_235_814_400,

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from fitting import get_law
+from costlaw.fitting import get_law
 
 CHINCHILLA_CSV = Path("data") / "chinchilla" / "svg_extracted_data.csv"
 CHINCHILLA_SHA256 = "193478df4e90f040016431996c45682659306840ecdadf83cfb9cd5ca0aa1b30"

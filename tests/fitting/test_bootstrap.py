@@ -4,9 +4,8 @@ import json
 
 import numpy as np
 import pytest
-
-from costmodel.errors import CostlawError
-from fitting import bootstrap, fit, get_law
+from costlaw.costmodel.errors import CostlawError
+from costlaw.fitting import bootstrap, fit, get_law
 
 
 def test_intervals_cover_the_true_parameters(synthetic):

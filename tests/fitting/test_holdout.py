@@ -4,9 +4,8 @@ import json
 
 import numpy as np
 import pytest
-
-from costmodel.errors import CostlawError
-from fitting import holdout_largest
+from costlaw.costmodel.errors import CostlawError
+from costlaw.fitting import holdout_largest
 
 
 def test_noiseless_law_extrapolates_exactly(synthetic):

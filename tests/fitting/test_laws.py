@@ -3,10 +3,19 @@ inverses invert, the registry takes user forms."""
 
 import numpy as np
 import pytest
-
-from costmodel.errors import CostlawError
-from fitting import CHINCHILLA_GRID, Law, LSELaw, chinchilla_optimal, fit, get_law, laws, register_law, unregister_law
-from fitting.objective import value_and_grad
+from costlaw.costmodel.errors import CostlawError
+from costlaw.fitting import (
+    CHINCHILLA_GRID,
+    Law,
+    LSELaw,
+    chinchilla_optimal,
+    fit,
+    get_law,
+    laws,
+    register_law,
+    unregister_law,
+)
+from costlaw.fitting.objective import value_and_grad
 
 BUILTIN = ["power-plus-constant", "gqa-size", "chinchilla", "compute"]
 

@@ -6,10 +6,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-from costmodel.errors import CostlawError
-from fitting import fit, get_law, laws
-from fitting.objective import value_and_grad
+from costlaw.costmodel.errors import CostlawError
+from costlaw.fitting import fit, get_law, laws
+from costlaw.fitting.objective import value_and_grad
 
 CONTEXTS = 2.0 ** np.arange(10, 17)  # 1K..64K, the calibration benchmark's contexts
 

@@ -3,9 +3,8 @@
 import json
 
 import pytest
-
-from costmodel import ConfigError, preset
-from runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
+from costlaw.costmodel import ConfigError, preset
+from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
 
 MODEL = {"preset": "gqa-3m", "vocab_size": 257}
 T = {"steps": 10}

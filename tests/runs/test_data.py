@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from costmodel.errors import ConfigError, CostlawError
-from runs.data import prepare as prep
-from runs.data import sources
-from runs.data.shards import Corpus
-from runs.data.tokenizers import ByteTokenizer, find_gpt2, get_tokenizer
+from costlaw.costmodel.errors import ConfigError, CostlawError
+from costlaw.runs.data import prepare as prep
+from costlaw.runs.data import sources
+from costlaw.runs.data.shards import Corpus
+from costlaw.runs.data.tokenizers import ByteTokenizer, find_gpt2, get_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 

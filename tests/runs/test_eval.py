@@ -7,15 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from costmodel import ModelConfig, kv_cache_bytes
-from runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
-from runs.data.prepare import load
-from runs.data.shards import Split
-from runs.data.tokenizers import ByteTokenizer
-from runs.evaluate import evaluate, greedy_decode, val_rows
-from runs.models import build_model
-from runs.rundir import RunDir
+from costlaw.costmodel import ModelConfig, kv_cache_bytes
+from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
+from costlaw.runs.data.prepare import load
+from costlaw.runs.data.shards import Split
+from costlaw.runs.data.tokenizers import ByteTokenizer
+from costlaw.runs.evaluate import evaluate, greedy_decode, val_rows
+from costlaw.runs.models import build_model
+from costlaw.runs.rundir import RunDir
 
 EMAIL = str(Path(sysconfig.get_paths()["stdlib"]) / "email")
 
@@ -110,7 +109,7 @@ def test_greedy_decode_through_cache_matches_full_forward(model):
 
 
 def test_kv_policy_runs_skip_cache_evals(tmp_path):
-    from costmodel import KVPolicy
+    from costlaw.costmodel import KVPolicy
 
     model = GQA.replace(kv_policy=KVPolicy("streaming", keep=0.5))
     cfg = _cfg(model)

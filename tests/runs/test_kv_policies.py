@@ -5,9 +5,7 @@ import math
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
-from costmodel import (
+from costlaw.costmodel import (
     ConfigError,
     CostlawError,
     KVPolicy,
@@ -18,12 +16,13 @@ from costmodel import (
     policy_flops_per_token,
     policy_params,
 )
-from costmodel.kvpolicy import policy_decode_flops_per_token
-from runs.evaluate import greedy_decode
-from runs.kv import POLICIES, FullCacheModel, build_policy, make_cache, policy_model, policy_module
-from runs.kv.infinipot import catalyst_ids
-from runs.kv.kv_distill import distill_loss, kept_mask, prepass, student_logits
-from runs.models import build_model
+from costlaw.costmodel.kvpolicy import policy_decode_flops_per_token
+from costlaw.runs.evaluate import greedy_decode
+from costlaw.runs.kv import POLICIES, FullCacheModel, build_policy, make_cache, policy_model, policy_module
+from costlaw.runs.kv.infinipot import catalyst_ids
+from costlaw.runs.kv.kv_distill import distill_loss, kept_mask, prepass, student_logits
+from costlaw.runs.models import build_model
+from torch.utils.flop_counter import FlopCounterMode
 
 V = 61
 BASE = ModelConfig(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, ffn_dim=48, vocab_size=V,
@@ -163,7 +162,7 @@ def test_streaming_keeps_sinks_and_recent_at_positions_in_the_cache():
 def _attention(model, idx):
     """One layer's softmax attention [B, n_h, T, T] computed by hand from its weights."""
     cfg = model.cfg
-    from runs.models.rope import apply_rope, rope_angles
+    from costlaw.runs.models.rope import apply_rope, rope_angles
 
     x = model.blocks[0].attn_norm(model.embed(idx))
     B, n = idx.shape
@@ -249,7 +248,7 @@ def test_locret_chunked_prefill_budget_stabilizers_and_local_tail():
     # a token's score is its retaining head's output, computed once from its own pre-RoPE q, k, v (layer 0's do not
     # depend on what earlier chunks kept)
     with torch.no_grad():
-        from runs.kv.locret import capture_qkv
+        from costlaw.runs.kv.locret import capture_qkv
 
         with capture_qkv(model) as feats:
             model(idx)

@@ -2,11 +2,10 @@
 
 import numpy as np
 import torch
-
-from runs.data.loader import StepLoader
-from runs.data.shards import Split
-from runs.models import varlen
-from runs.packing import Packer, materialize
+from costlaw.runs.data.loader import StepLoader
+from costlaw.runs.data.shards import Split
+from costlaw.runs.models import varlen
+from costlaw.runs.packing import Packer, materialize
 
 
 def _split():

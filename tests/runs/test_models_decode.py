@@ -3,9 +3,8 @@ the layout-shaped cache (ring buffer, strided blocks) holds exactly what the pat
 
 import pytest
 import torch
-
-from costmodel import FULL, BlockStrided, ModelConfig, SinkWindow
-from runs.models import CacheFullError, build_model
+from costlaw.costmodel import FULL, BlockStrided, ModelConfig, SinkWindow
+from costlaw.runs.models import CacheFullError, build_model
 
 V = 61
 

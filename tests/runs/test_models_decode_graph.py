@@ -6,11 +6,10 @@ import math
 
 import pytest
 import torch
-
-from costmodel import FULL, BlockStrided, ModelConfig, SinkWindow
-from runs.models import build_model
-from runs.models.attention import attend_filled, split_parts
-from runs.models.decode_graph import GraphDecoder, eligible
+from costlaw.costmodel import FULL, BlockStrided, ModelConfig, SinkWindow
+from costlaw.runs.models import build_model
+from costlaw.runs.models.attention import attend_filled, split_parts
+from costlaw.runs.models.decode_graph import GraphDecoder, eligible
 
 V = 61
 
@@ -119,7 +118,7 @@ def test_dropped_cache_is_freed_without_a_garbage_collection():
     import gc
     import weakref
 
-    from runs.models import decode_graph
+    from costlaw.runs.models import decode_graph
 
     model = build_model(LAYOUTS["full-gqa"], dtype=torch.float64)
     cache = model.new_cache(1, 8)
@@ -154,7 +153,7 @@ def test_not_eligible_with_autograd_on():
 
 def test_a_failed_step_leaves_the_counters():
     """A full layer (CacheFullError) or any failure in the step: sizes and ring turns are as before it."""
-    from runs.models import CacheFullError
+    from costlaw.runs.models import CacheFullError
 
     # the ring turns, then the full layer fails
     model = build_model(tiny([SinkWindow(0, 5), FULL]), dtype=torch.float64)

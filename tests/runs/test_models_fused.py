@@ -2,9 +2,8 @@
 model (fullgraph) as that formula, so training keeps one graph."""
 
 import torch
-
-from runs.models.rope import apply_rope, rope_angles
-from runs.models.transformer import rms_norm, silu_mul
+from costlaw.runs.models.rope import apply_rope, rope_angles
+from costlaw.runs.models.transformer import rms_norm, silu_mul
 
 
 def step(x, w, cos, sin):

@@ -3,10 +3,17 @@ attention weights, overflow while a hook runs) does what a policy needs."""
 
 import pytest
 import torch
-
-from costmodel import FULL, KVPolicy, ModelConfig, SinkWindow, hybrid_layout, kv_cache_bytes, kv_tokens_per_layer
-from runs.models import CacheFullError, build_model
-from runs.models.attention import attend_slots
+from costlaw.costmodel import (
+    FULL,
+    KVPolicy,
+    ModelConfig,
+    SinkWindow,
+    hybrid_layout,
+    kv_cache_bytes,
+    kv_tokens_per_layer,
+)
+from costlaw.runs.models import CacheFullError, build_model
+from costlaw.runs.models.attention import attend_slots
 
 DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 BASE = ModelConfig(d_model=48, n_layers=6, n_heads=6, n_kv_heads=2, head_dim=8, ffn_dim=64, vocab_size=50)

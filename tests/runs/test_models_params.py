@@ -5,9 +5,8 @@ import math
 
 import pytest
 import torch
-
-from costmodel import PRESETS, KVPolicy, hybrid_layout, params_total, preset
-from runs.models import Transformer, build_model
+from costlaw.costmodel import PRESETS, KVPolicy, hybrid_layout, params_total, preset
+from costlaw.runs.models import Transformer, build_model
 
 
 def n_params(model) -> int:

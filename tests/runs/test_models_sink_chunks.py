@@ -5,10 +5,9 @@ import warnings
 
 import pytest
 import torch
-
-from costmodel import SinkWindow
-from runs.models.attention import attend
-from runs.models.sink_chunks import attend_chunks, sink_window_chunks
+from costlaw.costmodel import SinkWindow
+from costlaw.runs.models.attention import attend
+from costlaw.runs.models.sink_chunks import attend_chunks, sink_window_chunks
 
 BS = 8  # block size on CPU; T is not a multiple of the chunk length
 

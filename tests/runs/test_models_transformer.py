@@ -3,12 +3,11 @@ torch.compile(fullgraph=True) trace of forward + loss + backward for every layou
 
 import warnings
 
+import costlaw.runs.models.transformer as transformer
 import pytest
 import torch
-
-import runs.models.transformer as transformer
-from costmodel import FULL, BlockStrided, ModelConfig, SinkWindow
-from runs.models import IGNORE_INDEX, build_model
+from costlaw.costmodel import FULL, BlockStrided, ModelConfig, SinkWindow
+from costlaw.runs.models import IGNORE_INDEX, build_model
 
 V = 67
 HYBRID = (SinkWindow(2, 5), FULL, BlockStrided(4, 2, 2))

@@ -4,9 +4,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
-from runs.data.shards import Corpus, Split
-from runs.packing import (
+from costlaw.runs.data.shards import Corpus, Split
+from costlaw.runs.packing import (
     PAD_TARGET,
     Packer,
     PackStats,
@@ -168,7 +167,7 @@ def test_short_first_curriculum():
 
 
 def test_passkey_rows():
-    from runs.data.tokenizers import ByteTokenizer
+    from costlaw.runs.data.tokenizers import ByteTokenizer
 
     tok = ByteTokenizer()
     corpus = Corpus.synthetic(n_docs=50, mean_len=200, vocab=257, seed=0)

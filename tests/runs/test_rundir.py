@@ -4,10 +4,9 @@ import json
 import os
 
 import pytest
-
-from costmodel import preset
-from runs.config import RunConfig
-from runs.rundir import (
+from costlaw.costmodel import preset
+from costlaw.runs.config import RunConfig
+from costlaw.runs.rundir import (
     CONFIG,
     DONE,
     METRICS,

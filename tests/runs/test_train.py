@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from costmodel import ModelConfig, costs
-from costmodel.errors import ConfigError
-from runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
-from runs.rundir import CHECKPOINT, RunDir
-from runs.train import init_from, model_loss, train_run, trainable_parameters
+from costlaw.costmodel import ModelConfig, costs
+from costlaw.costmodel.errors import ConfigError
+from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
+from costlaw.runs.rundir import CHECKPOINT, RunDir
+from costlaw.runs.train import init_from, model_loss, train_run, trainable_parameters
 
 REPO = Path(__file__).resolve().parents[2]
 EMAIL = str(Path(sysconfig.get_paths()["stdlib"]) / "email")  # ~30 real modules: a small, stable corpus
@@ -224,7 +223,7 @@ def test_init_from_loads_weights_and_records_base(tmp_path):
     base_dir = run_dir(tmp_path, base)
     train_run(base, base_dir, device="cpu", progress=False)
     ext = tiny_cfg(steps=5, stage="extend", train={"init_from": str(base_dir)}, data={"seq_len": 96})
-    from runs.models import build_model
+    from costlaw.runs.models import build_model
 
     m = build_model(ext.model)
     assert init_from(m, ext) == base.run_id
@@ -239,8 +238,8 @@ def test_init_from_loads_weights_and_records_base(tmp_path):
 
 
 def test_trainable_policy_parameters():
-    from costmodel import KVPolicy
-    from runs.models import build_model
+    from costlaw.costmodel import KVPolicy
+    from costlaw.runs.models import build_model
 
     cfg = tiny_cfg(model=tiny_model(kv_policy=KVPolicy("snapkv", keep=0.5)), train={"trainable": "policy"})
     plain = build_model(cfg.model)
@@ -265,8 +264,8 @@ def test_trainable_policy_parameters():
 def test_ave_token_normalisation_across_accumulation():
     """Summing each micro-batch's loss and dividing once by the step's target count gives the gradient of
     the token mean over the whole step, however unevenly the micro-batches hold targets."""
-    from runs.data.loader import DeviceBatch
-    from runs.models import build_model
+    from costlaw.runs.data.loader import DeviceBatch
+    from costlaw.runs.models import build_model
 
     torch.manual_seed(0)
     m = build_model(tiny_model())
@@ -297,8 +296,8 @@ def test_cli_run_errors_are_one_line(tmp_path):
 _DDP_WORKER = """
 import json, sys, torch
 torch.set_num_threads(1)
-from runs.config import RunConfig
-from runs.train import train_run
+from costlaw.runs.config import RunConfig
+from costlaw.runs.train import train_run
 cfg = RunConfig.from_dict(json.loads(sys.argv[1]))
 s = train_run(cfg, sys.argv[2], device="cpu", progress=False)
 print(json.dumps({"status": s["status"], "steps": s["steps"]}))
@@ -352,7 +351,7 @@ def test_data_parallel_rejects_grad_accum_not_a_multiple_of_ranks(tmp_path):
 
 
 def test_warmup_stable_decay_schedule():
-    from runs.schedule import lr_at, wsd_lr
+    from costlaw.runs.schedule import lr_at, wsd_lr
 
     lrs = [wsd_lr(s, 100, 1e-3, 0.1, 0.2, 0.1) for s in range(1, 101)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)  # 10% linear warmup

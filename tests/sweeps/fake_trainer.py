@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from runs.rundir import RunDir, write_json_atomic
+from costlaw.runs.rundir import RunDir, write_json_atomic
 
 CKPT = "checkpoint.json"
 

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-
-from runs.rundir import RunDir
-from sweeps import record, status, submit
-from sweeps.worker import RunTask, distributed_env
+from costlaw.runs.rundir import RunDir
+from costlaw.sweeps import record, status, submit
+from costlaw.sweeps.worker import RunTask, distributed_env
 
 from .conftest import FAKE, STAGED_SPEC
 
@@ -55,7 +54,7 @@ def test_debug_executor_runs_stages_in_order_and_skips_done(tmp_path, write_spec
 
 
 def test_root_of_another_sweep_is_refused(tmp_path, write_spec, job_env):
-    from costmodel import CostlawError
+    from costlaw.costmodel import CostlawError
 
     root = tmp_path / "root"
     submit.submit_spec(write_spec(name="a"), root, "debug", train_fn=FAKE, progress=False)
@@ -154,7 +153,7 @@ def test_local_failure_is_reported_then_resubmitted(tmp_path, write_spec, job_en
 
 
 def _task(tmp_path, steps=200, train_fn=FAKE, **kw):
-    from runs.config import RunConfig
+    from costlaw.runs.config import RunConfig
 
     cfg = RunConfig.from_dict({"model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1,
                                          "head_dim": 16, "ffn_dim": 64, "vocab_size": 257},
@@ -193,7 +192,7 @@ def test_checkpoint_stops_at_a_step_and_the_requeued_task_resumes(tmp_path, job_
 
 def test_failed_summary_fails_the_job(tmp_path, job_env):
     job_env.setenv("COSTLAW_FAKE_FAIL", "1")
-    from runs.config import RunConfig
+    from costlaw.runs.config import RunConfig
 
     cfg = RunConfig.from_dict({"model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1,
                                          "head_dim": 16, "ffn_dim": 64, "vocab_size": 257},
@@ -203,7 +202,7 @@ def test_failed_summary_fails_the_job(tmp_path, job_env):
 
 
 def test_child_of_unfinished_parent_refuses(tmp_path, job_env):
-    from sweeps.worker import ParentNotCompleted
+    from costlaw.sweeps.worker import ParentNotCompleted
 
     task = _task(tmp_path, parent_id="0" * 16)
     with pytest.raises(ParentNotCompleted, match="has not finished"):

@@ -163,9 +163,8 @@ def no_jobs(monkeypatch):
 
     for name in ("AutoExecutor", "SlurmExecutor", "LocalExecutor", "DebugExecutor"):
         monkeypatch.setattr(submitit, name, refuse)
-    import sweeps.submit
-
-    monkeypatch.setattr(sweeps.submit, "submit", refuse)
+    import costlaw.sweeps.submit as sweeps_submit
+    monkeypatch.setattr(sweeps_submit, "submit", refuse)
 
 
 def test_at_least_30_distinct_cases():

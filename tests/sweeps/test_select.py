@@ -2,10 +2,9 @@
 the local executor."""
 
 import pytest
-
-from costmodel import ConfigError
-from sweeps import expand, spec, submit
-from sweeps.select import largest_first, select
+from costlaw.costmodel import ConfigError
+from costlaw.sweeps import expand, spec, submit
+from costlaw.sweeps.select import largest_first, select
 
 from .conftest import FAKE
 

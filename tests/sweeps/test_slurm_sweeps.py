@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from runs.rundir import RunDir
-from sweeps import record, status, submit
+from costlaw.runs.rundir import RunDir
+from costlaw.sweeps import record, status, submit
 
 from .conftest import FAKE, STAGED_SPEC
 
@@ -90,7 +89,7 @@ def test_status_polls_every_job_with_one_sacct_call(tmp_path, write_spec, job_en
     root = tmp_path / "root"
     submit.submit_spec(write_spec(name="poll"), root, "slurm", train_fn=FAKE, progress=False)
     _wait(root)
-    from sweeps.jobs import slurm_states
+    from costlaw.sweeps.jobs import slurm_states
 
     jobs = [r["jobs"][0]["job_id"] for r in record.load(root)["runs"]]
     deadline = time.monotonic() + 60  # DONE is written before the job step exits; sacct follows a moment later
@@ -120,9 +119,8 @@ def test_two_slurm_tasks_form_a_torch_distributed_group(tmp_path, job_env):
     """What a multi-GPU run does, on CPU: tasks_per_node = 2 (srun starts two tasks), each task's worker exports
     TorchDistributedEnvironment (RANK, WORLD_SIZE, MASTER_ADDR/PORT from the job) and the group forms (gloo)."""
     import submitit
-
-    from runs.config import RunConfig
-    from sweeps.worker import RunTask
+    from costlaw.runs.config import RunConfig
+    from costlaw.sweeps.worker import RunTask
 
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         job_env.delenv(k, raising=False)

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from costmodel import ConfigError, paper_ffn, params_non_embedding, params_total
-from sweeps import expand, formula, spec
+from costlaw.costmodel import ConfigError, paper_ffn, params_non_embedding, params_total
+from costlaw.sweeps import expand, formula, spec
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.store.ingest import ingest
-from analysis.store.synth import metrics_lines, write_run
-from costmodel import ModelConfig, hybrid_layout, paper_ffn, params_non_embedding
-from runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
+from costlaw.analysis.store.ingest import ingest
+from costlaw.analysis.store.synth import metrics_lines, write_run
+from costlaw.costmodel import ModelConfig, hybrid_layout, paper_ffn, params_non_embedding
+from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
 
 SHAPES = ((2, 64), (3, 128), (4, 192), (4, 256))
 LAWS = {  # label -> (a, b, E) of L(N) = (a/N)^b + E
