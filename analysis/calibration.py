@@ -36,19 +36,20 @@ import argparse
 import csv
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from costlaw.analysis.objective import CALIBRATION_FORMAT
 from costlaw.costmodel import ModelConfig, c_infer, kv_cache_bytes, m_infer, params_total, policy_params, prefill_flops
+from costlaw.costmodel.core.errors import ConfigError, CostlawError
+from costlaw.costmodel.core.files import write_atomic
 from costlaw.costmodel.costs import DTYPE_BYTES
-from costlaw.costmodel.errors import ConfigError, CostlawError
 from costlaw.costmodel.hardware import gpu as find_gpu
 from costlaw.costmodel.hardware import roofline
 
 FORMAT = "costlaw-calibration-measurements/1"
-CALIBRATION_FORMAT = "costlaw-calibration/1"
 FAMILIES = ("gqa", "hybrid", "compressed")
 # The columns fitted per family as linear laws in the context T.
 LAWS = ("decode_s_per_token", "prefill_s_per_token", "peak_bytes", "kv_bytes_measured")
@@ -397,7 +398,7 @@ def render_markdown(rows, fits: dict, gpu: str | None = None, title: str = "Cost
 
 
 def _per_s(b: float) -> str:
-    from costlaw.costmodel.units import si
+    from costlaw.costmodel.core.units import si
 
     return si(1.0 / b) if b > 0 else "inf"
 
@@ -406,8 +407,9 @@ def _per_s(b: float) -> str:
 def figure(rows, fits: dict, path, gpu: str | None = None) -> list[Path]:
     """KV cache and total memory (measured points, analytic lines) and decode ms/token (measured points,
     roofline dashed, calibrated solid) against T, per family (one colour and marker each). PNG and SVG."""
-    from costlaw.analysis.figures.style import colour, marker, new_figure, plain_log_ticks, save, style
     from matplotlib.lines import Line2D
+
+    from costlaw.analysis.figures.style import colour, marker, new_figure, plain_log_ticks, save, style
 
     tab = table(rows, fits, gpu)
     families = list(dict.fromkeys(t["family"] for t in tab))
@@ -457,12 +459,6 @@ def figure(rows, fits: dict, path, gpu: str | None = None) -> list[Path]:
 
 
 # ---------------------------------------------------------------- CLI
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _csv_text(flat: list[dict]) -> str:
     import io
 
@@ -487,12 +483,12 @@ def write_outputs(measurements: str | Path, out: str | Path, gpu: str | None = N
     if key:
         src = (f"analysis.calibration from {Path(measurements).name} ({doc.get('gpu') or key}"
                f"{', torch ' + doc['torch'] if doc.get('torch') else ''})")
-        _write(out / "calibration.json", json.dumps(calibration_file(rows, fits, gpu=key, source=src), indent=2)
+        write_atomic(out / "calibration.json", json.dumps(calibration_file(rows, fits, gpu=key, source=src), indent=2)
                + "\n")
         written["calibration.json"] = out / "calibration.json"
-    _write(out / "calibration.md", render_markdown(rows, fits, gpu=key))
+    write_atomic(out / "calibration.md", render_markdown(rows, fits, gpu=key))
     written["calibration.md"] = out / "calibration.md"
-    _write(out / "measurements.csv", _csv_text(flat_rows(rows)))
+    write_atomic(out / "measurements.csv", _csv_text(flat_rows(rows)))
     written["measurements.csv"] = out / "measurements.csv"
     png, _svg = figure(rows, fits, out / "calibration.png", gpu=key)
     written["calibration.png"] = png

@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+
 from costlaw.costmodel import KVPolicy, ModelConfig, costs
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
 
 COSTS = {"memory": "m_infer_bytes", "flops": "c_infer_flops_per_token"}
 

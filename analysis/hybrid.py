@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from costlaw.costmodel import ModelConfig, c_infer, c_train, kv_cache_bytes, params_total, prefill_flops
+from costlaw.costmodel.core.errors import CostlawError
+from costlaw.costmodel.core.files import write_atomic
 from costlaw.costmodel.costs import dtype_bytes
-from costlaw.costmodel.errors import CostlawError
 
 EVALS = ("val_loss", "position_loss", "retrieval", "inference")
 RUN_COLUMNS = ("run_id", "stage", "status", "base_run_id", "seq_len", "seed", "gpu", "device", "val_loss", "tokens",
@@ -240,7 +240,7 @@ def _pct(v) -> str:
 
 
 def _rate(v) -> str:
-    from costlaw.costmodel.units import si
+    from costlaw.costmodel.core.units import si
 
     return "n/a" if v is None else si(v)
 
@@ -250,7 +250,7 @@ def _ms(v) -> str:
 
 
 def _bytes(v) -> str:
-    from costlaw.costmodel.units import binary_bytes
+    from costlaw.costmodel.core.units import binary_bytes
 
     return "n/a" if v is None else f"{v:,} ({binary_bytes(v)})"
 
@@ -405,19 +405,13 @@ def figure(result: dict, path) -> list[Path]:
 
 
 # ---------------------------------------------------------------- CLI
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_outputs(db, out) -> list[Path]:
     """compare(db), then DIR/hybrid.json, hybrid.md and hybrid.png + .svg; returns the paths written."""
     result = compare(db)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / "hybrid.json", json.dumps(result, indent=2) + "\n")
-    _write(out / "hybrid.md", render_markdown(result))
+    write_atomic(out / "hybrid.json", json.dumps(result, indent=2) + "\n")
+    write_atomic(out / "hybrid.md", render_markdown(result))
     return [out / "hybrid.json", out / "hybrid.md", *figure(result, out / "hybrid.png")]
 
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from costlaw.costmodel import ModelConfig, costs
+from costlaw.costmodel.core.errors import CostlawError
 from costlaw.costmodel.costs import dtype_bytes
-from costlaw.costmodel.errors import CostlawError
 from costlaw.costmodel.hardware import gpu as find_gpu
 from costlaw.costmodel.hardware import roofline
 

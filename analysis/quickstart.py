@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
 
 CONTEXTS = (8192, 131072)
 STEPS = 6
@@ -32,7 +32,7 @@ STEPS = 6
 
 def spec_path() -> Path:
     """sweeps/examples/quickstart.toml, found without importing sweeps (which would pull in runs)."""
-    spec = importlib.util.find_spec("sweeps")
+    spec = importlib.util.find_spec("costlaw.sweeps")
     locs = list(spec.submodule_search_locations or []) if spec else []
     for loc in locs:
         p = Path(loc) / "examples" / "quickstart.toml"

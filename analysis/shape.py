@@ -31,8 +31,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from costlaw.costmodel import KVPolicy, ModelConfig, hybrid_layout, paper_ffn, params_non_embedding
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
 
 # (L, d) of the paper's MHA ladder: Table 9 (3M ... 1.2B), then App. B.1 Table 7 above 1.2B
 PAPER_SHAPES: tuple[tuple[int, int], ...] = (

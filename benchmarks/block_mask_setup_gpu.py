@@ -31,9 +31,10 @@ BUILDERS = ("compiled", "internal", "eager", "chunked")
 def child(builder: str, T: int) -> dict:
     sys.path.insert(0, str(REPO))
     import torch
+    from torch.nn.attention.flex_attention import create_block_mask
+
     from costlaw.costmodel import SinkWindow
     from costlaw.runs.models.masks import fixed_block_mask, mask_mod
-    from torch.nn.attention.flex_attention import create_block_mask
 
     spec = SinkWindow(64, 1024)
     dev = torch.device("cuda")

@@ -28,11 +28,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import torch  # noqa: E402
+
 from costlaw.costmodel import KVPolicy, ModelConfig, c_infer, hybrid_layout, kv_cache_bytes, m_infer, params_total  # noqa: E402
+from costlaw.costmodel.core.units import parse_tokens  # noqa: E402
 from costlaw.costmodel.costs import dtype_bytes  # noqa: E402
 from costlaw.costmodel.hardware import GPUS  # noqa: E402
 from costlaw.costmodel.presets import paper_ffn  # noqa: E402
-from costlaw.costmodel.units import parse_tokens  # noqa: E402
 from costlaw.runs.evaluate import timed_generation  # noqa: E402
 from costlaw.runs.kv.registry import policy_model  # noqa: E402
 from costlaw.runs.models import build_model  # noqa: E402

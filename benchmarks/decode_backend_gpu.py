@@ -18,10 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from costlaw.runs.evaluate import timed_generation  # noqa: E402
-from costlaw.runs.models import attention, build_model  # noqa: E402
 from model_smoke_gpu import CONFIGS, make_config  # noqa: E402
 from torch.nn.attention import SDPBackend  # noqa: E402
+
+from costlaw.runs.evaluate import timed_generation  # noqa: E402
+from costlaw.runs.models import attention, build_model  # noqa: E402
 
 BACKENDS = {
     "any-length (used)": list(attention._ANY_LENGTH),

@@ -23,8 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from costlaw.runs.models.decode_graph import GraphDecoder  # noqa: E402
 from model_smoke_gpu import CONFIGS, DRY, infer, make_config  # noqa: E402
+
+from costlaw.runs.models.decode_graph import GraphDecoder  # noqa: E402
 
 
 def main() -> int:

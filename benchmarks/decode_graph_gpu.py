@@ -20,11 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+from benchmarks.model_smoke_gpu import CONFIGS, make_config  # noqa: E402
 from costlaw.runs.models import build_model  # noqa: E402
 from costlaw.runs.models.attention import attend_filled, split_parts  # noqa: E402
 from costlaw.runs.models.decode_graph import GraphDecoder  # noqa: E402
-
-from benchmarks.model_smoke_gpu import CONFIGS, make_config  # noqa: E402
 
 
 def attention_check(B: int, S: int, length: int) -> dict:

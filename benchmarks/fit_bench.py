@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Measure this checkout's fitter, whatever an (editable) install elsewhere on sys.path points at.
 sys.path.insert(0, str(REPO))
 
+from costlaw.costmodel.core.files import write_atomic  # noqa: E402
 from costlaw.fitting import bootstrap, fit, get_law  # noqa: E402
 
 CSV = Path("data") / "chinchilla" / "svg_extracted_data.csv"
@@ -103,11 +104,7 @@ def main(argv=None) -> int:
         "epoch_se": EPOCH_SE,
         "se_ratio_to_epoch": {k: boot.stderr[k] / v for k, v in EPOCH_SE.items()},
     }
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(args.out, json.dumps(out, indent=2) + "\n")
     print(markdown(out))
     return 0 if out["within_budget"] else 1
 

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from costlaw.costmodel.core.rundir import RunDir, run_path
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -105,11 +107,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import torch
+
     from costlaw.runs.config import RunConfig
     from costlaw.runs.data import load_corpus
     from costlaw.runs.kv.harness import evaluate_policies, kv_eval_run, load_policy_run
     from costlaw.runs.kv.train_policy import train_policy_run
-    from costlaw.runs.rundir import RunDir
     from costlaw.runs.train import train_run
 
     t_start = time.perf_counter()
@@ -144,7 +146,7 @@ def main(argv=None) -> int:
 
         steps, cal = calibrated_steps(run_base, lambda n: base_config(args, n), SHARES["base"] * left, 12, 50, 20000)
         base_cfg = base_config(args, steps)
-        base_dir = out / "runs" / base_cfg.run_id
+        base_dir = run_path(out, base_cfg.run_id)
         s = run_base(base_cfg, base_dir)
         phase("base", t0, steps=steps, calibration=cal, status=s["status"], val_loss=s.get("val_loss"),
               tokens=s["tokens"], tokens_per_s=s.get("tokens_per_s"), mfu=s.get("mfu"), run_id=base_cfg.run_id)
@@ -166,7 +168,7 @@ def main(argv=None) -> int:
                                                                                                n, b),
                                           budget, 4, 20, 5000)
             cfg = policy_config(base_cfg, base_dir, method, steps, batch)
-            rd = out / "runs" / cfg.run_id
+            rd = run_path(out, cfg.run_id)
             s = run_policy(cfg, rd)
             evals = RunDir(rd).evals()
             val = next((e["metrics"] for e in evals if e["eval"] == "policy_val"), {})

@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import torch  # noqa: E402
+
 from costlaw.costmodel import (  # noqa: E402
     ModelConfig,
     c_infer,

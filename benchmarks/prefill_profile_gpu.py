@@ -18,10 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from costlaw.costmodel import prefill_flops  # noqa: E402
-from costlaw.runs.models import build_model  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from train_bench_gpu import model_config  # noqa: E402
+
+from costlaw.costmodel import prefill_flops  # noqa: E402
+from costlaw.runs.models import build_model  # noqa: E402
 
 
 def prefill_once(model, cache, prompt) -> None:

@@ -15,11 +15,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from model_smoke_gpu import median_ms  # noqa: E402
+
 from costlaw.costmodel import SinkWindow  # noqa: E402
 from costlaw.runs.models.attention import attend  # noqa: E402
 from costlaw.runs.models.masks import fixed_block_mask  # noqa: E402
 from costlaw.runs.models.sink_chunks import sink_window_chunks  # noqa: E402
-from model_smoke_gpu import median_ms  # noqa: E402
 
 
 def inputs(B, H, KV, T, d, dtype, seed=0):

@@ -2,7 +2,7 @@
 
     python benchmarks/store_bench.py [--runs 1000] [--steps 1000] [--repeats 5] [--out FILE.json]
 
-The run directories are generated first (not timed) by analysis.store.synth from real RunConfig dicts
+The run directories are generated first (not timed) by tests/support/synth_runs.py from real RunConfig dicts
 (a ladder of sizes x head configurations x seeds), each with metrics.jsonl of S lines and the standard
 evals. Timed in this one interpreter (the first ingest also pays polars' import):
 - ingest into a new database (median of --repeats, each into a new file; wall and CPU seconds),
@@ -27,10 +27,12 @@ import time
 from pathlib import Path
 
 import duckdb
-from costlaw.analysis.store import connect_readonly, ingest, query_df
-from costlaw.analysis.store.synth import write_run
-from costlaw.costmodel import preset
-from costlaw.runs.config import DataConfig, RunConfig, TrainConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's tests/ (its run-directory fixture)
+from costlaw.analysis.store import connect_readonly, ingest, query_df  # noqa: E402
+from costlaw.costmodel import preset  # noqa: E402
+from costlaw.runs.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
+from tests.support.synth_runs import write_run  # noqa: E402
 
 QUERY = """SELECT family, n_heads, n_kv_heads, n_params, count(*) AS n_runs, avg(final_loss) AS final_loss,
        stddev_samp(final_loss) AS final_loss_std, min(final_loss) AS best

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from costlaw.costmodel.core.rundir import run_path
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -83,6 +85,7 @@ def model_config(name: str):
 
 def run_config(name: str, args) -> dict:
     import torch
+
     from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
     from costlaw.runs.models import Transformer
     from costlaw.runs.train import train_run
@@ -99,7 +102,7 @@ def run_config(name: str, args) -> dict:
                                       log_every=10, checkpoint_every=0, compile=args.compile),
                     eval=EvalConfig(val_tokens=T * spec["batch_size"], position_buckets=1, retrieval_samples=0,
                                     decode_tokens=32 if inference else 0))
-    out = Path(args.out) / "runs" / cfg.run_id
+    out = run_path(args.out, cfg.run_id)
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     s = train_run(cfg, out, device=args.device, resume=False, progress=False)

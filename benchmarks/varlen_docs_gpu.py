@@ -18,12 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from profile_step_gpu import synthetic_doc_ids  # noqa: E402
+from sink_chunks_gpu import grads, times  # noqa: E402
+
 from costlaw.costmodel import FULL  # noqa: E402
 from costlaw.runs.models import varlen  # noqa: E402
 from costlaw.runs.models.attention import attend  # noqa: E402
 from costlaw.runs.models.masks import block_mask, document_layout  # noqa: E402
-from profile_step_gpu import synthetic_doc_ids  # noqa: E402
-from sink_chunks_gpu import grads, times  # noqa: E402
 
 
 def reference(q, k, v, doc_ids):

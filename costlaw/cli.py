@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
 
 VERBS = {
     "quickstart": "run a small sweep on this machine, ingest, fit, recommend and write a report",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from costlaw.costmodel.units import binary_bytes, parse_tokens, si, table
+from costlaw.costmodel.core.units import binary_bytes, parse_tokens, si, table
 
 
 def add_arguments(p):
@@ -125,7 +125,7 @@ def _resolve(args):
 
 def main(args) -> int:
     from costlaw.costmodel import costs, preset_names
-    from costlaw.costmodel.errors import ConfigError
+    from costlaw.costmodel.core.errors import ConfigError
 
     if args.list_presets:
         print("\n".join(preset_names()))

@@ -42,7 +42,7 @@ def _row(m: dict, path) -> dict:
 
 
 def main(args) -> int:
-    from costlaw.costmodel.units import table
+    from costlaw.costmodel.core.units import table
 
     if args.action == "fetch-gpt2":
         from pathlib import Path

@@ -10,12 +10,11 @@ Example (Chinchilla, Epoch's 240 rows):
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
-from costlaw.costmodel.errors import CostlawError
-from costlaw.costmodel.units import table
+from costlaw.costmodel.core.errors import CostlawError
+from costlaw.costmodel.core.units import table
 
 
 def add_arguments(p):
@@ -115,7 +114,10 @@ def main(args) -> int:
     for target in args.inverse or []:
         derived[f"{xcols[0]}@{args.y}={target:g}"] = lambda p, t=target: law.inverse(p, t, strict=False)
 
-    log = _Progress(len(data), args.bootstrap)
+    from costlaw.costmodel.core.progress import Progress
+
+    log = Progress(len(data) * args.bootstrap, "bootstrap refits", "refits", every_s=None,
+                   bar=None if args.bootstrap else False)
     results, plots = [], []
     for g, sub, X, y in data:
         t0 = time.perf_counter()
@@ -130,7 +132,7 @@ def main(args) -> int:
         boot = None
         if args.bootstrap:
             boot = bootstrap(law, X, y, res, n=args.bootstrap, seed=args.seed, derived=derived, x_names=xcols,
-                             y_name=args.y, progress=log.step)
+                             y_name=args.y, progress=lambda done, total: log.update(1))
             out.update({k: v for k, v in boot.to_dict().items() if k != "estimates"})
         if args.holdout_largest:
             by = args.holdout_by or xcols[0]
@@ -140,11 +142,13 @@ def main(args) -> int:
                                  y_name=args.y)
             out["holdout"] = ho.to_dict()
             out["holdout"]["by"] = by
-        from costlaw.fitting.jsonable import jsonable
+        from costlaw.costmodel.core.files import clean_json
 
-        results.append(jsonable(out))
+        results.append(clean_json(out))
         plots.append((_label(g), res, X, y, boot))
-        log.done(g, res, time.perf_counter() - t0)
+        if len(data) > 1 and not log.interactive:
+            log.log(f"fit {_label(g) or 'all'}: {res.n_points} points, objective {res.objective:.6g}, "
+                    f"{time.perf_counter() - t0:.1f}s")
     log.close()
     if args.plot:
         from costlaw.fitting.plot import plot_fits
@@ -298,30 +302,3 @@ def _print_human(r: dict, law) -> None:
         print(table([{**{c: _fmt(v) for c, v in row["x"].items()}, r["y"]: _fmt(row["y_true"]),
                       "predicted": _fmt(row["y_pred"]), "rel error %": f"{100 * row['rel_error']:+.3f}",
                       "x / max train": f"{row['extrapolation']:.3g}"} for row in h["rows"]]))
-
-
-class _Progress:
-    """rich progress over bootstrap refits when stderr is a terminal; else one log line per fitted group."""
-
-    def __init__(self, n_groups: int, n_boot: int):
-        self.n_groups, self.tty = n_groups, sys.stderr.isatty()
-        self.bar = self.task = None
-        if self.tty and n_boot:
-            from rich.progress import Progress
-
-            self.bar = Progress(transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("bootstrap refits", total=n_groups * n_boot)
-
-    def step(self, done: int, total: int) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task)
-
-    def done(self, g: dict, res, seconds: float) -> None:
-        if not self.tty and (self.n_groups > 1):
-            print(f"fit {_label(g) or 'all'}: {res.n_points} points, objective {res.objective:.6g}, "
-                  f"{seconds:.1f}s", file=sys.stderr)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()

@@ -22,8 +22,8 @@ def main(args) -> int:
 
     from costlaw.analysis.frontier import COSTS, pareto_sets, points
     from costlaw.cmd_recommend import parse_contexts
+    from costlaw.costmodel.core.units import binary_bytes, si, table
     from costlaw.costmodel.costs import dtype_bytes
-    from costlaw.costmodel.units import binary_bytes, si, table
 
     contexts = parse_contexts(args.context)
     dtype_bytes(args.dtype)

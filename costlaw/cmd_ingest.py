@@ -16,7 +16,7 @@ def add_arguments(p):
 
 def main(args) -> int:
     from costlaw.analysis.store import ingest
-    from costlaw.costmodel.units import table
+    from costlaw.costmodel.core.units import table
 
     def progress(line: str) -> None:
         print(f"ingest: {line}", file=sys.stderr)

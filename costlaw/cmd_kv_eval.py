@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
 
 
 def _csv(kind):
@@ -45,7 +45,7 @@ def add_arguments(p):
 
 
 def main(args) -> int:
-    from costlaw.costmodel.units import table
+    from costlaw.costmodel.core.units import table
     from costlaw.runs.kv.harness import kv_eval_run, parse_policy_runs
 
     policies = _csv(str)(args.policies)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -43,10 +42,9 @@ def add_arguments(p):
 
 
 def _write(out: str, data: bytes) -> None:
-    path = Path(out)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    from costlaw.costmodel.core.files import write_atomic
+
+    write_atomic(out, data)
 
 
 def _json_default(v):
@@ -55,8 +53,8 @@ def _json_default(v):
 
 def main(args) -> int:
     from costlaw.analysis.store.query import list_objects, query_arrow, query_rows
-    from costlaw.costmodel.errors import CostlawError
-    from costlaw.costmodel.units import table
+    from costlaw.costmodel.core.errors import CostlawError
+    from costlaw.costmodel.core.units import table
 
     if args.out:
         out, db = Path(args.out).resolve(), Path(args.db).resolve()

@@ -16,7 +16,7 @@ def add_arguments(p):
 
 def main(args) -> int:
     from costlaw.analysis.quickstart import run_quickstart
-    from costlaw.costmodel.errors import CostlawError
+    from costlaw.costmodel.core.errors import CostlawError
 
     if args.bootstrap < 0:
         raise CostlawError(f"--bootstrap: must be >= 0, got {args.bootstrap}")

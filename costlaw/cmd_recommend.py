@@ -91,8 +91,8 @@ def add_arguments(p):
 
 
 def parse_contexts(values) -> list[int]:
-    from costlaw.costmodel.errors import CostlawError
-    from costlaw.costmodel.units import parse_tokens
+    from costlaw.costmodel.core.errors import CostlawError
+    from costlaw.costmodel.core.units import parse_tokens
 
     out = []
     for arg in values or []:
@@ -110,7 +110,7 @@ def parse_contexts(values) -> list[int]:
 
 def build_objective(args):
     from costlaw.analysis.objective import Objective, load_calibration, parse_number
-    from costlaw.costmodel.units import parse_bytes
+    from costlaw.costmodel.core.units import parse_bytes
 
     cal = load_calibration(args.calibration) if args.calibration else {}
     return Objective(lam=args.lam, alpha=args.alpha, beta=args.beta, dtype=args.dtype,
@@ -125,7 +125,7 @@ def log(msg: str) -> None:
 
 def main(args) -> int:
     from costlaw.analysis.recommend import FAMILIES, fit_store, load_fits, recommend, render_text, write_tomls
-    from costlaw.costmodel.errors import CostlawError
+    from costlaw.costmodel.core.errors import CostlawError
 
     contexts = parse_contexts(args.context)
     families = tuple(f.strip() for f in args.families.split(",") if f.strip())

@@ -32,7 +32,7 @@ def main(args) -> int:
     from costlaw.analysis.report import build_report
     from costlaw.analysis.report.build import dumps_json
     from costlaw.cmd_recommend import parse_contexts
-    from costlaw.costmodel.errors import CostlawError
+    from costlaw.costmodel.core.errors import CostlawError
 
     if args.bootstrap < 0:
         raise CostlawError(f"--bootstrap: must be >= 0, got {args.bootstrap}")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
+
+from costlaw.costmodel.core.rundir import RunDir, run_path
 
 
 def add_arguments(p):
@@ -32,9 +33,8 @@ def main(args) -> int:
     import signal
     import threading
 
-    from costlaw.costmodel.units import binary_bytes, si, table
+    from costlaw.costmodel.core.units import binary_bytes, si, table
     from costlaw.runs.config import RunConfig
-    from costlaw.runs.rundir import RunDir
 
     cfg = RunConfig.load(args.config)
     threads = args.threads
@@ -48,7 +48,7 @@ def main(args) -> int:
         import torch
 
         torch.set_num_threads(threads)
-    run_dir = Path(args.out) / "runs" / cfg.run_id
+    run_dir = run_path(args.out, cfg.run_id)
     rd = RunDir(run_dir)
     if rd.is_done():
         summary = rd.summary()

@@ -2,6 +2,7 @@
 
 from costlaw.costmodel.attention import FULL, BlockStrided, Full, SinkWindow, parse_spec
 from costlaw.costmodel.config import ModelConfig, centred_full_layers, hybrid_layout
+from costlaw.costmodel.core.errors import ConfigError, CostlawError
 from costlaw.costmodel.costs import (
     c_infer,
     c_train,
@@ -17,7 +18,6 @@ from costlaw.costmodel.costs import (
     params_total,
     prefill_flops,
 )
-from costlaw.costmodel.errors import ConfigError, CostlawError
 from costlaw.costmodel.hardware import GPUS, gpu, roofline
 from costlaw.costmodel.kvpolicy import METHODS, KVPolicy, policy_flops_per_token, policy_params
 from costlaw.costmodel.presets import PRESETS, paper_ffn, preset, preset_names

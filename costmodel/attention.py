@@ -10,10 +10,11 @@ Positions are 0-based. A query at position q sees key k only if k <= q (causal) 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
-from costlaw.costmodel.errors import ConfigError
+from costlaw.costmodel.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,11 @@ class BlockStrided:
 
     def spec(self) -> str:
         return f"block_strided({self.block},{self.local_blocks},{self.stride})"
+
+
+def pattern_params(spec) -> dict:
+    """A pattern's parameters by name, e.g. {"sink": 4, "window": 1024} (empty for full attention)."""
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
 
 
 AttentionSpec = Full | SinkWindow | BlockStrided

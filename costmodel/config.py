@@ -17,7 +17,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 from costlaw.costmodel.attention import FULL, AttentionSpec, Full, decode_layout, encode_layout, parse_spec
-from costlaw.costmodel.errors import ConfigError
+from costlaw.costmodel.core.errors import ConfigError
 from costlaw.costmodel.kvpolicy import KVPolicy
 
 _INT_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim", "vocab_size")

@@ -13,7 +13,7 @@ Conventions (the GQA paper's Table 2, generalised):
 from __future__ import annotations
 
 from costlaw.costmodel.config import ModelConfig
-from costlaw.costmodel.errors import ConfigError
+from costlaw.costmodel.core.errors import ConfigError
 from costlaw.costmodel.kvpolicy import policy_decode_flops_per_token, policy_flops_per_token, policy_params
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}

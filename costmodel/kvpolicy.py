@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from costlaw.costmodel.errors import ConfigError
+from costlaw.costmodel.core.errors import ConfigError
 
 # method -> {option: default}. Options are what changes the cache or the policy's own parameters.
 METHODS: dict[str, dict[str, float | int]] = {

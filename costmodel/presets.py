@@ -8,7 +8,7 @@ multiple of 32), with MHA heads n_h = n_kv = d / 64 as trained there.
 from __future__ import annotations
 
 from costlaw.costmodel.config import ModelConfig, hybrid_layout
-from costlaw.costmodel.errors import ConfigError
+from costlaw.costmodel.core.errors import ConfigError
 
 
 def paper_ffn(d_model: int) -> int:

@@ -17,7 +17,7 @@ and check extrapolation by leaving the largest runs out.
 
 Modules: law.py (Law, the registry), lse.py (LSELaw: sums of power terms in LSE form), forms.py (the
 built-in laws: power-plus-constant, gqa-size, chinchilla, compute, linear), objective.py (huber / l2 / l1),
-fit.py, bootstrap.py, holdout.py, plot.py (plot_fits), data.py (input checks), jsonable.py.
+fit.py, bootstrap.py, holdout.py, plot.py (plot_fits), data.py (input checks).
 
 Refinement runs under threadpoolctl's one-BLAS-thread limit: L-BFGS-B calls BLAS thousands of times on
 tiny matrices, and on a loaded 2-core machine OpenBLAS's spinning threads made 100 Chinchilla refits take

@@ -15,12 +15,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from costlaw.costmodel.errors import CostlawError
+from threadpoolctl import threadpool_limits
+
+from costlaw.costmodel.core.errors import CostlawError
+from costlaw.costmodel.core.files import clean_json
 from costlaw.fitting.data import prepare
 from costlaw.fitting.fit import BOOTSTRAP_FTOL, FitResult, minimise
-from costlaw.fitting.jsonable import jsonable
 from costlaw.fitting.law import Law, get_law
-from threadpoolctl import threadpool_limits
 
 
 @dataclass
@@ -63,7 +64,7 @@ class BootstrapResult:
                "stderr": self.stderr, "ci95": self.ci95}
         if samples:
             out["samples"] = self.samples
-        return jsonable(out)
+        return clean_json(out)
 
 
 def bootstrap(law, X, y, res: FitResult, n: int = 1000, seed: int = 0,

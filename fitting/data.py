@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from costlaw.costmodel.errors import CostlawError
+
+from costlaw.costmodel.core.errors import CostlawError
 
 
 def prepare(law, X, y, x_names=None, y_name: str = "y"):

@@ -13,12 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from costlaw.costmodel.errors import CostlawError
+from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
+
+from costlaw.costmodel.core.errors import CostlawError
 from costlaw.fitting.data import prepare
 from costlaw.fitting.law import Law, get_law
 from costlaw.fitting.objective import LOSSES, objective_many, rho, value_and_grad
-from scipy.optimize import minimize
-from threadpoolctl import threadpool_limits
 
 FTOL = 1e-15
 # Bootstrap refits start at the full-data optimum, so their scaled objective stays ~1 and this test is
@@ -71,9 +72,9 @@ class FitResult:
 
     def to_dict(self) -> dict:
         """JSON-ready summary (non-finite numbers become None)."""
-        from costlaw.fitting.jsonable import jsonable
+        from costlaw.costmodel.core.files import clean_json
 
-        return jsonable({
+        return clean_json({
             "law": self.law.name, "formula": self.law.formula, "params": self.params,
             "objective": self.objective, "grad_norm": self.grad_norm, "n_points": self.n_points, "r2": self.r2,
             "r2_ceiling": self.r2_ceiling,

@@ -21,6 +21,7 @@ Parameterisation choices (all fitted as LSE of power terms, see fitting/lse.py):
 from __future__ import annotations
 
 import numpy as np
+
 from costlaw.fitting.law import Law, register_law
 from costlaw.fitting.lse import LSELaw, power_grid
 

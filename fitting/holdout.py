@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from costlaw.costmodel.errors import CostlawError
+
+from costlaw.costmodel.core.errors import CostlawError
+from costlaw.costmodel.core.files import clean_json
 from costlaw.fitting.data import prepare
 from costlaw.fitting.fit import FitResult, fit
-from costlaw.fitting.jsonable import jsonable
 from costlaw.fitting.law import get_law
 
 
@@ -31,7 +32,7 @@ class HoldoutResult:
     fit: FitResult
 
     def to_dict(self) -> dict:
-        return jsonable({"k": self.k, "by": self.by, "threshold": self.threshold, "n_train": self.n_train,
+        return clean_json({"k": self.k, "by": self.by, "threshold": self.threshold, "n_train": self.n_train,
                          "n_heldout": len(self.rows), "max_abs_rel_error": self.max_abs_rel_error,
                          "mean_abs_rel_error": self.mean_abs_rel_error, "rows": self.rows,
                          "fit": self.fit.to_dict()})

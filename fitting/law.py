@@ -39,7 +39,8 @@ import itertools
 from collections.abc import Callable, Mapping
 
 import numpy as np
-from costlaw.costmodel.errors import CostlawError
+
+from costlaw.costmodel.core.errors import CostlawError
 
 
 class Law:

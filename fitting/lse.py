@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from costlaw.fitting.law import Law
 
 # A term is (intercept theta index or None, ((theta index, variable index, coefficient), ...)):

@@ -8,11 +8,12 @@ the second (its 10th/50th/90th percentiles), and observed against predicted. Use
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
-from costlaw.costmodel.errors import CostlawError
+
+from costlaw.costmodel.core.errors import CostlawError
+from costlaw.costmodel.core.files import atomic_file
 
 
 def plot_fits(path, items, x_names=None, y_name: str = "loss", title: str | None = None) -> Path:
@@ -47,9 +48,8 @@ def plot_fits(path, items, x_names=None, y_name: str = "loss", title: str | None
             _two_variables(fig, row, label, res, np.asarray(X, float), np.asarray(y), boot, names, y_name)
     fig.suptitle(title or f"{law.name}: {law.formula} ({items[0][1].loss} on log residuals)")
     FigureCanvasAgg(fig)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format=fmt, dpi=120)
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        fig.savefig(f, format=fmt, dpi=120)
     return path
 
 

@@ -8,7 +8,6 @@ the same directory and a resubmitted sweep finds its finished runs.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import tomllib
 import types
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from costlaw.costmodel import ConfigError, ModelConfig
+from costlaw.costmodel.core.rundir import run_id_of
 from costlaw.costmodel.tomlw import dumps as toml_dumps
 
 # tokenizer -> vocabulary size the model must at least have (byte: 256 bytes + <|endoftext|>)
@@ -152,9 +152,7 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        d = self.to_dict()
-        d.pop("name")
-        return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+        return run_id_of(self.to_dict())
 
     @property
     def tokens_per_step(self) -> int:

@@ -26,7 +26,9 @@ import time
 
 import numpy as np
 import torch
+
 from costlaw.costmodel import kv_cache_bytes
+from costlaw.costmodel.core.rundir import EVALS
 from costlaw.runs.packing import PAD_TARGET, MicroBatch, Packer, materialize, passkey_sequence, passkey_tokens
 
 
@@ -239,7 +241,7 @@ def evaluate(model, cfg, corpus, device, rd=None, tokenizer=None, dtype=None, lo
                 rd.append_eval(r["eval"], r["tags"], r["metrics"])
 
     if rd is not None:
-        rd.file("evals.jsonl").unlink(missing_ok=True)
+        rd.file(EVALS).unlink(missing_ok=True)
     was_training = model.training
     model.eval()
     try:

@@ -37,10 +37,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from costlaw.costmodel import costs as analytic_costs
-from costlaw.costmodel.errors import ConfigError, CostlawError
+from costlaw.costmodel.core.env import env_info
+from costlaw.costmodel.core.errors import ConfigError, CostlawError
+from costlaw.costmodel.core.files import atomic_file, repair_jsonl
+from costlaw.costmodel.core.rundir import CHECKPOINT, METRICS, RunDir
 from costlaw.runs.config import RunConfig
-from costlaw.runs.rundir import CHECKPOINT, RunDir, env_info, repair_jsonl
 from costlaw.runs.schedule import lr_at
 
 CKPT_FORMAT = 1
@@ -98,12 +101,8 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_file(path) as f:
         torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
@@ -355,7 +354,7 @@ class Trainer:
         self.final_loss = ck.get("final_loss")
         self.last_metrics = ck.get("last_metrics", {})
         if self.main:
-            repair_jsonl(self.rd.file("metrics.jsonl"))
+            repair_jsonl(self.rd.file(METRICS))
         self._log(f"resumed at step {self.step}")
 
     def _start_loader(self):
@@ -368,7 +367,7 @@ class Trainer:
 
     # ---- the loop
     def _train_loop(self) -> str:
-        from costlaw.runs.data.progress import Progress
+        from costlaw.costmodel.core.progress import Progress
 
         cfg, dev = self.cfg, self.device
         total, log_every, ck_every = self.total_steps, cfg.train.log_every, cfg.train.checkpoint_every

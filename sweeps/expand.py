@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from costlaw.costmodel import ConfigError, ModelConfig, params_embedding, params_non_embedding, params_total
+from costlaw.costmodel.core.rundir import run_path
 from costlaw.sweeps.formula import compile_formula, evaluate
 from costlaw.sweeps.spec import FIELD_TYPES, Resources, Spec, Stage
 
@@ -154,7 +155,7 @@ def _stage_dict(d: dict, origins: dict, st: Stage, extra: dict, where_of: dict, 
     _apply_derived(d, origins, formulas, f"{st.where}.derived", label)
     d["stage"] = st.name
     if parent is not None:
-        set_path(d, "train.init_from", str(root / "runs" / parent.run_id))
+        set_path(d, "train.init_from", str(run_path(root, parent.run_id)))
         origins["train.init_from"] = f"{st.where}.from"
     return d
 

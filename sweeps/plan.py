@@ -53,7 +53,7 @@ def totals(rows: list[dict], gpu: str, mfu: float) -> dict:
 
 def render(spec, rows: list[dict], tot: dict) -> str:
     """The human table of `costlaw sweep plan`."""
-    from costlaw.costmodel.units import binary_bytes, si, table
+    from costlaw.costmodel.core.units import binary_bytes, si, table
 
     out = [f"sweep {spec.name}: {tot['runs']} runs ("
            + ", ".join(f"{n} {s}" for s, n in tot["by_stage"].items()) + f"), runs_cap {spec.runs_cap}"]

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from costlaw.costmodel import CostlawError
+from costlaw.costmodel.core.files import write_atomic
 
 FILE = "sweep.json"
 FORMAT = 1
@@ -44,17 +43,7 @@ def load(root: str | Path, required: bool = True) -> dict | None:
 def save(root: str | Path, doc: dict) -> None:
     p = path(root)
     doc["updated"] = now()
-    data = json.dumps(doc, indent=1, sort_keys=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{FILE}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(p, json.dumps(doc, indent=1, sort_keys=False) + "\n")
 
 
 def last_job(run: dict) -> dict | None:

@@ -55,8 +55,8 @@ from pathlib import Path
 
 from costlaw.costmodel import ConfigError
 from costlaw.costmodel.config import FIELDS as MODEL_FIELDS
+from costlaw.costmodel.core.units import parse_tokens
 from costlaw.costmodel.kvpolicy import METHODS
-from costlaw.costmodel.units import parse_tokens
 
 TOP_KEYS = ("sweep", "base", "axes", "derived", "resources", "stages")
 SWEEP_KEYS = ("name", "description", "runs_cap", "contexts", "seeds")

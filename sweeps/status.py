@@ -13,8 +13,10 @@ import datetime
 import time
 from pathlib import Path
 
+from costlaw.costmodel.core.rundir import LOG, RunDir, run_path
 from costlaw.sweeps import record
 from costlaw.sweeps.jobs import pid_alive, slurm_states
+from costlaw.sweeps.legacy import migrate_pickles
 
 STATES = ("pending", "running", "completed", "diverged", "failed", "preempted", "incomplete", "unknown")
 TERMINAL = ("completed", "diverged", "failed")
@@ -60,9 +62,8 @@ def dir_status(rd) -> str:
 
 def run_state(root: Path, run: dict, slurm: dict, live_queue: set) -> tuple[str, str | None]:
     """(state, job state) of one run."""
-    from costlaw.runs.rundir import RunDir
 
-    dir_state = dir_status(RunDir(root / "runs" / run["run_id"]))
+    dir_state = dir_status(RunDir(run_path(root, run["run_id"])))
     job = record.last_job(run)
     if dir_state in TERMINAL:
         return dir_state, (slurm.get(job["job_id"]) if job and job["executor"] == "slurm" else None)
@@ -109,6 +110,7 @@ def live_queue(doc: dict) -> set:
 def collect(root: str | Path, n_lines: int = 8) -> dict:
     root = Path(root).resolve()
     doc = record.load(root)
+    migrated = migrate_pickles(root)
     jobs = [record.last_job(r) for r in doc["runs"]]
     slurm = slurm_states([j["job_id"] for j in jobs if j and j["executor"] == "slurm"])
     queued = live_queue(doc)
@@ -123,14 +125,14 @@ def collect(root: str | Path, n_lines: int = 8) -> dict:
         if state in ("failed", "preempted", "incomplete"):
             entry.update(_failure(root, run, job, n_lines))
         runs.append(entry)
-    return {"name": doc["name"], "root": str(root), "total": len(runs), "counts": counts, "runs": runs}
+    return {"name": doc["name"], "root": str(root), "total": len(runs), "counts": counts, "runs": runs,
+            "migrated_pickles": migrated}
 
 
 def _failure(root: Path, run: dict, job: dict | None, n: int) -> dict:
-    from costlaw.runs.rundir import RunDir
 
-    rd = RunDir(root / "runs" / run["run_id"])
-    out: dict = {"error": None, "train_log": tail(rd.file("train.log"), n)}
+    rd = RunDir(run_path(root, run["run_id"]))
+    out: dict = {"error": None, "train_log": tail(rd.file(LOG), n)}
     try:
         s = rd.summary()
         out["error"] = s.get("error") if s else None
@@ -145,11 +147,13 @@ def _failure(root: Path, run: dict, job: dict | None, n: int) -> dict:
 
 def render(st: dict, all_runs: bool = False, max_rows: int = 40) -> str:
     """Counts, a table of the runs (of the unfinished ones only on a large sweep), then each failure's logs."""
-    from costlaw.costmodel.units import table
+    from costlaw.costmodel.core.units import table
 
     counts = {k: v for k, v in st["counts"].items() if v}
     out = [f"sweep {st['name']} at {st['root']}: {st['total']} runs: "
            + ", ".join(f"{v} {k}" for k, v in counts.items())]
+    if st.get("migrated_pickles"):
+        out.append(f"rewrote {st['migrated_pickles']} queued job pickle(s) from before costlaw's one namespace")
     shown = st["runs"] if all_runs or st["total"] <= max_rows else [r for r in st["runs"] if r["state"] != "completed"]
     listed = shown if all_runs else shown[:max_rows]
     rows = [{"run_id": r["run_id"], "stage": r["stage"], "point": r["label"] or "-", "state": r["state"],

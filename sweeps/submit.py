@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from costlaw.costmodel import CostlawError
+from costlaw.costmodel.core.rundir import DONE, RunDir, run_path
 from costlaw.sweeps import record
 from costlaw.sweeps.jobs import slurm_states
 from costlaw.sweeps.select import largest_first, select
@@ -147,7 +148,6 @@ def submit(doc: dict, runs, root: Path, executor: str, *, only: set[str] | None 
            runs_per_gpu: int = 1) -> dict:
     """Submit the runs of `doc` that are neither done nor active (restricted to `only` run ids if given).
     `runs` are the PlannedRuns (same order as doc["runs"]). Returns a summary of what was submitted."""
-    from costlaw.runs.rundir import RunDir
     from costlaw.sweeps.status import live_queue, run_state
 
     by_id = {r.run_id: r for r in runs}
@@ -158,7 +158,7 @@ def submit(doc: dict, runs, root: Path, executor: str, *, only: set[str] | None 
     todo, skipped_done, skipped_active, active_jobs = [], [], [], {}
     for rec in doc["runs"]:
         st, _ = run_state(root, rec, states, queued)
-        rd = RunDir(root / "runs" / rec["run_id"])
+        rd = RunDir(run_path(root, rec["run_id"]))
         if st in ("pending", "running"):
             skipped_active.append(rec["run_id"])
             active_jobs[rec["run_id"]] = record.last_job(rec)
@@ -169,7 +169,7 @@ def submit(doc: dict, runs, root: Path, executor: str, *, only: set[str] | None 
             skipped_done.append(rec["run_id"])
         else:
             if rd.is_done():  # resubmitting a failed run: it resumes from its checkpoint, so DONE must go
-                rd.file("DONE").unlink()
+                rd.file(DONE).unlink()
             todo.append(by_id[rec["run_id"]])
     sub = {"at": record.now(), "executor": executor, "submitted": len(todo), "skipped_done": len(skipped_done),
            "skipped_active": len(skipped_active), "argv": sys.argv[1:], "pid": os.getpid(),
@@ -332,7 +332,8 @@ def _run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_p
     """Throttled local runs. `runs_per_gpu` > 1 packs several runs on each GPU (small models leave most of
     an H100 idle, so packing them can beat one run at a time; studies measure which is faster)."""
     import submitit
-    from costlaw.runs.rundir import RunDir
+
+    from costlaw.costmodel.core.progress import Progress
     from costlaw.sweeps.status import dir_status
 
     gpus = visible_gpus()
@@ -349,7 +350,14 @@ def _run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_p
     outcome: dict[str, str] = {}
     ids = {r.run_id for r in todo}
     t0 = time.monotonic()
-    bar = _Progress(len(todo), f"{doc['name']} (local, {limit} at a time)", progress)
+    bar = Progress(len(todo), f"{doc['name']} (local, {limit} at a time)", "runs", every_s=None,
+                   bar=False if progress is False else None)
+    bar.log(f"[costlaw sweep] {bar.desc}: {len(todo)} runs")
+
+    def advance(msg: str) -> None:
+        bar.update(1)
+        bar.log(f"[costlaw sweep] [{bar.done:.0f}/{len(todo)}] {msg}")
+
     try:
         while pending or running:
             for rid, (job, g, r) in list(running.items()):
@@ -357,9 +365,9 @@ def _run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_p
                     continue
                 del running[rid]
                 free_gpus.extend(g)
-                st = dir_status(RunDir(root / "runs" / rid))
+                st = dir_status(RunDir(run_path(root, rid)))
                 outcome[rid] = st if st in ("completed", "diverged", "failed") else "failed"  # no DONE: it died
-                bar.advance(f"{rid} {r.stage} {r.label or ''}: {outcome[rid]}")
+                advance(f"{rid} {r.stage} {r.label or ''}: {outcome[rid]}")
                 record.save(root, doc)
             for r in list(pending):
                 if len(running) >= limit:
@@ -371,7 +379,7 @@ def _run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_p
                     if po != "completed":
                         pending.remove(r)
                         outcome[r.run_id] = "skipped"
-                        bar.advance(f"{r.run_id} {r.stage} {r.label}: skipped (parent {r.parent_id} {po})")
+                        advance(f"{r.run_id} {r.stage} {r.label}: skipped (parent {r.parent_id} {po})")
                         continue
                 g = _distinct(free_gpus, r.resources.gpus)
                 if g is None:
@@ -386,7 +394,7 @@ def _run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_p
                 note(r.run_id, job.job_id, "local", folder / "%j")
                 running[r.run_id] = (job, g, r)
                 pending.remove(r)
-                bar.info(f"started {r.run_id} {r.stage} {r.label or ''} (pid {job.job_id})")
+                bar.log(f"[costlaw sweep] started {r.run_id} {r.stage} {r.label or ''} (pid {job.job_id})")
                 record.save(root, doc)
             if pending or running:
                 time.sleep(0.5)
@@ -402,7 +410,7 @@ def _run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_p
 
 def _run_debug(todo, tasks_for, note, folder: Path, root: Path, doc: dict) -> dict:
     import submitit
-    from costlaw.runs.rundir import RunDir
+
     from costlaw.sweeps.status import dir_status
 
     ex = submitit.AutoExecutor(folder=folder / "debug" / "%j", cluster="debug")
@@ -417,50 +425,13 @@ def _run_debug(todo, tasks_for, note, folder: Path, root: Path, doc: dict) -> di
         note(r.run_id, job.job_id, "debug", folder / "debug" / "%j")
         log(f"running {r.run_id} {r.stage} {r.label or ''} in-process")
         job.result()
-        rd = RunDir(root / "runs" / r.run_id)
+        rd = RunDir(run_path(root, r.run_id))
         outcome[r.run_id] = dir_status(rd)
         log(f"{r.run_id}: {outcome[r.run_id]}")
     counts: dict[str, int] = {}
     for v in outcome.values():
         counts[v] = counts.get(v, 0) + 1
     return counts
-
-
-class _Progress:
-    """rich.progress on a terminal, one log line per event otherwise."""
-
-    def __init__(self, total: int, title: str, tty: bool | None):
-        self.tty = sys.stderr.isatty() if tty is None else tty
-        self.done = 0
-        self.total = total
-        self._p = None
-        if self.tty:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                               TimeElapsedColumn(), transient=False)
-            self._p.start()
-            self._task = self._p.add_task(title, total=total)
-        else:
-            log(f"{title}: {total} runs")
-
-    def info(self, msg: str):
-        if self._p is not None:
-            self._p.console.log(msg)
-        else:
-            log(msg)
-
-    def advance(self, msg: str):
-        self.done += 1
-        if self._p is not None:
-            self._p.advance(self._task)
-            self._p.console.log(msg)
-        else:
-            log(f"[{self.done}/{self.total}] {msg}")
-
-    def close(self):
-        if self._p is not None:
-            self._p.stop()
 
 
 def _distinct(free: list[int], n: int) -> list[int] | None:

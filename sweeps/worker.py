@@ -26,6 +26,9 @@ from pathlib import Path
 
 import submitit
 
+from costlaw.costmodel.core.rundir import DONE, run_path
+from costlaw.sweeps.legacy import new_name
+
 TRAIN_FN = "costlaw.runs.train:train_run"  # "module:function" a task calls
 
 
@@ -60,12 +63,14 @@ class RunTask(submitit.helpers.Checkpointable):
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
     def __setstate__(self, state):
+        module, _, fn = state.get("train_fn", TRAIN_FN).partition(":")  # a task pickled before the namespace
+        state["train_fn"] = f"{new_name(module)}:{fn}"
         self.__dict__.update(state)
         self._runtime()
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.root) / "runs" / self.run_id
+        return run_path(self.root, self.run_id)
 
     def __repr__(self) -> str:
         return f"RunTask({self.run_id}, sweep={self.sweep!r})"
@@ -127,7 +132,7 @@ class RunTask(submitit.helpers.Checkpointable):
     def _check_parent(self):
         import json
 
-        done = Path(self.root) / "runs" / self.parent_id / "DONE"
+        done = run_path(self.root, self.parent_id) / DONE
         if not done.exists():
             raise ParentNotCompleted(f"run {self.run_id} starts from run {self.parent_id}, which has not finished "
                                      f"(no {done}); resubmit the sweep once the parent completes")

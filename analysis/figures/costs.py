@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from costlaw.analysis.figures.laws import check_frame
 from costlaw.analysis.figures.style import bytes_unit, colour, marker, new_figure, no_data, plain_log_ticks, save, style
 
@@ -36,8 +37,9 @@ def cost_bars(df, path, dtype: str = "bf16") -> list:
     """Memory and FLOPs per token of the standard vs the recommended config at each context, stacked:
     time-invariant part (weights / 2N) below, context-dependent part (KV cache / attention) above. Bars carry
     a key letter (S: the standard; A, B, ...: the recommended configs) explained under the panels."""
-    from costlaw.analysis.figures.style import si_label
     from matplotlib.ticker import FuncFormatter
+
+    from costlaw.analysis.figures.style import si_label
 
     check_frame(df, BAR_COLUMNS, "cost-bars")
     if not len(df) or set(df["which"]) != {"standard", "recommended"}:

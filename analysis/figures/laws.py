@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+
 from costlaw.analysis.figures.style import colour, marker, new_figure, no_data, save, style
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
 
 
 def pick_series(runs, size=None):

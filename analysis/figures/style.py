@@ -5,10 +5,10 @@ with a distinct marker per series, so a figure still reads in greyscale. Figures
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
+from costlaw.costmodel.core.files import atomic_file
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision deficiencies
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
@@ -56,9 +56,8 @@ def save(fig, path) -> list[Path]:
     paths = outputs(path)
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     for p in paths:
-        tmp = p.with_name(f".{p.name}.tmp")
-        fig.savefig(tmp, format=p.suffix[1:])
-        os.replace(tmp, p)
+        with atomic_file(p) as f:
+            fig.savefig(f, format=p.suffix[1:])
     return list(paths)
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from costlaw.analysis.shape import Template
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
+from costlaw.costmodel.core.files import write_atomic
 
 FITS_FORMAT = "costlaw-fits/1"
 HEADS = (1, 2, 4, 8, 16, 32)
@@ -135,10 +136,7 @@ class FitSet:
 
     def save(self, path: str | Path) -> Path:
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
-        os.replace(tmp, p)
+        write_atomic(p, json.dumps(self.to_json(), indent=1) + "\n")
         return p
 
     def fit_rows(self, source_query: str | None = None) -> list[dict]:

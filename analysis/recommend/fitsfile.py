@@ -37,6 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
 from costlaw.analysis.recommend.candidates import (
     FAMILIES,
     FITS_FORMAT,
@@ -49,7 +50,7 @@ from costlaw.analysis.recommend.candidates import (
 )
 from costlaw.analysis.shape import Anchor, Template
 from costlaw.costmodel import KVPolicy
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
 
 
 def load_fits(path: str | Path) -> FitSet:

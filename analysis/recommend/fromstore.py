@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
+
 from costlaw.analysis.recommend.candidates import (
     FAMILIES,
     MIN_SIZES,
@@ -22,7 +23,7 @@ from costlaw.analysis.recommend.fitsfile import on_dense
 from costlaw.analysis.shape import Anchor, Template
 from costlaw.costmodel import KVPolicy, paper_ffn
 from costlaw.costmodel.attention import Full, decode_layout
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
 
 RUN_COLUMNS = ("run_id, sweep, stage, seq_len, family, d_model, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, "
                "vocab_size, tied_embeddings, rope_theta, layout, n_full_layers, kv_method, kv_keep, kv_budget, "

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from costlaw.costmodel.units import binary_bytes, si, table
+from costlaw.costmodel.core.files import write_atomic
+from costlaw.costmodel.core.units import binary_bytes, si, table
 
 
 def write_tomls(rec, path) -> list[Path]:
@@ -18,10 +18,7 @@ def write_tomls(rec, path) -> list[Path]:
         if w is None:
             continue
         target = p if len(rec.contexts) == 1 else p.with_name(f"{p.stem}-{T}{p.suffix or '.toml'}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(toml_text(rec, T))
-        os.replace(tmp, target)
+        write_atomic(target, toml_text(rec, T))
         out.append(target)
     return out
 

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from costlaw.analysis.objective import Objective
 from costlaw.analysis.recommend.candidates import (
     DEFAULT_STANDARD,
@@ -19,7 +20,7 @@ from costlaw.analysis.recommend.candidates import (
     select,
 )
 from costlaw.analysis.shape import Shape, shape
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
 
 
 @dataclass

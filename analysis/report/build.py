@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from costlaw.costmodel.errors import CostlawError
-from costlaw.costmodel.units import binary_bytes, si
+from costlaw.costmodel.core.errors import CostlawError
+from costlaw.costmodel.core.files import write_atomic
+from costlaw.costmodel.core.units import binary_bytes, si
 
 PAPER_CONTEXTS = (8192, 16384, 32768, 65536, 131072)
 
@@ -48,12 +48,6 @@ def default_target(fs) -> tuple[float | None, str]:
     t = math.ceil(max(reached) * 1000) / 1000
     return t, (f"target loss {t:g} chosen automatically: the lowest loss that every fitted candidate reached in "
                "its own ladder (pass --target-loss to choose)")
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def build_report(db, out, *, target: float | None = None, contexts=None, fits=None, objective=None,
@@ -173,8 +167,8 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
 
     subtitle = (f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, costlaw {version('costlaw')}, "
                 f"{len(runs)} runs, {len(res.figures)} figures")
-    _write(res.html, to_html(title, subtitle, sections))
-    _write(res.markdown, to_markdown(title, subtitle, sections, out))
+    write_atomic(res.html, to_html(title, subtitle, sections))
+    write_atomic(res.markdown, to_markdown(title, subtitle, sections, out))
     return res
 
 

@@ -15,7 +15,7 @@ import html
 from pathlib import Path
 from string import Template
 
-from costlaw.costmodel.units import cell
+from costlaw.costmodel.core.units import cell
 
 TEMPLATES = Path(__file__).with_name("templates")
 

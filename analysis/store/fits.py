@@ -14,11 +14,11 @@ from costlaw.analysis.store.lock import DEFAULT_WAIT_S, connect, write_lock
 from costlaw.analysis.store.query import existing_db
 from costlaw.analysis.store.schema import migrate
 from costlaw.analysis.store.views import create_views
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
 
 FIT_COLUMNS = ("fit_id", "created", "law", "group_keys", "params", "objective", "r2", "n_points", "stderr", "ci95",
-               "source_query", "extra")
-_JSON = ("group_keys", "params", "stderr", "ci95", "extra")
+               "source_query", "extra", "data_fingerprint", "doc")
+_JSON = ("group_keys", "params", "stderr", "ci95", "extra", "doc")
 
 
 def fit_id(law: str, group_keys, source_query) -> str:

@@ -8,12 +8,14 @@ and key named, rather than a silently NULL or mangled cell.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 
 from costlaw.costmodel import ModelConfig, costs
-from costlaw.costmodel.errors import ConfigError
+from costlaw.costmodel.attention import pattern_params
+from costlaw.costmodel.core.errors import ConfigError
+from costlaw.costmodel.core.files import clean_json
+from costlaw.costmodel.core.rundir import run_id_of
 
 
 class Corrupt(Exception):
@@ -28,8 +30,8 @@ _RUN = [("name", STR), ("stage", STR), ("seed", INT)]
 _MODEL = [("d_model", INT), ("n_layers", INT), ("n_heads", INT), ("n_kv_heads", INT), ("head_dim", INT),
           ("group_size", INT), ("ffn_dim", INT), ("vocab_size", INT), ("tied_embeddings", BOOL),
           ("rope_theta", FLOAT), ("layout", STR), ("family", STR), ("n_full_layers", INT),
-          ("full_layer_ids", INTS), ("sparse_patterns", STR), ("sparse_kind", STR), ("sink", INT),
-          ("window", INT), ("block", INT), ("local_blocks", INT), ("stride", INT), ("kv_method", STR),
+          ("full_layer_ids", INTS), ("sparse_patterns", STR), ("sparse_kind", STR), ("sparse_params", JSON),
+          ("sink", INT), ("window", INT), ("block", INT), ("local_blocks", INT), ("stride", INT), ("kv_method", STR),
           ("kv_keep", FLOAT), ("kv_budget", INT), ("kv_options", STR)]
 _DATA = [("seq_len", INT), ("corpus", STR), ("tokenizer", STR), ("packing", STR), ("doc_mask", BOOL),
          ("curriculum", STR), ("retrieval_mix", FLOAT)]
@@ -57,6 +59,7 @@ _COSTS = {"cost_context": ("context", INT), "cost_dtype": ("dtype", STR), "param
 _ENV = {"gpu": ("gpu", STR), "device": ("device", STR), "torch": ("torch", STR), "cuda": ("cuda", STR),
         "python": ("python", STR), "numpy": ("numpy", STR), "costlaw_version": ("costlaw", STR),
         "platform": ("platform", STR), "git_commit": ("git_commit", STR), "git_dirty": ("git_dirty", BOOL),
+        "git_diff_sha256": ("git_diff_sha256", STR), "source_sha256": ("source_sha256", STR),
         "hostname": ("hostname", STR), "cpu_count": ("cpu_count", INT), "slurm_job_id": ("slurm_job_id", STR),
         "slurm_array_job_id": ("slurm_array_job_id", STR), "slurm_array_task_id": ("slurm_array_task_id", STR)}
 _DATA_SUMMARY = {"corpus_id": ("corpus_id", STR), "corpus_train_tokens": ("train_tokens", INT),
@@ -120,12 +123,6 @@ def canonical_json(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def run_id_of(config: dict) -> str:
-    """The documented run id: sha256 of the canonical run config without its name, first 16 hex digits."""
-    d = {k: v for k, v in config.items() if k != "name"}
-    return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
-
-
 def _section(doc: dict, key: str, where: str) -> dict:
     v = doc.get(key)
     if v is None:
@@ -149,6 +146,7 @@ def model_columns(model: ModelConfig) -> dict:
         "n_full_layers": model.n_full_layers, "full_layer_ids": list(model.full_layer_ids),
         "sparse_patterns": canonical_json([s.spec() for s in sparse]) if sparse else None,
         "sparse_kind": first.kind if first else None,
+        "sparse_params": canonical_json(pattern_params(first)) if first else None,
         **{k: getattr(first, k, None) for k in ("sink", "window", "block", "local_blocks", "stride")},
         "kv_method": kv.method if kv else None, "kv_keep": kv.keep if kv else None,
         "kv_budget": kv.budget if kv else None,
@@ -195,20 +193,10 @@ def run_row(doc: dict, summary: dict, *, source_dir: str, done_mtime_ns: int, fi
         values = _section(summary, section, "summary.json")
         for col, (key, typ) in columns.items():
             row[col] = coerce(values.get(key), typ, f"summary.json: {section}.{key}")
-    row.update(config_json=canonical_json(doc), summary_json=canonical_json(_finite(summary)),
+    row.update(config_json=canonical_json(doc), summary_json=canonical_json(clean_json(summary)),
                source_dir=source_dir, done_mtime_ns=done_mtime_ns, fingerprint=fingerprint)
     for col in ("final_loss", "val_loss"):
         if row[col] is not None and not math.isfinite(row[col]):
             row[col] = None  # a diverged run's NaN loss is "no loss", as the writers record it
     return row
 
-
-def _finite(obj):
-    """JSON text cannot hold NaN/inf (hand-written files may): store them as null, as runs/ writes them."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from costlaw.analysis.store.lock import DEFAULT_WAIT_S
 from costlaw.analysis.store.query import connect_readonly, execute
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
 
 ENGINES = ("polars", "pandas")
 

@@ -22,7 +22,7 @@ from costlaw.analysis.store.flatten import Corrupt, run_row, runs_schema
 from costlaw.analysis.store.lock import DEFAULT_WAIT_S, connect, write_lock
 from costlaw.analysis.store.schema import SCHEMA_VERSION, V2_EVAL_TAGS, migrate
 from costlaw.analysis.store.views import create_views
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
 
 if TYPE_CHECKING:
     from costlaw.analysis.store.rundirs import Found
@@ -142,6 +142,7 @@ def _batches(todo: list[tuple[Found, bool]], limit: int):
 
 def _load_batch(con, batch: list[tuple[Found, bool]], ingested_at, report: IngestReport) -> None:
     import polars as pl
+
     from costlaw.analysis.store.rundirs import DONE, EVALS, METRICS, file_size, parse_evals, parse_steps
 
     bad: dict[str, tuple[Found, str, str]] = {}  # run_id -> (found, list name, reason)

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import duckdb
-from costlaw.costmodel.errors import CostlawError
+
+from costlaw.costmodel.core.errors import CostlawError
 
 DEFAULT_WAIT_S = 10.0
 

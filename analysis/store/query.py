@@ -13,9 +13,10 @@ import re
 from pathlib import Path
 
 import duckdb
+
 from costlaw.analysis.store.lock import DEFAULT_WAIT_S, connect
 from costlaw.analysis.store.schema import check_not_newer, version
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
 
 READ_ONLY_PRAGMAS = {"show_tables", "show_tables_expanded", "table_info", "show", "database_size", "version",
                      "platform", "database_list", "storage_info", "functions", "collations"}

@@ -16,7 +16,7 @@ from costlaw.analysis.store.lock import DEFAULT_WAIT_S, connect, write_lock
 from costlaw.analysis.store.query import existing_db
 from costlaw.analysis.store.schema import migrate
 from costlaw.analysis.store.views import create_views
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
 
 REC_COLUMNS = ("rec_id", "recorded_at", "model_id", "candidate", "family", "context", "target_loss", "predicted_loss",
                "predicted_lo", "predicted_hi", "extrapolation", "params_non_embedding", "n_star", "m_infer_bytes",

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
-from costlaw.analysis.store.flatten import Corrupt, canonical_json
 
-CONFIG, METRICS, EVALS, SUMMARY, DONE = "config.json", "metrics.jsonl", "evals.jsonl", "summary.json", "DONE"
-TERMINAL = ("completed", "diverged", "failed")
+from costlaw.analysis.store.flatten import Corrupt, canonical_json
+from costlaw.costmodel.core.rundir import CONFIG, DONE, EVALS, METRICS, SUMMARY, TERMINAL
+
 STEP_SCHEMA = {"step": pl.Int64, "tokens": pl.Int64, "loss": pl.Float64, "lr": pl.Float64,
                "grad_norm": pl.Float64, "tokens_per_s": pl.Float64, "time_s": pl.Float64}
 _STEP_INTS = ("step", "tokens")

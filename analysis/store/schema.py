@@ -9,13 +9,17 @@ v1  runs (flattened config + summary + analytic costs + environment), steps, eva
 v2  evals gain the common tags as columns (context, bucket, depth, policy, keep, budget, batch),
     back-filled from the tags JSON; the `fits` table.
 v3  the `recommendations` table (`costlaw recommend --record`), compared with trained runs by `closed_loop`.
+v4  runs gain `sparse_params` (the first sparse pattern's parameters as JSON, so a new attention pattern needs no
+    column) and the code's provenance (`source_sha256`, `git_diff_sha256`); fits gain `data_fingerprint` (the
+    runs and options a fit was made from, so a stored fit is reused only for the same data) and `doc` (the fit
+    in the one fits format).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
 
 V1_RUNS = """
 CREATE TABLE runs (
@@ -142,11 +146,28 @@ def _v3(con) -> None:
     con.execute(V3_RECOMMENDATIONS)
 
 
+def _v4(con) -> None:
+    import json
+
+    from costlaw.costmodel.attention import parse_spec, pattern_params
+
+    for column in ("sparse_params JSON", "source_sha256 VARCHAR", "git_diff_sha256 VARCHAR"):
+        con.execute(f"ALTER TABLE runs ADD COLUMN {column}")
+    rows = con.execute("SELECT run_id, sparse_patterns FROM runs WHERE sparse_patterns IS NOT NULL").fetchall()
+    filled = [(json.dumps(pattern_params(parse_spec(json.loads(p)[0])), sort_keys=True, separators=(",", ":")), rid)
+              for rid, p in rows]
+    if filled:
+        con.executemany("UPDATE runs SET sparse_params = ? WHERE run_id = ?", filled)
+    for column in ("data_fingerprint VARCHAR", "doc JSON"):
+        con.execute(f"ALTER TABLE fits ADD COLUMN {column}")
+
+
 # (description, function): entry i upgrades version i to i + 1
 MIGRATIONS: list[tuple[str, Callable]] = [
     ("runs, steps, evals", _v1),
     ("evals tag columns (context, bucket, depth, policy, keep, budget, batch); fits", _v2),
     ("recommendations", _v3),
+    ("runs: sparse_params, source_sha256, git_diff_sha256; fits: data_fingerprint, doc", _v4),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from costlaw.runs.models.varlen import cu_seqlens
 from costlaw.runs.packing import HostBatch, MicroBatch, Packer, materialize
 

@@ -27,9 +27,11 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from costlaw.costmodel.errors import ConfigError, CostlawError
+
+from costlaw.costmodel.core.errors import ConfigError, CostlawError
+from costlaw.costmodel.core.files import write_atomic
+from costlaw.costmodel.core.progress import Progress
 from costlaw.runs.data import sources
-from costlaw.runs.data.progress import Progress
 from costlaw.runs.data.shards import MANIFEST, SPLITS, Corpus
 from costlaw.runs.data.tokenizers import GPT2Tokenizer, cache_dir, find_gpt2, get_tokenizer
 
@@ -188,9 +190,7 @@ def prepare_into(out: Path, source: sources.Source, tokenizer: str, long_docs: b
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "prepare_s": round(time.perf_counter() - t0, 3),
     }
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, separators=(",", ":")))
-    os.replace(tmp, out / MANIFEST)  # the manifest last: a directory with one is complete
+    write_atomic(out / MANIFEST, json.dumps(manifest, separators=(",", ":")))  # last: a directory with one is complete
     return manifest
 
 

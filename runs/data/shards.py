@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from costlaw.costmodel.errors import CostlawError
+
+from costlaw.costmodel.core.errors import CostlawError
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")

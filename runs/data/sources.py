@@ -25,7 +25,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from costlaw.costmodel.errors import ConfigError
+from costlaw.costmodel.core.errors import ConfigError
 
 SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", ".git", ".hg", ".svn", ".tox", ".venv", "node_modules"}
 LONG_DOC_MAX_TOKENS = 1 << 19  # a long document is cut (at a file boundary) past this many tokens

@@ -20,7 +20,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from costlaw.costmodel.errors import CostlawError
+
+from costlaw.costmodel.core.errors import CostlawError
+from costlaw.costmodel.core.files import write_atomic
 
 EOT_TEXT = "<|endoftext|>"
 R50K_URL = "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken"
@@ -145,8 +147,5 @@ def fetch_gpt2(dest: Path | None = None, index_url: str | None = None) -> Path:
     if hashlib.sha256(data).hexdigest() != R50K_SHA256:
         raise CostlawError(f"fetch-gpt2: {WHISPER_ASSET} in the sdist does not match r50k_base's sha256; "
                            f"place a verified gpt2.tiktoken at {dest}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    tmp_path.write_bytes(data)
-    os.replace(tmp_path, dest)
+    write_atomic(dest, data)
     return dest

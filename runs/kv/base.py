@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from costlaw.costmodel import ModelConfig, kv_tokens_per_layer
 from costlaw.runs.models.kv_cache import KVCache, LayerCache
 

@@ -19,6 +19,7 @@ than the policy's kept tokens between calls.
 from __future__ import annotations
 
 import torch
+
 from costlaw.runs.kv.base import PROTECT, Policy, attention_mass, pool_in_sequence_order, recent_mask
 
 

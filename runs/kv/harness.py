@@ -34,9 +34,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from costlaw.costmodel import KVPolicy, kv_cache_bytes, policy_flops_per_token, policy_params
 from costlaw.costmodel import costs as analytic_costs
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
+from costlaw.costmodel.core.rundir import CHECKPOINT, RunDir, run_path
 from costlaw.costmodel.kvpolicy import METHODS, TRAINED_METHODS
 from costlaw.runs.evaluate import peak_bytes, timed_generation
 from costlaw.runs.kv.base import FullCacheModel
@@ -199,7 +201,6 @@ def speed(net, pcfg, module, tokenizer, prompt: torch.Tensor, decode_tokens: int
 # ---------------------------------------------------------------- the run directory
 def load_policy_run(path: str | Path, method: str, base_run_id: str) -> tuple[dict, dict, str]:
     """(module state, options, run id) of a finished policy run trained on the base run."""
-    from costlaw.runs.rundir import CHECKPOINT, RunDir
     from costlaw.runs.train import load_checkpoint
 
     rd = RunDir(Path(os.path.expanduser(str(path))))
@@ -241,7 +242,6 @@ def kv_eval_run(base_dir, out_root, methods, keeps, policy_runs: dict | None = N
     from costlaw.runs.config import RunConfig
     from costlaw.runs.data import get_tokenizer, load_corpus
     from costlaw.runs.models import build_model
-    from costlaw.runs.rundir import RunDir
     from costlaw.runs.train import init_from, resolve_device
 
     t_start = time.perf_counter()
@@ -282,7 +282,7 @@ def kv_eval_run(base_dir, out_root, methods, keeps, policy_runs: dict | None = N
                              policy_runs=tuple(f"{m}={r}" for m, r in sorted(run_ids.items())))
     tr = dataclasses.replace(base_cfg.train, init_from=str(base_rd.path.resolve()), trainable="all")
     cfg = base_cfg.replace(stage="compress", train=tr, eval=ev, name=base_cfg.name)
-    rd = RunDir(Path(out_root) / "runs" / cfg.run_id)
+    rd = RunDir(run_path(out_root, cfg.run_id))
     rd.reset()
     rd.write_config(cfg, base_run_id=doc["run_id"], extra={"policy_runs": run_ids})
     rd.log(f"kv-eval of base {doc['run_id']} at context {T} + {G}: {', '.join(methods)} × keep "
@@ -319,7 +319,7 @@ def kv_eval_run(base_dir, out_root, methods, keeps, policy_runs: dict | None = N
 
 
 def _summary(cfg, status, error, base_id, run_ids, T, G, samples, corpus, dev, t_start) -> dict:
-    from costlaw.runs.rundir import env_info
+    from costlaw.costmodel.core.env import env_info
 
     d = cfg.data
     return {"run_id": cfg.run_id, "status": status, "steps": 0, "tokens": 0, "final_loss": None, "val_loss": None,

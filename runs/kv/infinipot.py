@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from costlaw.runs.kv.base import Policy, attention_mass
 
 CATALYST = "\n# Recap of the key names and values above:\n"

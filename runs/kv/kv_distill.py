@@ -44,8 +44,9 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
 from costlaw.costmodel import ModelConfig
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
 from costlaw.costmodel.kvpolicy import scorer_blocks
 from costlaw.runs.kv.base import Policy
 from costlaw.runs.models.rope import rope_angles

@@ -31,8 +31,9 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
 from costlaw.costmodel import ModelConfig
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
 from costlaw.runs.kv.base import Policy
 from costlaw.runs.models.rope import apply_rope, rope_angles
 

@@ -9,8 +9,9 @@ them (what runs.train's `trainable_parameters` and `init_from` look for).
 from __future__ import annotations
 
 import torch
+
 from costlaw.costmodel import ModelConfig
-from costlaw.costmodel.errors import ConfigError
+from costlaw.costmodel.core.errors import ConfigError
 from costlaw.runs.kv.base import Policy, PolicyModel
 from costlaw.runs.kv.baselines import H2O, RandomEviction, SnapKV, StreamingLLM
 from costlaw.runs.kv.infinipot import InfiniPot

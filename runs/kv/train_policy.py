@@ -38,15 +38,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from costlaw.costmodel import costs as analytic_costs
-from costlaw.costmodel.errors import ConfigError, CostlawError
+from costlaw.costmodel.core.env import env_info
+from costlaw.costmodel.core.errors import ConfigError, CostlawError
+from costlaw.costmodel.core.files import repair_jsonl
+from costlaw.costmodel.core.rundir import CHECKPOINT, RunDir
 from costlaw.costmodel.kvpolicy import TRAINED_METHODS
 from costlaw.runs.config import RunConfig
 from costlaw.runs.kv.harness import continuation_len, evaluate_policies, windows
 from costlaw.runs.kv.kv_distill import distill_loss, kept_mask, mixed_kl, prepass, student_logits
 from costlaw.runs.kv.locret import capture_qkv, causal_importance, locret_loss, topk_overlap
 from costlaw.runs.kv.registry import attach_policy
-from costlaw.runs.rundir import CHECKPOINT, RunDir, env_info, repair_jsonl
 from costlaw.runs.schedule import lr_at
 
 CKPT_FORMAT = 1

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
 from costlaw.runs.models.kv_cache import LayerCache
 from costlaw.runs.models.rope import apply_rope, wide_dtype
 from costlaw.runs.models.sink_chunks import SinkWindowChunks, attend_chunks
 from costlaw.runs.models.varlen import VarlenDocs, attend_varlen
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 _compiled_flex_attention = None
 # Decode attends to a slot count that grows by one each step. cuDNN's SDPA plans per shape: on an H100 a

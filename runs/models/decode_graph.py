@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from costlaw.runs.models.attention import attend_filled, split_parts
 from costlaw.runs.models.kv_cache import KVCache, LayerCache
 from costlaw.runs.models.rope import wide_dtype

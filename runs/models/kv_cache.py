@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from costlaw.costmodel import CostlawError, Full, SinkWindow
 from costlaw.runs.models.rope import apply_rope, rope_angles, wide_dtype
 

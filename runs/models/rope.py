@@ -9,6 +9,7 @@ the position of a stored key without its pre-RoPE value (`LayerCache.reposition`
 from __future__ import annotations
 
 import torch
+
 from costlaw.runs.models.fused import pointwise
 
 

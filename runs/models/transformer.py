@@ -26,6 +26,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
 from costlaw.costmodel import Full, ModelConfig, SinkWindow, kv_tokens_per_layer
 from costlaw.runs.models import decode_graph, varlen
 from costlaw.runs.models.attention import Attention, CacheStep, Hook

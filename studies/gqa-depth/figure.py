@@ -9,9 +9,10 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
-from costlaw.fitting import get_law
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from costlaw.fitting import get_law
 
 ROOT = Path(__file__).resolve().parents[2]
 LADDER = ROOT / "studies/gqa-heads-steps"

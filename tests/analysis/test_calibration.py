@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from costlaw.analysis import calibration as cal
 from costlaw.analysis.objective import Objective, load_calibration
 from costlaw.costmodel import (
@@ -23,7 +24,7 @@ from costlaw.costmodel import (
     prefill_flops,
     roofline,
 )
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
 from costlaw.costmodel.presets import paper_ffn
 
 FITS = Path(__file__).parent / "data" / "paper_like_fits.json"

@@ -3,7 +3,8 @@
 from pathlib import Path
 
 import pytest
-from costlaw.costmodel.errors import CostlawError
+
+from costlaw.costmodel.core.errors import CostlawError
 
 from .conftest import load_data
 

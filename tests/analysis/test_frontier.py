@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+
 from costlaw.analysis.frontier import pareto_mask
 
 from .conftest import load_data

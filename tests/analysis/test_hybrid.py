@@ -4,12 +4,13 @@ The ideals are checked against costmodel directly, the pairing against runs that
 import json
 
 import pytest
+
 from costlaw.analysis.hybrid import compare, main, render_markdown
 from costlaw.analysis.store.ingest import ingest
-from costlaw.analysis.store.synth import write_run
 from costlaw.costmodel import ModelConfig, c_infer, c_train, hybrid_layout, kv_cache_bytes, params_total, prefill_flops
-from costlaw.costmodel.errors import CostlawError
+from costlaw.costmodel.core.errors import CostlawError
 from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
+from tests.support.synth_runs import write_run
 
 T_PRE, T_EXT, CONTEXTS, DECODE = 128, 1024, (1024, 2048), 16
 DENSE = ModelConfig(d_model=64, n_layers=6, n_heads=4, n_kv_heads=1, head_dim=16, ffn_dim=192, vocab_size=257,

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from costlaw.costmodel import ModelConfig, costs
 
 DATA = Path(__file__).parent / "data"

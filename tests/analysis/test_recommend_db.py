@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from costlaw.costmodel import params_non_embedding
 
 from .conftest import load_data

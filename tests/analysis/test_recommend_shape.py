@@ -3,10 +3,11 @@
 import math
 
 import pytest
-from costlaw.analysis.shape import Anchor, Template, aspect_ratio, paper_anchors, shape
-from costlaw.costmodel import params_non_embedding
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from costlaw.analysis.shape import Anchor, Template, aspect_ratio, paper_anchors, shape
+from costlaw.costmodel import params_non_embedding
 
 
 @settings(max_examples=60, deadline=None)

@@ -52,7 +52,6 @@ def test_report_content(report):
 
 def test_report_errors(tmp_path, capsys):
     from costlaw.analysis.store.ingest import ingest
-
     from costlaw.cli import main
 
     (tmp_path / "root").mkdir()
@@ -67,9 +66,8 @@ def test_report_sweep_filter(report, tmp_path, capsys):
     import shutil
 
     from costlaw.analysis.store.ingest import ingest
-    from costlaw.analysis.store.synth import write_run
-
     from costlaw.cli import main
+    from tests.support.synth_runs import write_run
 
     db, out = report
     total = int(re.search(r"(\d+) completed runs from", (out / "report.md").read_text()).group(1))

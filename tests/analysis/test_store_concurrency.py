@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+
 from costlaw.analysis.store import ingest, query_df
 
 N_WRITERS, STEPS, EVALS = 64, 40, 3
@@ -15,7 +16,7 @@ WRITER = """
 import random, sys, time
 from costlaw.costmodel import preset
 from costlaw.runs.config import DataConfig, RunConfig, TrainConfig
-from costlaw.runs.rundir import RunDir
+from costlaw.costmodel.core.rundir import RunDir
 
 root, i, steps, n_evals = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 heads = [(4, 1), (4, 2), (4, 4), (8, 1), (8, 2), (8, 4), (8, 8), (2, 1)]
@@ -34,7 +35,7 @@ for s in range(1, steps + 1):
             f.write(b'{"step": ')  # a torn line, as a kill mid-append leaves it
         print("half", flush=True)
         sys.stdin.readline()
-        from costlaw.runs.rundir import repair_jsonl
+        from costlaw.costmodel.core.files import repair_jsonl
         repair_jsonl(rd.file("metrics.jsonl"))
     if rng.random() < 0.1:
         time.sleep(rng.random() * 0.05)

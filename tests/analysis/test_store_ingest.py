@@ -8,14 +8,16 @@ from pathlib import Path
 
 import duckdb
 import pytest
+
 from costlaw.analysis.store import SCHEMA_VERSION, ingest, query_df, write_fits
 from costlaw.analysis.store.flatten import RUN_COLUMNS, run_id_of
 from costlaw.analysis.store.lock import write_lock
 from costlaw.analysis.store.schema import MIGRATIONS, migrate
-from costlaw.analysis.store.synth import metrics_lines, standard_evals, write_run
 from costlaw.costmodel import CostlawError, preset
+from costlaw.costmodel.core.files import repair_jsonl
+from costlaw.costmodel.core.rundir import RunDir
 from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
-from costlaw.runs.rundir import RunDir, repair_jsonl
+from tests.support.synth_runs import metrics_lines, standard_evals, write_run
 
 
 def cfg(h=4, kv=2, seed=0, d=128, name="", **model):

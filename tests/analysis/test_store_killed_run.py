@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from costlaw.analysis.store import ingest, query_df
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +23,8 @@ WRITER = """
 import json, sys, time
 from costlaw.costmodel import preset
 from costlaw.runs.config import DataConfig, RunConfig, TrainConfig
-from costlaw.runs.rundir import RunDir, repair_jsonl
+from costlaw.costmodel.core.files import repair_jsonl
+from costlaw.costmodel.core.rundir import RunDir
 
 root, steps, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "resume"
 cfg = RunConfig(model=preset("gqa-3m", vocab_size=257), data=DataConfig(seq_len=64),
@@ -99,9 +101,9 @@ ingest(sys.argv[1], sys.argv[2], batch_bytes=int(sys.argv[3]), progress=lambda l
 
 
 def test_sigkilled_ingest_leaves_a_consistent_database(tmp_path):
-    from costlaw.analysis.store.synth import write_run
     from costlaw.costmodel import preset
     from costlaw.runs.config import DataConfig, RunConfig, TrainConfig
+    from tests.support.synth_runs import write_run
 
     root, db = tmp_path / "root", tmp_path / "r.duckdb"
     m = preset("gqa-3m", vocab_size=257)

@@ -12,10 +12,11 @@ import time
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+
 from costlaw.analysis.store import check_sql, ingest, query_df, table_df
-from costlaw.analysis.store.synth import write_run
 from costlaw.costmodel import CostlawError, preset
 from costlaw.runs.config import DataConfig, RunConfig, TrainConfig
+from tests.support.synth_runs import write_run
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """ModelConfig: validation, canonical serialisation, layouts."""
 
 import pytest
+
 from costlaw.costmodel import FULL, BlockStrided, ConfigError, KVPolicy, ModelConfig, SinkWindow, hybrid_layout, preset
 
 BASE = dict(d_model=256, n_layers=6, n_heads=8, n_kv_heads=2, head_dim=32, ffn_dim=672, vocab_size=1000)

@@ -1,6 +1,7 @@
 """Every cost formula against hand computations."""
 
 import pytest
+
 from costlaw.costmodel import (
     KVPolicy,
     ModelConfig,

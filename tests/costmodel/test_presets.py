@@ -1,6 +1,7 @@
 """Every named preset: valid, priced, and where a published count exists, exact."""
 
 import pytest
+
 from costlaw.costmodel import PRESETS, costs, params_non_embedding, params_total, preset
 
 PUBLISHED_TOTALS = {  # parameter counts of the released checkpoints

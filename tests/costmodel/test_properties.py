@@ -1,9 +1,10 @@
 """Property tests: hybrid and compressed costs reduce to the dense ones when nothing is cut."""
 
-from costlaw.costmodel import KVPolicy, ModelConfig, costs, hybrid_layout
-from costlaw.costmodel.attention import BlockStrided, SinkWindow
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from costlaw.costmodel import KVPolicy, ModelConfig, costs, hybrid_layout
+from costlaw.costmodel.attention import BlockStrided, SinkWindow
 
 DENSE_KEYS = ("c_infer_flops_per_token", "m_infer_values", "kv_cache_bytes", "c_train_flops_per_token",
               "prefill_flops", "kv_tokens")

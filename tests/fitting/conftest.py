@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from costlaw.fitting import get_law
 
 CHINCHILLA_CSV = Path("data") / "chinchilla" / "svg_extracted_data.csv"

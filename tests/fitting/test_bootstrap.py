@@ -4,7 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from costlaw.costmodel.errors import CostlawError
+
+from costlaw.costmodel.core.errors import CostlawError
 from costlaw.fitting import bootstrap, fit, get_law
 
 

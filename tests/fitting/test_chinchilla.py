@@ -5,9 +5,10 @@ Skipped (with the reason) when ../shared is absent; set COSTLAW_SHARED to point 
 
 import numpy as np
 import pytest
+from scipy.optimize import minimize
+
 from costlaw.fitting import bootstrap, fit, get_law, holdout_largest
 from costlaw.fitting.objective import value_and_grad
-from scipy.optimize import minimize
 
 HOFFMANN = {
     "rounded": {"A": 406.4, "B": 410.7, "E": 1.69, "alpha": 0.34, "beta": 0.28},

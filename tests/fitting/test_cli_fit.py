@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from costlaw.fitting import get_law
 
 from costlaw.cli import main
+from costlaw.fitting import get_law
 
 GROUP_TRUTH = {(4, 1): {"a": 9.5e7, "b": 0.30, "E": 1.95}, (4, 4): {"a": 8.8e7, "b": 0.32, "E": 1.90},
                (8, 1): {"a": 9.0e7, "b": 0.31, "E": 1.93}}

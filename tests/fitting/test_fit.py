@@ -4,10 +4,11 @@ import json
 
 import numpy as np
 import pytest
-from costlaw.costmodel.errors import CostlawError
-from costlaw.fitting import fit, get_law
 from scipy.optimize import least_squares
 from scipy.special import huber
+
+from costlaw.costmodel.core.errors import CostlawError
+from costlaw.fitting import fit, get_law
 
 
 def _noisy_with_outlier(synthetic):
@@ -155,6 +156,7 @@ def test_result_does_not_depend_on_row_order():
     minimiser reached once depended on the row order (a report figure and `costlaw fit` disagreed on the same
     runs). Rows are now fitted in one canonical order."""
     import numpy as np
+
     from costlaw.fitting import fit
 
     x = np.array([8, 1, 2, 4, 1, 4.0])

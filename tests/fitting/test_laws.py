@@ -3,7 +3,8 @@ inverses invert, the registry takes user forms."""
 
 import numpy as np
 import pytest
-from costlaw.costmodel.errors import CostlawError
+
+from costlaw.costmodel.core.errors import CostlawError
 from costlaw.fitting import (
     CHINCHILLA_GRID,
     Law,

@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from costlaw.costmodel.errors import CostlawError
+
+from costlaw.costmodel.core.errors import CostlawError
 from costlaw.fitting import fit, get_law, laws
 from costlaw.fitting.objective import value_and_grad
 

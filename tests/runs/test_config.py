@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from costlaw.costmodel import ConfigError, preset
 from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from costlaw.costmodel.errors import ConfigError, CostlawError
+
+from costlaw.costmodel.core.errors import ConfigError, CostlawError
 from costlaw.runs.data import prepare as prep
 from costlaw.runs.data import sources
 from costlaw.runs.data.shards import Corpus

@@ -7,14 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from costlaw.costmodel import ModelConfig, kv_cache_bytes
+from costlaw.costmodel.core.rundir import RunDir
 from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
 from costlaw.runs.data.prepare import load
 from costlaw.runs.data.shards import Split
 from costlaw.runs.data.tokenizers import ByteTokenizer
 from costlaw.runs.evaluate import evaluate, greedy_decode, val_rows
 from costlaw.runs.models import build_model
-from costlaw.runs.rundir import RunDir
 
 EMAIL = str(Path(sysconfig.get_paths()["stdlib"]) / "email")
 

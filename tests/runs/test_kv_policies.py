@@ -5,6 +5,8 @@ import math
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
+
 from costlaw.costmodel import (
     ConfigError,
     CostlawError,
@@ -22,7 +24,6 @@ from costlaw.runs.kv import POLICIES, FullCacheModel, build_policy, make_cache, 
 from costlaw.runs.kv.infinipot import catalyst_ids
 from costlaw.runs.kv.kv_distill import distill_loss, kept_mask, prepass, student_logits
 from costlaw.runs.models import build_model
-from torch.utils.flop_counter import FlopCounterMode
 
 V = 61
 BASE = ModelConfig(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, ffn_dim=48, vocab_size=V,

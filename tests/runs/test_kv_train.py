@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from costlaw.costmodel import KVPolicy, ModelConfig
-from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
-from costlaw.runs.kv.train_policy import train_policy_run
-from costlaw.runs.rundir import CHECKPOINT
-from costlaw.runs.train import train_run
 
 from costlaw.cli import main as cli
+from costlaw.costmodel import KVPolicy, ModelConfig
+from costlaw.costmodel.core.rundir import CHECKPOINT
+from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
+from costlaw.runs.kv.train_policy import train_policy_run
+from costlaw.runs.train import train_run
 
 EMAIL = str(Path(sysconfig.get_paths()["stdlib"]) / "email")
 MODEL = ModelConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, ffn_dim=128, vocab_size=257,

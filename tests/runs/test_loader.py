@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+
 from costlaw.runs.data.loader import StepLoader
 from costlaw.runs.data.shards import Split
 from costlaw.runs.models import varlen

@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 import torch
+
 from costlaw.costmodel import FULL, BlockStrided, SinkWindow
 from costlaw.runs.models.attention import attend, attend_slots
 from costlaw.runs.models.masks import block_mask, dense_mask, document_layout, mask_mod
@@ -164,8 +165,9 @@ def test_fixed_block_mask_equals_create_block_mask(spec, chunk_elements):
     """The chunked builder gives torch's create_block_mask's blocks: the same partial and full block counts
     per row and the same dense expansion, for a T that is not a multiple of the block, with and without
     documents (the document index is what the trainer computes outside the compiled model)."""
-    from costlaw.runs.models.masks import document_block_index, fixed_block_mask, mask_mod
     from torch.nn.attention.flex_attention import BlockMask, create_block_mask
+
+    from costlaw.runs.models.masks import document_block_index, fixed_block_mask, mask_mod
 
     ref = create_block_mask(mask_mod(spec), None, None, T, T, device="cpu", BLOCK_SIZE=FLEX_BLOCK)
     got = fixed_block_mask(spec, T, "cpu", FLEX_BLOCK, chunk_elements=chunk_elements)

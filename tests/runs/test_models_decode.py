@@ -3,6 +3,7 @@ the layout-shaped cache (ring buffer, strided blocks) holds exactly what the pat
 
 import pytest
 import torch
+
 from costlaw.costmodel import FULL, BlockStrided, ModelConfig, SinkWindow
 from costlaw.runs.models import CacheFullError, build_model
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from costlaw.costmodel import FULL, BlockStrided, ModelConfig, SinkWindow
 from costlaw.runs.models import build_model
 from costlaw.runs.models.attention import attend_filled, split_parts

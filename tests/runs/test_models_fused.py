@@ -2,6 +2,7 @@
 model (fullgraph) as that formula, so training keeps one graph."""
 
 import torch
+
 from costlaw.runs.models.rope import apply_rope, rope_angles
 from costlaw.runs.models.transformer import rms_norm, silu_mul
 

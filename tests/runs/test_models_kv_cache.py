@@ -3,6 +3,7 @@ attention weights, overflow while a hook runs) does what a policy needs."""
 
 import pytest
 import torch
+
 from costlaw.costmodel import (
     FULL,
     KVPolicy,

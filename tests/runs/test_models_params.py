@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+
 from costlaw.costmodel import PRESETS, KVPolicy, hybrid_layout, params_total, preset
 from costlaw.runs.models import Transformer, build_model
 

@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 import torch
+
 from costlaw.costmodel import SinkWindow
 from costlaw.runs.models.attention import attend
 from costlaw.runs.models.sink_chunks import attend_chunks, sink_window_chunks

@@ -3,9 +3,10 @@ torch.compile(fullgraph=True) trace of forward + loss + backward for every layou
 
 import warnings
 
-import costlaw.runs.models.transformer as transformer
 import pytest
 import torch
+
+import costlaw.runs.models.transformer as transformer
 from costlaw.costmodel import FULL, BlockStrided, ModelConfig, SinkWindow
 from costlaw.runs.models import IGNORE_INDEX, build_model
 

@@ -3,12 +3,12 @@ FlashAttention's and needs a GPU, so here a float64 per-document reference stand
 is the document offsets and the plumbing around the kernel (dispatch, token-major layout, GQA, the way back),
 against the dense-mask path. benchmarks/varlen_docs_gpu.py checks the real kernel on a GPU."""
 
-import costlaw.runs.models.transformer as transformer
 import torch
 import torch.nn.functional as F
+
+import costlaw.runs.models.transformer as transformer
 from costlaw.costmodel import FULL, SinkWindow
 from costlaw.runs.models import varlen
-
 from tests.runs.test_models_transformer import DOCS, batch, model_for
 
 

@@ -4,6 +4,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
 from costlaw.runs.data.shards import Corpus, Split
 from costlaw.runs.packing import (
     PAD_TARGET,

@@ -4,20 +4,12 @@ import json
 import os
 
 import pytest
+
 from costlaw.costmodel import preset
+from costlaw.costmodel.core.env import env_info
+from costlaw.costmodel.core.files import append_jsonl, read_jsonl, repair_jsonl, write_json_atomic
+from costlaw.costmodel.core.rundir import CONFIG, DONE, METRICS, SUMMARY, RunDir
 from costlaw.runs.config import RunConfig
-from costlaw.runs.rundir import (
-    CONFIG,
-    DONE,
-    METRICS,
-    SUMMARY,
-    RunDir,
-    append_jsonl,
-    env_info,
-    read_jsonl,
-    repair_jsonl,
-    write_json_atomic,
-)
 
 
 def _cfg():

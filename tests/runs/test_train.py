@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from costlaw.costmodel import ModelConfig, costs
-from costlaw.costmodel.errors import ConfigError
+from costlaw.costmodel.core.errors import ConfigError
+from costlaw.costmodel.core.rundir import CHECKPOINT, RunDir
 from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
-from costlaw.runs.rundir import CHECKPOINT, RunDir
 from costlaw.runs.train import init_from, model_loss, train_run, trainable_parameters
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,8 @@ import os
 import time
 from pathlib import Path
 
-from costlaw.runs.rundir import RunDir, write_json_atomic
+from costlaw.costmodel.core.files import write_json_atomic
+from costlaw.costmodel.core.rundir import RunDir
 
 CKPT = "checkpoint.json"
 

@@ -6,12 +6,12 @@ import time
 from pathlib import Path
 
 import pytest
+
+from costlaw.cli import main
 from costlaw.costmodel import c_infer, c_train, gpu, kv_cache_bytes, m_infer, params_non_embedding, params_total
 from costlaw.sweeps import expand, spec
 from costlaw.sweeps.spec import Resources
 from costlaw.sweeps.submit import _slurm_params
-
-from costlaw.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "sweeps" / "examples" / "tiny.toml"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from costlaw.runs.rundir import RunDir
+
+from costlaw.costmodel.core.rundir import RunDir
 from costlaw.sweeps import record, status, submit
 from costlaw.sweeps.worker import RunTask, distributed_env
 

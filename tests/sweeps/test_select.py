@@ -2,6 +2,7 @@
 the local executor."""
 
 import pytest
+
 from costlaw.costmodel import ConfigError
 from costlaw.sweeps import expand, spec, submit
 from costlaw.sweeps.select import largest_first, select

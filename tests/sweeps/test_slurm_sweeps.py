@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from costlaw.runs.rundir import RunDir
+
+from costlaw.costmodel.core.rundir import RunDir
 from costlaw.sweeps import record, status, submit
 
 from .conftest import FAKE, STAGED_SPEC
@@ -119,6 +120,7 @@ def test_two_slurm_tasks_form_a_torch_distributed_group(tmp_path, job_env):
     """What a multi-GPU run does, on CPU: tasks_per_node = 2 (srun starts two tasks), each task's worker exports
     TorchDistributedEnvironment (RANK, WORLD_SIZE, MASTER_ADDR/PORT from the job) and the group forms (gloo)."""
     import submitit
+
     from costlaw.runs.config import RunConfig
     from costlaw.sweeps.worker import RunTask
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from costlaw.costmodel import ConfigError, paper_ffn, params_non_embedding, params_total
 from costlaw.sweeps import expand, formula, spec
 

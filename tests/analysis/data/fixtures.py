@@ -1,4 +1,4 @@
-"""A small results store for analysis tests, built with the store's own writers (analysis.store.synth +
+"""A small results store for analysis tests, built with the store's own writers (tests/support/synth_runs.py +
 ingest) from known laws, so fits, recommendations, frontiers, figures and reports can be checked exactly.
 
 Ladder: byte-level models (vocab 257, d_h 16, seq_len 128) at four shapes (L, d) = (2, 64), (3, 128),
@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from costlaw.analysis.store.ingest import ingest
-from costlaw.analysis.store.synth import metrics_lines, write_run
 from costlaw.costmodel import ModelConfig, hybrid_layout, paper_ffn, params_non_embedding
 from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
+from tests.support.synth_runs import metrics_lines, write_run
 
 SHAPES = ((2, 64), (3, 128), (4, 192), (4, 256))
 LAWS = {  # label -> (a, b, E) of L(N) = (a/N)^b + E

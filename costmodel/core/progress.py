@@ -1,22 +1,30 @@
-"""Progress for long work: a rich progress bar when stderr is a terminal, plain log lines otherwise
-(every `every_s` seconds, or whenever the caller logs one)."""
+"""Progress for long work, the one way costlaw shows it: a rich progress bar when the stream is a terminal,
+plain log lines otherwise (every `every_s` seconds, or whenever the caller logs one). rich is imported only for
+a bar, so a worker without it still logs."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 
 
+def _has_rich() -> bool:
+    return importlib.util.find_spec("rich") is not None
+
+
 class Progress:
     def __init__(self, total: float, desc: str, unit: str = "", every_s: float | None = 10.0,
-                 enabled: bool = True, stream=None):
+                 enabled: bool = True, stream=None, bar: bool | None = None):
+        """`bar`: None draws one when the stream is a terminal; False never does (log lines only)."""
         self.total, self.desc, self.unit, self.every_s = total, desc, unit, every_s
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.done = 0.0
         self.t0 = self._last = time.perf_counter()
         self._bar = None
-        if enabled and getattr(self.stream, "isatty", lambda: False)():
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        if enabled and (tty if bar is None else bar and tty) and _has_rich():
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress

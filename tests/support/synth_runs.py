@@ -1,26 +1,18 @@
-"""Synthetic run directories, written by the documented format (docs/run-directory.md) in bulk.
+"""Synthetic run directories for the store's tests and benchmark: finished runs without training anything.
 
-For the store's benchmark, tests and demos: thousands of finished runs without training anything. The
-caller passes the run config dict (`RunConfig.to_dict()`); ids, analytic costs and file layout follow the
-format exactly, and a test checks them against runs/rundir.py's writers. Losses follow a power law in
-steps so the views have something to group.
+Written through the run-directory contract itself (costlaw.costmodel.core.rundir): the caller passes the run
+config dict (`RunConfig.to_dict()`); the id, analytic costs and files are the contract's. Losses follow a power
+law in steps so the views have something to group.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from pathlib import Path
 
-from costlaw.analysis.store.flatten import run_id_of
 from costlaw.costmodel import ModelConfig, costs
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from costlaw.costmodel.core.files import dumps, write_atomic
+from costlaw.costmodel.core.rundir import EVALS, FORMAT, METRICS, RUNS, RunDir, run_id_of
 
 
 def metrics_lines(steps: int, tokens_per_step: int, seed: int = 0, every: int = 1) -> list[dict]:
@@ -72,22 +64,18 @@ def write_run(root, config: dict, *, steps: int | None = None, evals: list[dict]
     seq_len = config["data"]["seq_len"]
     tps = config["train"]["batch_size"] * config["train"].get("grad_accum", 1) * seq_len
     steps = steps if steps is not None else (config["train"]["steps"] or 10)
-    d = Path(root) / "runs" / run_id
-    d.mkdir(parents=True, exist_ok=True)
-    _write(d / "config.json", json.dumps({"format": 1, "run_id": run_id, "model_id": model.config_id,
-                                          "config": config, "base_run_id": base_run_id, "sweep": sweep,
-                                          "created": "2026-11-23T18:30:00Z"}, indent=2) + "\n")
+    rd = RunDir(Path(root) / RUNS / run_id)
+    rd.write_config_doc({"format": FORMAT, "run_id": run_id, "model_id": model.config_id, "config": config,
+                         "base_run_id": base_run_id, "sweep": sweep, "created": "2026-11-23T18:30:00Z"})
     metrics = metrics if metrics is not None else metrics_lines(steps, tps, config.get("seed", 0), every)
-    with open(d / "metrics.jsonl", "w") as f:
-        f.write("".join(json.dumps(m) + "\n" for m in metrics))
+    write_atomic(rd.file(METRICS), "".join(dumps(m) + "\n" for m in metrics))  # bulk: one write, not a line each
     evals = evals if evals is not None else standard_evals(seq_len, seed=config.get("seed", 0))
-    with open(d / "evals.jsonl", "w") as f:
-        f.write("".join(json.dumps(e) + "\n" for e in evals))
+    write_atomic(rd.file(EVALS), "".join(dumps(e) + "\n" for e in evals))
     if not done:
-        return d
+        return rd.path
     last = metrics[-1] if metrics else {}
     val = next((e["metrics"]["loss"] for e in evals if e["eval"] == "val_loss"), None)
-    summary = {"format": 1, "run_id": run_id, "status": status, "steps": last.get("step", 0),
+    summary = {"run_id": run_id, "status": status, "steps": last.get("step", 0),
                "tokens": last.get("tokens", 0), "final_loss": last.get("loss") if final_loss is None else final_loss,
                "val_loss": val, "tokens_per_s": 50000.0, "mfu": 0.4, "peak_memory_bytes": 1 << 30,
                "wall_s": 100.0, "train_s": 90.0, "kv_bytes_measured": 1 << 20,
@@ -98,6 +86,6 @@ def write_run(root, config: dict, *, steps: int | None = None, evals: list[dict]
                         "padding_ratio": 0.01, "abr": 0.02},
                "env": env or {"gpu": "NVIDIA H100 80GB HBM3", "device": "cuda", "torch": "2.11.0", "python": "3.12.3",
                               "git_commit": "abc123", "git_dirty": False, "hostname": "node1", "slurm_job_id": "42"}}
-    _write(d / "summary.json", json.dumps(summary, indent=2) + "\n")
-    _write(d / "DONE", json.dumps({"run_id": run_id, "status": status}) + "\n")
-    return d
+    rd.write_summary(summary)
+    rd.write_done(run_id, status)
+    return rd.path

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from costlaw.costmodel.errors import ConfigError
+from costlaw.costmodel.core.errors import ConfigError
 
 _BYTE_UNITS = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
                "b": 1}
