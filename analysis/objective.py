@@ -20,7 +20,7 @@ effective rates and a fixed per-step overhead in place of datasheet peaks.
 "families" is optional: rates measured on one model of a family (gqa, hybrid, compressed) price that
 family's candidates, because a family's attention kernels (sliding-window masks, a compressed cache) reach
 different effective rates than dense attention; a family without an entry takes the GPU-level "decode".
-`python -m analysis.calibration` writes such a file from GPU measurements.
+`costlaw calibrate` writes such a file from GPU measurements.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 one model of each family, next to costmodel's analytic numbers.
 
     python benchmarks/calibrate_infer_gpu.py --out OUT/measurements.json          # ~2 min on one H100
-    python -m analysis.calibration OUT/measurements.json --out studies/calibration  # fits, table, figure
+    costlaw calibrate OUT/measurements.json --out studies/calibration              # fits, table, figure
 
 Families (one shape, d 768, L 12, 12 query / 4 KV heads, d_h 64, V 50304, random bf16 weights: time and
 memory do not depend on what the weights learned):

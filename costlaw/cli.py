@@ -26,6 +26,8 @@ VERBS = {
     "frontier": "loss vs inference memory / FLOPs Pareto sets per family",
     "report": "an HTML + Markdown report of a results file",
     "kv-eval": "evaluate KV-cache policies on a trained run across keep ratios",
+    "calibrate": "fit measured GPU inference time and memory per family into rates for recommend --calibration",
+    "compare-hybrid": "a dense and a hybrid extension of one checkpoint side by side: loss, retrieval, speed vs ideal",
 }
 
 

@@ -15,8 +15,8 @@ def add_arguments(p):
 
 
 def main(args) -> int:
-    from costlaw.analysis.quickstart import run_quickstart
     from costlaw.costmodel.core.errors import CostlawError
+    from costlaw.quickstart import run_quickstart
 
     if args.bootstrap < 0:
         raise CostlawError(f"--bootstrap: must be >= 0, got {args.bootstrap}")

@@ -1,7 +1,7 @@
-"""analysis.calibration on synthetic measurements drawn from known linear laws (one real ModelConfig per family,
-as benchmarks/calibrate_infer_gpu.py builds them): the fits recover the laws, the table flags exact KV, the
-calibration file round-trips through the recommender and raises its latency estimate above the roofline, bad
-input names the field, and the CLI writes its four files."""
+"""analysis.calibration and `costlaw calibrate` on synthetic measurements drawn from known linear laws (one real
+ModelConfig per family, as benchmarks/calibrate_infer_gpu.py builds them): the fits recover the laws, the table
+flags exact KV, the calibration file round-trips through the recommender and raises its latency estimate above
+the roofline, bad input names the field, and the verb writes its files."""
 
 import copy
 import json
@@ -13,6 +13,7 @@ import pytest
 
 from costlaw.analysis import calibration as cal
 from costlaw.analysis.objective import Objective, load_calibration
+from costlaw.cli import main as costlaw
 from costlaw.costmodel import (
     KVPolicy,
     ModelConfig,
@@ -156,14 +157,12 @@ def test_calibration_file_round_trips_through_the_recommender(measured, tmp_path
 
 
 def test_recommend_cli_prices_the_winner_with_its_family_rates(measured, tmp_path, capsys):
-    from costlaw.cli import main
-
     path = tmp_path / "calibration.json"
     path.write_text(json.dumps(cal.calibration_file(measured["rows"], measured["fits"])))
 
     def winner(*extra):
         capsys.readouterr()
-        rc = main(["recommend", "--fits", str(FITS), "--json", "--target-loss", "2.5", "--context", "128K",
+        rc = costlaw(["recommend", "--fits", str(FITS), "--json", "--target-loss", "2.5", "--context", "128K",
                    "--families", "gqa", "--gpu", "H100", *extra])
         out, err = capsys.readouterr()
         assert rc == 0, err
@@ -224,13 +223,17 @@ def test_bad_calibration_families_name_the_field(measured, tmp_path, mutate, mes
         load_calibration(path)
 
 
-def test_cli_writes_four_files_and_the_csv_reproduces_the_fits(measured, tmp_path, capsys):
-    from costlaw.cli import main as costlaw
-
+def test_verb_writes_its_files_and_the_csv_reproduces_the_fits(measured, tmp_path, capsys):
     out = tmp_path / "out"
-    assert cal.main([str(measured["path"]), "--out", str(out)]) == 0
-    for name in ("calibration.json", "calibration.md", "measurements.csv", "calibration.png"):
+    assert costlaw(["calibrate", str(measured["path"]), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("calibration.json", "calibration.md", "measurements.csv", "calibration.png", "calibration.svg"):
         assert (out / name).stat().st_size > 0, name
+        assert f"wrote {out / name}" in printed
+    # the summary prints each family's rates as the calibration file holds them
+    gqa = next(line for line in printed.splitlines() if line.startswith("gqa "))
+    assert "1.8 T" in gqa and "600 T" in gqa
+    assert f"--gpu H100-SXM --calibration {out / 'calibration.json'}" in printed
     assert (out / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert load_calibration(out / "calibration.json")["H100-SXM"].families["hybrid"].bytes_per_s == pytest.approx(
         TRUTH["hybrid"][1], rel=1e-6)
@@ -245,12 +248,12 @@ def test_cli_writes_four_files_and_the_csv_reproduces_the_fits(measured, tmp_pat
             assert by[fam][k] == pytest.approx(law["decode_s_per_token"]["params"][k], rel=1e-9)
 
 
-def test_cli_without_a_gpu_key_skips_only_the_rates(tmp_path, capsys):
+def test_verb_without_a_gpu_key_skips_only_the_rates(tmp_path, capsys):
     # A CPU check run: no GPU to name, no CUDA peak.
     path = tmp_path / "m.json"
     path.write_text(json.dumps(synthetic_doc(gpu_key=None, peak=False)))
     out = tmp_path / "out"
-    assert cal.main([str(path), "--out", str(out)]) == 0
+    assert costlaw(["calibrate", str(path), "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "calibration.json: not written" in err and "--gpu" in err
     assert not (out / "calibration.json").exists()
@@ -258,21 +261,48 @@ def test_cli_without_a_gpu_key_skips_only_the_rates(tmp_path, capsys):
     md = (out / "calibration.md").read_text()
     assert "no GPU key" in md and "| peak_bytes | - | - | skipped: 7 of 7 values are 0" in md
     # --gpu names the GPU the rates belong to.
-    assert cal.main([str(path), "--out", str(out), "--gpu", "H200"]) == 0
+    assert costlaw(["calibrate", str(path), "--out", str(out), "--gpu", "H200"]) == 0
     assert set(load_calibration(out / "calibration.json")) == {"H200"}
 
 
-def test_cli_bad_file_is_one_line(tmp_path, capsys):
+def test_verb_json_is_the_fits(measured, tmp_path, capsys):
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert costlaw(["calibrate", str(measured["path"]), "--out", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["gpu"] == "H100-SXM" and doc["written"]["calibration.json"] == str(out / "calibration.json")
+    assert doc["rates"]["hybrid"]["decode"]["params"] == pytest.approx(
+        measured["fits"]["rates"]["hybrid"]["decode"]["params"], rel=1e-9)
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: p.write_text(json.dumps({"format": "nope"})), "format: expected 'costlaw-calibration-measurements/1'"),
+    (lambda p: None, "measurements: no such file"),
+    (lambda p: p.write_text("{not json"), "is not valid JSON"),
+    (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe"), "is not a text file"),
+    (lambda p: p.write_text(json.dumps(synthetic_doc())), "--gpu: unknown GPU 'B9'"),
+])
+def test_verb_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, setup, message):
     path = tmp_path / "m.json"
-    path.write_text(json.dumps({"format": "nope"}))
-    assert cal.main([str(path), "--out", str(tmp_path / "o")]) == 2
+    setup(path)
+    extra = ["--gpu", "B9"] if "--gpu" in message else []
+    assert costlaw(["calibrate", str(path), "--out", str(tmp_path / "o"), *extra]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "format: expected 'costlaw-calibration-measurements/1'" in err
+    assert err.count("\n") == 1 and err.startswith("costlaw calibrate: error: ") and message in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_verb_out_is_a_file_is_one_line(measured, tmp_path, capsys):
+    f = tmp_path / "f"
+    f.write_text("x")
+    assert costlaw(["calibrate", str(measured["path"]), "--out", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out: " in err and "is a file" in err
 
 
 def test_benchmark_on_cpu_feeds_the_analysis(tmp_path, capsys):
     """benchmarks/calibrate_infer_gpu.py's own CPU mode, end to end: its measurements load, every family's
-    KV cache is measured exactly as costmodel prices it, and the analysis CLI writes its table."""
+    KV cache is measured exactly as costmodel prices it, and `costlaw calibrate` writes its table."""
     import importlib.util
 
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "calibrate_infer_gpu.py"
@@ -288,5 +318,5 @@ def test_benchmark_on_cpu_feeds_the_analysis(tmp_path, capsys):
     assert all(r["kv_bytes_measured"] == r["kv_bytes_analytic"] for r in rows)
     small = {r["family"]: r["kv_bytes_measured"] for r in rows if r["context"] == 160}
     assert small["compressed"] < small["gqa"]  # SnapKV keeps a quarter of the prompt
-    assert cal.main([str(meas), "--out", str(tmp_path / "out")]) == 0
+    assert costlaw(["calibrate", str(meas), "--out", str(tmp_path / "out")]) == 0
     assert "| compressed |" in (tmp_path / "out" / "calibration.md").read_text()

@@ -1,12 +1,14 @@
-"""analysis.hybrid on a synthetic store: a dense pretrain extended twice (dense, hybrid), with known measurements.
-The ideals are checked against costmodel directly, the pairing against runs that must not be paired."""
+"""analysis.hybrid and `costlaw compare-hybrid` on a synthetic store: a dense pretrain extended twice (dense,
+hybrid), with known measurements. The ideals are checked against costmodel directly, the pairing against runs that
+must not be paired."""
 
 import json
 
 import pytest
 
-from costlaw.analysis.hybrid import compare, main, render_markdown
+from costlaw.analysis.hybrid import compare, render_markdown
 from costlaw.analysis.store.ingest import ingest
+from costlaw.cli import main as costlaw
 from costlaw.costmodel import ModelConfig, c_infer, c_train, hybrid_layout, kv_cache_bytes, params_total, prefill_flops
 from costlaw.costmodel.core.errors import CostlawError
 from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
@@ -152,10 +154,15 @@ def test_markdown_shows_the_numbers(store):
     assert len(kv_rows) == 1 and "| no |" in kv_rows[0]
 
 
-def test_cli_writes_outputs(store, tmp_path, capsys):
+def test_verb_writes_outputs(store, tmp_path, capsys):
     db, ids = store
-    assert main([str(db), "--out", str(tmp_path / "out")]) == 0
     out = tmp_path / "out"
+    assert costlaw(["compare-hybrid", "--db", str(db), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"pair 1: hybrid {ids['hybrid']}" in printed and f"vs dense {ids['dense']}" in printed
+    assert "hybrid − dense = +0.0200 nats/token; train speedup 1.50×" in printed
+    for name in ("hybrid.json", "hybrid.md", "hybrid.png", "hybrid.svg"):
+        assert f"wrote {out / name}" in printed
     doc = json.loads((out / "hybrid.json").read_text())
     assert doc["pairs"][0]["hybrid"]["run_id"] == ids["hybrid"]
     assert (out / "hybrid.md").read_text() == render_markdown(compare(db))
@@ -173,7 +180,7 @@ def test_no_dense_twin_is_a_one_line_error(tmp_path, capsys):
     ingest(root, tmp_path / "results.duckdb")
     with pytest.raises(CostlawError, match=f"hybrid run {hybrid}: no dense twin found.*base_run_id {base}"):
         compare(tmp_path / "results.duckdb")
-    assert main([str(tmp_path / "results.duckdb"), "--out", str(tmp_path / "out")]) == 2
+    assert costlaw(["compare-hybrid", "--db", str(tmp_path / "results.duckdb"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no dense twin found" in err and "Traceback" not in err
     assert not (tmp_path / "out" / "hybrid.md").exists()
@@ -185,3 +192,35 @@ def test_no_hybrid_extension_is_an_error(tmp_path):
     ingest(root, tmp_path / "results.duckdb")
     with pytest.raises(CostlawError, match="no completed hybrid run started from another run"):
         compare(tmp_path / "results.duckdb")
+
+
+def test_verb_json_is_the_comparison(store, tmp_path, capsys):
+    db, _ = store
+    capsys.readouterr()
+    assert costlaw(["compare-hybrid", "--db", str(db), "--out", str(tmp_path / "out"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads((tmp_path / "out" / "hybrid.json").read_text())
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: None, "--db: no such results file"),
+    (lambda p: p.write_text("not a database"), "--db: cannot open"),
+])
+def test_verb_bad_store_is_one_line(tmp_path, capsys, setup, message):
+    db = tmp_path / "results.duckdb"
+    setup(db)
+    assert costlaw(["compare-hybrid", "--db", str(db), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("costlaw compare-hybrid: error: ") and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_committed_study_is_reproduced(tmp_path, monkeypatch):
+    """studies/hybrid-extend's hybrid.json and hybrid.md are what the verb derives from its committed store."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    study = root / "studies" / "hybrid-extend"
+    monkeypatch.chdir(root)  # hybrid.json records the store's path as given, relative to the checkout
+    assert costlaw(["compare-hybrid", "--db", "studies/hybrid-extend/results.duckdb", "--out", str(tmp_path)]) == 0
+    for name in ("hybrid.json", "hybrid.md"):
+        assert (tmp_path / name).read_text() == (study / name).read_text(), name

@@ -1,4 +1,5 @@
-"""The quickstart's sweep stays small and fits >= 2 candidates; bad quickstart options fail before any work."""
+"""The quickstart's sweep stays small and fits >= 2 candidates; bad quickstart options fail before any work; its
+module imports neither torch nor the training side until it runs."""
 
 import json
 import subprocess
@@ -11,7 +12,7 @@ SPEC = ROOT / "sweeps" / "examples" / "quickstart.toml"
 
 
 def test_spec_is_found_and_covers_two_fittable_candidates():
-    from costlaw.analysis.quickstart import spec_path
+    from costlaw.quickstart import spec_path
 
     assert spec_path() == SPEC
     points = [p for axis in tomllib.loads(SPEC.read_text())["axes"] for p in axis["list"]]
@@ -48,11 +49,27 @@ def test_bad_options_fail_with_one_line(tmp_path, capsys):
     assert not (tmp_path / "q").exists()  # nothing was started
 
 
+def test_out_holding_another_sweep_is_an_out_error(tmp_path, capsys):
+    """The sweep runs in this process, so its complaint about the root reaches the user as one about --out."""
+    from costlaw.cli import main
+
+    out = tmp_path / "q"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps({"format": 1, "name": "another-study", "runs": []}))
+    assert main(["quickstart", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("costlaw quickstart: error: --out: ") and "another-study" in err[0], err
+    assert "step 1/6" in captured.out and "step 2/6" not in captured.out
+    assert sorted(p.name for p in out.iterdir()) == ["sweep.json"]  # nothing trained, the record untouched
+
+
 def test_analysis_side_never_imports_torch_or_runs():
-    code = ("import sys, analysis.recommend, analysis.frontier, analysis.figures, analysis.report, "
-            "analysis.quickstart, costlaw.cmd_recommend, costlaw.cmd_frontier, costlaw.cmd_report, "
-            "costlaw.cmd_quickstart; "
-            "print(sorted(m for m in ('torch', 'runs', 'sweeps') if m in sys.modules))")
+    code = ("import sys, costlaw.analysis.recommend, costlaw.analysis.frontier, costlaw.analysis.figures, "
+            "costlaw.analysis.report, costlaw.analysis.calibration, costlaw.analysis.hybrid, costlaw.quickstart, "
+            "costlaw.cmd_recommend, costlaw.cmd_frontier, costlaw.cmd_report, costlaw.cmd_quickstart, "
+            "costlaw.cmd_calibrate, costlaw.cmd_compare_hybrid; "
+            "print(sorted(m for m in ('torch', 'costlaw.runs', 'costlaw.sweeps') if m in sys.modules))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"

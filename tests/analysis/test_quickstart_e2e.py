@@ -1,4 +1,4 @@
-"""The README's main command, end to end on CPU: sweep -> ingest -> fit -> recommend -> report."""
+"""The README's main command, end to end on CPU: sweep -> ingest -> fit -> recommend -> report, then resumed."""
 
 import re
 import subprocess
@@ -24,7 +24,8 @@ def test_quickstart_end_to_end(tmp_path):
     text = p.stdout
     for step in range(1, 7):
         assert f"step {step}/6" in text
-    assert "13 completed" in text or "local: 13 runs" in text
+    assert "sweep quickstart: 13 completed" in text
+    assert "  [13/13] " in text  # the in-process sweep's own lines join the log when no terminal shows a bar
     assert "== context 131072: winner" in text and "next:" in text and "costlaw recommend --db" in text
     print(f"quickstart took {seconds:.0f} s")
 
@@ -44,6 +45,13 @@ def test_quickstart_end_to_end(tmp_path):
     c = subprocess.run([sys.executable, "-m", "costlaw", "cost", "--config", str(toml), "--context", "128K"],
                        capture_output=True, text=True, cwd=ROOT)
     assert c.returncode == 0, c.stderr
+
+    # run again: the quickstart resumes, training nothing and ingesting nothing new
+    again = subprocess.run([sys.executable, "-m", "costlaw", "quickstart", "--out", str(out)], capture_output=True,
+                           text=True, cwd=ROOT, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "skipping 13 finished runs" in again.stdout and "unchanged 13" in again.stdout
+    assert "started " not in again.stdout and "next:" in again.stdout
 
     browser = load_data("browser")
     if browser.chromium() is not None:  # the quickstart's own report in a real browser (also test_report_browser)

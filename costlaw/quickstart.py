@@ -1,7 +1,7 @@
 """`costlaw quickstart`: the whole loop on this machine in a few minutes, CPU is enough.
 
-1. run `sweeps/examples/quickstart.toml` with the local executor (`costlaw sweep submit` in a subprocess: the
-   analysis side never imports torch or runs) into DIR (run directories under DIR/runs/);
+1. run `sweeps/examples/quickstart.toml` with the local executor (`costlaw.sweeps.submit.submit_spec`, as
+   `costlaw sweep submit` does) into DIR (run directories under DIR/runs/);
 2. ingest DIR into DIR/results.duckdb;
 3. fit each head configuration's L(N) = (a/N)^b + E with bootstrap intervals, and store the fits in the
    database's `fits` table;
@@ -10,14 +10,15 @@
 6. print the next commands to try.
 
 Runs already finished in DIR are not trained again (sweeps skip DONE runs, ingest is idempotent), so an
-interrupted quickstart resumes where it stopped.
+interrupted quickstart resumes where it stopped. This orchestration lives in the CLI layer because it is the
+one place allowed to import both sweeps (which trains) and analysis (which must never import runs or torch).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-import os
-import subprocess
+import io
 import sys
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ STEPS = 6
 
 
 def spec_path() -> Path:
-    """sweeps/examples/quickstart.toml, found without importing sweeps (which would pull in runs)."""
+    """sweeps/examples/quickstart.toml, found without importing sweeps (`costlaw quickstart --help` stays fast)."""
     spec = importlib.util.find_spec("costlaw.sweeps")
     locs = list(spec.submodule_search_locations or []) if spec else []
     for loc in locs:
@@ -77,28 +78,55 @@ class Steps:
         return time.monotonic() - self.t0
 
 
-def _run_sweep(spec: Path, out: Path, jobs: int | None, log) -> None:
-    cmd = [sys.executable, "-m", "costlaw", "sweep", "submit", str(spec), "--executor", "local", "--root", str(out),
-           "--device", "cpu"]
-    if jobs:
-        cmd += ["--max-parallel", str(jobs)]
-    log("  $ costlaw " + " ".join(cmd[3:]))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if sys.stdout.isatty() and sys.stderr.isatty():  # the sweep draws its own rich progress bar on the terminal
-        rc = subprocess.run(cmd, env=env).returncode
-        if rc != 0:
-            raise CostlawError(f"quickstart: the sweep failed (exit {rc}); see `costlaw sweep status --root {out}`")
-        return
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as p:
-        tail = []
-        for line in p.stdout:
-            line = line.rstrip()
-            tail = (tail + [line])[-5:]
-            log("  " + line.removeprefix("[costlaw sweep] "))
-        rc = p.wait()
-    if rc != 0:
-        raise CostlawError(f"quickstart: the sweep failed (exit {rc}): {tail[-1] if tail else 'no output'}; see "
-                           f"`costlaw sweep status --root {out}`")
+class _LineLog(io.TextIOBase):
+    """A text stream that hands each complete line to `log`, indented under the step, without the sweep's prefix."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log, self.buf = log, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        self.buf += s
+        *lines, self.buf = self.buf.split("\n")
+        for line in lines:
+            if line.strip():
+                self.log("  " + line.rstrip().removeprefix("[costlaw sweep] "))
+        return len(s)
+
+    def close(self) -> None:
+        self.write("\n")
+        super().close()
+
+
+def run_sweep(spec: Path, out: Path, jobs: int | None, log: Callable[[str], None]) -> dict:
+    """Train the spec's runs here (local executor, CPU) and return the sweep's state counts. On a terminal the
+    sweep draws its bar on stderr, as `costlaw sweep submit` does; otherwise its lines join the quickstart's log,
+    so a redirected quickstart leaves one ordered record of every step."""
+    from costlaw.sweeps.status import collect
+    from costlaw.sweeps.submit import submit_spec
+
+    log(f"  (as costlaw sweep submit {spec} --executor local --root {out} --device cpu"
+        + (f" --max-parallel {jobs})" if jobs else ")"))
+    terminal = sys.stdout.isatty() and sys.stderr.isatty()
+    try:
+        with contextlib.ExitStack() as stack:
+            if not terminal:
+                stack.enter_context(contextlib.redirect_stderr(stack.enter_context(contextlib.closing(_LineLog(log)))))
+            submit_spec(spec, out, "local", max_parallel=jobs, device="cpu")
+    except CostlawError as e:
+        # the sweep's root is the quickstart's --out, so a complaint about the root is about that flag
+        msg = str(e)
+        raise (CostlawError("--out: " + msg.removeprefix("--root: ")) if msg.startswith("--root: ") else e) from None
+    st = collect(out)
+    counts = {k: v for k, v in st["counts"].items() if v}
+    log(f"  sweep {st['name']}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    unfinished = sum(counts.get(k, 0) for k in ("failed", "preempted", "incomplete"))
+    if unfinished:
+        log(f"  {unfinished} runs did not finish: `costlaw sweep status --root {out}` shows why, "
+            f"`costlaw sweep resubmit --root {out} --failed` retries them; continuing with the rest")
+    return counts
 
 
 def run_quickstart(out: str | Path = "quickstart", jobs: int | None = None, *, spec: str | Path | None = None,
@@ -106,8 +134,7 @@ def run_quickstart(out: str | Path = "quickstart", jobs: int | None = None, *, s
     from costlaw.analysis.objective import Objective
     from costlaw.analysis.recommend import fit_store, recommend, render_text
     from costlaw.analysis.report import PAPER_CONTEXTS, build_report, default_target
-    from costlaw.analysis.store.fits import write_fits
-    from costlaw.analysis.store.ingest import ingest
+    from costlaw.analysis.store import ingest, write_fits
 
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
@@ -122,7 +149,7 @@ def run_quickstart(out: str | Path = "quickstart", jobs: int | None = None, *, s
 
     steps.start("sweep", f"train the sweep {spec.name} on this machine (local executor"
                          + (f", {jobs} at a time)" if jobs else ", one run per CPU)"))
-    _run_sweep(spec, out, jobs, log)
+    run_sweep(spec, out, jobs, log)
 
     steps.start("ingest", f"ingest the run directories into {db}")
     rep = ingest(out, db)
