@@ -5,10 +5,10 @@ the head counts from the candidate. Here:
 
 1. **Aspect ratio.** r(N) = d/L is interpolated linearly in log N between anchors (N, L, d). The anchors
    are the candidate's own ladder runs when it has any (its distinct (d, L) shapes, at their measured
-   non-embedding N), else the paper's: Table 9 below 1.2B (3M L4 d256 ... 1.2B L36 d1536) and Table 7
-   above it (1.8B L36 d2048, 4B L48 d2560, 6B L54 d3072, 13B L64 d4096, 33B L72 d6144, 64B L80 d8192).
-   Each paper anchor sits at the non-embedding N of its own MHA shape (d_h 64, d_ff = paper_ffn(d)), not
-   at its nominal label (the "1.2B" shape has N = 1.02B). Outside the anchors r is held at the end value.
+   non-embedding N), else the paper's: `costmodel.presets.PAPER_LADDER`, Table 9 up to 1.2B and Table 7
+   above it (1.8B L36 d2048 ... 64B L80 d8192). Each paper anchor sits at the non-embedding N of its own
+   MHA shape (`paper_config`: d_h 64, d_ff = paper_ffn(d)), not at its nominal label (the "1.2B" shape has
+   N = 1.02B). Outside the anchors r is held at the end value.
 2. **Continuous depth.** With r* = r(N*), bisection finds the real depth L_c at which the shape
    (L_c, r*·L_c) has exactly N* non-embedding parameters.
 3. **Integers.** For L = floor(L_c) and ceil(L_c) (at least 1), d is the smallest multiple of the width
@@ -33,13 +33,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from costlaw.costmodel import KVPolicy, ModelConfig, hybrid_layout, paper_ffn, params_non_embedding
-from costlaw.costmodel.core.errors import CostlawError
-
-# (L, d) of the paper's MHA ladder: Table 9 (3M ... 1.2B), then App. B.1 Table 7 above 1.2B
-PAPER_SHAPES: tuple[tuple[int, int], ...] = (
-    (4, 256), (6, 512), (12, 768), (12, 1024), (16, 1024), (24, 1280), (24, 1536), (36, 1536),
-    (36, 2048), (48, 2560), (54, 3072), (64, 4096), (72, 6144), (80, 8192),
-)
+from costlaw.costmodel.core.errors import ConfigError, CostlawError
+from costlaw.costmodel.core.validate import integer
+from costlaw.costmodel.presets import PAPER_LADDER, paper_config
 
 
 @dataclass(frozen=True)
@@ -54,13 +50,8 @@ class Anchor:
 
 
 def paper_anchors() -> list[Anchor]:
-    """The paper's (N, L, d) anchors, N computed for each MHA shape (d_h 64, V 50,304, tied)."""
-    out = []
-    for L, d in PAPER_SHAPES:
-        cfg = ModelConfig(d_model=d, n_layers=L, n_heads=d // 64, n_kv_heads=d // 64, head_dim=64,
-                          ffn_dim=paper_ffn(d), vocab_size=50304)
-        out.append(Anchor(float(params_non_embedding(cfg)), L, d))
-    return out
+    """The paper's (N, L, d) anchors, N computed for each MHA shape of its ladder."""
+    return [Anchor(float(params_non_embedding(paper_config(L, d))), L, d) for _, L, d, _ in PAPER_LADDER]
 
 
 def aspect_ratio(n_params: float, anchors: list[Anchor]) -> float:
@@ -151,8 +142,9 @@ def shape(n_target: float, t: Template, d_multiple: int | None = None) -> Shape:
         raise CostlawError(f"N*: {n_target!r} is not a positive finite size; the target loss must be reachable")
     if d_multiple is None:
         d_multiple = t.d_quantum
-    if isinstance(d_multiple, bool) or not isinstance(d_multiple, int) or d_multiple < 2 or d_multiple % 2:
-        raise CostlawError(f"--d-multiple: must be an even whole number >= 2, got {d_multiple!r}")
+    d_multiple = integer("--d-multiple", d_multiple, lo=2)
+    if d_multiple % 2:
+        raise ConfigError("--d-multiple", f"must be even, got {d_multiple}")
     anchors, source = t.anchor_set()
     r = aspect_ratio(n_target, anchors)
     lo, hi = 1e-3, 1.0

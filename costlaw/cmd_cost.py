@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import typing
 from pathlib import Path
 
 from costlaw.costmodel.core.units import binary_bytes, parse_tokens, si, table
+
+# the short flags some ModelConfig fields have always had; every other field's flag is --FIELD-NAME
+SHORT_FLAGS = {"n_layers": "--layers", "n_heads": "--heads", "n_kv_heads": "--kv-heads", "vocab_size": "--vocab"}
+BOOL_FLAGS = {"tied_embeddings": ("--tied", "--untied")}  # (on, off); other true/false fields: --F / --no-F
+
+
+def model_flags() -> dict[str, tuple[str, type]]:
+    """ModelConfig's numbers and flags -> (flag, type), from its type hints."""
+    from costlaw.costmodel.config import SCALAR_FIELDS, ModelConfig
+
+    hints = typing.get_type_hints(ModelConfig)
+    return {n: (SHORT_FLAGS.get(n, "--" + n.replace("_", "-")), hints[n]) for n in SCALAR_FIELDS}
+
+
+def sparse_patterns() -> dict[str, type]:
+    """`--sparse` choice (the kind, dashed) -> pattern class: every registered pattern but full attention."""
+    from costlaw.costmodel.attention import PATTERNS, Full
+
+    return {kind.replace("_", "-"): cls for kind, cls in PATTERNS.items() if cls is not Full}
+
+
+def pattern_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def add_arguments(p):
@@ -13,24 +38,28 @@ def add_arguments(p):
     src.add_argument("--preset", help="a named config (see --list-presets)")
     src.add_argument("--config", help="a model config TOML, or a run config whose [model] table is used")
     src.add_argument("--list-presets", action="store_true", help="print the preset names and exit")
-    for flag, dest in [("--d-model", "d_model"), ("--layers", "n_layers"), ("--heads", "n_heads"),
-                       ("--kv-heads", "n_kv_heads"), ("--head-dim", "head_dim"), ("--ffn-dim", "ffn_dim"),
-                       ("--vocab", "vocab_size")]:
-        src.add_argument(flag, dest=dest, type=int)
-    src.add_argument("--rope-theta", type=float, dest="rope_theta")
-    tie = src.add_mutually_exclusive_group()
-    tie.add_argument("--tied", dest="tied_embeddings", action="store_true", default=None)
-    tie.add_argument("--untied", dest="tied_embeddings", action="store_false")
+    for name, (flag, typ) in model_flags().items():
+        if typ is bool:
+            on, off = BOOL_FLAGS.get(name, (flag, "--no-" + flag[2:]))
+            group = src.add_mutually_exclusive_group()
+            group.add_argument(on, dest=name, action="store_true", default=None)
+            group.add_argument(off, dest=name, action="store_false")
+        else:
+            src.add_argument(flag, dest=name, type=typ)
     hyb = p.add_argument_group("hybrid layout (the rest of the layers are sparse)")
     full = hyb.add_mutually_exclusive_group()
     full.add_argument("--full-layers", type=int, help="K full layers centred in the stack")
     full.add_argument("--full-layer-ids", help="comma-separated full layer ids, e.g. 3,4,5")
-    hyb.add_argument("--sparse", choices=["sink-window", "block-strided"], help="pattern of the sparse layers")
-    hyb.add_argument("--sink", type=int, default=4)
-    hyb.add_argument("--window", type=int, default=1024)
-    hyb.add_argument("--block", type=int, default=64)
-    hyb.add_argument("--local-blocks", type=int, default=16)
-    hyb.add_argument("--stride", type=int, default=8)
+    patterns = sparse_patterns()
+    hyb.add_argument("--sparse", choices=list(patterns), help="pattern of the sparse layers")
+    used_by: dict[str, list[str]] = {}  # one flag per parameter name, shared by the patterns that have it
+    for cls in patterns.values():
+        for f in dataclasses.fields(cls):
+            default = "" if f.default is dataclasses.MISSING else f" (default {f.default})"
+            used_by.setdefault(f.name, []).append(f"{cls.kind}{default}")
+    for name, users in used_by.items():
+        hyb.add_argument(pattern_flag(name), dest=f"pattern_{name}", type=int, metavar=name.upper(),
+                         help=f"{name} of {', '.join(users)}")
     kv = p.add_argument_group("KV policy at inference")
     kvx = kv.add_mutually_exclusive_group()
     kvx.add_argument("--kv-keep", type=float, help="keep this fraction of the context (nearest token, halves up)")
@@ -46,10 +75,6 @@ def add_arguments(p):
     out.add_argument("--toml", action="store_true", help="print the resolved model config as TOML and exit")
 
 
-FIELD_FLAGS = {"d_model": "--d-model", "n_layers": "--layers", "n_heads": "--heads", "n_kv_heads": "--kv-heads",
-               "head_dim": "--head-dim", "ffn_dim": "--ffn-dim", "vocab_size": "--vocab", "rope_theta": "--rope-theta"}
-
-
 def resolve_config(args):
     """The ModelConfig named by --config/--preset and the field and layout flags."""
     from costlaw.costmodel import ConfigError
@@ -57,13 +82,35 @@ def resolve_config(args):
     try:
         return _resolve(args)
     except ConfigError as e:
-        if e.field in FIELD_FLAGS:
-            raise ConfigError(FIELD_FLAGS[e.field], e.problem) from None
+        flags = model_flags()
+        if e.field in flags:
+            raise ConfigError(flags[e.field][0], e.problem) from None
         raise
+
+
+def _sparse_pattern(args):
+    """The --sparse pattern, its parameters from their flags or the pattern's defaults."""
+    from costlaw.costmodel import ConfigError
+
+    patterns = sparse_patterns()
+    if args.sparse is None:
+        raise ConfigError("--sparse", f"give the sparse pattern: --sparse {' or '.join(patterns)}")
+    cls = patterns[args.sparse]
+    values = {}
+    for f in dataclasses.fields(cls):
+        v = getattr(args, f"pattern_{f.name}")
+        if v is None and f.default is dataclasses.MISSING:
+            raise ConfigError(pattern_flag(f.name), f"missing; {cls.kind} is {cls.form()}")
+        values[f.name] = f.default if v is None else v
+    try:
+        return cls(**values)
+    except ConfigError as e:
+        raise ConfigError(pattern_flag(e.field), e.problem) from None
 
 
 def _resolve(args):
     from costlaw.costmodel import ConfigError, KVPolicy, ModelConfig, hybrid_layout, preset
+    from costlaw.costmodel.config import REQUIRED
 
     if args.config:
         path = Path(args.config)
@@ -76,13 +123,10 @@ def _resolve(args):
         cfg = preset(args.preset)
     else:
         cfg = None
-    fields = {k: getattr(args, k) for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim",
-                                             "ffn_dim", "vocab_size", "rope_theta", "tied_embeddings")}
-    fields = {k: v for k, v in fields.items() if v is not None}
+    fields = {k: getattr(args, k) for k in model_flags() if getattr(args, k) is not None}
     hybrid = args.full_layers is not None or args.full_layer_ids is not None or args.sparse is not None
     if cfg is None:
-        need = ["d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim", "vocab_size"]
-        missing = [k for k in need if k not in fields]
+        missing = [k for k in REQUIRED if k not in fields]
         if missing:
             raise ConfigError(missing[0], "missing; give --preset NAME, --config FILE or every model field")
         cfg = ModelConfig(**fields)
@@ -90,16 +134,13 @@ def _resolve(args):
         if "n_layers" in fields and hybrid:
             fields["layout"] = ()
         if "n_heads" in fields and "n_kv_heads" not in fields and fields["n_heads"] % cfg.n_kv_heads:
-            raise ConfigError("--kv-heads", f"the preset's {cfg.n_kv_heads} KV heads do not divide --heads "
+            raise ConfigError("n_kv_heads", f"the preset's {cfg.n_kv_heads} KV heads do not divide --heads "
                                             f"{fields['n_heads']}; give --kv-heads too")
         cfg = cfg.replace(**fields)
     if hybrid:
-        if args.sparse is None:
-            raise ConfigError("--sparse", "give the sparse pattern: --sparse sink-window or block-strided")
+        pattern = _sparse_pattern(args)
         if args.full_layers is None and args.full_layer_ids is None:
             raise ConfigError("--full-layers", "give --full-layers K or --full-layer-ids I,J,...")
-        spec = (f"sink_window({args.sink},{args.window})" if args.sparse == "sink-window"
-                else f"block_strided({args.block},{args.local_blocks},{args.stride})")
         ids = None
         if args.full_layer_ids is not None:
             try:
@@ -108,10 +149,9 @@ def _resolve(args):
                 raise ConfigError("--full-layer-ids", f"{args.full_layer_ids!r} is not a comma-separated "
                                                       "list of layer ids") from None
         try:
-            layout = hybrid_layout(cfg.n_layers, spec, args.full_layers, ids)
+            layout = hybrid_layout(cfg.n_layers, pattern, args.full_layers, ids)
         except ConfigError as e:
-            flag = e.field.removeprefix("sparse.")  # sparse.window -> --window
-            raise ConfigError("--" + flag.replace("_", "-"), e.problem) from None
+            raise ConfigError(pattern_flag(e.field), e.problem) from None
         cfg = cfg.replace(layout=layout)
     if args.kv_keep is not None or args.kv_budget is not None:
         try:

@@ -6,19 +6,118 @@ from this very function, so the cost model and the trained model can never disag
 
 Positions are 0-based. A query at position q sees key k only if k <= q (causal) and the pattern allows it.
 "A context of T tokens" means the query at position T-1.
+
+A pattern is one frozen dataclass: a `kind`, integer parameters declared with `param` (their ranges and the
+defaults `costlaw cost` uses), and the four counts below. `register` adds it to `PATTERNS`, the one table
+that parsing, layouts, ModelConfig, runs' masks and cache, the store and `costlaw cost` read; nothing else
+lists the patterns. A pattern's rule must never show a key again once a query has lost sight of it (the
+decoding cache evicts it).
 """
 
 from __future__ import annotations
 
+import abc
+import contextlib
 import dataclasses
+import inspect
 import re
+import typing
 from dataclasses import dataclass
+from typing import ClassVar
 
 from costlaw.costmodel.core.errors import ConfigError
+from costlaw.costmodel.core.validate import bounded, conform
+
+# kind -> class, in registration order (the order error messages and `costlaw cost --sparse` list them)
+PATTERNS: dict[str, type[Pattern]] = {}
+_KIND_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_SPEC_RE = re.compile(r"^\s*([A-Za-z_]\w*)\s*(?:\(([^)]*)\))?\s*$")
+
+
+def param(default=dataclasses.MISSING, *, lo: int = 1):
+    """A pattern parameter: a whole number >= lo (`default` is what `costlaw cost` uses when not given)."""
+    return bounded(default, lo=lo)
 
 
 @dataclass(frozen=True)
-class Full:
+class Pattern(abc.ABC):
+    """One layer's attention pattern. Subclasses are frozen dataclasses with int fields made by `param`."""
+
+    kind: ClassVar[str]
+
+    def __post_init__(self):
+        conform(self)
+
+    @abc.abstractmethod
+    def visible(self, q, k):
+        """Whether query position q sees key position k (ints or broadcastable tensors)."""
+
+    @abc.abstractmethod
+    def keys(self, T: int) -> int:
+        """Keys seen by the last query of a T-token context (= tokens its KV cache must hold)."""
+
+    @abc.abstractmethod
+    def cache_tokens(self, T: int) -> int:
+        """Slots a decoding KV cache needs to serve every context up to T (the peak of keys(t), t <= T)."""
+
+    def total_keys(self, T: int) -> int:
+        """Sum of keys seen over all T query positions (the causal attention work of a T-token pass).
+        By definition the sum of keys(t) for t <= T; patterns override it with a closed form."""
+        return sum(self.keys(t) for t in range(1, T + 1))
+
+    def spec(self) -> str:
+        """The canonical text form, e.g. `sink_window(4,1024)`; `parse_spec` reads it back."""
+        values = [getattr(self, f.name) for f in dataclasses.fields(self)]
+        return f"{self.kind}({','.join(map(str, values))})" if values else self.kind
+
+    @classmethod
+    def form(cls) -> str:
+        """How to write it, e.g. `sink_window(SINK,WINDOW)`."""
+        names = [f.name.upper() for f in dataclasses.fields(cls)]
+        return f"{cls.kind}({','.join(names)})" if names else cls.kind
+
+
+def register(cls: type[Pattern]) -> type[Pattern]:
+    """Add a pattern class to `PATTERNS` (a class decorator). Refuses a kind already taken or a class that is
+    not a frozen dataclass of integer parameters implementing every count."""
+    if not (isinstance(cls, type) and issubclass(cls, Pattern) and dataclasses.is_dataclass(cls)
+            and cls.__dataclass_params__.frozen):
+        raise TypeError(f"register: {cls!r} must be a frozen dataclass subclass of Pattern")
+    if inspect.isabstract(cls):
+        raise TypeError(f"register: {cls.__name__} leaves {', '.join(sorted(cls.__abstractmethods__))} abstract")
+    kind = getattr(cls, "kind", None)
+    if not isinstance(kind, str) or not _KIND_RE.match(kind):
+        raise TypeError(f"register: {cls.__name__}.kind must be a lower-case identifier, got {kind!r}")
+    if kind in PATTERNS:
+        raise ValueError(f"register: kind {kind!r} is already {PATTERNS[kind].__name__}")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if hints[f.name] is not int:
+            raise TypeError(f"register: {cls.__name__}.{f.name} must be an int (layouts write parameters as integers)")
+    PATTERNS[kind] = cls
+    return cls
+
+
+def unregister(kind: str) -> None:
+    """Remove a registered pattern (layouts that use it no longer parse)."""
+    if kind not in PATTERNS:
+        raise KeyError(f"unregister: no pattern {kind!r}")
+    del PATTERNS[kind]
+
+
+@contextlib.contextmanager
+def registered(cls: type[Pattern]):
+    """`register(cls)` for the duration of a with-block (tests, experiments)."""
+    register(cls)
+    try:
+        yield cls
+    finally:
+        unregister(cls.kind)
+
+
+@register
+@dataclass(frozen=True)
+class Full(Pattern):
     """Full causal attention."""
 
     kind = "full"
@@ -27,32 +126,23 @@ class Full:
         return k <= q
 
     def keys(self, T: int) -> int:
-        """Keys seen by the last query of a T-token context (= tokens its KV cache must hold)."""
         return T
 
     def cache_tokens(self, T: int) -> int:
-        """Slots a decoding KV cache needs to serve every context up to T (its peak size)."""
         return T
 
     def total_keys(self, T: int) -> int:
-        """Sum of keys seen over all T query positions (the causal attention work of a T-token pass)."""
         return T * (T + 1) // 2
 
-    def spec(self) -> str:
-        return "full"
 
-
+@register
 @dataclass(frozen=True)
-class SinkWindow:
+class SinkWindow(Pattern):
     """The first `sink` tokens plus the `window` most recent ones (the query itself included)."""
 
-    sink: int
-    window: int
+    sink: int = param(4, lo=0)
+    window: int = param(1024)
     kind = "sink_window"
-
-    def __post_init__(self):
-        _int_at_least("sink", self.sink, 0)
-        _int_at_least("window", self.window, 1)
 
     def visible(self, q, k):
         return (k <= q) & ((k < self.sink) | (q - k < self.window))
@@ -69,25 +159,18 @@ class SinkWindow:
             return T * (T + 1) // 2
         return w * (w + 1) // 2 + (T - w) * w
 
-    def spec(self) -> str:
-        return f"sink_window({self.sink},{self.window})"
 
-
+@register
 @dataclass(frozen=True)
-class BlockStrided:
+class BlockStrided(Pattern):
     """Blocks of `block` tokens: the query's own block and the `local_blocks`-1 before it, plus every
     block whose index j has (j+1) % stride == 0 (the "vertical stride" blocks of LongGen's kernel
     lineage, one pattern shared by all heads so the KV cache really shrinks)."""
 
-    block: int
-    local_blocks: int
-    stride: int
+    block: int = param(64)
+    local_blocks: int = param(16)
+    stride: int = param(8)
     kind = "block_strided"
-
-    def __post_init__(self):
-        _int_at_least("block", self.block, 1)
-        _int_at_least("local_blocks", self.local_blocks, 1)
-        _int_at_least("stride", self.stride, 1)
 
     def visible(self, q, k):
         qb, kb = q // self.block, k // self.block
@@ -121,53 +204,46 @@ class BlockStrided:
             total += n * before + n * (n + 1) // 2
         return total
 
-    def spec(self) -> str:
-        return f"block_strided({self.block},{self.local_blocks},{self.stride})"
-
 
 def pattern_params(spec) -> dict:
     """A pattern's parameters by name, e.g. {"sink": 4, "window": 1024} (empty for full attention)."""
     return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
 
 
-AttentionSpec = Full | SinkWindow | BlockStrided
 FULL = Full()
 
-_SPEC_RE = re.compile(r"^\s*(full|sink_window|block_strided)\s*(?:\(([^)]*)\))?\s*$")
-_ARITY = {"full": 0, "sink_window": 2, "block_strided": 3}
-_CLASSES = {"full": Full, "sink_window": SinkWindow, "block_strided": BlockStrided}
+
+def forms() -> str:
+    """The registered patterns as a user writes them: `full, sink_window(SINK,WINDOW) or ...`."""
+    names = [c.form() for c in PATTERNS.values()]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
-def parse_spec(text: str, field: str = "layout") -> AttentionSpec:
-    """`full`, `sink_window(SINK,WINDOW)` or `block_strided(BLOCK,LOCAL_BLOCKS,STRIDE)`."""
-    if isinstance(text, (Full, SinkWindow, BlockStrided)):
+def parse_spec(text, field: str = "layout") -> Pattern:
+    """A registered pattern's text form, e.g. `full`, `sink_window(4,1024)`; a Pattern is returned as is."""
+    if isinstance(text, Pattern):
         return text
     m = _SPEC_RE.match(str(text))
-    if not m:
-        raise ConfigError(field, f"unknown attention pattern {text!r}; use full, sink_window(S,W) "
-                                 "or block_strided(B,LOCAL,STRIDE)")
-    kind, args = m.group(1), m.group(2)
+    cls = PATTERNS.get(m.group(1)) if m else None
+    if cls is None:
+        raise ConfigError(field, f"unknown attention pattern {text!r}; use {forms()}")
+    args = m.group(2)
     parts = [a.strip() for a in args.split(",")] if args and args.strip() else []
-    if len(parts) != _ARITY[kind]:
-        raise ConfigError(field, f"{kind} takes {_ARITY[kind]} integer arguments, got {text!r}")
+    arity = len(dataclasses.fields(cls))
+    if len(parts) != arity:
+        raise ConfigError(field, f"{cls.kind} takes {arity} integer arguments, got {text!r}; write {cls.form()}")
     try:
         values = [int(p) for p in parts]
     except ValueError:
-        raise ConfigError(field, f"{text!r} has a non-integer argument; write e.g. sink_window(4,1024)") from None
+        raise ConfigError(field, f"{text!r} has a non-integer argument; write {cls.form()} with whole "
+                                 "numbers") from None
     try:
-        return FULL if kind == "full" else _CLASSES[kind](*values)
+        return cls(*values)
     except ConfigError as e:
         raise e.under(field) from None
 
 
-def _int_at_least(field: str, value, lo: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(field, f"must be an integer, got {value!r}")
-    if value < lo:
-        raise ConfigError(field, f"must be >= {lo}, got {value}")
-
-
-def encode_layout(layers: tuple[AttentionSpec, ...]) -> list[str]:
+def encode_layout(layers: tuple[Pattern, ...]) -> list[str]:
     """Canonical run-length form: maximal runs of one pattern, e.g. ["sink_window(4,4092)*10", "full*11", ...]."""
     out: list[str] = []
     i = 0
@@ -180,13 +256,15 @@ def encode_layout(layers: tuple[AttentionSpec, ...]) -> list[str]:
     return out
 
 
-def decode_layout(items, field: str = "layout") -> tuple[AttentionSpec, ...]:
-    """Inverse of `encode_layout`; also takes plain per-layer items without `*N`."""
-    if isinstance(items, str):
+def decode_layout(items, field: str = "layout") -> tuple[Pattern, ...]:
+    """Inverse of `encode_layout`; also takes plain per-layer items without `*N`, and Pattern objects."""
+    if isinstance(items, (str, Pattern)):
         items = [items]
-    layers: list[AttentionSpec] = []
+    if not isinstance(items, (list, tuple)):
+        raise ConfigError(field, f"must be a list of patterns like [\"full*4\"], got {items!r}")
+    layers: list[Pattern] = []
     for item in items:
-        if isinstance(item, (Full, SinkWindow, BlockStrided)):
+        if isinstance(item, Pattern):
             layers.append(item)
             continue
         text, _, count = str(item).rpartition("*") if "*" in str(item) else (str(item), "", "1")

@@ -1,8 +1,8 @@
 """`ModelConfig`: the one description of a model that costlaw prices, builds, records and recommends.
 
 Llama-style decoder (pre-RMSNorm, SwiGLU FFN, RoPE, no biases) with GQA whose head_dim is decoupled
-from d_model (the Cost-Optimal GQA paper's "Change 1"), a per-layer attention layout (full causal,
-sink+window, block-strided) and an optional inference-time KV policy.
+from d_model (the Cost-Optimal GQA paper's "Change 1"), a per-layer attention layout (one pattern of
+costmodel.attention's registry per layer) and an optional inference-time KV policy.
 
 Canonical form: `to_dict()` is the only serialisation; TOML and JSON are renderings of it, and
 `config_id` hashes its JSON, so equal configs always share an id.
@@ -14,52 +14,38 @@ import dataclasses
 import hashlib
 import json
 import tomllib
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass
 
-from costlaw.costmodel.attention import FULL, AttentionSpec, Full, decode_layout, encode_layout, parse_spec
+from costlaw.costmodel.attention import FULL, Full, Pattern, decode_layout, encode_layout, parse_spec
 from costlaw.costmodel.core.errors import ConfigError
+from costlaw.costmodel.core.validate import bounded, conform, integer
 from costlaw.costmodel.kvpolicy import KVPolicy
-
-_INT_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim", "vocab_size")
-FIELDS = _INT_FIELDS + ("tied_embeddings", "rope_theta", "layout", "kv_policy")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    d_model: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
-    ffn_dim: int
-    vocab_size: int
+    # every size is a whole number >= 1; `conform` checks each field against its type hint and range
+    d_model: int = bounded(lo=1)
+    n_layers: int = bounded(lo=1)
+    n_heads: int = bounded(lo=1)
+    n_kv_heads: int = bounded(lo=1)
+    head_dim: int = bounded(lo=1)
+    ffn_dim: int = bounded(lo=1)
+    vocab_size: int = bounded(lo=1)
     tied_embeddings: bool = True
-    rope_theta: float = 500_000.0
-    layout: tuple[AttentionSpec, ...] = field(default=())  # empty means all layers full
+    rope_theta: float = bounded(500_000.0, lo=0, lo_open=True)
+    layout: tuple[Pattern, ...] = ()  # empty means all layers full
     kv_policy: KVPolicy | None = None
 
     def __post_init__(self):
-        for name in _INT_FIELDS:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ConfigError(name, f"must be a whole number, got {v!r}")
-            if v < 1:
-                raise ConfigError(name, f"must be >= 1, got {v}")
+        conform(self)
         if self.n_heads % self.n_kv_heads:
             raise ConfigError("n_kv_heads", f"{self.n_kv_heads} does not divide n_heads {self.n_heads}; "
                                             "use a divisor of n_heads")
         if self.head_dim % 2:
             raise ConfigError("head_dim", f"must be even for RoPE, got {self.head_dim}")
-        if not isinstance(self.tied_embeddings, bool):
-            raise ConfigError("tied_embeddings", f"must be true or false, got {self.tied_embeddings!r}")
-        if isinstance(self.rope_theta, bool) or not isinstance(self.rope_theta, (int, float)) or self.rope_theta <= 0:
-            raise ConfigError("rope_theta", f"must be a positive number, got {self.rope_theta!r}")
-        object.__setattr__(self, "rope_theta", float(self.rope_theta))
-        layout = self.layout
-        if isinstance(layout, (str, list)) or (isinstance(layout, tuple) and layout
-                                               and not isinstance(layout[0], (Full, *_SPARSE))):
-            layout = decode_layout(layout)
-        layout = tuple(layout) or (FULL,) * self.n_layers
+        layout = decode_layout(self.layout) or (FULL,) * self.n_layers
         if len(layout) != self.n_layers:
             raise ConfigError("layout", f"describes {len(layout)} layers but n_layers is {self.n_layers}; "
                                         "give one pattern per layer (e.g. [\"full*N\"])")
@@ -92,9 +78,9 @@ class ModelConfig:
         return len(self.full_layer_ids)
 
     @property
-    def sparse_patterns(self) -> tuple[AttentionSpec, ...]:
+    def sparse_patterns(self) -> tuple[Pattern, ...]:
         """The distinct sparse patterns in the layout, in layer order."""
-        seen: list[AttentionSpec] = []
+        seen: list[Pattern] = []
         for s in self.layout:
             if not isinstance(s, Full) and s not in seen:
                 seen.append(s)
@@ -122,12 +108,8 @@ class ModelConfig:
 
     # ---- canonical serialisation ----
     def to_dict(self) -> dict:
-        d = {
-            "d_model": self.d_model, "n_layers": self.n_layers, "n_heads": self.n_heads,
-            "n_kv_heads": self.n_kv_heads, "head_dim": self.head_dim, "ffn_dim": self.ffn_dim,
-            "vocab_size": self.vocab_size, "tied_embeddings": self.tied_embeddings,
-            "rope_theta": self.rope_theta, "layout": encode_layout(self.layout),
-        }
+        d = {name: getattr(self, name) for name in SCALAR_FIELDS}
+        d["layout"] = encode_layout(self.layout)
         if self.kv_policy is not None:
             d["kv_policy"] = self.kv_policy.to_dict()
         return d
@@ -152,7 +134,7 @@ class ModelConfig:
             raise ConfigError(unknown[0], f"unknown model field; known fields: {', '.join(FIELDS)}, "
                                           "preset, attention")
         merged = {**base, **d}
-        missing = [f for f in _INT_FIELDS if f not in merged]
+        missing = [f for f in REQUIRED if f not in merged]
         if missing:
             raise ConfigError(missing[0], "missing; give it or start from a preset (preset = \"gqa-19m\")")
         if attention is not None:
@@ -188,19 +170,23 @@ class ModelConfig:
         return cls.from_dict(data)
 
 
-_SPARSE = tuple(c for c in AttentionSpec.__args__ if c is not Full)
+FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+REQUIRED = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.default is dataclasses.MISSING)
+# the fields that serialise as themselves (numbers and flags); layout and kv_policy have their own forms
+SCALAR_FIELDS = tuple(n for n, t in typing.get_type_hints(ModelConfig).items() if t in (int, float, bool))
+# the `attention` shorthand of from_dict: key -> the type a spec file gives it
+ATTENTION_KEYS = {"sparse": str, "full_layers": int, "full_layer_ids": list}
 
 
 def centred_full_layers(n_layers: int, k: int) -> tuple[int, ...]:
     """The ids of k consecutive full layers centred in the stack (LongGen: full layers in the middle)."""
-    if not 0 <= k <= n_layers:
-        raise ConfigError("full_layers", f"must be between 0 and n_layers ({n_layers}), got {k}")
+    k = integer("full_layers", k, 0, n_layers)
     start = (n_layers - k) // 2
     return tuple(range(start, start + k))
 
 
 def hybrid_layout(n_layers: int, sparse, full_layers: int | None = None,
-                  full_layer_ids=None) -> tuple[AttentionSpec, ...]:
+                  full_layer_ids=None) -> tuple[Pattern, ...]:
     """Full layers at `full_layer_ids` (or `full_layers` of them centred), `sparse` everywhere else."""
     pattern = parse_spec(sparse, "sparse")
     if (full_layers is None) == (full_layer_ids is None):
@@ -218,10 +204,10 @@ def hybrid_layout(n_layers: int, sparse, full_layers: int | None = None,
     return tuple(FULL if i in full else pattern for i in range(n_layers))
 
 
-def layout_from_attention(att: dict, n_layers: int) -> tuple[AttentionSpec, ...]:
+def layout_from_attention(att: dict, n_layers: int) -> tuple[Pattern, ...]:
     if not isinstance(att, dict):
         raise ConfigError("attention", "must be a table: {sparse = \"sink_window(4,1024)\", full_layers = K}")
-    unknown = sorted(set(att) - {"sparse", "full_layers", "full_layer_ids"})
+    unknown = sorted(set(att) - set(ATTENTION_KEYS))
     if unknown:
         raise ConfigError(f"attention.{unknown[0]}", "unknown key; use sparse, full_layers or full_layer_ids")
     if "sparse" not in att:

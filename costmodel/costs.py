@@ -12,6 +12,8 @@ Conventions (the GQA paper's Table 2, generalised):
 
 from __future__ import annotations
 
+from collections import Counter
+
 from costlaw.costmodel.config import ModelConfig
 from costlaw.costmodel.core.errors import ConfigError
 from costlaw.costmodel.kvpolicy import policy_decode_flops_per_token, policy_flops_per_token, policy_params
@@ -80,6 +82,12 @@ def attention_keys(cfg: ModelConfig, T: int) -> int:
     return sum(min(spec.keys(T), kept) for spec in cfg.layout)
 
 
+def _total_keys(cfg: ModelConfig, T: int) -> int:
+    """Sum over layers of the keys seen by all T positions, once per distinct pattern: a pattern without a closed
+    form counts them in O(T)."""
+    return sum(n * spec.total_keys(T) for spec, n in Counter(cfg.layout).items())
+
+
 # ---------------------------------------------------------------- inference
 def c_infer(cfg: ModelConfig, T: int) -> int:
     """FLOPs to process one token with T tokens in context: 2N + 4·d_h·n_h·Σ_l keys_l(T) (+ policy)."""
@@ -105,7 +113,7 @@ def prefill_flops(cfg: ModelConfig, T: int) -> int:
     """FLOPs of one forward pass over a T-token prompt. The policy does not cut prefill attention here:
     it prices the full pass that SnapKV/H2O-style policies run before evicting."""
     _check_context(T)
-    keys = sum(spec.total_keys(T) for spec in cfg.layout)
+    keys = _total_keys(cfg, T)
     return T * (2 * params_compute(cfg) + policy_flops_per_token(cfg)) + 4 * cfg.head_dim * cfg.n_heads * keys
 
 
@@ -115,7 +123,7 @@ def decode_flops(cfg: ModelConfig, T: int, G: int) -> int:
     if G < 0:
         raise ConfigError("generate", f"must be >= 0, got {G}")
     if cfg.kv_policy is None:
-        keys = sum(s.total_keys(T + G) - s.total_keys(T) for s in cfg.layout)
+        keys = _total_keys(cfg, T + G) - _total_keys(cfg, T)
         return G * 2 * params_compute(cfg) + 4 * cfg.head_dim * cfg.n_heads * keys
     return sum(c_infer(cfg, t) for t in range(T + 1, T + G + 1))
 
@@ -125,7 +133,7 @@ def c_train(cfg: ModelConfig, T: int) -> float:
     """Training FLOPs per token on T-token sequences: 3 × (2N + 4·d_h·n_h · mean keys per position).
     For all-full layers this is 6N + 6·L·d_h·n_h·(T+1); sparse layers count only the keys they see."""
     _check_context(T)
-    keys = sum(spec.total_keys(T) for spec in cfg.layout)
+    keys = _total_keys(cfg, T)
     return 6 * params_compute(cfg) + 12 * cfg.head_dim * cfg.n_heads * keys / T
 
 

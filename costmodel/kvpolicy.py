@@ -4,7 +4,7 @@ A policy caps every layer's cache at `kept_tokens(T)`: a keep fraction of the co
 (rounded to the nearest whole token, halves up, at least 1) or a fixed token budget (never more than
 the context). A layer whose own pattern already holds fewer keys keeps its own count.
 
-Method options live in one table, `METHODS`, with their defaults. Options that add parameters
+Method options live in one table, `METHODS`, with their defaults and ranges. Options that add parameters
 (Locret's retaining heads, KV-Distill's scorer and LoRA) are priced by `policy_params` /
 `policy_flops_per_token`; runs/kv builds exactly those modules, and tests compare the two (parameters by
 `sum(p.numel())`, FLOPs by torch's FlopCounterMode on the modules). runs/kv/*.py documents each option.
@@ -16,50 +16,62 @@ import math
 from dataclasses import dataclass, field
 
 from costlaw.costmodel.core.errors import ConfigError
+from costlaw.costmodel.core.validate import bounded, check, conform
 
-# method -> {option: default}. Options are what changes the cache or the policy's own parameters.
-METHODS: dict[str, dict[str, float | int]] = {
-    "streaming": {"sink": 4},  # StreamingLLM: attention sinks + most recent tokens
-    "snapkv": {"window": 32, "kernel": 5},  # observation window queries, pooled scores
-    "h2o": {"recent": 0.5},  # share of kept slots given to the most recent tokens
-    "random": {"seed": 0, "recent": 0.0},  # uniform eviction: the floor
-    "locret": {"hidden": 256, "chunk": 256, "stabilizers": 64, "local": 32},  # retaining heads
+
+@dataclass(frozen=True)
+class Option:
+    """A method option: its default (whose type, int or float, is the option's) and its range."""
+
+    default: int | float
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+
+    def check(self, field: str, value):
+        return check(field, value, type(self.default), lo=self.lo, hi=self.hi, lo_open=self.lo_open)
+
+
+def _fraction(default: float, lo_open: bool = False) -> Option:
+    return Option(default, 0, 1, lo_open)
+
+
+# method -> {option: Option}. Options are what changes the cache or the policy's own parameters.
+METHODS: dict[str, dict[str, Option]] = {
+    "streaming": {"sink": Option(4, lo=0)},  # StreamingLLM: attention sinks + most recent tokens
+    "snapkv": {"window": Option(32, lo=1), "kernel": Option(5, lo=1)},  # observation window queries, pooled scores
+    "h2o": {"recent": _fraction(0.5)},  # share of kept slots given to the most recent tokens
+    "random": {"seed": Option(0, lo=0), "recent": _fraction(0.0)},  # uniform eviction: the floor
+    "locret": {"hidden": Option(256, lo=1), "chunk": Option(256, lo=1), "stabilizers": Option(64, lo=0),
+               "local": Option(32, lo=0)},  # retaining heads
     # scorer on the input of block `scorer_layer` + LoRA on kept tokens; `recent` share of kept slots goes to the
     # most recent tokens; `lam` weighs KL(teacher||student) against KL(student||teacher) in training
-    "kv_distill": {"rank": 8, "alpha": 16.0, "scorer_layer": 1, "recent": 0.5, "lam": 0.5},
-    "infinipot": {"compress": 0.5, "novelty": 0.5},  # pot of `budget` tokens compressed to compress*budget
+    "kv_distill": {"rank": Option(8, lo=1), "alpha": Option(16.0, lo=0, lo_open=True), "scorer_layer": Option(1),
+                   "recent": _fraction(0.5), "lam": _fraction(0.5)},
+    # a pot of `budget` tokens compressed to compress*budget
+    "infinipot": {"compress": _fraction(0.5, lo_open=True), "novelty": _fraction(0.5)},
 }
 TRAINED_METHODS = ("locret", "kv_distill")  # methods with parameters of their own (trained with the backbone frozen)
 
 
 @dataclass(frozen=True)
 class KVPolicy:
-    method: str
-    keep: float | None = None
-    budget: int | None = None
+    method: str = bounded(choices=METHODS)
+    keep: float | None = bounded(None, lo=0, hi=1, lo_open=True)  # a fraction of the context
+    budget: int | None = bounded(None, lo=1)  # tokens
     options: tuple[tuple[str, float | int], ...] = field(default=())
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ConfigError("kv_policy.method", f"unknown method {self.method!r}; "
-                                                  f"choose one of {', '.join(sorted(METHODS))}")
+        conform(self, "kv_policy")
         if (self.keep is None) == (self.budget is None):
             raise ConfigError("kv_policy", "give exactly one of keep (a fraction) or budget (tokens)")
-        if self.keep is not None:
-            if isinstance(self.keep, bool) or not isinstance(self.keep, (int, float)) or not 0 < self.keep <= 1:
-                raise ConfigError("kv_policy.keep", f"must be a fraction in (0, 1], got {self.keep!r}")
-            object.__setattr__(self, "keep", float(self.keep))
-        if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, int)
-                                        or self.budget < 1):
-            raise ConfigError("kv_policy.budget", f"must be a whole number of tokens >= 1, got {self.budget!r}")
         opts = dict(self.options)
         allowed = METHODS[self.method]
         for k in opts:
             if k not in allowed:
                 raise ConfigError(f"kv_policy.{k}", f"not an option of {self.method}; "
                                                     f"options: {', '.join(allowed) or 'none'}")
-        merged = {k: type(v)(opts.get(k, v)) for k, v in allowed.items()}
-        _check_options(self.method, merged)
+        merged = {k: o.check(f"kv_policy.{k}", opts.get(k, o.default)) for k, o in allowed.items()}
         object.__setattr__(self, "options", tuple(sorted(merged.items())))
 
     def option(self, name: str):
@@ -90,40 +102,6 @@ class KVPolicy:
             raise ConfigError("kv_policy.method", "missing; name a method, e.g. method = \"snapkv\"")
         keep, budget = d.pop("keep", None), d.pop("budget", None)
         return cls(method=method, keep=keep, budget=budget, options=tuple(sorted(d.items())))
-
-
-def _check_options(method: str, o: dict) -> None:
-    def frac(name, lo_open=False):
-        v = o[name]
-        ok = (0 < v <= 1) if lo_open else (0 <= v <= 1)
-        if not ok:
-            raise ConfigError(f"kv_policy.{name}", f"must be a fraction in {'(0' if lo_open else '[0'}, 1], got {v}")
-
-    def pos(name, lo=1):
-        if o[name] < lo:
-            raise ConfigError(f"kv_policy.{name}", f"must be >= {lo}, got {o[name]}")
-
-    if method == "streaming":
-        pos("sink", 0)
-    elif method == "snapkv":
-        pos("window")
-        pos("kernel")
-    elif method in ("h2o", "random"):
-        frac("recent")
-    elif method == "locret":
-        for n in ("hidden", "chunk"):
-            pos(n)
-        for n in ("stabilizers", "local"):
-            pos(n, 0)
-    elif method == "kv_distill":
-        pos("rank")
-        frac("recent")
-        frac("lam")
-        if not o["alpha"] > 0:
-            raise ConfigError("kv_policy.alpha", f"must be > 0, got {o['alpha']}")
-    elif method == "infinipot":
-        frac("compress", lo_open=True)
-        frac("novelty")
 
 
 def scorer_blocks(cfg) -> int:

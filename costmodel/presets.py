@@ -1,8 +1,10 @@
 """Named model configs in one table, and overrides on top of them.
 
-Public models are transcribed from their released config.json; the GQA paper's ladder follows its
-Table 9 (d_h = 64, V = 50,304, tied embeddings, RoPE θ = 5e5, d_ff = 8d/3 rounded to the nearest
-multiple of 32), with MHA heads n_h = n_kv = d / 64 as trained there.
+Public models are transcribed from their released config.json. The GQA paper's MHA ladder is stated once
+here, in `PAPER_LADDER`: its Table 9 shapes are the `gqa-*` presets, and analysis/shape.py takes its
+aspect-ratio anchors from the whole ladder (Table 9, then App. B.1's Table 7 above 1.2B). Every ladder
+shape has d_h = 64, V = 50,304, tied embeddings, RoPE θ = 5e5, d_ff = 8d/3 rounded to the nearest multiple
+of 32, and MHA heads n_h = n_kv = d / 64 as trained there.
 """
 
 from __future__ import annotations
@@ -10,13 +12,23 @@ from __future__ import annotations
 from costlaw.costmodel.config import ModelConfig, hybrid_layout
 from costlaw.costmodel.core.errors import ConfigError
 
+# (label, L, d, table) of the GQA paper's ladder; "1.2b" is the nominal label (its N is 1.02B)
+PAPER_LADDER: tuple[tuple[str, int, int, str], ...] = (
+    ("3m", 4, 256, "Table 9"), ("19m", 6, 512, "Table 9"), ("85m", 12, 768, "Table 9"),
+    ("150m", 12, 1024, "Table 9"), ("200m", 16, 1024, "Table 9"), ("470m", 24, 1280, "Table 9"),
+    ("680m", 24, 1536, "Table 9"), ("1.2b", 36, 1536, "Table 9"),
+    ("1.8b", 36, 2048, "Table 7"), ("4b", 48, 2560, "Table 7"), ("6b", 54, 3072, "Table 7"),
+    ("13b", 64, 4096, "Table 7"), ("33b", 72, 6144, "Table 7"), ("64b", 80, 8192, "Table 7"),
+)
+
 
 def paper_ffn(d_model: int) -> int:
     """The GQA paper's d_ff: 8d/3 rounded to the nearest multiple of 32."""
     return 32 * round(8 * d_model / 3 / 32)
 
 
-def _ladder(n_layers: int, d_model: int) -> ModelConfig:
+def paper_config(n_layers: int, d_model: int) -> ModelConfig:
+    """The paper's MHA model of depth L and width d."""
     h = d_model // 64
     return ModelConfig(d_model=d_model, n_layers=n_layers, n_heads=h, n_kv_heads=h, head_dim=64,
                        ffn_dim=paper_ffn(d_model), vocab_size=50304, tied_embeddings=True, rope_theta=5e5)
@@ -41,9 +53,8 @@ PRESETS: dict[str, tuple[ModelConfig, str]] = {
     "mistral-7b-v0.3": (ModelConfig(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, head_dim=128,
                                     ffn_dim=14336, vocab_size=32768, tied_embeddings=False, rope_theta=1e6),
                         "mistralai/Mistral-7B-v0.3 config.json (no sliding window)"),
-    **{f"gqa-{label}": (_ladder(L, d), f"Chen et al. 2025, Table 9 ({label}: L={L}, d={d})")
-       for label, L, d in [("3m", 4, 256), ("19m", 6, 512), ("85m", 12, 768), ("150m", 12, 1024),
-                           ("200m", 16, 1024), ("470m", 24, 1280), ("680m", 24, 1536), ("1.2b", 36, 1536)]},
+    **{f"gqa-{label}": (paper_config(L, d), f"Chen et al. 2025, {table} ({label}: L={L}, d={d})")
+       for label, L, d, table in PAPER_LADDER if table == "Table 9"},
 }
 
 

@@ -3,6 +3,10 @@
 Pure Python (no torch), so sweeps can build and validate thousands of these quickly. The run's id is
 a hash of its canonical dict (everything but the free-form `name`), so the same run always lands in
 the same directory and a resubmitted sweep finds its finished runs.
+
+Each field states its type and range once, where it is declared (`bounded`); `conform`, the check every
+costlaw config shares (costmodel.core.validate), enforces them when the RunConfig is made, and the sections'
+`validate` adds the checks that relate fields.
 """
 
 from __future__ import annotations
@@ -10,13 +14,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from costlaw.costmodel import ConfigError, ModelConfig
 from costlaw.costmodel.core.rundir import run_id_of
+from costlaw.costmodel.core.validate import bounded, conform
 from costlaw.costmodel.tomlw import dumps as toml_dumps
 
 # tokenizer -> vocabulary size the model must at least have (byte: 256 bytes + <|endoftext|>)
@@ -27,91 +30,70 @@ STAGES = ("pretrain", "extend", "compress")
 @dataclass(frozen=True)
 class DataConfig:
     corpus: str = "stdlib"  # stdlib | site-packages | a directory | a glob | a prepared corpus dir | synthetic
-    tokenizer: str = "byte"  # byte | gpt2
-    seq_len: int = 256
-    packing: str = "balanced"  # balanced (HBP-style attention balance) | greedy | none (one document per row)
+    tokenizer: str = bounded("byte", choices=TOKENIZER_VOCAB)
+    seq_len: int = bounded(256, lo=8)
+    # balanced (HBP-style attention balance) | greedy | none (one document per row)
+    packing: str = bounded("balanced", choices=("balanced", "greedy", "none"))
     doc_mask: bool = True  # packed documents do not attend to each other
-    curriculum: str = "none"  # none | short-first
-    curriculum_frac: float = 0.1  # share of steps that see short documents first
-    retrieval_mix: float = 0.0  # share of training rows with a synthetic passkey inserted
+    curriculum: str = bounded("none", choices=("none", "short-first"))
+    curriculum_frac: float = bounded(0.1, lo=0, hi=1)  # share of steps that see short documents first
+    retrieval_mix: float = bounded(0.0, lo=0, hi=1)  # share of training rows with a synthetic passkey inserted
     long_docs: bool = True  # ProLong-style: the files of one directory concatenated in order
 
     def validate(self):
-        _choice("tokenizer", self.tokenizer, TOKENIZER_VOCAB)
-        _choice("packing", self.packing, ("balanced", "greedy", "none"))
-        _choice("curriculum", self.curriculum, ("none", "short-first"))
-        _at_least("seq_len", self.seq_len, 8)
-        _fraction("curriculum_frac", self.curriculum_frac)
-        _fraction("retrieval_mix", self.retrieval_mix)
+        conform(self)
         if not self.corpus:
             raise ConfigError("corpus", "empty; use stdlib, site-packages, a directory or a glob")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    tokens: int = 0  # token budget; give this or steps
-    steps: int = 0
-    batch_size: int = 8  # sequences per micro-batch
-    grad_accum: int = 1
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup_frac: float = 0.1  # the GQA paper's WSD: 10% warmup, 20% cosine decay to lr/10
-    decay_frac: float = 0.2
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32
-    compile: str = "auto"  # auto (on for GPU) | on | off
-    log_every: int = 10
-    checkpoint_every: int = 200  # steps; 0 = only at the end and on preemption
+    tokens: int = bounded(0, lo=0)  # token budget; give this or steps
+    steps: int = bounded(0, lo=0)
+    batch_size: int = bounded(8, lo=1)  # sequences per micro-batch
+    grad_accum: int = bounded(1, lo=1)
+    lr: float = bounded(1e-3, lo=0, lo_open=True)
+    min_lr_ratio: float = bounded(0.1, lo=0, hi=1)
+    warmup_frac: float = bounded(0.1, lo=0, hi=1)  # the GQA paper's WSD: 10% warmup, 20% cosine decay to lr/10
+    decay_frac: float = bounded(0.2, lo=0, hi=1)
+    weight_decay: float = bounded(0.1, lo=0)
+    beta1: float = bounded(0.9, lo=0, hi=1)
+    beta2: float = bounded(0.95, lo=0, hi=1)
+    grad_clip: float = bounded(1.0, lo=0)
+    precision: str = bounded("auto", choices=("auto", "bf16", "fp32"))  # auto: bf16 autocast on GPU, fp32 on CPU
+    compile: str = bounded("auto", choices=("auto", "on", "off"))  # auto: on for GPU
+    log_every: int = bounded(10, lo=1)
+    checkpoint_every: int = bounded(200, lo=0)  # steps; 0 = only at the end and on preemption
     init_from: str = ""  # a finished run directory whose weights this run starts from
-    trainable: str = "all"  # all | policy (only the KV policy's parameters; backbone frozen)
+    # all | policy (only the KV policy's parameters; backbone frozen)
+    trainable: str = bounded("all", choices=("all", "policy"))
 
     def validate(self):
+        conform(self)
         if (self.tokens > 0) == (self.steps > 0):
             raise ConfigError("tokens", "give exactly one of train.tokens or train.steps (> 0)")
-        for f in ("tokens", "steps"):
-            _at_least(f, getattr(self, f), 0)
-        for f in ("batch_size", "grad_accum", "log_every"):
-            _at_least(f, getattr(self, f), 1)
-        _at_least("checkpoint_every", self.checkpoint_every, 0)
-        if not self.lr > 0:
-            raise ConfigError("lr", f"must be > 0, got {self.lr}")
-        for f in ("min_lr_ratio", "warmup_frac", "decay_frac", "beta1", "beta2"):
-            _fraction(f, getattr(self, f))
         if self.warmup_frac + self.decay_frac > 1:
             raise ConfigError("decay_frac", "warmup_frac + decay_frac must be <= 1")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ConfigError("weight_decay" if self.weight_decay < 0 else "grad_clip", "must be >= 0")
-        _choice("precision", self.precision, ("auto", "bf16", "fp32"))
-        _choice("compile", self.compile, ("auto", "on", "off"))
-        _choice("trainable", self.trainable, ("all", "policy"))
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    val_tokens: int = 65536  # held-out tokens scored at the training length
-    position_buckets: int = 8  # loss by position: the sequence split into this many equal buckets
-    retrieval_samples: int = 32  # passkey probe samples (0 = off)
-    retrieval_depths: tuple[float, ...] = (0.1, 0.5, 0.9)
-    decode_tokens: int = 32  # tokens generated when timing decode (0 = skip prefill/decode timing)
-    contexts: tuple[int, ...] = ()  # extra contexts for prefill/decode timing and KV bytes (default: seq_len)
-    kv_keep: tuple[float, ...] = ()  # compressed harness: keep ratios to evaluate (with policies)
+    val_tokens: int = bounded(65536, lo=0)  # held-out tokens scored at the training length
+    position_buckets: int = bounded(8, lo=1)  # loss by position: the sequence split into this many equal buckets
+    retrieval_samples: int = bounded(32, lo=0)  # passkey probe samples (0 = off)
+    retrieval_depths: tuple[float, ...] = bounded((0.1, 0.5, 0.9), lo=0, hi=1)
+    decode_tokens: int = bounded(32, lo=0)  # tokens generated when timing decode (0 = skip prefill/decode timing)
+    # extra contexts for prefill/decode timing and KV bytes (default: seq_len)
+    contexts: tuple[int, ...] = bounded((), lo=1)
+    kv_keep: tuple[float, ...] = bounded((), lo=0, hi=1, lo_open=True)  # compressed harness: keep ratios
     policies: tuple[str, ...] = ()  # compressed harness: KV policy methods to evaluate
     policy_runs: tuple[str, ...] = ()  # compressed harness: METHOD=RUN_ID of the trained policies evaluated
 
     def validate(self):
-        for f in ("val_tokens", "retrieval_samples", "decode_tokens"):
-            _at_least(f, getattr(self, f), 0)
-        _at_least("position_buckets", self.position_buckets, 1)
-        for d in self.retrieval_depths:
-            _fraction("retrieval_depths", d)
-        for t in self.contexts:
-            _at_least("contexts", t, 1)
-        for k in self.kv_keep:
-            if not 0 < k <= 1:
-                raise ConfigError("kv_keep", f"keep ratios must be in (0, 1], got {k}")
+        conform(self)
+
+
+SECTIONS = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig}  # RunConfig's tables besides model
 
 
 @dataclass(frozen=True)
@@ -120,18 +102,17 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=100))
     eval: EvalConfig = field(default_factory=EvalConfig)
-    seed: int = 0
-    stage: str = "pretrain"
+    seed: int = bounded(0, lo=0)
+    stage: str = bounded("pretrain", choices=STAGES)
     name: str = ""  # a label for humans; not part of the run id
 
     def __post_init__(self):
-        for section in ("data", "train", "eval"):
+        for section in SECTIONS:
             try:
                 getattr(self, section).validate()
             except ConfigError as e:
                 raise e.under(section) from None
-        _choice("stage", self.stage, STAGES)
-        _at_least("seed", self.seed, 0)
+        conform(self)
         need = TOKENIZER_VOCAB[self.data.tokenizer]
         if self.model.vocab_size < need:
             raise ConfigError("model.vocab_size", f"{self.model.vocab_size} is smaller than the {self.data.tokenizer} "
@@ -175,8 +156,8 @@ class RunConfig:
     def from_dict(cls, d: dict) -> RunConfig:
         if not isinstance(d, dict):
             raise ConfigError("run", f"must be a table, got {type(d).__name__}")
-        known = {"name", "seed", "stage", "model", "data", "train", "eval"}
-        unknown = sorted(set(d) - known)
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(known))
         if unknown:
             raise ConfigError(unknown[0], f"unknown key; a run config has {', '.join(sorted(known))}")
         if "model" not in d:
@@ -185,12 +166,8 @@ class RunConfig:
             model = ModelConfig.from_dict(d["model"])
         except ConfigError as e:
             raise e.under("model") from None
-        kw = {s: _section_from_dict(c, d.get(s, {}), s)
-              for s, c in (("data", DataConfig), ("train", TrainConfig), ("eval", EvalConfig))}
-        for key, typ in (("name", str), ("seed", int), ("stage", str)):
-            if key in d:
-                _check_type(key, d[key], typ)
-                kw[key] = d[key]
+        kw = {s: _section_from_dict(c, d.get(s, {}), s) for s, c in SECTIONS.items()}
+        kw.update({k: d[k] for k in known if k in d and k != "model" and k not in SECTIONS})
         return cls(model=model, **kw)
 
     def to_toml(self) -> str:
@@ -220,46 +197,11 @@ def _section_dict(obj) -> dict:
 
 
 def _section_from_dict(cls, d, prefix: str):
+    """The section's dataclass from its table; RunConfig's __post_init__ checks the values."""
     if not isinstance(d, dict):
         raise ConfigError(prefix, f"must be a table, got {type(d).__name__}")
-    hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    kw = {}
-    for k, v in d.items():
-        if k not in hints:
+    for k in d:
+        if k not in names:
             raise ConfigError(f"{prefix}.{k}", f"unknown key; {prefix} has {', '.join(names)}")
-        kw[k] = _check_type(f"{prefix}.{k}", v, hints[k])
-    return cls(**kw)
-
-
-def _check_type(path: str, v, typ):
-    origin = typing.get_origin(typ)
-    if origin is tuple:
-        if not isinstance(v, (list, tuple)):
-            raise ConfigError(path, f"must be a list, got {v!r}")
-        inner = typing.get_args(typ)[0]
-        return tuple(_check_type(path, x, inner) for x in v)
-    if origin in (typing.Union, types.UnionType):
-        return v
-    if typ is float and isinstance(v, int) and not isinstance(v, bool):
-        return float(v)
-    if typ is int and isinstance(v, float) and v.is_integer():
-        return int(v)
-    if not isinstance(v, typ) or (typ is not bool and isinstance(v, bool)):
-        raise ConfigError(path, f"must be {typ.__name__}, got {type(v).__name__} {v!r}")
-    return v
-
-
-def _choice(f, v, options):
-    if v not in options:
-        raise ConfigError(f, f"{v!r} is not one of {', '.join(options)}")
-
-
-def _at_least(f, v, lo):
-    if v < lo:
-        raise ConfigError(f, f"must be >= {lo}, got {v}")
-
-
-def _fraction(f, v):
-    if not 0 <= v <= 1:
-        raise ConfigError(f, f"must be in [0, 1], got {v}")
+    return cls(**d)

@@ -18,7 +18,7 @@ from pathlib import Path
 from costlaw.costmodel import ConfigError, ModelConfig, params_embedding, params_non_embedding, params_total
 from costlaw.costmodel.core.rundir import run_path
 from costlaw.sweeps.formula import compile_formula, evaluate
-from costlaw.sweeps.spec import FIELD_TYPES, Resources, Spec, Stage
+from costlaw.sweeps.spec import FIELD_TYPES, SECTIONS, Resources, Spec, Stage
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def _point_dict(spec: Spec, values: dict, seed: int, where_of: dict) -> tuple[di
     d = copy.deepcopy(spec.base)
     d.pop("seed", None)
     origins = {}
-    for sec in ("model", "data", "train", "eval"):
+    for sec in SECTIONS:
         for k in d.get(sec, {}):
             origins[f"{sec}.{k}"] = f"base.{sec}.{k}"
     d["seed"] = seed
@@ -249,10 +249,9 @@ def lookup(d: dict, name: str, where: str, origins: dict):
 
 
 def _section_defaults(sec: str) -> dict:
-    from costlaw.runs.config import DataConfig, EvalConfig, TrainConfig
+    from costlaw.runs.config import SECTIONS
 
-    cls = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig}[sec]
-    return {f.name: f.default for f in dataclasses.fields(cls)}
+    return {f.name: f.default for f in dataclasses.fields(SECTIONS[sec])}
 
 
 # ---------------------------------------------------------------- errors and labels

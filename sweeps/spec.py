@@ -53,15 +53,18 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from costlaw.costmodel import ConfigError
-from costlaw.costmodel.config import FIELDS as MODEL_FIELDS
+from costlaw.costmodel import ConfigError, KVPolicy, ModelConfig
+from costlaw.costmodel.config import ATTENTION_KEYS
+from costlaw.costmodel.core import validate
 from costlaw.costmodel.core.units import parse_tokens
+from costlaw.costmodel.core.validate import SCALARS, bounded, conform, integer, optional_arm
 from costlaw.costmodel.kvpolicy import METHODS
+from costlaw.runs.config import SECTIONS as RUN_SECTIONS
+from costlaw.runs.config import STAGES, RunConfig
 
 TOP_KEYS = ("sweep", "base", "axes", "derived", "resources", "stages")
 SWEEP_KEYS = ("name", "description", "runs_cap", "contexts", "seeds")
-BASE_KEYS = ("model", "data", "train", "eval", "seed", "name")
-STAGE_KINDS = ("pretrain", "extend", "compress")
+BASE_KEYS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name != "stage")  # stages set the stage
 STAGE_KEYS = ("name", "from", "axes", "set", "derived", "resources")
 AXIS_KINDS = ("grid", "zip", "list")
 DEFAULT_RUNS_CAP = 1000
@@ -70,37 +73,39 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # ---------------------------------------------------------------- field paths
 def _section_fields() -> dict[str, dict[str, typing.Any]]:
-    from costlaw.runs.config import DataConfig, EvalConfig, TrainConfig
+    return {s: typing.get_type_hints(c) for s, c in RUN_SECTIONS.items()}
 
-    return {s: typing.get_type_hints(c) for s, c in (("data", DataConfig), ("train", TrainConfig),
-                                                     ("eval", EvalConfig))}
+
+def settable(hint) -> typing.Any:
+    """How a spec gives a field of type `hint`: the scalar type itself (also for `X | None`), list for a tuple
+    field, None for anything else (a table, e.g. kv_policy, checked when the run config is built)."""
+    hint = optional_arm(hint) or hint
+    if hint in SCALARS:
+        return hint
+    if typing.get_origin(hint) is tuple:
+        return list
+    return None
 
 
 def field_types() -> dict[str, typing.Any]:
-    """Every settable dotted field path of a run config -> its Python type (None: a table or free form)."""
-    types: dict[str, typing.Any] = {"seed": int}
-    for f in MODEL_FIELDS:
-        types[f"model.{f}"] = {"tied_embeddings": bool, "rope_theta": float, "layout": list,
-                               "kv_policy": None}.get(f, int)
+    """Every settable dotted field path of a run config -> its Python type (None: a table or free form),
+    from the type hints of RunConfig, ModelConfig, KVPolicy and the run config's sections."""
+    types: dict[str, typing.Any] = {"seed": settable(typing.get_type_hints(RunConfig)["seed"])}
+    types.update({f"model.{k}": settable(t) for k, t in typing.get_type_hints(ModelConfig).items()})
     types["model.preset"] = str
     types["model.attention"] = None
-    types["model.attention.sparse"] = str
-    types["model.attention.full_layers"] = int
-    types["model.attention.full_layer_ids"] = list
-    types["model.kv_policy.method"] = str
-    types["model.kv_policy.keep"] = float
-    types["model.kv_policy.budget"] = int
+    types.update({f"model.attention.{k}": t for k, t in ATTENTION_KEYS.items()})
+    types.update({f"model.kv_policy.{k}": settable(t) for k, t in typing.get_type_hints(KVPolicy).items()
+                  if k != "options"})  # options are written flat, as the method's own keys below
     for opts in METHODS.values():
-        for k, v in opts.items():
-            types[f"model.kv_policy.{k}"] = type(v)
+        types.update({f"model.kv_policy.{k}": type(o.default) for k, o in opts.items()})
     for section, hints in _section_fields().items():
-        for k, t in hints.items():
-            types[f"{section}.{k}"] = t
+        types.update({f"{section}.{k}": settable(t) for k, t in hints.items()})
     return types
 
 
 FIELD_TYPES = field_types()
-SECTIONS = ("model", "data", "train", "eval")
+SECTIONS = ("model", *RUN_SECTIONS)
 
 
 def check_path(path: str, where: str) -> str:
@@ -147,18 +152,28 @@ def flatten(table: dict, where: str, *, until_list: bool) -> dict[str, typing.An
 # ---------------------------------------------------------------- parsed spec
 @dataclass(frozen=True)
 class Resources:
-    gpus: int = 0
-    cpus: int = 1
-    mem_gb: float | None = None
-    time_min: int = 60
-    partition: str | None = None
+    gpus: int = bounded(0, lo=0)
+    cpus: int = bounded(1, lo=1)
+    mem_gb: float | None = bounded(None, lo=0, lo_open=True)
+    time_min: int = bounded(60, lo=1)
+    partition: str | None = None  # the text fields are Slurm names: one word each
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
-    array_parallelism: int = 256
-    signal_delay_s: int = 90  # preemption/timeout signal this long before the kill: room to checkpoint
-    max_num_timeout: int = 3  # requeues after hitting the time limit
+    array_parallelism: int = bounded(256, lo=1)
+    signal_delay_s: int = bounded(90, lo=0)  # preemption/timeout signal this long before the kill: room to checkpoint
+    max_num_timeout: int = bounded(3, lo=0)  # requeues after hitting the time limit
     setup: tuple[str, ...] = ()  # shell lines run in the job before python (module load, source venv, ...)
+
+    def __post_init__(self):
+        conform(self)
+        for k, hint in typing.get_type_hints(Resources).items():
+            v = getattr(self, k)
+            if optional_arm(hint) is str and v is not None and (not v.strip() or any(c.isspace() for c in v)):
+                raise ConfigError(k, f"{v!r} must be one non-empty word (a Slurm {k} name)")
+        if self.signal_delay_s >= self.time_min * 60:
+            raise ConfigError("signal_delay_s", f"{self.signal_delay_s} s is not less than time_min "
+                                                f"({self.time_min} min); the job would be signalled at start")
 
     def to_dict(self) -> dict:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
@@ -228,16 +243,16 @@ def from_dict(raw: dict) -> Spec:
             raise ConfigError(f"sweep.{k}", f"unknown key; [sweep] has {', '.join(SWEEP_KEYS)}")
     if "name" not in sweep:
         raise ConfigError("sweep.name", "missing; name the sweep, e.g. name = \"gqa-ladder\"")
-    name = _typed(sweep["name"], str, "sweep.name")
+    name = validate.text("sweep.name", sweep["name"])
     if not NAME_RE.match(name):
         raise ConfigError("sweep.name", f"{name!r} must be letters, digits, '.', '_' or '-' (it names directories)")
-    description = _typed(sweep.get("description", ""), str, "sweep.description")
-    runs_cap = _int(sweep.get("runs_cap", DEFAULT_RUNS_CAP), "sweep.runs_cap", lo=1)
+    description = validate.text("sweep.description", sweep.get("description", ""))
+    runs_cap = integer("sweep.runs_cap", sweep.get("runs_cap", DEFAULT_RUNS_CAP), lo=1)
     contexts = tuple(_context(c, f"sweep.contexts[{i}]") for i, c in enumerate(_list(sweep, "contexts", "sweep")))
     base = _base(raw)
     seeds_given = "seeds" in sweep
     if seeds_given:
-        seeds = tuple(_int(s, f"sweep.seeds[{i}]", lo=0) for i, s in enumerate(_list(sweep, "seeds", "sweep")))
+        seeds = tuple(integer(f"sweep.seeds[{i}]", s, lo=0) for i, s in enumerate(_list(sweep, "seeds", "sweep")))
         if not seeds:
             raise ConfigError("sweep.seeds", "empty; give at least one seed or leave seeds out")
         if len(set(seeds)) != len(seeds):
@@ -275,7 +290,7 @@ def _base(raw: dict) -> dict:
             if k not in hints:
                 raise ConfigError(f"base.{s}.{k}", f"unknown key; {s} has {', '.join(hints)}")
     if "seed" in base:
-        _int(base["seed"], "base.seed", lo=0)
+        integer("base.seed", base["seed"], lo=0)
     return base
 
 
@@ -369,33 +384,13 @@ def _derived(table, where: str, taken: dict[str, str]) -> dict[str, str]:
 def _resources(table, where: str, defaults: Resources) -> Resources:
     if not isinstance(table, dict):
         raise ConfigError(where, f"must be a table, got {type(table).__name__}")
-    kw = {}
-    for k, v in table.items():
-        at = f"{where}.{k}"
+    for k in table:
         if k not in RESOURCE_KEYS:
-            raise ConfigError(at, f"unknown key; resources has {', '.join(RESOURCE_KEYS)}")
-        if k in ("gpus", "max_num_timeout", "signal_delay_s"):
-            kw[k] = _int(v, at, lo=0)
-        elif k in ("cpus", "time_min", "array_parallelism"):
-            kw[k] = _int(v, at, lo=1)
-        elif k == "mem_gb":
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ConfigError(at, f"must be a number of GB > 0, got {v!r}")
-            kw[k] = float(v)
-        elif k == "setup":
-            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-                raise ConfigError(at, f"must be a list of shell lines, got {v!r}")
-            kw[k] = tuple(v)
-        else:
-            v = _typed(v, str, at)
-            if not v.strip() or any(c.isspace() for c in v):
-                raise ConfigError(at, f"{v!r} must be one non-empty word (a Slurm {k} name)")
-            kw[k] = v
-    res = dataclasses.replace(defaults, **kw)
-    if res.signal_delay_s >= res.time_min * 60:
-        raise ConfigError(f"{where}.signal_delay_s", f"{res.signal_delay_s} s is not less than time_min "
-                                                     f"({res.time_min} min); the job would be signalled at start")
-    return res
+            raise ConfigError(f"{where}.{k}", f"unknown key; resources has {', '.join(RESOURCE_KEYS)}")
+    try:
+        return dataclasses.replace(defaults, **table)
+    except ConfigError as e:
+        raise e.under(where) from None
 
 
 def _stages(stages, defaults: Resources, set_by_axes: dict[str, str]) -> tuple[Stage, ...]:
@@ -412,15 +407,15 @@ def _stages(stages, defaults: Resources, set_by_axes: dict[str, str]) -> tuple[S
             if k not in STAGE_KEYS:
                 raise ConfigError(f"{at}.{k}", f"unknown key; a stage has {', '.join(STAGE_KEYS)}")
         if "name" not in st:
-            raise ConfigError(f"{at}.name", f"missing; one of {', '.join(STAGE_KINDS)}")
-        name = _typed(st["name"], str, f"{at}.name")
-        if name not in STAGE_KINDS:
-            raise ConfigError(f"{at}.name", f"{name!r} is not one of {', '.join(STAGE_KINDS)}")
+            raise ConfigError(f"{at}.name", f"missing; one of {', '.join(STAGES)}")
+        name = validate.text(f"{at}.name", st["name"])
+        if name not in STAGES:
+            raise ConfigError(f"{at}.name", f"{name!r} is not one of {', '.join(STAGES)}")
         if name in parsed:
             raise ConfigError(f"{at}.name", f"stage {name!r} is declared twice; declare each stage once")
         parent = st.get("from")
         if parent is not None:
-            parent = _typed(parent, str, f"{at}.from")
+            parent = validate.text(f"{at}.from", parent)
             if parent == name:
                 raise ConfigError(f"{at}.from", f"stage {name!r} cannot start from itself")
         if name == "pretrain" and parent is not None:
@@ -470,22 +465,6 @@ def _list(table: dict, key: str, where: str) -> list:
     v = table.get(key, [])
     if not isinstance(v, list):
         raise ConfigError(f"{where}.{key}", f"must be a list, got {type(v).__name__} {v!r}")
-    return v
-
-
-def _typed(v, typ, where: str):
-    if not isinstance(v, typ) or (typ is not bool and isinstance(v, bool)):
-        raise ConfigError(where, f"must be {typ.__name__}, got {type(v).__name__} {v!r}")
-    return v
-
-
-def _int(v, where: str, lo: int | None = None) -> int:
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ConfigError(where, f"must be a whole number, got {type(v).__name__} {v!r}")
-    if lo is not None and v < lo:
-        raise ConfigError(where, f"must be >= {lo}, got {v}")
     return v
 
 

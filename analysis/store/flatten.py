@@ -1,21 +1,27 @@
 """One run directory's config.json + summary.json as one `runs` row (see docs/run-directory.md).
 
-The model columns come from `costmodel.ModelConfig.from_dict(config["model"])` and its derived
-properties (family, n_full_layers, sparse_patterns, kv_policy): layouts are never re-parsed here.
+The model columns come from `costmodel.ModelConfig.from_dict(config["model"])`: its numbers and flags
+(named by its type hints), its derived properties (family, n_full_layers, sparse_patterns), its first sparse
+pattern's parameters (`sparse_params`) and its KV policy's fields. Layouts are never re-parsed here, and no
+pattern or field is listed by hand: a new attention pattern is recorded without a schema change.
 Every value is checked against its column's type; a wrong one makes the run corrupt, with the file
 and key named, rather than a silently NULL or mangled cell.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import typing
 
-from costlaw.costmodel import ModelConfig, costs
-from costlaw.costmodel.attention import pattern_params
+from costlaw.costmodel import KVPolicy, ModelConfig, costs
+from costlaw.costmodel.attention import encode_layout, pattern_params
+from costlaw.costmodel.config import SCALAR_FIELDS
 from costlaw.costmodel.core.errors import ConfigError
 from costlaw.costmodel.core.files import clean_json
 from costlaw.costmodel.core.rundir import run_id_of
+from costlaw.costmodel.core.validate import optional_arm
 
 
 class Corrupt(Exception):
@@ -27,12 +33,19 @@ INT, FLOAT, STR, BOOL, JSON, INTS = "int", "float", "str", "bool", "json", "int[
 # (column, type, where it comes from) in table order; "derived" columns are computed below
 _CONFIG_DOC = [("run_id", STR), ("model_id", STR), ("sweep", STR), ("base_run_id", STR), ("created", STR)]
 _RUN = [("name", STR), ("stage", STR), ("seed", INT)]
-_MODEL = [("d_model", INT), ("n_layers", INT), ("n_heads", INT), ("n_kv_heads", INT), ("head_dim", INT),
-          ("group_size", INT), ("ffn_dim", INT), ("vocab_size", INT), ("tied_embeddings", BOOL),
-          ("rope_theta", FLOAT), ("layout", STR), ("family", STR), ("n_full_layers", INT),
-          ("full_layer_ids", INTS), ("sparse_patterns", STR), ("sparse_kind", STR), ("sparse_params", JSON),
-          ("sink", INT), ("window", INT), ("block", INT), ("local_blocks", INT), ("stride", INT), ("kv_method", STR),
-          ("kv_keep", FLOAT), ("kv_budget", INT), ("kv_options", STR)]
+_SCALAR = {int: INT, float: FLOAT, bool: BOOL, str: STR}
+# Schema v1 gave the built-in patterns' parameters columns of their own; they stay filled for any pattern with a
+# parameter of that name. Every pattern's parameters go to sparse_params (JSON), so a new one needs no column.
+PATTERN_COLUMNS = ("sink", "window", "block", "local_blocks", "stride")
+# ModelConfig's numbers and flags under their own names (from its type hints), then what it derives, then the
+# KV policy's fields as kv_<field> (its options as JSON text)
+_MODEL = (
+    [(name, _SCALAR[typing.get_type_hints(ModelConfig)[name]]) for name in SCALAR_FIELDS]
+    + [("group_size", INT), ("layout", STR), ("family", STR), ("n_full_layers", INT), ("full_layer_ids", INTS),
+       ("sparse_patterns", STR), ("sparse_kind", STR), ("sparse_params", JSON)]
+    + [(c, INT) for c in PATTERN_COLUMNS]
+    + [(f"kv_{name}", _SCALAR.get(optional_arm(t) or t, STR)) for name, t in typing.get_type_hints(KVPolicy).items()]
+)
 _DATA = [("seq_len", INT), ("corpus", STR), ("tokenizer", STR), ("packing", STR), ("doc_mask", BOOL),
          ("curriculum", STR), ("retrieval_mix", FLOAT)]
 _TRAIN = {"tokens_budget": ("tokens", INT), "steps_budget": ("steps", INT), "batch_size": ("batch_size", INT),
@@ -133,24 +146,21 @@ def _section(doc: dict, key: str, where: str) -> dict:
 
 
 def model_columns(model: ModelConfig) -> dict:
-    """The ModelConfig's columns, from its canonical dict and derived properties."""
-    canon = model.to_dict()
+    """The ModelConfig's columns (`_MODEL`), from its fields, derived properties and first sparse pattern."""
     sparse = model.sparse_patterns
-    first = sparse[0] if sparse else None
+    params = pattern_params(sparse[0]) if sparse else {}
     kv = model.kv_policy
+    kv_fields = {f"kv_{f.name}": getattr(kv, f.name) if kv else None for f in dataclasses.fields(KVPolicy)}
+    kv_fields["kv_options"] = canonical_json(dict(kv.options)) if kv and kv.options else None
     return {
-        "d_model": model.d_model, "n_layers": model.n_layers, "n_heads": model.n_heads,
-        "n_kv_heads": model.n_kv_heads, "head_dim": model.head_dim, "group_size": model.group_size,
-        "ffn_dim": model.ffn_dim, "vocab_size": model.vocab_size, "tied_embeddings": model.tied_embeddings,
-        "rope_theta": model.rope_theta, "layout": canonical_json(canon["layout"]), "family": model.family,
-        "n_full_layers": model.n_full_layers, "full_layer_ids": list(model.full_layer_ids),
+        **{name: getattr(model, name) for name in SCALAR_FIELDS},
+        "group_size": model.group_size, "layout": canonical_json(encode_layout(model.layout)),
+        "family": model.family, "n_full_layers": model.n_full_layers, "full_layer_ids": list(model.full_layer_ids),
         "sparse_patterns": canonical_json([s.spec() for s in sparse]) if sparse else None,
-        "sparse_kind": first.kind if first else None,
-        "sparse_params": canonical_json(pattern_params(first)) if first else None,
-        **{k: getattr(first, k, None) for k in ("sink", "window", "block", "local_blocks", "stride")},
-        "kv_method": kv.method if kv else None, "kv_keep": kv.keep if kv else None,
-        "kv_budget": kv.budget if kv else None,
-        "kv_options": canonical_json(dict(kv.options)) if kv and kv.options else None,
+        "sparse_kind": sparse[0].kind if sparse else None,
+        "sparse_params": canonical_json(params) if sparse else None,
+        **{c: params.get(c) for c in PATTERN_COLUMNS},
+        **kv_fields,
     }
 
 

@@ -4,6 +4,7 @@ draws progress bars on a terminal), so the worker on a torch-only GPU host, the 
 | module | holds |
 |---|---|
 | errors.py | `CostlawError` / `ConfigError`: one-line user errors (`field: problem; fix`) |
+| validate.py | the field checks every config uses: types, ranges, finite numbers, no bools as numbers |
 | files.py | the one atomic write (unique temp name, fsync, os.replace), strict JSON, JSON lines |
 | rundir.py | the run directory: file names, format, statuses, run id, `RunDir` writers and readers |
 | env.py | environment and code provenance of a run (versions, GPU, git, source hashes) |

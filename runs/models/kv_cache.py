@@ -11,8 +11,10 @@ when tokens arrive, every key that the newest of them cannot see leaves (for eve
 q cannot see stays hidden from every later query), and new tokens take free slots. So a full layer fills
 up to its context; a sink_window layer is a ring buffer of sink + window slots whose sink slots never move
 (the key leaving the window frees exactly the slot the next token takes); a block_strided layer keeps its
-local blocks plus the strided ones, freeing a local block when it falls out of reach. Storing into a layer
-with no free slot is an error (`CacheFullError`) unless a policy hook is running; a ring buffer always has one.
+local blocks plus the strided ones, freeing a local block when it falls out of reach. Any other registered
+pattern works the same way from its rule alone; only full and sink_window layers have a decode fast path.
+Storing into a layer with no free slot is an error (`CacheFullError`) unless a policy hook is running; a ring
+buffer always has one.
 
 Policies (runs/kv) act through `select` (keep some slots per head, compacted to the front), `reposition`
 (new RoPE positions for stored keys: K <- R(new - old)·K), `attention` (the model's own attention weights

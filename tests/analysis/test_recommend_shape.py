@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from costlaw.analysis.shape import Anchor, Template, aspect_ratio, paper_anchors, shape
-from costlaw.costmodel import params_non_embedding
+from costlaw.costmodel import PRESETS, params_non_embedding, preset
 
 
 @settings(max_examples=60, deadline=None)
@@ -32,6 +32,10 @@ def test_config_reaches_n_star_with_the_smallest_d_near_the_ratio(n, heads):
 def test_paper_anchors_and_interpolation():
     anchors = paper_anchors()
     assert [(a.n_layers, a.d_model) for a in anchors][:2] == [(4, 256), (6, 512)]
+    # Table 9 is stated once: its anchors are the gqa-* presets, at their own non-embedding N
+    ladder = [preset(name) for name in PRESETS if name.startswith("gqa-")]
+    assert [(a.n_layers, a.d_model, a.n_params) for a in anchors[:8]] == [
+        (c.n_layers, c.d_model, params_non_embedding(c)) for c in ladder]
     assert anchors[7].n_params == pytest.approx(1.019e9, rel=1e-3)  # the "1.2B" shape's non-embedding N
     for a in anchors:
         assert aspect_ratio(a.n_params, anchors) == pytest.approx(a.d_model / a.n_layers)

@@ -64,6 +64,28 @@ def test_nested_tables_equal_dotted_keys():
     assert [r.run_id for r in a] == [r.run_id for r in b]
 
 
+def test_field_types_come_from_the_dataclasses():
+    """Every field of ModelConfig, KVPolicy and the run config's sections is a settable path, typed by its hint,
+    so a field added to one of them is settable in a spec without editing sweeps."""
+    import dataclasses
+
+    from costlaw.costmodel import KVPolicy, ModelConfig
+    from costlaw.costmodel.kvpolicy import METHODS
+    from costlaw.runs.config import SECTIONS
+
+    types = spec.FIELD_TYPES
+    assert {p for p in types if p.count(".") == 1 and p.startswith("model.")} == (
+        {f"model.{f.name}" for f in dataclasses.fields(ModelConfig)} | {"model.preset", "model.attention"})
+    for name, cls in SECTIONS.items():
+        assert {p for p in types if p.startswith(f"{name}.")} == {f"{name}.{f.name}" for f in dataclasses.fields(cls)}
+    assert {p.split(".")[2] for p in types if p.startswith("model.kv_policy.")} == (
+        {f.name for f in dataclasses.fields(KVPolicy)} - {"options"} | {k for o in METHODS.values() for k in o})
+    expected = {"model.rope_theta": float, "model.tied_embeddings": bool, "model.layout": list, "model.kv_policy": None,
+                "model.kv_policy.keep": float, "model.kv_policy.budget": int, "eval.contexts": list, "train.lr": float,
+                "data.doc_mask": bool, "seed": int}
+    assert {p: types[p] for p in expected} == expected
+
+
 def test_seeds_and_derived_formulas():
     runs = runs_of(sweep="seeds = [0, 7]", rest="""
 [[axes]]
