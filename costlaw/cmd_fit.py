@@ -1,15 +1,26 @@
-"""`costlaw fit`: fit a scaling law to a table of runs (CSV or Parquet), per group, with bootstrap intervals
-and a leave-largest-out extrapolation check.
+"""`costlaw fit`: fit a scaling law to a table of runs (CSV or Parquet, or a read-only query of a results file),
+per group, with bootstrap intervals and a leave-largest-out extrapolation check, through the one group-fit
+pipeline (analysis/fits) that recommend and report use. The output (--json, --out) is the one fits format
+"costlaw-fits/1", which `costlaw recommend --fits` reads; with --db the fits also go to the store's fits table,
+keyed by a fingerprint of the runs, points, options and fitter, where `costlaw recommend --db` and `costlaw report`
+find and reuse any fit of the same runs made the same way.
 
 Example (Chinchilla, Epoch's 240 rows):
   costlaw fit --data svg_extracted_data.csv --law chinchilla \\
       --assign 'D = `Training FLOP` / (6 * `Model Size`)' --where 'loss < loss.nlargest(5).min()' \\
       --x 'Model Size,D' --bootstrap 1000 --json
+
+Example (a store's laws, exactly as `costlaw recommend --db results.duckdb --bootstrap 100` fits them when every
+run is a GQA pretraining run at one seq_len, so that recommend then reuses them instead of fitting):
+  costlaw fit --db results.duckdb --law gqa-size --x params_non_embedding --group-by n_heads,n_kv_heads,head_dim \\
+      --sql "SELECT run_id, n_heads, n_kv_heads, head_dim, params_non_embedding,
+                    coalesce(val_loss, final_loss) AS loss FROM runs WHERE status = 'completed'" --bootstrap 100
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -18,8 +29,13 @@ from costlaw.costmodel.core.units import table
 
 
 def add_arguments(p):
-    src = p.add_argument_group("data")
+    src = p.add_argument_group("data (--data, or --db with --sql)")
     src.add_argument("--data", help="a CSV or Parquet table, one row per run")
+    src.add_argument("--db", help="a results file (costlaw ingest): read the rows with --sql, and store the fits in "
+                                  "its fits table")
+    src.add_argument("--sql", metavar="SELECT",
+                     help="with --db: one read-only query giving one row per run with a run_id column, e.g. "
+                          "\"SELECT * FROM run_summary WHERE family = 'gqa'\"")
     src.add_argument("--assign", action="append", metavar="NAME=EXPR",
                      help="add a column (pandas eval syntax, backquote names with spaces), before --where; "
                           "repeatable. E.g. 'D = `Training FLOP` / (6 * `Model Size`)'")
@@ -52,16 +68,14 @@ def add_arguments(p):
                           "repeatable")
     out = p.add_argument_group("output")
     out.add_argument("--plot", metavar="FILE.png", help="data, fitted curve and bootstrap band")
-    out.add_argument("--json", action="store_true", help="one JSON object (a list with --group-by)")
+    out.add_argument("--json", action="store_true",
+                     help="print the fits document (format costlaw-fits/1, one entry per group) instead of tables")
+    out.add_argument("--out", metavar="FILE.json", help="also write the fits document here")
 
 
 def main(args) -> int:
     if not args.list_laws:
-        # Before the heavy imports, so a mistyped path fails at once.
-        if not args.data:
-            raise CostlawError("--data: required; give a CSV or Parquet file of runs")
-        if not Path(args.data).is_file():
-            raise CostlawError(f"--data: no such file {args.data!r}")
+        _check_source(args)  # before the heavy imports, so a mistyped path fails at once
         _check_options(args)
     from costlaw.fitting import laws
 
@@ -71,12 +85,13 @@ def main(args) -> int:
         return 0
     import numpy as np
 
-    from costlaw.fitting import bootstrap, fit, get_law, holdout_largest
+    from costlaw.analysis.fits import FitOptions, fit_groups, header, make_groups, split
+    from costlaw.fitting import get_law
 
     if not args.law:
         raise CostlawError("--law: required; give one of " + ", ".join(sorted(laws())))
     law = get_law(args.law)
-    df = _read(args, Path(args.data))
+    df, runs, source = _rows(args)
     xcols = _columns(args.x, "--x") if args.x else list(law.variables)
     if len(xcols) != len(law.variables):
         raise CostlawError(f"--x: law {law.name} has {len(law.variables)} variable(s) "
@@ -90,80 +105,83 @@ def main(args) -> int:
     if args.inverse and len(law.variables) != 1:
         raise CostlawError(f"--inverse: law {law.name} has {len(law.variables)} variables; inverse needs one")
 
-    parts = [({}, df)] if not groups else [
-        (dict(zip(groups, (k if isinstance(k, tuple) else (k,)))), sub)
-        for k, sub in df.groupby(groups, sort=True, dropna=False)]
-    from costlaw.fitting.data import prepare
-
-    # Check every group before fitting any, so bad input fails fast with one line.
-    data = []
-    for g, sub in parts:
-        try:
-            X, y = prepare(law, sub[xcols].to_numpy(float), sub[args.y].to_numpy(float), xcols, args.y)
-            if args.holdout_largest and len(y) - args.holdout_largest < len(law.params):
-                raise CostlawError(f"--holdout-largest: {args.holdout_largest} of {len(y)} runs leaves fewer "
-                                   f"than the {len(law.params)} parameters of {law.name} to fit; use a smaller K")
-        except CostlawError as e:
-            raise CostlawError(f"group {_label(g)}: {e}") if g else e from None
-        data.append((g, sub, X, y))
-
     derived = {}
     for pt in points:
         derived[f"{args.y}@" + ",".join(f"{c}={v:g}" for c, v in zip(xcols, pt))] = (
             lambda p, pt=pt: float(law.predict(p, np.array([pt]))[0]))
     for target in args.inverse or []:
         derived[f"{xcols[0]}@{args.y}={target:g}"] = lambda p, t=target: law.inverse(p, t, strict=False)
+    options = FitOptions(law=law.name, x=tuple(xcols), y=args.y, loss=args.loss, delta=args.delta,
+                         starts=args.starts, refine=args.refine, seed=args.seed, bootstrap=args.bootstrap,
+                         holdout_largest=args.holdout_largest, holdout_by=args.holdout_by, derived=tuple(derived))
+    # Check every group before fitting any, so bad input fails fast with one line.
+    parts = make_groups(split(df, groups), options, runs=runs)
 
     from costlaw.costmodel.core.progress import Progress
 
-    log = Progress(len(data) * args.bootstrap, "bootstrap refits", "refits", every_s=None,
-                   bar=None if args.bootstrap else False)
-    results, plots = [], []
-    for g, sub, X, y in data:
-        t0 = time.perf_counter()
-        res = fit(law, X, y, loss=args.loss, delta=args.delta, starts=args.starts, seed=args.seed,
-                  refine=args.refine, x_names=xcols, y_name=args.y)
-        out = {"group": _plain(g)} if groups else {}
-        out.update(res.to_dict())
-        out.update({"x": xcols, "y": args.y})
-        est = {k: fn(res.params) for k, fn in {**law.derived, **derived}.items()}
-        if est:
-            out["derived"] = est
-        boot = None
-        if args.bootstrap:
-            boot = bootstrap(law, X, y, res, n=args.bootstrap, seed=args.seed, derived=derived, x_names=xcols,
-                             y_name=args.y, progress=lambda done, total: log.update(1))
-            out.update({k: v for k, v in boot.to_dict().items() if k != "estimates"})
-        if args.holdout_largest:
-            by = args.holdout_by or xcols[0]
-            key = by if by in xcols else sub[by].to_numpy(float)
-            ho = holdout_largest(law, X, y, k=args.holdout_largest, by=key, loss=args.loss, delta=args.delta,
-                                 starts=args.starts, seed=args.seed, refine=args.refine, x_names=xcols,
-                                 y_name=args.y)
-            out["holdout"] = ho.to_dict()
-            out["holdout"]["by"] = by
-        from costlaw.costmodel.core.files import clean_json
-
-        results.append(clean_json(out))
-        plots.append((_label(g), res, X, y, boot))
-        if len(data) > 1 and not log.interactive:
-            log.log(f"fit {_label(g) or 'all'}: {res.n_points} points, objective {res.objective:.6g}, "
-                    f"{time.perf_counter() - t0:.1f}s")
+    log = Progress(len(parts) * options.bootstrap, "bootstrap refits", "refits", every_s=None,
+                   bar=None if options.bootstrap else False)
+    t0 = time.perf_counter()
+    say = log.log if len(parts) > 1 and not log.interactive else None
+    fits = fit_groups(parts, options, derived=derived, say=say, tick=lambda: log.update(1))
     log.close()
+    if say:
+        print(f"{len(fits)} groups fitted in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    doc = {**header(options, source), "candidates": [f.entry for f in fits]}
+    done = []
     if args.plot:
         from costlaw.fitting.plot import plot_fits
 
-        plot_fits(args.plot, plots, x_names=xcols, y_name=args.y)
+        plot_fits(args.plot, [(f.group.label, f.result, f.group.X, f.group.y, f.boot) for f in fits],
+                  x_names=xcols, y_name=args.y)
+        done.append(f"plot written to {args.plot}")
+    if args.out:
+        from costlaw.costmodel.core.files import write_atomic
+
+        write_atomic(Path(args.out), json.dumps(doc, indent=1) + "\n")
+        done.append(f"fits written to {args.out}")
+    if args.db:
+        from costlaw.analysis.fits import store
+
+        try:
+            ids = store(args.db, doc, source_query=args.sql)
+        except OSError as e:
+            raise CostlawError(f"--db: cannot write {args.db}'s fits table ({e}); give a results file you can "
+                               "write, or --out FILE instead") from None
+        done.append(f"{len(ids)} fit(s) stored in {args.db}'s fits table (costlaw recommend --db and costlaw report "
+                    "reuse those of the same runs and options)")
     if args.json:
-        print(json.dumps(results if groups else results[0], indent=2))
+        print(json.dumps(doc, indent=1))
+        for line in done:
+            print(line, file=sys.stderr)
         return 0
-    for i, r in enumerate(results):
+    for i, entry in enumerate(doc["candidates"]):
         if i:
             print()
-        _print_human(r, law)
-    if args.plot:
-        print(f"\nplot written to {args.plot}")
+        _print_human(entry, doc)
+    if done:
+        print()
+    for line in done:
+        print(line)
     return 0
+
+
+def _check_source(args) -> None:
+    if args.data and args.db:
+        raise CostlawError("--db: reads rows from a results file, --data from a table; give one of them")
+    if args.db:
+        if not args.sql:
+            raise CostlawError("--sql: required with --db; give one SELECT returning one row per run with run_id, "
+                               "e.g. \"SELECT * FROM run_summary\"")
+        from costlaw.analysis.store.query import existing_db
+
+        existing_db(args.db)
+    elif args.sql:
+        raise CostlawError("--sql: queries a results file; give --db RESULTS.duckdb too")
+    elif not args.data:
+        raise CostlawError("--data: required; give a CSV or Parquet file of runs, or --db RESULTS.duckdb with --sql")
+    elif not Path(args.data).is_file():
+        raise CostlawError(f"--data: no such file {args.data!r}")
 
 
 def _check_options(args) -> None:
@@ -182,23 +200,54 @@ def _check_options(args) -> None:
             raise CostlawError(f"--plot: {plot.name} needs a .png, .pdf, .svg or .jpg suffix")
         if not plot.parent.is_dir():
             raise CostlawError(f"--plot: no directory {str(plot.parent)!r}; create it first")
+    if args.out and not Path(args.out).parent.is_dir():
+        raise CostlawError(f"--out: no directory {str(Path(args.out).parent)!r}; create it first")
 
 
-def _read(args, path: Path):
+def _rows(args):
+    """(rows after --assign and --where, run_id -> ingest fingerprint or None, where the rows came from)."""
+    if args.db:
+        df, runs = _query(args.db, args.sql)
+        source = f"store {args.db}: {' '.join(args.sql.split())}"
+    else:
+        df, runs, source = _read(Path(args.data)), None, str(args.data)
+    return _filter(args, df), runs, source
+
+
+def _query(db, sql: str):
+    from costlaw.analysis.store import query_df, query_rows
+
+    try:
+        df = query_df(db, sql, engine="pandas")
+    except CostlawError as e:
+        msg = str(e)
+        raise CostlawError("--sql: " + msg.removeprefix("SQL: ") if msg.startswith("SQL: ") else msg) from None
+    if "run_id" not in df.columns:
+        raise CostlawError(f"--sql: the result has no run_id column (columns are {_cols(df)}); select run_id too, "
+                           "so each stored fit names the runs it was fitted on")
+    if df.empty:
+        raise CostlawError("--sql: the query returned no rows; loosen its WHERE")
+    _, rows = query_rows(db, "SELECT run_id, fingerprint FROM runs")
+    return df, dict(rows)
+
+
+def _read(path: Path):
     import pandas as pd
 
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".txt"):
-            df = pd.read_csv(path)
-        elif suffix in (".parquet", ".pq"):
-            df = pd.read_parquet(path)
-        else:
-            raise CostlawError(f"--data: {path.name} is neither .csv nor .parquet; convert it or rename it")
-    except CostlawError:
-        raise
+            return pd.read_csv(path)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
     except Exception as e:  # pandas/pyarrow raise many types for unreadable files
         raise CostlawError(f"--data: cannot read {path.name}: {_one_line(e)}") from None
+    raise CostlawError(f"--data: {path.name} is neither .csv nor .parquet; convert it or rename it")
+
+
+def _filter(args, df):
+    import pandas as pd
+
     for expr in args.assign or []:
         if "=" not in expr:
             raise CostlawError(f"--assign: {expr!r} is not NAME = EXPR")
@@ -256,12 +305,10 @@ def _point(spec: str, law) -> list[float]:
     return vals
 
 
-def _plain(g: dict) -> dict:
-    return {k: (v.item() if hasattr(v, "item") else v) for k, v in g.items()}
-
-
 def _label(g: dict) -> str:
-    return ",".join(f"{k}={v}" for k, v in _plain(g).items())
+    from costlaw.analysis.fits import label_of
+
+    return label_of(g)
 
 
 def _fmt(v) -> str:
@@ -270,11 +317,14 @@ def _fmt(v) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
-def _print_human(r: dict, law) -> None:
-    if "group" in r:
+def _print_human(r: dict, doc: dict) -> None:
+    """One group's entry of the fits document as text."""
+    opts = doc["options"]
+    if r.get("group"):
         print(f"group {_label(r['group'])}")
-    loss = f"huber(delta={r['delta']:g})" if r["loss"] == "huber" else r["loss"]
-    print(f"law {r['law']}  {r['formula']}  x {','.join(r['x'])}  y {r['y']}  loss {loss} on log residuals, summed")
+    loss = f"huber(delta={opts['delta']:g})" if opts["loss"] == "huber" else opts["loss"]
+    print(f"law {doc['law']}  {doc['formula']}  x {','.join(doc['x'])}  y {doc['y']}  loss {loss} on log residuals, "
+          "summed")
     state = "converged" if r["success"] else f"NOT CONVERGED ({r['message']})"
     # Repeated x (seeds) cap R² below 1 whatever the law: show the cap so R² is read against it.
     ceiling = f" (ceiling {_fmt(r['r2_ceiling'])} from repeated x)" if r.get("r2_ceiling") is not None else ""
@@ -292,13 +342,13 @@ def _print_human(r: dict, law) -> None:
     print(table(rows))
     if "stderr" in r:
         failed = f", {r['n_failed']} did not converge" if r["n_failed"] else ""
-        print(f"bootstrap: {r['n_bootstrap']} resamples of the runs, seed {r['seed']}{failed}; "
+        print(f"bootstrap: {r['n_bootstrap']} resamples of the runs, seed {opts['seed']}{failed}; "
               "95% percentile intervals")
     if "holdout" in r:
         h = r["holdout"]
         print(f"holdout: fitted on {h['n_train']} runs with {h['by']} < {h['threshold']:g}, predicting the "
               f"{h['n_heldout']} largest: max |rel error| {100 * h['max_abs_rel_error']:.3g}%, "
               f"mean {100 * h['mean_abs_rel_error']:.3g}%")
-        print(table([{**{c: _fmt(v) for c, v in row["x"].items()}, r["y"]: _fmt(row["y_true"]),
+        print(table([{**{c: _fmt(v) for c, v in row["x"].items()}, doc["y"]: _fmt(row["y_true"]),
                       "predicted": _fmt(row["y_pred"]), "rel error %": f"{100 * row['rel_error']:+.3f}",
                       "x / max train": f"{row['extrapolation']:.3g}"} for row in h["rows"]]))

@@ -10,6 +10,8 @@ EPILOG = """\
 how it works (the GQA paper's search, §4.1, across families):
   1. each candidate's law L(N) = (a/N)^b + E (N = non-embedding params) is fitted to the store's completed
      pretraining runs (>= 4 sizes; fewer: listed as unfit) with bootstrap intervals, or read from --fits;
+     a fit the store's fits table holds for the same runs, options and fitter (from an earlier recommend,
+     report or `costlaw fit --db`) is reused, new fits are stored there; --refit fits all again;
      a compressed candidate (KV policy + keep ratio on a dense one) is the dense law + the measured ΔNLL
   2. N* = the size where the law reaches --target-loss
   3. N* -> config: d/L is interpolated in log N from the candidate's own ladder runs (else the paper's
@@ -26,7 +28,8 @@ fits file (--fits, JSON): {"format": "costlaw-fits/1", "law": "gqa-size",
                   "bootstrap": {"a": [..], "b": [..], "E": [..]}, "ladder": [{"N": .., "d_model": .., "n_layers": ..}],
                   "n_max": .., "family": "gqa|hybrid|compressed", "sparse": .., "full_fraction": ..}, ...],
   "kv_policies": [{"method": "snapkv", "keep": 0.25, "delta_nll": 0.03, "base": "32,8"}]}
-  (full schema: analysis/recommend/fitsfile.py; --fits-out writes the store's fits in it)
+  (full schema: analysis/recommend/fitsfile.py; --fits-out writes the store's fits in it; so does
+  `costlaw fit --out`, and `costlaw fit --group-by n_heads,n_kv_heads --law gqa-size` fits are read back)
 
 calibration file (--calibration, JSON): {"format": "costlaw-calibration/1",
   "gpus": {"H100-SXM": {"decode": {"overhead_s": 2e-4, "bytes_per_s": 2.9e12, "flops_per_s": 6e14}}}}
@@ -81,6 +84,9 @@ def add_arguments(p):
     fitg.add_argument("--seed", type=int, default=0)
     fitg.add_argument("--train-context", type=int, help="fit runs trained at this seq_len (default: the most common)")
     fitg.add_argument("--sweep", help="only runs of this sweep")
+    fitg.add_argument("--refit", action="store_true",
+                      help="fit every law again, even those the store's fits table holds for the same runs and "
+                           "options (by default those are reused, and new fits are stored there for the next call)")
     fitg.add_argument("--fits-out", help="also write the fitted laws as a fits JSON")
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="one JSON object")
@@ -142,10 +148,13 @@ def main(args) -> int:
     if args.fits:
         if args.fits_out:
             raise CostlawError("--fits-out: writes fits fitted from --db; with --fits the file already exists")
+        if args.refit:
+            raise CostlawError("--refit: refits the laws from --db's runs; --fits reads them from a file; drop one")
         fs = load_fits(args.fits)
     else:
         fs = fit_store(args.db, families=families, n_boot=args.bootstrap, seed=args.seed,
-                       train_context=args.train_context, sweep=args.sweep, progress=None if args.json else log)
+                       train_context=args.train_context, sweep=args.sweep, progress=None if args.json else log,
+                       refit=args.refit)
         if args.fits_out:
             log(f"fits written to {fs.save(args.fits_out)}")
     rec = recommend(fs, args.target_loss, contexts, objective, candidates=args.candidates, families=families,

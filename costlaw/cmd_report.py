@@ -12,7 +12,10 @@ def add_arguments(p):
                    help="the recommendation's target loss (default: the lowest loss every fitted candidate reached)")
     p.add_argument("--context", action="append",
                    help="contexts for the recommendation and the cost bars (default 8K,16K,32K,64K,128K)")
-    p.add_argument("--fits", help="use this fits JSON (e.g. an earlier report's fits.json) instead of refitting")
+    p.add_argument("--fits", help="use this fits JSON (e.g. an earlier report's fits.json) instead of the store's")
+    p.add_argument("--refit", action="store_true",
+                   help="fit every law again, even those the store's fits table holds for the same runs and options "
+                        "(by default those are reused, and new fits are stored there)")
     p.add_argument("--standard", default="d/d_h,8", help="baseline config at the same loss (see costlaw recommend)")
     p.add_argument("--candidates", default="all", help="candidates to compare (see costlaw recommend)")
     p.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples per law (default 100)")
@@ -29,6 +32,7 @@ def log(msg: str) -> None:
 def main(args) -> int:
     from costlaw.analysis.objective import Objective
     from costlaw.analysis.recommend import load_fits
+    from costlaw.analysis.recommend.candidates import fit_status_line
     from costlaw.analysis.report import build_report
     from costlaw.analysis.report.build import dumps_json
     from costlaw.cmd_recommend import parse_contexts
@@ -36,15 +40,20 @@ def main(args) -> int:
 
     if args.bootstrap < 0:
         raise CostlawError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
+    if args.refit and args.fits:
+        raise CostlawError("--refit: refits the laws from --db's runs; --fits reads them from a file; drop one")
     contexts = parse_contexts(args.context) if args.context else None
     fits = load_fits(args.fits) if args.fits else None
     res = build_report(args.db, args.out, target=args.target_loss, contexts=contexts, fits=fits,
                        objective=Objective(dtype=args.dtype), standard=args.standard, n_boot=args.bootstrap,
                        seed=args.seed, candidates=args.candidates, progress=None if args.json else log,
-                       sweep=args.sweep)
+                       sweep=args.sweep, refit=args.refit)
     if args.json:
         print(dumps_json(res))
         return 0
+    line = fit_status_line(res.fit_status)
+    if line:
+        print(line)
     print(f"wrote {res.html} ({len(res.figures)} figures embedded)")
     print(f"wrote {res.markdown} (figures under {res.out / 'figures'})")
     if res.fits:

@@ -88,7 +88,9 @@ def _two_variables(fig, row, label, res, X, y, boot, names, y_name):
     pred = res.predict(X)
     if boot is not None:
         lo, hi = boot.band(X)
-        parity.errorbar(pred, y, xerr=[pred - lo, hi - pred], fmt="none", ecolor="0.6", linewidth=0.8)
+        # A percentile band of few resamples need not contain the full-data fit: draw the side it lies beyond as 0.
+        parity.errorbar(pred, y, xerr=np.clip([pred - lo, hi - pred], 0, None), fmt="none", ecolor="0.6",
+                        linewidth=0.8)
     parity.scatter(pred, y, s=12, color="C0", zorder=3)
     ends = [min(pred.min(), y.min()), max(pred.max(), y.max())]
     parity.plot(ends, ends, color="k", linewidth=0.8)

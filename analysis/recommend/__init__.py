@@ -6,8 +6,10 @@ generalised across families.
    median of its runs', so fit an ablation over that share one sweep at a time with --sweep); compressed
    caches (a dense candidate + a KV policy at a keep ratio).
 2. **Laws.** Each GQA or hybrid candidate has its own L(N) = (a/N)^b + E, N = non-embedding parameters,
-   fitted to the store's completed runs (`fitting.fit`, Huber in log space; bootstrap over runs for
-   intervals) or read from a fits file. A candidate with runs at fewer than 4 sizes is listed, unfit.
+   fitted to the store's completed runs through the group-fit pipeline (analysis/fits: `fitting.fit`, Huber in
+   log space; bootstrap over runs for intervals), or taken from the store's fits table when it holds a fit of
+   the same runs, options and fitter, or read from a fits file. A candidate with runs at fewer than 4 sizes
+   is listed, unfit.
    A compressed candidate has no law of its own: its loss is its dense base's law plus the ΔNLL its policy
    measured at that keep ratio (the store's kv_policy evals or the fits file's `kv_policies`), so its N*
    solves L(N) = L* − ΔNLL.
@@ -18,7 +20,7 @@ generalised across families.
    the rounded config's N, and the extrapolation distance is N* over the largest trained N.
 
 Modules: candidates (candidates, labels, selection), fitsfile (the --fits schema), fromstore (fits from
-the store's runs), search (size, price, pick), render (text and TOML output).
+the store's runs, stored and reused), search (size, price, pick), render (text and TOML output).
 """
 
 from costlaw.analysis.recommend.candidates import FAMILIES, PAPER_PAIRS, Candidate, FitSet, select

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from costlaw.analysis.fits import FITS_FORMAT, FitOptions, fit_fields, header, store_rows
 from costlaw.analysis.shape import Template
 from costlaw.costmodel.core.errors import CostlawError
 from costlaw.costmodel.core.files import write_atomic
 
-FITS_FORMAT = "costlaw-fits/1"
 HEADS = (1, 2, 4, 8, 16, 32)
 PAPER_PAIRS = tuple((h, k) for h in HEADS for k in HEADS if k <= h)  # the paper's 21 candidates
 FAMILIES = ("gqa", "hybrid", "compressed")
@@ -21,8 +21,6 @@ MIN_SIZES = 4
 EXTRAPOLATION_WARN = 4.0
 R2_WARN = 0.98  # the reference study's bar for a usable law; the GQA paper's own fits reach R² > 0.999
 DEFAULT_STANDARD = "d/d_h,8"
-
-
 
 
 # ---------------------------------------------------------------- candidates
@@ -46,11 +44,25 @@ class Candidate:
     delta_nll: float = 0.0
     delta_source: str | None = None
     group: dict = field(default_factory=dict)  # the store columns that select its runs
-    fit_extra: dict = field(default_factory=dict)
+    fit_extra: dict = field(default_factory=dict)  # the rest of its fit entry (objective, r2_ceiling, fingerprint...)
 
     @property
     def fitted(self) -> bool:
         return self.params is not None
+
+    def apply_fit(self, entry: dict) -> None:
+        """Take a fit entry of the pipeline (analysis/fits/doc.py) as this candidate's law."""
+        fit = fit_fields(entry)
+        self.params = as_floats(fit["params"])
+        boot = fit.get("bootstrap")
+        self.samples = {k: np.asarray(v, dtype=float) for k, v in boot.items()} if boot else None
+        ci = {k: [float(v[0]), float(v[1])] for k, v in (fit.get("ci95") or {}).items()
+              if k in self.params and None not in v}
+        self.ci95 = ci or None
+        self.r2 = None if fit.get("r2") is None else float(fit["r2"])
+        self.n_points = int(fit.get("n_points", self.n_points))
+        self.fit_extra = {k: v for k, v in fit.items() if k not in ("params", "bootstrap", "ci95", "r2", "n_points")}
+        self.reason = None
 
     @property
     def n_heads(self) -> int:
@@ -88,6 +100,10 @@ class Candidate:
             d["n_max"] = float(self.n_max)
         if self.base:
             d.update(base=self.base, delta_nll=self.delta_nll, delta_source=self.delta_source)
+        elif self.group:
+            d["group"] = self.group
+        if not self.base:
+            d.update(self.fit_extra)
         return d
 
 
@@ -121,6 +137,9 @@ class FitSet:
     notes: list[str] = field(default_factory=list)
     law: str = "gqa-size"
     train_context: int | None = None  # the seq_len the laws were fitted at (None: unknown, e.g. a fits file)
+    options: FitOptions | None = None  # how the laws were fitted (None: a fits file that does not say)
+    # from the store: {"reused": [labels], "fitted": [labels], "stored": rows written, "refit": --refit given}
+    fit_status: dict = field(default_factory=dict)
 
     def get(self, label: str) -> Candidate | None:
         key = norm_label(label)
@@ -131,8 +150,10 @@ class FitSet:
         dense = [c.to_json() for c in self.candidates if not c.base]
         pol = [{"base": c.base, "method": c.template.kv_policy["method"], "keep": c.template.kv_policy["keep"],
                 "delta_nll": c.delta_nll, "source": c.delta_source} for c in self.candidates if c.base]
-        return {"format": FITS_FORMAT, "law": self.law, "source": self.source, "notes": self.notes,
-                "train_context": self.train_context, "candidates": dense, "kv_policies": pol}
+        head = header(self.options, self.source) if self.options else {"format": FITS_FORMAT, "law": self.law,
+                                                                            "source": self.source}
+        return {**head, "notes": self.notes, "train_context": self.train_context, "candidates": dense,
+                "kv_policies": pol}
 
     def save(self, path: str | Path) -> Path:
         p = Path(path)
@@ -140,21 +161,23 @@ class FitSet:
         return p
 
     def fit_rows(self, source_query: str | None = None) -> list[dict]:
-        """Rows for `analysis.store.write_fits`: one per fitted law."""
-        rows = []
-        for c in self.candidates:
-            if not c.fitted or c.base:
-                continue
-            stderr = None
-            if c.samples is not None:
-                fin = {k: np.asarray(v, float)[np.isfinite(np.asarray(v, float))] for k, v in c.samples.items()}
-                stderr = {k: float(np.std(v, ddof=1)) if len(v) > 1 else None for k, v in fin.items()}
-            rows.append({"law": c.law, "group_keys": {**c.group, "label": c.label}, "params": as_floats(c.params),
-                         "r2": c.r2, "n_points": c.n_points, "stderr": stderr, "ci95": c.ci95,
-                         "objective": c.fit_extra.get("objective"), "source_query": source_query,
-                         "extra": {k: v for k, v in c.fit_extra.items() if k != "objective"}})
-        return rows
+        """Rows for `analysis.store.write_fits`: one per law with a data fingerprint (analysis.fits.store_rows)."""
+        return store_rows(self.to_json(), source_query)
 
+
+def fit_status_line(status: dict) -> str | None:
+    """One line on where a store's laws came from: reused from its fits table, or fitted (and stored) now."""
+    if not status:
+        return None
+    reused, fitted = status.get("reused", []), status.get("fitted", [])
+    parts = []
+    if reused:
+        parts.append(f"{len(reused)} reused from the fits table (same runs, options and fitter)")
+    if fitted:
+        parts.append(f"{len(fitted)} fitted" + (" (--refit)" if status.get("refit") else "")
+                     + (", stored in the fits table" if status.get("stored") else "")
+                     + (f", not stored ({status['not_stored']})" if status.get("not_stored") else ""))
+    return "fits: " + ("; ".join(parts) if parts else "none (no candidate has enough sizes)")
 
 
 # ---------------------------------------------------------------- selection

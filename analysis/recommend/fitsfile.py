@@ -1,14 +1,17 @@
 """The fits file (`--fits FILE`): laws per candidate that users bring, or that `--fits-out` writes.
 
-Fits file (JSON, `--fits FILE`), format "costlaw-fits/1":
+Fits file (JSON, `--fits FILE`), format "costlaw-fits/1" (the one fits format, analysis/fits/doc.py: what
+`costlaw fit` prints and writes with --out, what --fits-out and `costlaw report` write, what each row of the
+store's fits table holds in `doc`). What recommend reads of it:
 
     {"format": "costlaw-fits/1",
      "law": "gqa-size",                       # any registered one-variable law with an inverse; default gqa-size
      "source": "free text: where these fits come from",
      "train_context": 8192,                   # optional: the seq_len the laws were fitted at
+     "options": {"law": ..., "x": [...], "y": ..., "bootstrap": 100, ...},  # optional: how they were fitted
      "defaults": {"head_dim": 64, "vocab_size": 50304, "tied_embeddings": true, "rope_theta": 500000.0},
      "candidates": [
-       {"n_heads": 32, "n_kv_heads": 8,       # required
+       {"n_heads": 32, "n_kv_heads": 8,       # required (or inside "group", as `costlaw fit --group-by` writes it)
         "family": "gqa",                      # gqa (default) | hybrid | compressed (a trained compressed ladder)
         "params": {"a": 1.2e7, "b": 0.3, "E": 2.1},     # the law's parameters; absent: listed as unfit
         "reason": "3 sizes",                  # why there are no params (optional)
@@ -20,7 +23,9 @@ Fits file (JSON, `--fits FILE`), format "costlaw-fits/1":
         "head_dim": 64, "vocab_size": ..., "tied_embeddings": ..., "rope_theta": ...,  # optional overrides
         "ffn_ratio": 4.0,                     # optional: d_ff/d (default: the paper's 8d/3 to a multiple of 32)
         "sparse": "sink_window(4,1024)", "full_fraction": 0.333,   # hybrid only
-        "kv_policy": {"method": "locret", "keep": 0.25}            # family "compressed" only
+        "kv_policy": {"method": "locret", "keep": 0.25},           # family "compressed" only
+        "group": {...}, "objective": ..., "r2_ceiling": ..., "data_fingerprint": ..., ...  # the rest of the
+                                              # pipeline's entry (analysis/fits/doc.py ENTRY_FIELDS), kept
        }, ...],
      "kv_policies": [                         # optional: compressed candidates on top of dense ones
        {"method": "snapkv", "keep": 0.25, "delta_nll": 0.031,
@@ -38,9 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
+from costlaw.analysis.fits import ENTRY_FIELDS, FITS_FORMAT, FitOptions
 from costlaw.analysis.recommend.candidates import (
     FAMILIES,
-    FITS_FORMAT,
     Candidate,
     FitSet,
     hybrid_label,
@@ -82,8 +87,14 @@ def load_fits(path: str | Path) -> FitSet:
         cands.extend(_policies_from_json(e, i, cands))
     notes = [str(n) for n in data.get("notes", []) if n]
     tc = data.get("train_context")
+    options = None
+    if data.get("options") is not None:
+        try:
+            options = FitOptions.from_json(data["options"])
+        except CostlawError as err:
+            raise CostlawError(f"--fits: {err}") from None
     return FitSet(cands, f"fits file {p}" + (f" ({data['source']})" if data.get("source") else ""), notes, law.name,
-                  int(tc) if isinstance(tc, int) and not isinstance(tc, bool) and tc > 0 else None)
+                  int(tc) if isinstance(tc, int) and not isinstance(tc, bool) and tc > 0 else None, options=options)
 
 
 def _need(e: dict, key: str, where: str, typ=int):
@@ -101,6 +112,9 @@ def _candidate_from_json(e, i: int, defaults: dict, law) -> Candidate:
     where = f"candidates[{i}]"
     if not isinstance(e, dict):
         raise CostlawError(f"--fits: {where} must be an object with n_heads, n_kv_heads and params")
+    group = e.get("group")
+    if isinstance(group, dict):  # `costlaw fit --group-by n_heads,n_kv_heads` names the head config there
+        e = {**group, **e}
     n_h, n_kv = _need(e, "n_heads", where), _need(e, "n_kv_heads", where)
     if n_h % n_kv:
         raise CostlawError(f"--fits: {where}: n_kv_heads {n_kv} does not divide n_heads {n_h}; fix the pair")
@@ -150,7 +164,8 @@ def _candidate_from_json(e, i: int, defaults: dict, law) -> Candidate:
              else policy_label(base, policy, True) if family == "compressed" else base)
     label = e.get("label", label)
     cand = Candidate(label=label, family=family, template=template, law=law.name, ladder=ladder,
-                     reason=e.get("reason"), n_points=int(e.get("n_points", len(ladder)) or 0))
+                     reason=e.get("reason"), n_points=int(e.get("n_points", len(ladder)) or 0),
+                     group=dict(group) if isinstance(group, dict) else {})
     params = e.get("params")
     if params is not None:
         if not isinstance(params, dict):
@@ -171,10 +186,13 @@ def _candidate_from_json(e, i: int, defaults: dict, law) -> Candidate:
         if len({len(a) for a in arrs.values()}) != 1 or len(arrs[law.params[0]]) < 2:
             raise CostlawError(f"--fits: {where}.bootstrap lists must have one equal length >= 2")
         cand.samples = arrs
-    if e.get("ci95") is not None:
-        cand.ci95 = {k: [float(x) for x in v] for k, v in e["ci95"].items()}
+    if isinstance(e.get("ci95"), dict):  # shown only: a bound that was not finite (written as null) is dropped
+        cand.ci95 = {k: [float(x) for x in v] for k, v in e["ci95"].items()
+                     if isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v)} or None
     if e.get("r2") is not None:
-        cand.r2 = float(e["r2"])
+        cand.r2 = float(_need(e, "r2", where, float))
+    cand.fit_extra = {k: e[k] for k in ENTRY_FIELDS
+                      if k in e and k not in ("params", "bootstrap", "ci95", "r2", "n_points")}
     n_max = e.get("n_max")
     if n_max is not None:
         cand.n_max = float(_need(e, "n_max", where, float))

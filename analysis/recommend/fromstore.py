@@ -1,4 +1,5 @@
-"""Candidates fitted from the store's completed runs (one law per candidate, bootstrap over runs)."""
+"""Candidates fitted from the store's completed runs (one law per candidate, bootstrap over runs), through the
+group-fit pipeline (analysis/fits), reusing the store's stored fits of the same runs and options."""
 
 from __future__ import annotations
 
@@ -7,14 +8,11 @@ import re
 from collections.abc import Callable
 from dataclasses import replace
 
-import numpy as np
-
 from costlaw.analysis.recommend.candidates import (
     FAMILIES,
     MIN_SIZES,
     Candidate,
     FitSet,
-    as_floats,
     hybrid_label,
     pair_label,
     policy_label,
@@ -27,19 +25,24 @@ from costlaw.costmodel.core.errors import CostlawError
 
 RUN_COLUMNS = ("run_id, sweep, stage, seq_len, family, d_model, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, "
                "vocab_size, tied_embeddings, rope_theta, layout, n_full_layers, kv_method, kv_keep, kv_budget, "
-               "params_non_embedding, val_loss, final_loss, tokens, config_json")
+               "params_non_embedding, val_loss, final_loss, tokens, config_json, fingerprint")
+
+
+def runs_sql(sweep: str | None = None) -> str:
+    """The query `load_runs` reads (and the fits table records as a fit's source_query)."""
+    where = "status = 'completed'"
+    if sweep:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", sweep):
+            raise CostlawError(f"--sweep: {sweep!r} is not a sweep name; names use letters, digits, . _ -")
+        where += f" AND sweep = '{sweep}'"
+    return f"SELECT {RUN_COLUMNS} FROM runs WHERE {where} ORDER BY run_id"
 
 
 def load_runs(db, sweep: str | None = None):
     """Completed runs (pandas) with `loss` = val_loss, else final_loss."""
     from costlaw.analysis.store import query_df
 
-    where = "status = 'completed'"
-    if sweep:
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", sweep):
-            raise CostlawError(f"--sweep: {sweep!r} is not a sweep name; names use letters, digits, . _ -")
-        where += f" AND sweep = '{sweep}'"
-    df = query_df(db, f"SELECT {RUN_COLUMNS} FROM runs WHERE {where} ORDER BY run_id", engine="pandas")
+    df = query_df(db, runs_sql(sweep), engine="pandas")
     if len(df):
         df["loss"] = df["val_loss"].where(df["val_loss"].notna(), df["final_loss"])
     return df
@@ -47,15 +50,36 @@ def load_runs(db, sweep: str | None = None):
 
 def fit_store(db, *, families=FAMILIES, n_boot: int = 200, seed: int = 0, min_sizes: int = MIN_SIZES,
               train_context: int | None = None, sweep: str | None = None,
-              progress: Callable[[str], None] | None = None) -> FitSet:
-    """Fit every candidate the store's completed runs cover (see `fit_runs`)."""
+              progress: Callable[[str], None] | None = None, refit: bool = False, store: bool = True) -> FitSet:
+    """Every candidate the store's completed runs cover (see `fit_runs`). A candidate whose runs, options and
+    fitter the store's fits table already holds a fit of takes that fit (never with `refit`); the others are
+    fitted and, with `store`, written to the fits table (under the store's write lock), so the next call reuses
+    them; a file that cannot be written is read all the same (fit_status["not_stored"] says why). `fit_status`
+    of the result says which laws were reused and which fitted."""
+    from costlaw.analysis.fits import lookup
+    from costlaw.analysis.fits import store as store_fits
+
     df = load_runs(db, sweep)
     if not len(df):
         raise CostlawError(f"--db: {db} has no completed runs" + (f" in sweep {sweep!r}" if sweep else "")
                            + "; run a sweep and `costlaw ingest` its root first")
     kv = kv_policy_rows(db, sweep)
-    return fit_runs(df, kv, source=f"store {db}", families=families, n_boot=n_boot, seed=seed,
-                    min_sizes=min_sizes, train_context=train_context, progress=progress)
+    fs = fit_runs(df, kv, source=f"store {db}", families=families, n_boot=n_boot, seed=seed,
+                  min_sizes=min_sizes, train_context=train_context, progress=progress,
+                  lookup=None if refit else (lambda fps: lookup(db, fps)))
+    fs.fit_status["refit"] = bool(refit)
+    fresh = {c.fit_extra["data_fingerprint"] for c in fs.candidates
+             if c.label in fs.fit_status["fitted"] and not c.base}
+    if store and fresh:
+        try:
+            fs.fit_status["stored"] = len(store_fits(db, fs.to_json(), source_query=runs_sql(sweep), only=fresh))
+        except (CostlawError, OSError) as e:
+            # The fits table is a cache: a results file this user cannot write, or one an ingest holds past the
+            # wait, still gets its recommendation; the laws are fitted again next time.
+            fs.fit_status["not_stored"] = " ".join(str(e).split())
+            if progress:
+                progress(f"fits not stored: {fs.fit_status['not_stored']}")
+    return fs
 
 
 def kv_policy_rows(db, sweep):
@@ -85,15 +109,18 @@ def _group_key(row) -> tuple:
 
 def fit_runs(df, kv=None, *, source: str = "runs", families=FAMILIES, n_boot: int = 200, seed: int = 0,
              min_sizes: int = MIN_SIZES, train_context: int | None = None,
-             progress: Callable[[str], None] | None = None) -> FitSet:
-    """Group completed pretraining runs by candidate and fit each group with >= min_sizes distinct N.
+             progress: Callable[[str], None] | None = None,
+             lookup: Callable[[list[str]], dict] | None = None) -> FitSet:
+    """Group completed pretraining runs by candidate and fit each group with >= min_sizes distinct N through the
+    group-fit pipeline (analysis/fits): L(N) = (a/N)^b + E on params_non_embedding and loss, bootstrap over runs.
 
     df: rows of the store's `runs` table (RUN_COLUMNS) plus `loss`; kv: the `kv_policy_evals` view (or None).
     Only runs at one training context are pooled: `train_context`, else the seq_len with the most runs.
+    lookup: data fingerprints -> stored fit entries (analysis.fits.lookup); groups it returns are not refitted.
     """
-    from costlaw.fitting import bootstrap, fit, get_law
+    from costlaw.analysis.fits import FitOptions, fit_groups, make_groups
 
-    law = get_law("gqa-size")
+    options = FitOptions(law="gqa-size", x=("params_non_embedding",), y="loss", bootstrap=n_boot, seed=seed)
     notes: list[str] = []
     df = df[df["loss"].notna() & df["params_non_embedding"].notna()]
     pre = df[df["stage"].fillna("pretrain") == "pretrain"]
@@ -116,7 +143,7 @@ def fit_runs(df, kv=None, *, source: str = "runs", families=FAMILIES, n_boot: in
     for idx, row in sel.iterrows():
         groups.setdefault(_group_key(row), []).append(idx)
     show_dh = sel["head_dim"].nunique() > 1
-    cands = []
+    cands, parts = [], []
     for key in sorted(groups, key=lambda k: (FAMILIES.index(k[0]), -k[1], -k[2], k[3:])):
         g = sel.loc[groups[key]].sort_values("params_non_embedding")
         fam, n_h, n_kv, d_h = key[:4]
@@ -138,35 +165,29 @@ def fit_runs(df, kv=None, *, source: str = "runs", families=FAMILIES, n_boot: in
             label = base
         ladder = [{"N": float(r.params_non_embedding), "d_model": int(r.d_model), "n_layers": int(r.n_layers),
                    "loss": float(r.loss), "run_id": r.run_id} for r in g.itertuples()]
-        N = g["params_non_embedding"].to_numpy(float)
-        y = g["loss"].to_numpy(float)
-        cand = Candidate(label=label, family=fam, template=tmpl, law=law.name, ladder=ladder, n_points=len(g),
-                         n_max=float(N.max()), group=group)
-        sizes = len(np.unique(N))
-        if sizes < min_sizes:
-            cand.reason = f"runs at {sizes} size(s); a fit needs >= {min_sizes}"
+        cands.append(Candidate(label=label, family=fam, template=tmpl, law=options.law, ladder=ladder,
+                               n_points=len(g), n_max=float(g["params_non_embedding"].max()), group=group))
+        parts.append((group, g))
+    fps = sel["fingerprint"] if "fingerprint" in sel.columns else [None] * len(sel)
+    fit_in = make_groups(parts, options, labels=[c.label for c in cands], runs=dict(zip(sel["run_id"], fps)),
+                         min_sizes=min_sizes)
+    stored = lookup([g.fingerprint for g in fit_in if g.fingerprint]) if lookup else {}
+    if stored and progress:
+        progress(f"{sum(g.fingerprint in stored for g in fit_in)} law(s) reused from the fits table")
+    status: dict = {"reused": [], "fitted": []}
+    for cand, f in zip(cands, fit_groups(fit_in, options, stored=stored, say=progress)):
+        if f.fitted:
+            cand.apply_fit(f.entry)
+            status["reused" if f.reused else "fitted"].append(cand.label)
         else:
-            if progress:
-                progress(f"fitting {label}: {len(g)} runs, {sizes} sizes, bootstrap {n_boot}")
-            res = fit(law, N, y, x_names=["params_non_embedding"], y_name="loss")
-            cand.params = as_floats(res.params)
-            cand.r2 = float(res.r2)
-            cand.fit_extra = {"objective": float(res.objective), "grad_norm": float(res.grad_norm),
-                              "n_at_best": int(res.n_at_best), "n_refined": int(res.n_refined),
-                              "n_bootstrap": int(n_boot), "label": label, "r2_ceiling": res.r2_ceiling}
-            if n_boot >= 2:
-                b = bootstrap(law, N, y, res, n=n_boot, seed=seed)
-                cand.samples = {k: np.asarray(v, float) for k, v in b.param_samples().items()}
-                cand.ci95 = {k: [float(x) for x in b.ci95[k]] for k in law.params}
-                cand.fit_extra["n_failed"] = int(b.n_failed)
-        cands.append(cand)
+            cand.reason = f.entry["reason"]
     if kv is not None and len(kv):
         cands.extend(_policies_from_store(kv, cands, sel, train_context, show_dh, notes))
     if not cands:
         raise CostlawError(f"--families: no completed run of {', '.join(families)} at seq_len {train_context}; "
                            "widen --families")
     src = f"{source}: {len(sel)} completed runs at seq_len {train_context}"
-    return FitSet(cands, src, notes, law.name, int(train_context))
+    return FitSet(cands, src, notes, options.law, int(train_context), options=options, fit_status=status)
 
 
 def _template_from_runs(g, n_h, n_kv, d_h) -> Template:

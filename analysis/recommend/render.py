@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from costlaw.analysis.recommend.candidates import fit_status_line
 from costlaw.costmodel.core.files import write_atomic
 from costlaw.costmodel.core.units import binary_bytes, si, table
 
@@ -41,7 +42,10 @@ def render_text(rec) -> str:
     """The human form: per context the winner, its config, savings vs the standard, then the table."""
     obj = rec.objective.describe()
     lines = [f"target loss {rec.target:g} at context {', '.join(str(T) for T in rec.contexts)}",
-             f"source: {rec.source}", f"objective: {obj['z']} (M = {obj['M']}, C = {obj['C']})"]
+             f"source: {rec.source}"]
+    if fit_status_line(rec.fits):
+        lines.append(fit_status_line(rec.fits))
+    lines.append(f"objective: {obj['z']} (M = {obj['M']}, C = {obj['C']})")
     for k in ("memory_budget", "flops_budget", "latency_target_ms"):
         if k in obj:
             lines.append(f"budget {k.removesuffix('_budget')}: {obj[k]:.4g}")

@@ -109,6 +109,7 @@ class Recommendation:
     source: str
     notes: list[str]
     d_multiple: int | None
+    fits: dict = field(default_factory=dict)  # FitSet.fit_status: laws reused from the store's fits table or fitted
 
     def ranked(self, T: int) -> list[Evaluated]:
         """Candidates within every budget at context T, cheapest (lowest Z) first."""
@@ -162,7 +163,7 @@ class Recommendation:
                         "standard_prices": self.standard.prices[T] if self.standard else None,
                         "savings_vs_standard": self.savings(T)})
         return {"target_loss": self.target, "contexts": self.contexts, "objective": self.objective.describe(),
-                "source": self.source, "notes": self.notes, "warnings": self.warnings(),
+                "source": self.source, "fits": self.fits, "notes": self.notes, "warnings": self.warnings(),
                 "shape_rule": shape_rule(self.d_multiple),
                 "standard": self.standard.label if self.standard else None, "standard_note": self.standard_note,
                 "by_context": per, "candidates": [r.to_json() for r in self.rows]}
@@ -201,7 +202,8 @@ def recommend(fs: FitSet, target: float, contexts: list[int], objective: Objecti
         notes.append(f"the laws were fitted to runs trained at {fs.train_context} tokens and are used as is at every "
                      "--context (the GQA paper, §5.7, found the relative loss of head configs flat beyond 8K); the "
                      "context changes only the costs here")
-    return Recommendation(target, list(contexts), objective, rows, std, note, fs.source, notes, d_multiple)
+    return Recommendation(target, list(contexts), objective, rows, std, note, fs.source, notes, d_multiple,
+                          dict(fs.fit_status))
 
 
 def resolve_standard(fs: FitSet, spec: str, target, contexts, objective, d_multiple) -> tuple[Evaluated | None, str]:

@@ -29,6 +29,7 @@ class ReportResult:
     target: float | None = None
     target_note: str = ""
     tomls: list[Path] = field(default_factory=list)
+    fit_status: dict = field(default_factory=dict)  # laws reused from the store's fits table or fitted (FitSet)
 
 
 def default_target(fs) -> tuple[float | None, str]:
@@ -52,14 +53,17 @@ def default_target(fs) -> tuple[float | None, str]:
 
 def build_report(db, out, *, target: float | None = None, contexts=None, fits=None, objective=None,
                  standard: str = "d/d_h,8", n_boot: int = 100, seed: int = 0, candidates: str = "all",
-                 progress: Callable[[str], None] | None = None, sweep: str | None = None) -> ReportResult:
-    """See the module doc. `fits`: a FitSet to use instead of fitting the store again (the quickstart
-    passes the one it printed its recommendation from). `sweep`: only that sweep's runs (a results file
-    that also holds other studies' runs)."""
+                 progress: Callable[[str], None] | None = None, sweep: str | None = None,
+                 refit: bool = False) -> ReportResult:
+    """See the module doc. `fits`: a FitSet to use instead of fitting the store (the quickstart passes the one
+    it printed its recommendation from). Otherwise each law the store's fits table holds for the same runs and
+    options is reused and the others are fitted and stored there (`refit`: all fitted again), as by
+    `costlaw recommend --db`. `sweep`: only that sweep's runs (a results file that also holds other studies')."""
     from costlaw.analysis import figures as F
     from costlaw.analysis.frontier import pareto_sets, points_from
     from costlaw.analysis.objective import Objective
     from costlaw.analysis.recommend import fit_store, kv_policy_rows, load_runs, recommend
+    from costlaw.analysis.recommend.candidates import fit_status_line
     from costlaw.analysis.report.data import environment, labelled_runs, position_frame, steps_frame
     from costlaw.analysis.report.render import to_html, to_markdown
 
@@ -78,13 +82,14 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
     notes: list[str] = []
     if fits is None:
         try:
-            say(f"fitting laws (bootstrap {n_boot})")
-            fits = fit_store(db, n_boot=n_boot, seed=seed, progress=say, sweep=sweep)
+            say(f"laws (bootstrap {n_boot})")
+            fits = fit_store(db, n_boot=n_boot, seed=seed, progress=say, sweep=sweep, refit=refit)
         except CostlawError as e:
             notes.append(f"no laws fitted: {e}")
     res = ReportResult(out, out / "index.html", out / "report.md", None)
     if fits is not None:
         res.fits = fits.save(out / "fits.json")
+        res.fit_status = dict(fits.fit_status)
     rec = None
     if fits is not None:
         if target is None:
@@ -141,6 +146,8 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
                      f"{', '.join(str(int(x)) for x in sorted(runs['seq_len'].unique()))}."),]
     if fits is not None:
         summary.append(("p", f"Laws: {fits.source}."))
+        if fit_status_line(fits.fit_status):
+            summary.append(("p", fit_status_line(fits.fit_status).replace("fits: ", "Fits: ", 1) + "."))
     summary += [("list", notes + fits.notes if fits is not None else notes)] if (notes or (fits and fits.notes)) \
         else []
     sections.append(("Summary", summary))
@@ -291,4 +298,4 @@ def dumps_json(res: ReportResult) -> str:
     return json.dumps({"html": str(res.html), "markdown": str(res.markdown), "fits": str(res.fits) if res.fits
                        else None, "figures": [str(p) for p in res.figures], "skipped": res.skipped,
                        "target_loss": res.target, "target_note": res.target_note,
-                       "toml": [str(p) for p in res.tomls]}, indent=2)
+                       "toml": [str(p) for p in res.tomls], "fits_status": res.fit_status}, indent=2)

@@ -1,7 +1,10 @@
 """`write_fits(db, rows)`: the one other writer of the results database, for fitted laws.
 
 It takes the same `<db>.lock` as ingest and upserts by `fit_id`: a row without one gets the hash of its
-(law, group keys, source query), so refitting the same law to the same points replaces the old fit.
+(law, data_fingerprint) when it has a fingerprint (analysis/fits/fingerprint.py: the runs, points, options and
+fitter), else of (law, group keys, source query). So a fit of the same data is stored once, whichever command
+made it (the last writer's group keys and doc stay), and a fit of changed data is a new row beside the old one,
+still reused when a later call fits the old data again (another --sweep, say).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ FIT_COLUMNS = ("fit_id", "created", "law", "group_keys", "params", "objective", 
 _JSON = ("group_keys", "params", "stderr", "ci95", "extra", "doc")
 
 
-def fit_id(law: str, group_keys, source_query) -> str:
-    return hashlib.sha256(canonical_json([law, group_keys, source_query]).encode()).hexdigest()[:16]
+def fit_id(law: str, group_keys, source_query, data_fingerprint: str | None = None) -> str:
+    key = [law, group_keys, source_query] if data_fingerprint is None else [law, data_fingerprint]
+    return hashlib.sha256(canonical_json(key).encode()).hexdigest()[:16]
 
 
 def _row(r: dict, now: dt.datetime) -> list:
@@ -34,7 +38,7 @@ def _row(r: dict, now: dt.datetime) -> list:
     if not isinstance(r.get("params"), dict):
         raise CostlawError("fits.params: must be a dict of parameter name -> value")
     out = dict(r)
-    out.setdefault("fit_id", fit_id(r["law"], r.get("group_keys"), r.get("source_query")))
+    out.setdefault("fit_id", fit_id(r["law"], r.get("group_keys"), r.get("source_query"), r.get("data_fingerprint")))
     out.setdefault("created", now)
     for k in _JSON:
         if out.get(k) is not None and not isinstance(out[k], str):

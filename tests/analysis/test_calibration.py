@@ -242,7 +242,7 @@ def test_verb_writes_its_files_and_the_csv_reproduces_the_fits(measured, tmp_pat
     capsys.readouterr()
     assert costlaw(["fit", "--data", str(out / "measurements.csv"), "--law", "linear", "--x", "context",
                     "--y", "decode_s_per_token", "--group-by", "family", "--json"]) == 0
-    by = {r["group"]["family"]: r["params"] for r in json.loads(capsys.readouterr().out)}
+    by = {r["group"]["family"]: r["params"] for r in json.loads(capsys.readouterr().out)["candidates"]}
     for fam, law in measured["fits"]["laws"].items():
         for k in ("a", "b"):
             assert by[fam][k] == pytest.approx(law["decode_s_per_token"]["params"][k], rel=1e-9)

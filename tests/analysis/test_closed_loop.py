@@ -208,7 +208,9 @@ def test_a_version_2_database_upgrades_and_keeps_its_data(tmp_path, monkeypatch,
     assert [r["version"] for r in rows(db, "SELECT version FROM schema_version ORDER BY 1")] == list(
         range(1, len(MIGRATIONS) + 1))
     assert rows(db, "SELECT run_id, val_loss FROM runs ORDER BY run_id") == before and len(before) == 23
-    assert rows(db, "SELECT fit_id, law FROM fits") == [{"fit_id": "f0", "law": "gqa-size"}]
+    # the old fit is kept; recommend stored its own fits beside it, keyed by their data
+    old = rows(db, "SELECT fit_id, law FROM fits WHERE data_fingerprint IS NULL")
+    assert old == [{"fit_id": "f0", "law": "gqa-size"}]
     hybrids = rows(db, "SELECT sparse_kind, sparse_params FROM runs WHERE family = 'hybrid'")  # v4 back-fills these
     assert hybrids and all(json.loads(r["sparse_params"]) == {"sink": 4, "window": 32} for r in hybrids), hybrids
     assert rows(db, "SELECT count(*) AS n FROM recommendations") == [{"n": 2}]

@@ -47,15 +47,16 @@ def test_json_single_fit(runs, capsys):
                            "--x", "params_non_embedding",
                            "--where", "n_heads == 4 and n_kv_heads == 1 and status == 'completed'", "--json")
     assert rc == 0, err
-    r = json.loads(out)
-    for key in ("params", "objective", "grad_norm", "n_points", "r2", "n_starts", "n_at_best", "law", "x", "y",
-                "loss"):
+    doc = json.loads(out)
+    assert doc["format"] == "costlaw-fits/1" and doc["law"] == "gqa-size" and doc["x"] == ["params_non_embedding"]
+    assert doc["y"] == "loss" and doc["options"]["loss"] == "huber" and doc["source"] == str(runs / "runs.csv")
+    [r] = doc["candidates"]
+    for key in ("params", "objective", "grad_norm", "n_points", "r2", "n_starts", "n_at_best", "data_fingerprint"):
         assert key in r, key
-    assert r["n_points"] == 8 and r["law"] == "gqa-size" and r["x"] == ["params_non_embedding"]
-    assert r["y"] == "loss" and r["loss"] == "huber" and r["success"]
+    assert r["n_points"] == 8 and r["success"] and r["group"] == {}
     for k, v in GROUP_TRUTH[(4, 1)].items():
         assert r["params"][k] == pytest.approx(v, rel=0.05)
-    assert "stderr" not in r and "holdout" not in r and "group" not in r
+    assert "stderr" not in r and "holdout" not in r and "bootstrap" not in r
 
 
 def test_group_by_with_bootstrap_and_holdout(runs, capsys):
@@ -64,28 +65,66 @@ def test_group_by_with_bootstrap_and_holdout(runs, capsys):
                            "--group-by", "n_heads,n_kv_heads", "--bootstrap", "20", "--holdout-largest", "2",
                            "--seed", "3", "--json")
     assert rc == 0, err
-    results = json.loads(out)
+    doc = json.loads(out)
+    results = doc["candidates"]
     assert [r["group"] for r in results] == [{"n_heads": h, "n_kv_heads": kv} for h, kv in sorted(GROUP_TRUTH)]
+    assert doc["options"]["seed"] == 3 and doc["options"]["bootstrap"] == 20
     for r in results:
         truth = GROUP_TRUTH[(r["group"]["n_heads"], r["group"]["n_kv_heads"])]
         assert r["n_points"] == 8
         assert r["params"]["b"] == pytest.approx(truth["b"], rel=0.05)
-        assert set(r["stderr"]) == set(r["ci95"]) == {"a", "b", "E"}
+        assert set(r["stderr"]) == set(r["ci95"]) == set(r["bootstrap"]) == {"a", "b", "E"}
         assert all(len(v) == 2 and v[0] <= v[1] for v in r["ci95"].values())
-        assert r["n_bootstrap"] == 20 and r["seed"] == 3
+        assert r["n_bootstrap"] == 20 and all(len(v) == 20 for v in r["bootstrap"].values())
         h = r["holdout"]
         assert h["n_train"] == 6 and len(h["rows"]) == 2 and h["by"] == "params_non_embedding"
         assert h["max_abs_rel_error"] < 0.02
+    assert len({r["data_fingerprint"] for r in results}) == 3
 
 
-def test_where_and_assign(runs, capsys):
-    rc, out, _ = fit_cli(capsys, "--data", str(runs / "runs.csv"), "--law", "gqa-size",
-                         "--assign", "N = params_non_embedding / 1e6",
-                         "--where", "status == 'completed' and n_heads == 8 and N > 10", "--json")
+def test_row_order_changes_nothing(runs, capsys, tmp_path):
+    """The pipeline fits rows in one canonical order, so shuffled rows give the same fits, bootstrap included,
+    and the same fingerprints: what lets a stored fit stand for a refit."""
+    df = pd.read_csv(runs / "runs.csv")
+    df.sample(frac=1.0, random_state=7).to_csv(tmp_path / "shuffled.csv", index=False)
+    docs = []
+    for path in (runs / "runs.csv", tmp_path / "shuffled.csv"):
+        rc, out, err = fit_cli(capsys, "--data", str(path), "--law", "gqa-size", "--x", "params_non_embedding",
+                               "--where", "status == 'completed'", "--group-by", "n_heads,n_kv_heads",
+                               "--bootstrap", "6", "--json")
+        assert rc == 0, err
+        docs.append(json.loads(out)["candidates"])
+    assert docs[0] == docs[1]
+    rc, out, _ = fit_cli(capsys, "--data", str(runs / "runs.csv"), "--law", "gqa-size", "--x", "params_non_embedding",
+                         "--where", "status == 'completed'", "--group-by", "n_heads,n_kv_heads", "--bootstrap", "6",
+                         "--seed", "1", "--json")
     assert rc == 0
-    r = json.loads(out)
-    assert r["x"] == ["N"] and r["n_points"] == 6  # 8 sizes, two below 10M
-    assert r["params"]["a"] == pytest.approx(GROUP_TRUTH[(8, 1)]["a"] / 1e6, rel=0.1)
+    other = json.loads(out)["candidates"]
+    assert all(a["data_fingerprint"] != b["data_fingerprint"] for a, b in zip(docs[0], other))
+
+
+def test_out_file_is_the_fits_format_recommend_reads(runs, capsys, tmp_path):
+    out_file = tmp_path / "fits.json"
+    rc, out, err = fit_cli(capsys, "--data", str(runs / "runs.csv"), "--law", "gqa-size", "--x",
+                           "params_non_embedding", "--where", "status == 'completed'", "--group-by",
+                           "n_heads,n_kv_heads", "--bootstrap", "5", "--out", str(out_file))
+    assert rc == 0, err
+    assert f"fits written to {out_file}" in out
+    doc = json.loads(out_file.read_text())
+    from costlaw.analysis.recommend import load_fits, recommend
+
+    fs = load_fits(out_file)
+    assert {c.label for c in fs.candidates} == {"4,1", "4,4", "8,1"}
+    for c in fs.candidates:
+        entry = next(e for e in doc["candidates"] if f"{e['group']['n_heads']},{e['group']['n_kv_heads']}" == c.label)
+        assert c.params == entry["params"] and len(c.samples["a"]) == 5
+        assert c.fit_extra["data_fingerprint"] == entry["data_fingerprint"]
+    rec = recommend(fs, 2.2, [8192])
+    assert rec.winner(8192) is not None
+    rc = main(["recommend", "--fits", str(out_file), "--target-loss", "2.2", "--context", "8K", "--json"])
+    text, err = capsys.readouterr()
+    assert rc == 0, err
+    assert json.loads(text)["by_context"][0]["winner"] == rec.winner(8192).label
 
 
 def test_human_output_with_predict_and_inverse(runs, capsys):
@@ -167,7 +206,8 @@ def test_errors_through_the_console_entry():
 
 def test_data_is_required(capsys):
     rc, _, err = fit_cli(capsys, "--law", "gqa-size")
-    assert rc == 2 and err == "costlaw fit: error: --data: required; give a CSV or Parquet file of runs\n"
+    assert rc == 2 and err == ("costlaw fit: error: --data: required; give a CSV or Parquet file of runs, or --db "
+                               "RESULTS.duckdb with --sql\n")
 
 
 def test_wrong_extension_and_inverse_on_two_variables(tmp_path, capsys):
@@ -192,7 +232,7 @@ def test_chinchilla_through_the_cli(chinchilla, capsys):
                            "--assign", "D = `Training FLOP` / (6 * `Model Size`)",
                            "--where", "loss < loss.nlargest(5).min()", "--x", "Model Size,D", "--json")
     assert rc == 0, err
-    r = json.loads(out)
+    [r] = json.loads(out)["candidates"]
     anchor = chinchilla["anchors"]["huber_sum_delta1e-3_optimum"]
     assert r["n_points"] == 240 and r["n_starts"] == 4500
     assert r["objective"] == pytest.approx(anchor["objective_sum_huber"], rel=1e-6)

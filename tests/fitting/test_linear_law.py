@@ -97,7 +97,7 @@ def test_cli_fits_per_family(tmp_path, capsys):
                "--group-by", "family", "--json"])
     out, err = capsys.readouterr()
     assert rc == 0, err
-    got = {r["group"]["family"]: r["params"] for r in json.loads(out)}
+    got = {r["group"]["family"]: r["params"] for r in json.loads(out)["candidates"]}
     for f, (a, b) in truth.items():
         assert got[f]["a"] == pytest.approx(a, rel=1e-7) and got[f]["b"] == pytest.approx(b, rel=1e-7)
     rc = main(["fit", "--list-laws"])
