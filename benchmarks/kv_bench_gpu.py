@@ -8,8 +8,8 @@ Phases, each under a wall-clock share of `--budget-s` (so the script always fini
 2. base: a dense model shaped like the GQA paper's small ladder with GQA heads (d 512, L 8, 8 query / 2 KV
    heads, d_h 64, SwiGLU 8d/3, T 2048, a passkey mix in training so the probe means something), trained with
    runs.train.train_run; its step count comes from a short calibration run's measured tokens/s;
-3. locret, kv_distill: policy runs (runs.kv.train_policy, backbone frozen) on the base, steps calibrated the
-   same way;
+3. locret, kv_distill: policy runs (runs.train.train_run with their tasks from runs/kv/tasks.py, backbone
+   frozen) on the base, steps calibrated the same way;
 4. eval: runs.kv.harness.kv_eval_run for every policy at keep 1, 0.5, 0.25, 0.1, 0.05 (context 1792,
    continuation 256; past the deadline, retrieval and speed are skipped, NLL/KL/bytes never are).
 Outputs under --out: runs/<run_id>/ (the run directories: ingestible with `costlaw ingest OUT`),
@@ -111,7 +111,6 @@ def main(argv=None) -> int:
     from costlaw.runs.config import RunConfig
     from costlaw.runs.data import load_corpus
     from costlaw.runs.kv.harness import evaluate_policies, kv_eval_run, load_policy_run
-    from costlaw.runs.kv.train_policy import train_policy_run
     from costlaw.runs.train import train_run
 
     t_start = time.perf_counter()
@@ -162,7 +161,7 @@ def main(argv=None) -> int:
         budget = SHARES[method] * left
         try:
             def run_policy(cfg, rd):
-                return train_policy_run(cfg, rd, device=args.device, progress=False)
+                return train_run(cfg, rd, device=args.device, progress=False)
 
             steps, cal = calibrated_steps(run_policy, lambda n, m=method, b=batch: policy_config(base_cfg, base_dir, m,
                                                                                                n, b),

@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from costlaw.costmodel.core.rundir import run_path
+from costlaw.costmodel.core.rundir import CHECKPOINT, CHECKPOINT_HEADER, run_path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -125,7 +125,8 @@ def run_config(name: str, args) -> dict:
                    decode_tokens_per_s=inf["decode_tokens_per_s"], kv_bytes=inf["kv_bytes"],
                    kv_bytes_analytic=inf["kv_bytes_analytic"])
     if not args.keep:
-        (out / "checkpoint.pt").unlink(missing_ok=True)
+        for name in (CHECKPOINT, CHECKPOINT_HEADER):
+            (out / name).unlink(missing_ok=True)
     return row
 
 

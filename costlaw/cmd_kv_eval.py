@@ -6,7 +6,10 @@ cache, KL to the full cache's next-token distribution, the passkey probe through
 measured KV bytes next to costmodel's, peak memory, prefill and decode speed (runs/kv/harness.py says how).
 Rows are `kv_policy` evals in evals.jsonl, so `costlaw ingest ROOT` loads them (view kv_policy_evals).
 Trained policies (locret, kv_distill) need their policy run: `--policy-run locret=RUN_DIR`, a run with
-`train.trainable = "policy"` whose `train.init_from` is this base run.
+`train.trainable = "policy"` whose `train.init_from` is this base run. Checkpoints (the base's, the policy
+runs') are read safely and only when their header names the expected run (runs/checkpoint.py); a refusal is a
+one-line error before the output directory is written. The output directory is locked while it is written
+(trainer.lock, as a trainer locks its run).
 """
 
 from __future__ import annotations

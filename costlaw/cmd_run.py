@@ -1,9 +1,13 @@
 """`costlaw run RUN.toml --out ROOT`: train and evaluate one run config into ROOT/runs/<run_id>/.
 
-The run directory follows docs/run-directory.md, so `costlaw ingest ROOT` picks it up. SIGTERM, SIGINT
-and SIGUSR1 stop the run at the next step boundary with a checkpoint (status "preempted"); `--resume`
-continues it exactly. A finished run (DONE) is not retrained. Exit codes: 0 completed, 1 diverged,
-2 bad input, 3 preempted; a failure prints its traceback (the run directory records it as "failed").
+Every kind of run goes through runs.train.train_run: pretraining and later LM stages, and KV policy runs
+(`train.trainable = "policy"`, trained by their method's task). The run directory follows
+docs/run-directory.md, so `costlaw ingest ROOT` picks it up. SIGTERM, SIGINT and SIGUSR1 stop the run at the
+next step boundary with a checkpoint (status "preempted"); `--resume` continues it exactly, from a checkpoint
+that names this run and loads safely (runs/checkpoint.py). A finished run (DONE) is not retrained; a run
+directory another trainer holds (trainer.lock) is refused. Exit codes: 0 completed, 1 diverged, 2 bad input
+(a refused checkpoint or run directory included), 3 preempted; a failure prints its traceback (the run
+directory records it as "failed").
 """
 
 from __future__ import annotations

@@ -1,25 +1,31 @@
 """The trainer: one RunConfig -> a trained, evaluated model and a complete run directory.
 
-`train_run(cfg, run_dir, ...)` is the one entry point (`costlaw run` and sweep tasks call it; runs with
-`train.trainable = "policy"` go to the KV policies' stage, runs.kv.train_policy). It is
-idempotent (a run directory with DONE returns its summary), resumable exactly (a checkpoint holds the
-model, optimizer, data position, RNG states and running statistics; a resumed run replays bit-identically
-on CPU), and preemptible (`stop_event` -> checkpoint + summary "preempted" at the next step boundary).
+`train_run(cfg, run_dir, ...)` is the one entry point (`costlaw run` and sweep tasks call it) for every kind of
+training: the Trainer owns the lifecycle, and a task (runs/task.py) says what is trained, on which batches, with
+which loss, evaluated how — the LM task (runs/lm_task.py) for pretraining and later LM stages, a KV policy's task
+(runs/kv/tasks.py) for `train.trainable = "policy"`. A run is idempotent (a run directory with DONE returns its
+summary), resumable exactly (a checkpoint holds the model, optimizer, data position, RNG states and running
+statistics; a resumed run replays bit-identically on CPU; runs/checkpoint.py reads it safely and only when it
+names this run), preemptible (`stop_event` -> checkpoint + summary "preempted" at the next step boundary), and
+alone: rank 0 holds the run directory's lock (costmodel/core/runlock.py) for its whole life, so a second
+trainer on the same directory is refused before it writes anything.
 
 Recipe: AdamW (β 0.9/0.95, weight decay on 2-D weights only — matrices and embeddings; norms' gains are
-not decayed), warmup-stable-decay LR (runs.schedule), bf16 autocast and torch.compile on CUDA, gradient
-clipping, Ave-Token loss normalisation across gradient accumulation (the model's summed loss over every
-micro-batch of a step divided once by the step's target count). The hot loop never syncs the host with
-the GPU except at log intervals and checkpoints: losses accumulate on the device, batches are prefetched
-by a thread, copies are non-blocking, AdamW is fused.
+not decayed), warmup-stable-decay LR (runs.schedule), bf16 autocast and (for tasks that allow it)
+torch.compile on CUDA, gradient clipping, Ave-Token loss normalisation across gradient accumulation (a task's
+summed loss over every micro-batch of a step divided once by the step's normaliser: its target count for the
+LM task). The hot loop never syncs the host with the GPU except at log intervals and checkpoints: losses
+accumulate on the device, the LM task's batches are prefetched by a thread, copies are non-blocking, AdamW is
+fused.
 
-Data parallel (WORLD_SIZE > 1, env:// variables as submitit's TorchDistributedEnvironment exports them):
-DDP, and the ranks split each step's `grad_accum` micro-batches, so a run trains the same data with the
-same math on any number of GPUs (grad_accum must be a multiple of the rank count); rank 0 writes the
-run directory and evaluates.
+Data parallel (WORLD_SIZE > 1, env:// variables as submitit's TorchDistributedEnvironment exports them): the
+ranks split each step's `grad_accum` micro-batches, so a run trains the same data with the same math on any
+number of GPUs (grad_accum must be a multiple of the rank count); gradients are averaged by DDP (tasks whose
+loss runs through the model's forward) or by an all-reduce after the step's micro-batches; rank 0 holds the
+lock, writes the run directory and evaluates.
 
-Divergence: at each log interval (and before every checkpoint) the interval's loss and gradient norm must
-be finite and the loss below 10·ln(vocab) (ten times a uniform guess; a healthy run never gets there),
+Divergence: at each log interval (and before every checkpoint) the interval's loss and gradient norm must be
+finite and the loss at most the task's bound (`Task.loss_bound`: ten times a uniform guess for the LM loss),
 else the run ends "diverged".
 """
 
@@ -41,13 +47,16 @@ import torch
 from costlaw.costmodel import costs as analytic_costs
 from costlaw.costmodel.core.env import env_info
 from costlaw.costmodel.core.errors import ConfigError, CostlawError
-from costlaw.costmodel.core.files import atomic_file, repair_jsonl
+from costlaw.costmodel.core.files import repair_jsonl
 from costlaw.costmodel.core.rundir import CHECKPOINT, METRICS, RunDir
+from costlaw.costmodel.core.runlock import RunLock
+from costlaw.runs.checkpoint import FORMAT as CKPT_FORMAT
+from costlaw.runs.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from costlaw.runs.config import RunConfig
 from costlaw.runs.schedule import lr_at
+from costlaw.runs.task import Task, task_for
 
-CKPT_FORMAT = 1
-DIVERGE_FACTOR = 10.0
+EMPTY_INTERVAL = {"loss_sum": 0.0, "grad_sum": 0.0, "targets": 0, "steps": 0}
 
 
 # ---------------------------------------------------------------- small helpers
@@ -100,77 +109,26 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "ru_maxrss"
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    with atomic_file(path) as f:
-        torch.save(state, f)
-
-
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=False)
-
-
-def rng_state(device: torch.device) -> dict:
-    s = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if device.type == "cuda":
-        s["cuda"] = torch.cuda.get_rng_state(device)
-    return s
-
-
-def set_rng_state(s: dict, device: torch.device) -> None:
-    torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
-    random.setstate(s["python"])
-    if device.type == "cuda" and "cuda" in s:
-        torch.cuda.set_rng_state(s["cuda"], device)
-
-
-def model_loss(fwd, batch, dtype, device, model=None):
-    """Summed loss of one micro-batch (the model's reduction="sum"). Document masks' block indices are built
-    here, eagerly, so a compiled `fwd` gets them as tensors instead of tracing the builder."""
-    extra = {}
-    with autocast(device, dtype):  # the index depends on the compute dtype (runs/models/varlen.py)
-        if batch.doc_ids is not None and hasattr(model, "document_block_index"):
-            index = model.document_block_index(batch.doc_ids, batch.cu_seqlens)
-            if index is not None:
-                extra["block_index"] = index
-        out = fwd(batch.idx, targets=batch.targets, doc_ids=batch.doc_ids, reduction="sum", **extra)
-    return out[0] if isinstance(out, tuple) else out
-
-
-def trainable_parameters(model, cfg: RunConfig) -> list:
-    if cfg.train.trainable == "all":
-        return [p for p in model.parameters() if p.requires_grad]
-    if not hasattr(model, "policy_parameters"):
-        raise ConfigError("train.trainable", f"\"policy\" but the model for kv_policy method "
-                                             f"{cfg.model.kv_policy.method!r} has no trained policy parameters; "
-                                             "use trainable = \"all\" or a method with parameters")
-    policy = list(model.policy_parameters())
-    if not policy:
-        raise ConfigError("train.trainable", f"\"policy\" but kv_policy method {cfg.model.kv_policy.method!r} has "
-                                             "no parameters; use trainable = \"all\"")
-    keep = {id(p) for p in policy}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in keep)
-    return policy
-
-
-def init_from(model, cfg: RunConfig) -> str:
-    """Load a finished run's weights (model only). Returns its run id."""
+def init_from(model, cfg: RunConfig, field: str = "train.init_from") -> str:
+    """Load a finished run's weights (model only) from `cfg.train.init_from`. Returns its run id. The checkpoint
+    is read safely, and only once its header names that run (runs/checkpoint.py); errors are one line under
+    `field`."""
     src = RunDir(Path(os.path.expanduser(cfg.train.init_from)))
-    if not src.is_done() or src.done()["status"] != "completed":
-        raise ConfigError("train.init_from", f"{str(src.path)!r} is not a completed run directory (needs DONE with "
-                                             "status completed); point it at a finished run")
+    if not src.is_done() or src.done()["status"] != "completed" or src.config() is None:
+        raise ConfigError(field, f"{str(src.path)!r} is not a completed run directory (needs config.json and DONE "
+                                 "with status completed); point it at a finished run")
     if not src.file(CHECKPOINT).exists():
-        raise ConfigError("train.init_from", f"{str(src.path)!r} has no {CHECKPOINT}; rerun that run to completion")
-    state = load_checkpoint(src.file(CHECKPOINT))["model"]
+        raise ConfigError(field, f"{str(src.path)!r} has no {CHECKPOINT}; rerun that run to completion")
+    run_id = src.config()["run_id"]
+    state = load_checkpoint(src.file(CHECKPOINT), run_id, field=field)["model"]
     missing, unexpected = model.load_state_dict(state, strict=False)
     policy = {n for n, p in model.named_parameters()
               if hasattr(model, "policy_parameters") and any(p is q for q in model.policy_parameters())}
     bad = [k for k in missing if k not in policy] + list(unexpected)
     if bad:
-        raise ConfigError("train.init_from", f"weights of {str(src.path)!r} do not fit this model ({bad[0]}); "
-                                             "start from a run with the same backbone shape")
-    return src.config()["run_id"]
+        raise ConfigError(field, f"weights of {str(src.path)!r} do not fit this model ({bad[0]}); start from a run "
+                                 "with the same backbone shape")
+    return run_id
 
 
 def _distributed():
@@ -188,6 +146,26 @@ def _distributed():
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owned
 
 
+def _lock(rd: RunDir, rank: int, world: int, device: torch.device) -> RunLock | None:
+    """Rank 0 takes the run directory's lock; every rank learns whether it did, so all stop together."""
+    lock, refused = None, None
+    if rank == 0:
+        try:
+            lock = RunLock(rd.path).acquire()
+        except Exception as e:  # re-raised below, after the other ranks have heard
+            refused = e
+    if world > 1:
+        import torch.distributed as dist
+
+        flag = torch.tensor([0.0 if refused is None else 1.0], device=device)
+        dist.all_reduce(flag)
+        if flag.item() > 0 and refused is None and rank != 0:
+            refused = CostlawError(f"run_dir: rank 0 could not lock {str(rd.path)!r}; its error says why")
+    if refused is not None:
+        raise refused
+    return lock
+
+
 # ---------------------------------------------------------------- entry point
 def train_run(cfg: RunConfig, run_dir: str | Path, device: str = "auto", resume: bool = True,
               stop_event: threading.Event | None = None, sweep: str | None = None, distributed=None,
@@ -198,15 +176,12 @@ def train_run(cfg: RunConfig, run_dir: str | Path, device: str = "auto", resume:
     variables are set; the process group is initialised from them. `progress`: None or True = a progress
     bar on a terminal, else one line per log interval on stderr (rank 0 only); False = silent.
     """
-    if cfg.train.trainable == "policy":  # the KV policies' own stage: backbone frozen, policy losses
-        from costlaw.runs.kv.train_policy import train_policy_run
-
-        return train_policy_run(cfg, run_dir, device=device, resume=resume, stop_event=stop_event, sweep=sweep,
-                                progress=progress)
     rd = RunDir(run_dir)
     if (done := rd.finished_or_claim(cfg.run_id)) is not None:
         return done
+    task = task_for(cfg)  # its config errors come before anything is written
     rank, world, local_rank, owned = _distributed()
+    lock = None
     try:
         if world > 1 and cfg.train.grad_accum % world:
             raise ConfigError("train.grad_accum", f"{cfg.train.grad_accum} is not a multiple of the {world} "
@@ -216,10 +191,15 @@ def train_run(cfg: RunConfig, run_dir: str | Path, device: str = "auto", resume:
         if world > 1 and dev.type == "cuda":
             dev = torch.device("cuda", local_rank)
             torch.cuda.set_device(dev)
+        lock = _lock(rd, rank, world, dev)
+        if (done := rd.finished_or_claim(cfg.run_id)) is not None:  # finished by the trainer we waited for
+            return done
         trainer = Trainer(cfg, rd, dev, resume, stop_event, sweep, rank, world,
-                          progress=(rank == 0) if progress is None else (progress and rank == 0))
+                          progress=(rank == 0) if progress is None else (progress and rank == 0), task=task)
         return trainer.run()
     finally:
+        if lock is not None:
+            lock.release()
         if owned:  # a gloo group left to interpreter exit once aborted a finished rank ("terminate called ...")
             import torch.distributed as dist
 
@@ -231,29 +211,31 @@ class Diverged(Exception):
 
 
 class Trainer:
-    def __init__(self, cfg, rd, device, resume, stop_event, sweep, rank=0, world=1, progress=True):
+    def __init__(self, cfg, rd, device, resume, stop_event, sweep, rank=0, world=1, progress=True,
+                 task: Task | None = None):
         self.cfg, self.rd, self.device = cfg, rd, device
         self.resume, self.stop_event, self.sweep = resume, stop_event or threading.Event(), sweep
+        self.task = task or task_for(cfg)
         self.rank, self.world = rank, world
         self.main = rank == 0
         self.progress_on = progress
         self.t_start = time.perf_counter()
-        self.loader = None
         self.corpus = None
         self.base_run_id = None
         self.step = 0
+        self.total_steps = cfg.total_steps
         self.timing = {"wall_s": 0.0, "train_s": 0.0, "timed_s": 0.0, "timed_tokens": 0, "compile_s": None}
         self.final_loss = None
-        self.interval = {"loss_sum": 0.0, "grad_sum": 0.0, "targets": 0, "steps": 0}
+        self.interval = dict(EMPTY_INTERVAL)
         self.last_metrics: dict = {}
 
     # ---- run
     def run(self) -> dict:
-        from costlaw.runs.packing import PackStats
-
-        self.pack = PackStats()
+        path = self.rd.file(CHECKPOINT)
+        resuming = self.resume and path.exists()
+        # another run's checkpoint, or a file that is no checkpoint, is refused before the directory is touched
+        ck = load_checkpoint(path, self.cfg.run_id) if resuming else None
         try:
-            resuming = self.resume and self.rd.file(CHECKPOINT).exists()
             self._barrier()  # every rank has looked before rank 0 touches the directory
             if self.cfg.train.init_from:
                 base = RunDir(Path(os.path.expanduser(self.cfg.train.init_from))).config()
@@ -263,12 +245,13 @@ class Trainer:
             if self.main and not resuming:
                 self.rd.reset()
                 self.rd.write_config(self.cfg, base_run_id=self.base_run_id, sweep=self.sweep)
-            self._log(f"run {self.cfg.run_id} ({self.cfg.name or 'unnamed'}) on {self.device}"
-                      + (f", rank 0 of {self.world}" if self.world > 1 else ""))
+            self._log(f"run {self.cfg.run_id} ({self.cfg.name or 'unnamed'}, task {self.task.name}) on "
+                      f"{self.device}" + (f", rank 0 of {self.world}" if self.world > 1 else ""))
             self._setup()
-            if resuming:
-                self._restore(load_checkpoint(self.rd.file(CHECKPOINT)))
-            self._start_loader()
+            if ck is not None:
+                self._restore(ck)
+                ck = None  # the model and optimizer hold their copies now
+            self.task.start(self)
             status = self._train_loop()
             if status == "preempted":
                 return self._finish("preempted")
@@ -285,14 +268,12 @@ class Trainer:
                     self._finish("failed", error=err)
             raise
         finally:
-            if self.loader is not None:
-                self.loader.close()
+            self.task.close()
 
     # ---- setup
     def _setup(self):
-        from costlaw.runs.data import get_tokenizer, load_corpus
+        from costlaw.runs.data import load_corpus
         from costlaw.runs.models import build_model
-        from costlaw.runs.packing import Packer, passkey_min_len
 
         cfg, dev = self.cfg, self.device
         d = cfg.data
@@ -300,76 +281,50 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.corpus = load_corpus(d.corpus, d.tokenizer, d.long_docs, progress=self.progress_on)
-        self.tokenizer = get_tokenizer(d.tokenizer) if d.retrieval_mix > 0 or cfg.eval.retrieval_samples else None
-        need = passkey_min_len(self.tokenizer) + 32 if self.tokenizer is not None else 0
-        if d.retrieval_mix > 0 and d.seq_len < need:
-            raise ConfigError("data.retrieval_mix", f"passkey rows need seq_len >= {need} with the {d.tokenizer} "
-                                                    "tokenizer; raise data.seq_len or set retrieval_mix = 0")
-        if self.tokenizer is not None and d.seq_len < need:
-            self._log(f"retrieval probe skipped: it needs seq_len >= {need} with the {d.tokenizer} tokenizer")
-            self.tokenizer = None
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         random.seed(cfg.seed)
         self.model = build_model(cfg.model, device=dev, dtype=torch.float32)
+        self.task.attach(self.model)
         if cfg.train.init_from:
             self.base_run_id = init_from(self.model, cfg)
-        self.params = trainable_parameters(self.model, cfg)
+        self.params = self.task.parameters(self.model)
         fused = dev.type == "cuda"
         self.opt = torch.optim.AdamW(param_groups(self.model, self.params, cfg.train.weight_decay), lr=cfg.train.lr,
                                      betas=(cfg.train.beta1, cfg.train.beta2), eps=1e-8, fused=fused or None)
         self.dtype = precision_dtype(cfg, dev)
         net = self.model
-        if self.world > 1:
+        if self.world > 1 and self.task.ddp:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             net = DDP(self.model, device_ids=[dev.index] if dev.type == "cuda" else None)
         self.net = net
-        # fixed masks and the RoPE table are built here, outside the compiled graph
-        self.model.attention_masks(d.seq_len, device=dev)
+        self.task.setup(self)
         # COSTLAW_COMPILE_MODE (e.g. max-autotune-no-cudagraphs) lets benchmarks try inductor's modes
         mode = os.environ.get("COSTLAW_COMPILE_MODE") or None
-        self.fwd = torch.compile(net, dynamic=False, mode=mode) if use_compile(cfg, dev) else net
-        curriculum_steps = round(d.curriculum_frac * cfg.total_steps) if d.curriculum == "short-first" else 0
-        self.packer = Packer(self.corpus.train.positions, d.seq_len, cfg.train.batch_size,
-                             cfg.train.grad_accum, mode=d.packing, seed=cfg.seed,
-                             curriculum_steps=curriculum_steps, retrieval_mix=d.retrieval_mix)
-        self.total_steps = cfg.total_steps
-        self.vocab_log = math.log(self.corpus.vocab_size)
+        self.fwd = torch.compile(net, dynamic=False, mode=mode) if self.task.compile and use_compile(cfg, dev) \
+            else net
 
     def _restore(self, ck: dict):
-        from costlaw.runs.packing import PackStats
-
-        if ck.get("run_id") != self.cfg.run_id:
-            raise CostlawError(f"checkpoint: {self.rd.file(CHECKPOINT)} belongs to run {ck.get('run_id')}; remove it")
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
-        self.packer.load_state_dict(ck["data"])
-        self.data_state = ck["data"]
+        self.task.load_state_dict(ck)
         set_rng_state(ck["rng"], self.device)
         self.step = ck["step"]
-        self.pack = PackStats(ck["pack_stats"])
-        self.interval = dict(ck["interval"])
-        self.timing = dict(ck["timing"])
+        # checkpoints of the policy trainer before it became a task lack the interval and the steady-state timing
+        self.interval = {**EMPTY_INTERVAL, **ck.get("interval", {})}
+        self.timing = {**self.timing, **ck["timing"]}
         self.final_loss = ck.get("final_loss")
         self.last_metrics = ck.get("last_metrics", {})
         if self.main:
             repair_jsonl(self.rd.file(METRICS))
         self._log(f"resumed at step {self.step}")
 
-    def _start_loader(self):
-        from costlaw.runs.data.loader import StepLoader
-
-        if getattr(self, "data_state", None) is None:
-            self.data_state = self.packer.state_dict()  # the position before any step (the thread runs ahead)
-        self.loader = StepLoader(self.corpus.train, self.packer, self.corpus.eot, self.device, self.tokenizer,
-                                 doc_mask=self.cfg.data.doc_mask, rank=self.rank, world=self.world)
-
     # ---- the loop
     def _train_loop(self) -> str:
         from costlaw.costmodel.core.progress import Progress
 
-        cfg, dev = self.cfg, self.device
+        cfg, dev, task = self.cfg, self.device, self.task
         total, log_every, ck_every = self.total_steps, cfg.train.log_every, cfg.train.checkpoint_every
         tps = cfg.tokens_per_step
         clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
@@ -393,20 +348,21 @@ class Trainer:
                 lr = lr_at(cfg, step)
                 for g in self.opt.param_groups:
                     g["lr"] = lr
-                batch = self.loader.next()
+                batch = task.next_batch()
                 scale = self.world / batch.tokens
                 n_micro = len(batch.micro)
                 for i, mb in enumerate(batch.micro):
-                    no_sync = self.world > 1 and i < n_micro - 1
+                    no_sync = self.world > 1 and task.ddp and i < n_micro - 1
                     with self.net.no_sync() if no_sync else contextlib.nullcontext():
-                        loss_sum = model_loss(self.fwd, mb, self.dtype, dev, self.model)
+                        loss_sum = task.loss(mb)
                         (loss_sum * scale).backward()
                     loss_acc += loss_sum.detach().float()
+                if self.world > 1 and not task.ddp:
+                    self._average_gradients()
                 grad_acc += torch.nn.utils.clip_grad_norm_(self.params, clip).detach().float()
                 self.opt.step()
                 self.opt.zero_grad(set_to_none=True)
-                self.pack.add_step(batch.plans)
-                self.data_state = batch.state
+                task.stepped(batch)
                 self.step = step
                 self.interval["targets"] += batch.tokens
                 self.interval["steps"] += 1
@@ -448,6 +404,21 @@ class Trainer:
             return "diverged"
         finally:
             bar.close()
+
+    def _average_gradients(self):
+        """The mean over ranks of the trainable gradients, for tasks whose loss bypasses DDP (it reduces only
+        what runs through the wrapped forward). Every rank sends every tensor, zeros where it has no gradient."""
+        import torch.distributed as dist
+
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for p, g in zip(self.params, grads):
+            n = g.numel()
+            p.grad = flat[offset:offset + n].view_as(p).clone()
+            offset += n
 
     def _account(self):
         """Add the steady-state time and tokens since the last mark (call after a sync)."""
@@ -502,10 +473,11 @@ class Trainer:
         iv = self.interval
         loss = iv["loss_sum"] / max(1, iv["targets"])
         grad = iv["grad_sum"] / max(1, iv["steps"])
-        if not (math.isfinite(loss) and math.isfinite(grad)) or loss > DIVERGE_FACTOR * self.vocab_log:
+        if not (math.isfinite(loss) and math.isfinite(grad)) or loss > self.task.loss_bound():
             self.final_loss = loss
             self.diverged_at = (self.step, loss, grad)
-            self._log(f"diverged at step {self.step}: loss {loss}, grad norm {grad}")
+            self._log(f"diverged at step {self.step}: loss {loss}, grad norm {grad} (bound "
+                      f"{self.task.loss_bound():.4g})")
             raise Diverged()
 
     def _log_metrics(self, step, lr, dt, session_s, tokens, bar):
@@ -516,7 +488,7 @@ class Trainer:
                "time_s": session_s}
         self.final_loss = loss
         self.last_metrics = row
-        self.interval = {"loss_sum": 0.0, "grad_sum": 0.0, "targets": 0, "steps": 0}
+        self.interval = dict(EMPTY_INTERVAL)
         if self.main:
             self.rd.append_metrics(row)
             line = (f"step {step}/{self.total_steps} loss {loss:.4f} lr {lr:.3g} grad {row['grad_norm']:.3f} "
@@ -531,22 +503,18 @@ class Trainer:
             return
         state = {"format": CKPT_FORMAT, "run_id": self.cfg.run_id, "step": self.step,
                  "tokens": self.step * self.cfg.tokens_per_step, "model": self.model.state_dict(),
-                 "optimizer": self.opt.state_dict(), "data": self.data_state, "rng": rng_state(self.device),
-                 "pack_stats": self.pack.state_dict(),
+                 "optimizer": self.opt.state_dict(), "rng": rng_state(self.device),
                  "interval": dict(self.interval),
                  "timing": {**self.timing, "wall_s": self.timing["wall_s"] + time.perf_counter() - self.t_start},
-                 "final_loss": self.final_loss, "last_metrics": self.last_metrics}
+                 "final_loss": self.final_loss, "last_metrics": self.last_metrics, **self.task.state_dict()}
         save_checkpoint(self.rd.file(CHECKPOINT), state)
 
     # ---- the end
     def _finish(self, status: str, evaluate: bool = False, error: str | None = None) -> dict:
         summary_extra = {}
         if evaluate and self.main:
-            from costlaw.runs.evaluate import evaluate as run_eval
-
             self._log("evaluating")
-            summary_extra = run_eval(self.model, self.cfg, self.corpus, self.device, self.rd, self.tokenizer,
-                                     dtype=self.dtype, log=self._log)
+            summary_extra = self.task.evaluate(self)
         if not self.main:  # rank 0 writes the run directory; the others report how they ended
             return {"run_id": self.cfg.run_id, "status": status, "steps": self.step, "rank": self.rank}
         summary = self._summary(status, error, summary_extra)
@@ -564,35 +532,39 @@ class Trainer:
         tok_s = t["timed_tokens"] / t["timed_s"] if t["timed_s"] > 0 else None
         cost = analytic_costs(cfg.model, cfg.data.seq_len)
         mfu = None
-        if dev.type == "cuda" and tok_s:
+        flops = self.task.flops_per_token()
+        if dev.type == "cuda" and tok_s and flops:
             from costlaw.costmodel.hardware import gpu
 
             try:
                 peak = gpu(torch.cuda.get_device_name(dev)).peak_bf16_flops * self.world
-                mfu = tok_s * cost["c_train_flops_per_token"] / peak
+                mfu = tok_s * flops / peak
             except CostlawError:
                 mfu = None
         peak_bytes, peak_kind = peak_memory(dev)
         corpus = self.corpus
         train_tokens = corpus.train.tokens if corpus is not None else None
         tokens = self.step * cfg.tokens_per_step
+        # one schema for every task: the packing entries are null where a task does not pack
         data = {"corpus_id": corpus.corpus_id if corpus else None, "corpus": cfg.data.corpus,
                 "tokenizer": cfg.data.tokenizer, "train_tokens": train_tokens,
                 "val_tokens": corpus.val.tokens if corpus else None,
                 "epochs": tokens / train_tokens if train_tokens else None,
-                "padding_ratio": self.pack.padding_ratio, "abr": self.pack.abr, "abr_step": self.pack.abr_step,
-                "packing": cfg.data.packing,
-                "doc_mask": cfg.data.doc_mask, "micro_batches": self.pack.n}
-        params = sum(p.numel() for p in self.model.parameters()) if hasattr(self, "model") else None
-        return {"run_id": cfg.run_id, "status": status, "steps": self.step, "total_steps": self.total_steps
-                if hasattr(self, "total_steps") else cfg.total_steps, "tokens": tokens,
+                "padding_ratio": None, "abr": None, "abr_step": None, "packing": None, "doc_mask": None,
+                "micro_batches": None, **self.task.data_summary()}
+        model = getattr(self, "model", None)
+        params = sum(p.numel() for p in model.parameters()) if model is not None else None
+        trained = sum(p.numel() for p in self.params) if hasattr(self, "params") else None
+        return {"run_id": cfg.run_id, "status": status, "task": self.task.name, "steps": self.step,
+                "total_steps": self.total_steps, "tokens": tokens,
                 "final_loss": self.final_loss, "val_loss": extra.get("val_loss"),
                 "tokens_per_s": tok_s, "tokens_per_s_wall": tokens / wall if wall > 0 else None, "mfu": mfu,
                 "peak_memory_bytes": peak_bytes, "peak_memory_kind": peak_kind, "wall_s": wall,
                 "train_s": t["train_s"], "compile_s": t["compile_s"],
                 "kv_bytes_measured": extra.get("kv_bytes_measured"), "error": error,
                 "base_run_id": self.base_run_id, "seed": cfg.seed, "params_measured": params,
-                "costs": cost, "data": data, "env": env_info(str(dev) if dev.type == "cuda" else "cpu")}
+                "params_trained": trained, "costs": cost, "data": data,
+                "env": env_info(str(dev) if dev.type == "cuda" else "cpu")}
 
     def _log(self, line: str):
         if self.main:

@@ -31,6 +31,7 @@ STATUSES = TERMINAL + ("preempted",)
 
 CONFIG, METRICS, EVALS, SUMMARY, DONE = "config.json", "metrics.jsonl", "evals.jsonl", "summary.json", "DONE"
 CHECKPOINT, LOG, LOCK = "checkpoint.pt", "train.log", "trainer.lock"
+CHECKPOINT_HEADER = "checkpoint.json"  # the run id and step of checkpoint.pt, read before its weights
 RUNS = "runs"  # a sweep root keeps run directories in <root>/runs/<run_id>
 
 
@@ -102,7 +103,7 @@ class RunDir:
 
     def reset(self) -> None:
         """Start over: remove everything a previous attempt wrote (a fresh, non-resumed run)."""
-        for name in (DONE, SUMMARY, METRICS, EVALS, CHECKPOINT, CONFIG):
+        for name in (DONE, SUMMARY, METRICS, EVALS, CHECKPOINT, CHECKPOINT_HEADER, CONFIG):
             with contextlib.suppress(FileNotFoundError):
                 self.file(name).unlink()
 

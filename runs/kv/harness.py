@@ -39,6 +39,7 @@ from costlaw.costmodel import KVPolicy, kv_cache_bytes, policy_flops_per_token, 
 from costlaw.costmodel import costs as analytic_costs
 from costlaw.costmodel.core.errors import CostlawError
 from costlaw.costmodel.core.rundir import CHECKPOINT, RunDir, run_path
+from costlaw.costmodel.core.runlock import RunLock
 from costlaw.costmodel.kvpolicy import METHODS, TRAINED_METHODS
 from costlaw.runs.evaluate import peak_bytes, timed_generation
 from costlaw.runs.kv.base import FullCacheModel
@@ -200,8 +201,9 @@ def speed(net, pcfg, module, tokenizer, prompt: torch.Tensor, decode_tokens: int
 
 # ---------------------------------------------------------------- the run directory
 def load_policy_run(path: str | Path, method: str, base_run_id: str) -> tuple[dict, dict, str]:
-    """(module state, options, run id) of a finished policy run trained on the base run."""
-    from costlaw.runs.train import load_checkpoint
+    """(module state, options, run id) of a finished policy run trained on the base run. Its checkpoint is read
+    safely, and only once its header names that run (runs/checkpoint.py)."""
+    from costlaw.runs.checkpoint import load_checkpoint
 
     rd = RunDir(Path(os.path.expanduser(str(path))))
     flag = f"--policy-run {method}"
@@ -217,7 +219,7 @@ def load_policy_run(path: str | Path, method: str, base_run_id: str) -> tuple[di
                            f"{base_run_id}; evaluate it on its own base")
     if not rd.file(CHECKPOINT).exists():
         raise CostlawError(f"{flag}: {str(rd.path)!r} has no {CHECKPOINT}")
-    state = module_state(load_checkpoint(rd.file(CHECKPOINT))["model"])
+    state = module_state(load_checkpoint(rd.file(CHECKPOINT), doc["run_id"], field=flag)["model"])
     opts = {k: v for k, v in kv.items() if k in METHODS[method]}
     return state, opts, doc["run_id"]
 
@@ -282,40 +284,46 @@ def kv_eval_run(base_dir, out_root, methods, keeps, policy_runs: dict | None = N
                              policy_runs=tuple(f"{m}={r}" for m, r in sorted(run_ids.items())))
     tr = dataclasses.replace(base_cfg.train, init_from=str(base_rd.path.resolve()), trainable="all")
     cfg = base_cfg.replace(stage="compress", train=tr, eval=ev, name=base_cfg.name)
+    # the base checkpoint is input like the flags: refused (safely, in one line) before anything is written
+    model = build_model(base_cfg.model, device=dev, dtype=torch.float32)
+    base_id = init_from(model, cfg, field="BASE_RUN_DIR")
+    model.eval()
     rd = RunDir(run_path(out_root, cfg.run_id))
-    rd.reset()
-    rd.write_config(cfg, base_run_id=doc["run_id"], extra={"policy_runs": run_ids})
-    rd.log(f"kv-eval of base {doc['run_id']} at context {T} + {G}: {', '.join(methods)} × keep "
-           f"{', '.join(f'{k:g}' for k in keeps)} on {dev}")
-    corpus = None
+    lock = RunLock(rd.path, role="kv-eval").acquire()  # one writer per run directory, as for training
     try:
-        model = build_model(base_cfg.model, device=dev, dtype=torch.float32)
-        base_id = init_from(model, cfg)
-        model.eval()
-        d = base_cfg.data
-        corpus = load_corpus(d.corpus, d.tokenizer, d.long_docs, progress=False)
-        tokenizer = get_tokenizer(d.tokenizer) if retrieval_samples else None
+        rd.reset()
+        rd.write_config(cfg, base_run_id=doc["run_id"], extra={"policy_runs": run_ids})
+        rd.log(f"kv-eval of base {doc['run_id']} at context {T} + {G}: {', '.join(methods)} × keep "
+               f"{', '.join(f'{k:g}' for k in keeps)} on {dev}")
+        corpus = None
+        try:
+            d = base_cfg.data
+            corpus = load_corpus(d.corpus, d.tokenizer, d.long_docs, progress=False)
+            tokenizer = get_tokenizer(d.tokenizer) if retrieval_samples else None
 
-        def both(line):
-            rd.log(line)
-            log(line)
+            def both(line):
+                rd.log(line)
+                log(line)
 
-        rows = evaluate_policies(model, cfg, corpus, tokenizer, dev, methods, keeps, T, G, samples=samples,
-                                 batch=batch, modules=modules, options=options, retrieval_samples=retrieval_samples,
-                                 decode_tokens=decode_tokens, deadline=deadline, log=both, seed=cfg.seed)
-        for r in rows:
-            rd.append_eval(r["eval"], r["tags"], r["metrics"])
-        summary = _summary(cfg, "completed", None, base_id, run_ids, T, G, samples, corpus, dev, t_start)
-        rd.write_summary(summary)
-        rd.write_done(cfg.run_id, "completed")
-        return {**rd.summary(), "rows": rows, "run_dir": str(rd.path)}
-    except BaseException as e:
-        if not isinstance(e, KeyboardInterrupt):
-            err = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[-1]}"
-            rd.write_summary(_summary(cfg, "failed", err, doc["run_id"], run_ids, T, G, samples, corpus, dev,
-                                      t_start))
-            rd.write_done(cfg.run_id, "failed")
-        raise
+            rows = evaluate_policies(model, cfg, corpus, tokenizer, dev, methods, keeps, T, G, samples=samples,
+                                     batch=batch, modules=modules, options=options,
+                                     retrieval_samples=retrieval_samples, decode_tokens=decode_tokens,
+                                     deadline=deadline, log=both, seed=cfg.seed)
+            for r in rows:
+                rd.append_eval(r["eval"], r["tags"], r["metrics"])
+            summary = _summary(cfg, "completed", None, base_id, run_ids, T, G, samples, corpus, dev, t_start)
+            rd.write_summary(summary)
+            rd.write_done(cfg.run_id, "completed")
+            return {**rd.summary(), "rows": rows, "run_dir": str(rd.path)}
+        except BaseException as e:
+            if not isinstance(e, KeyboardInterrupt):
+                err = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[-1]}"
+                rd.write_summary(_summary(cfg, "failed", err, doc["run_id"], run_ids, T, G, samples, corpus, dev,
+                                          t_start))
+                rd.write_done(cfg.run_id, "failed")
+            raise
+    finally:
+        lock.release()
 
 
 def _summary(cfg, status, error, base_id, run_ids, T, G, samples, corpus, dev, t_start) -> dict:

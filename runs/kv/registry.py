@@ -3,7 +3,8 @@ parameters, and attaching that module to a model so the trainer can find, freeze
 
 A trained method's parameters live in one nn.Module attached to the model as `model.kv_policy` (so they are
 in `model.state_dict()` under `kv_policy.*` and in every checkpoint), and `model.policy_parameters()` returns
-them (what runs.train's `trainable_parameters` and `init_from` look for).
+them (what runs.task's `trainable_parameters` and runs.train's `init_from` look for). How a trained method
+trains is its task, registered with runs.task by runs/kv/tasks.py.
 """
 
 from __future__ import annotations

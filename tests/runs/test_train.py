@@ -16,9 +16,11 @@ import torch
 
 from costlaw.costmodel import ModelConfig, costs
 from costlaw.costmodel.core.errors import ConfigError
-from costlaw.costmodel.core.rundir import CHECKPOINT, RunDir
+from costlaw.costmodel.core.rundir import CHECKPOINT, CHECKPOINT_HEADER, RunDir
 from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
-from costlaw.runs.train import init_from, model_loss, train_run, trainable_parameters
+from costlaw.runs.lm_task import model_loss
+from costlaw.runs.task import trainable_parameters
+from costlaw.runs.train import init_from, train_run
 
 REPO = Path(__file__).resolve().parents[2]
 EMAIL = str(Path(sysconfig.get_paths()["stdlib"]) / "email")  # ~30 real modules: a small, stable corpus
@@ -54,7 +56,7 @@ def test_run_directory_contract(tmp_path):
     s = train_run(cfg, rd, device="cpu", progress=False)
     names = sorted(p.name for p in rd.iterdir())
     assert names == sorted(["config.json", "metrics.jsonl", "evals.jsonl", "summary.json", "DONE", CHECKPOINT,
-                            "train.log"])
+                            CHECKPOINT_HEADER, "train.log"])
     conf = json.loads((rd / "config.json").read_text())
     assert set(conf) == {"format", "run_id", "model_id", "config", "base_run_id", "sweep", "created"}
     assert conf["run_id"] == cfg.run_id and conf["model_id"] == cfg.model.config_id
@@ -158,7 +160,7 @@ def test_kill_and_resume_is_exact(tmp_path):
     os.kill(p.pid, signal.SIGKILL)
     p.communicate()
     assert not (rd / "DONE").exists(), "the run finished before it was killed"
-    killed_at = torch.load(rd / CHECKPOINT, weights_only=False)["step"]
+    killed_at = torch.load(rd / CHECKPOINT, weights_only=True)["step"]
     assert 0 < killed_at < 60
     r = _cli([str(toml), "--out", str(kill_root), "--device", "cpu", "--resume", "--json"])
     out, err = r.communicate(timeout=600)
@@ -169,8 +171,8 @@ def test_kill_and_resume_is_exact(tmp_path):
     assert got["final_loss"] == want["final_loss"]  # bit-identical
     assert got["val_loss"] == want["val_loss"]
     assert got["data"]["abr"] == want["data"]["abr"] and got["data"]["padding_ratio"] == want["data"]["padding_ratio"]
-    a = torch.load(run_dir(ref_root, cfg) / CHECKPOINT, weights_only=False)["model"]
-    b = torch.load(rd / CHECKPOINT, weights_only=False)["model"]
+    a = torch.load(run_dir(ref_root, cfg) / CHECKPOINT, weights_only=True)["model"]
+    b = torch.load(rd / CHECKPOINT, weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert "resumed at step" in (rd / "train.log").read_text()
     assert not list(rd.glob(".*.tmp"))  # a checkpoint torn by the kill is cleaned up on resume
@@ -228,7 +230,7 @@ def test_init_from_loads_weights_and_records_base(tmp_path):
 
     m = build_model(ext.model)
     assert init_from(m, ext) == base.run_id
-    want = torch.load(base_dir / CHECKPOINT, weights_only=False)["model"]
+    want = torch.load(base_dir / CHECKPOINT, weights_only=True)["model"]
     assert all(torch.equal(v, want[k]) for k, v in m.state_dict().items())
     s = train_run(ext, run_dir(tmp_path, ext), device="cpu", progress=False)
     assert s["status"] == "completed" and s["base_run_id"] == base.run_id
