@@ -1,4 +1,8 @@
-"""`costlaw cost`: price one model config at one or more context lengths."""
+"""`costlaw cost`: price one model config at one or more context lengths.
+
+A Hugging Face config.json (`--hf-config`, or a preset generated from one) is priced through costmodel.hf: its
+ModelConfig by the cost model's formulas, plus the parameters its architecture adds (biases, extra norms, experts),
+with every approximation stated in the output."""
 
 from __future__ import annotations
 
@@ -34,9 +38,19 @@ def pattern_flag(name: str) -> str:
 
 
 def add_arguments(p):
-    src = p.add_argument_group("model (a preset, a TOML file, and/or explicit fields; flags override)")
+    from costlaw.costmodel.hardware import GPUS
+    from costlaw.costmodel.hf.families import FAMILIES
+
+    src = p.add_argument_group("model (a preset, a TOML file, a Hugging Face config.json, and/or explicit fields; "
+                               "flags override)")
     src.add_argument("--preset", help="a named config (see --list-presets)")
     src.add_argument("--config", help="a model config TOML, or a run config whose [model] table is used")
+    src.add_argument("--hf-config", metavar="CONFIG_JSON",
+                     help="a Hugging Face config.json of model_type " + ", ".join(FAMILIES) + ". params_total counts "
+                          "every parameter the checkpoint holds; for a mixture of experts FLOPs price the routed "
+                          "experts and params_active counts them (params_total adds the unrouted ones). Sliding "
+                          "windows price as sink_window(0,W) layers; what the cost model does not price is listed "
+                          "under notes. Multi-head latent attention (kv_lora_rank) and non-softmax layers are refused")
     src.add_argument("--list-presets", action="store_true", help="print the preset names and exit")
     for name, (flag, typ) in model_flags().items():
         if typ is bool:
@@ -70,22 +84,57 @@ def add_arguments(p):
                      help="context length T in tokens (repeat or comma-separate; default 8192); 128K/1M accepted")
     out.add_argument("--dtype", default="bf16", help="bf16 | fp16 | fp32 | fp8 for weights and KV cache bytes")
     out.add_argument("--generate", type=int, default=0, help="also price G decoded tokens after the prompt")
-    out.add_argument("--gpu", help="roofline prefill/decode times on this GPU (H100, H200, A100, A800, RTX-4090)")
+    out.add_argument("--gpu", help=f"roofline prefill/decode times on this GPU ({', '.join(GPUS)})")
     out.add_argument("--json", action="store_true", help="one JSON object (a list for several contexts)")
     out.add_argument("--toml", action="store_true", help="print the resolved model config as TOML and exit")
 
 
-def resolve_config(args):
-    """The ModelConfig named by --config/--preset and the field and layout flags."""
+def resolve_model(args):
+    """(ModelConfig, HFModel or None) named by --config/--preset/--hf-config and the field and layout flags; the
+    HFModel (a Hugging Face config or a preset made from one) carries the same ModelConfig."""
     from costlaw.costmodel import ConfigError
 
     try:
-        return _resolve(args)
+        cfg, hf = _resolve(args)
+        if hf is not None:
+            hf = hf.with_config(cfg)
+            hf.arch.unrouted(cfg)  # an override the experts cannot split is refused here, under its flag
+        return cfg, hf
     except ConfigError as e:
         flags = model_flags()
         if e.field in flags:
             raise ConfigError(flags[e.field][0], e.problem) from None
         raise
+
+
+def _read_config(path: Path):
+    """A model TOML; a Hugging Face config.json given here is named as one instead of failing as TOML."""
+    from costlaw.costmodel import ConfigError, ModelConfig
+
+    text = path.read_text()
+    try:
+        return ModelConfig.from_toml(text)
+    except ConfigError as e:
+        if e.field != "toml":
+            raise
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            raise e from None
+        if isinstance(doc, dict) and ("model_type" in doc or "architectures" in doc):
+            raise ConfigError("--config", f"{str(path)!r} is a Hugging Face config.json, not a costlaw TOML; pass it "
+                                          "as --hf-config") from None
+        raise
+
+
+def _read_hf(path: str):
+    from costlaw.costmodel import ConfigError
+    from costlaw.costmodel.hf import read_hf_config
+
+    try:
+        return read_hf_config(path)
+    except ConfigError as e:
+        raise (ConfigError("--hf-config", e.problem) if e.field == "hf_config" else e.under("--hf-config")) from None
 
 
 def _sparse_pattern(args):
@@ -111,16 +160,24 @@ def _sparse_pattern(args):
 def _resolve(args):
     from costlaw.costmodel import ConfigError, KVPolicy, ModelConfig, hybrid_layout, preset
     from costlaw.costmodel.config import REQUIRED
+    from costlaw.costmodel.presets import HF_MODELS
 
+    given = [flag for flag, v in (("--config", args.config), ("--preset", args.preset),
+                                  ("--hf-config", args.hf_config)) if v]
+    if len(given) > 1:
+        raise ConfigError(given[1], f"give one of --config, --preset or --hf-config, not {' and '.join(given)}")
+    hf = None
     if args.config:
         path = Path(args.config)
         if not path.is_file():
             raise ConfigError("--config", f"no such file {args.config!r}")
-        cfg = ModelConfig.from_toml(path.read_text())
-        if args.preset:
-            raise ConfigError("--preset", "give --preset or --config, not both")
+        cfg = _read_config(path)
+    elif args.hf_config:
+        hf = _read_hf(args.hf_config)
+        cfg = hf.config
     elif args.preset:
         cfg = preset(args.preset)
+        hf = HF_MODELS.get(args.preset)
     else:
         cfg = None
     fields = {k: getattr(args, k) for k in model_flags() if getattr(args, k) is not None}
@@ -160,24 +217,31 @@ def _resolve(args):
             flag = {"kv_policy.keep": "--kv-keep", "kv_policy.budget": "--kv-budget",
                     "kv_policy.method": "--kv-method"}.get(e.field, e.field)
             raise ConfigError(flag, e.problem) from None
-    return cfg
+    return cfg, hf
 
 
 def main(args) -> int:
     from costlaw.costmodel import costs, preset_names
     from costlaw.costmodel.core.errors import ConfigError
+    from costlaw.costmodel.costs import dtype_bytes
+    from costlaw.costmodel.hf import hf_costs
 
     if args.list_presets:
         print("\n".join(preset_names()))
         return 0
-    cfg = resolve_config(args)
-    if args.toml:
+    cfg, hf = resolve_model(args)
+    if args.toml:  # the cost model's config alone: what an HF architecture adds is not a ModelConfig field
         print(cfg.to_toml(), end="")
         return 0
     contexts = [parse_tokens(c) for arg in (args.context or ["8192"]) for c in arg.split(",") if c.strip()]
     if args.generate < 0:
         raise ConfigError("--generate", f"must be >= 0, got {args.generate}")
-    rows = [costs(cfg, T, dtype=args.dtype, generate=args.generate, gpu=args.gpu) for T in contexts]
+    price = hf_costs if hf is not None else costs
+    rows = [price(hf if hf is not None else cfg, T, dtype=args.dtype, generate=args.generate, gpu=args.gpu)
+            for T in contexts]
+    per_token = 2 * cfg.kv_dim * dtype_bytes(args.dtype)  # K and V of one token in one layer
+    for r in rows:
+        r["kv_bytes_per_layer"] = [t * per_token for t in r["kv_tokens_per_layer"]]
     if args.json:
         for r in rows:
             r["config"] = cfg.to_dict()
@@ -192,7 +256,17 @@ def main(args) -> int:
     if cfg.kv_policy is not None:
         print(f"kv policy {cfg.kv_policy.to_dict()}")
     print(f"params total {r0['params_total']:,}  non-embedding {r0['params_non_embedding']:,}"
+          + (f"  active {r0['params_active']:,}" if "params_active" in r0 else "")
           + (f"  policy {r0['params_policy']:,}" if r0["params_policy"] else ""))
+    if hf is not None:
+        h = r0["hf"]
+        added = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in
+                          {**h["params_extra"], **({"unrouted experts": h["params_unrouted"]}
+                                                   if "params_unrouted" in h else {})}.items())
+        print(f"hf {h['model_type']}: {h['source']}; cost model {h['params_modelled']:,}"
+              + (f" + {added}" if added else ""))
+        for note in h["notes"]:
+            print(f"  note: {note}")
     out = []
     for r in rows:
         row = {"context": r["context"], "C_infer FLOP/tok": si(r["c_infer_flops_per_token"]),

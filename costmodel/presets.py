@@ -1,7 +1,9 @@
 """Named model configs in one table, and overrides on top of them.
 
-Public models are transcribed from their released config.json. The GQA paper's MHA ladder is stated once
-here, in `PAPER_LADDER`: its Table 9 shapes are the `gqa-*` presets, and analysis/shape.py takes its
+Public models are generated from the Hugging Face configs shipped as data (costmodel/data/hf, read by
+costmodel.hf): one preset per config.json, named as in its published.toml, whose `HF_MODELS` entry keeps what the
+architecture adds beyond ModelConfig (biases, extra norms, experts) for `costlaw cost`. The GQA paper's MHA ladder
+is stated once here, in `PAPER_LADDER`: its Table 9 shapes are the `gqa-*` presets, and analysis/shape.py takes its
 aspect-ratio anchors from the whole ladder (Table 9, then App. B.1's Table 7 above 1.2B). Every ladder
 shape has d_h = 64, V = 50,304, tied embeddings, RoPE θ = 5e5, d_ff = 8d/3 rounded to the nearest multiple
 of 32, and MHA heads n_h = n_kv = d / 64 as trained there.
@@ -9,8 +11,9 @@ of 32, and MHA heads n_h = n_kv = d / 64 as trained there.
 
 from __future__ import annotations
 
-from costlaw.costmodel.config import ModelConfig, hybrid_layout
+from costlaw.costmodel.config import ModelConfig
 from costlaw.costmodel.core.errors import ConfigError
+from costlaw.costmodel.hf import HFModel, shipped
 
 # (label, L, d, table) of the GQA paper's ladder; "1.2b" is the nominal label (its N is 1.02B)
 PAPER_LADDER: tuple[tuple[str, int, int, str], ...] = (
@@ -34,25 +37,12 @@ def paper_config(n_layers: int, d_model: int) -> ModelConfig:
                        ffn_dim=paper_ffn(d_model), vocab_size=50304, tied_embeddings=True, rope_theta=5e5)
 
 
+# name -> the shipped Hugging Face model (its ModelConfig is the preset; the rest prices what ModelConfig lacks)
+HF_MODELS: dict[str, HFModel] = {s.name: s.model for s in shipped()}
+
 # name -> (config, source)
 PRESETS: dict[str, tuple[ModelConfig, str]] = {
-    "llama-3.2-1b": (ModelConfig(d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8, head_dim=64, ffn_dim=8192,
-                                 vocab_size=128256, tied_embeddings=True, rope_theta=5e5),
-                     "meta-llama/Llama-3.2-1B config.json"),
-    "llama-3.1-8b": (ModelConfig(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, head_dim=128, ffn_dim=14336,
-                                 vocab_size=128256, tied_embeddings=False, rope_theta=5e5),
-                     "meta-llama/Llama-3.1-8B config.json"),
-    "llama-2-7b": (ModelConfig(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, head_dim=128, ffn_dim=11008,
-                               vocab_size=32000, tied_embeddings=False, rope_theta=1e4),
-                   "meta-llama/Llama-2-7b-hf config.json"),
-    # v0.1 as released: every layer a 4096-token sliding window (config.json "sliding_window": 4096)
-    "mistral-7b": (ModelConfig(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, head_dim=128, ffn_dim=14336,
-                               vocab_size=32000, tied_embeddings=False, rope_theta=1e4,
-                               layout=hybrid_layout(32, "sink_window(0,4096)", full_layer_ids=())),
-                   "mistralai/Mistral-7B-v0.1 config.json (sliding_window 4096)"),
-    "mistral-7b-v0.3": (ModelConfig(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, head_dim=128,
-                                    ffn_dim=14336, vocab_size=32768, tied_embeddings=False, rope_theta=1e6),
-                        "mistralai/Mistral-7B-v0.3 config.json (no sliding window)"),
+    **{name: (m.config, m.source) for name, m in HF_MODELS.items()},
     **{f"gqa-{label}": (paper_config(L, d), f"Chen et al. 2025, {table} ({label}: L={L}, d={d})")
        for label, L, d, table in PAPER_LADDER if table == "Table 9"},
 }

@@ -93,7 +93,10 @@ def test_cost_cli_offers_it(landmarks, capsys):
     assert main(args + ["--recent", "6", "--every", "5"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["config"]["layout"] == [f"{SPEC}*1", "full*1", f"{SPEC}*1"]
-    assert got == {**costs(model_config(landmarks), 64, dtype="fp32"), "config": model_config(landmarks).to_dict()}
+    want = costs(model_config(landmarks), 64, dtype="fp32")
+    per_token = 2 * 2 * 8 * 4  # K and V of 2 KV heads of 8 values in fp32
+    assert got == {**want, "kv_bytes_per_layer": [t * per_token for t in want["kv_tokens_per_layer"]],
+                   "config": model_config(landmarks).to_dict()}
     assert main(args + ["--every", "5"]) == 2  # the pattern gives its parameters no default
     assert capsys.readouterr().err == "costlaw cost: error: --recent: missing; landmarks is landmarks(RECENT,EVERY)\n"
 
