@@ -28,6 +28,7 @@ VERBS = {
     "kv-eval": "evaluate KV-cache policies on a trained run across keep ratios",
     "calibrate": "fit measured GPU inference time and memory per family into rates for recommend --calibration",
     "compare-hybrid": "a dense and a hybrid extension of one checkpoint side by side: loss, retrieval, speed vs ideal",
+    "export": "write a finished run as a Hugging Face checkpoint (config.json + model.safetensors) transformers loads",
 }
 
 
