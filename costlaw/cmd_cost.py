@@ -39,14 +39,15 @@ def pattern_flag(name: str) -> str:
 
 def add_arguments(p):
     from costlaw.costmodel.hardware import GPUS
-    from costlaw.costmodel.hf.families import FAMILIES
+    from costlaw.costmodel.hf.families import FAMILIES, TEXT_MODEL_TYPES
 
     src = p.add_argument_group("model (a preset, a TOML file, a Hugging Face config.json, and/or explicit fields; "
                                "flags override)")
     src.add_argument("--preset", help="a named config (see --list-presets)")
     src.add_argument("--config", help="a model config TOML, or a run config whose [model] table is used")
     src.add_argument("--hf-config", metavar="CONFIG_JSON",
-                     help="a Hugging Face config.json of model_type " + ", ".join(FAMILIES) + ". params_total counts "
+                     help="a Hugging Face config.json of model_type " + ", ".join(FAMILIES) + " (or "
+                          + ", ".join(TEXT_MODEL_TYPES) + ": its text_config). params_total counts "
                           "every parameter the checkpoint holds; for a mixture of experts FLOPs price the routed "
                           "experts and params_active counts them (params_total adds the unrouted ones). Sliding "
                           "windows price as sink_window(0,W) layers; what the cost model does not price is listed "
