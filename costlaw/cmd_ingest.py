@@ -5,13 +5,31 @@ from __future__ import annotations
 import json
 import sys
 
+from costlaw.costmodel.core.exitcodes import FAILED, INPUT, OK
+
 
 def add_arguments(p):
+    import argparse
+
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = (
+        "Every run is ingested on its own: a run whose files break the format (docs/run-directory.md) is reported\n"
+        "with its file, key and problem, and every other run is still committed.\n\n"
+        "exit status (costmodel/core/exitcodes.py):\n"
+        f"  {OK}  every finished run under --root is in the results file (new, replaced or unchanged); runs still\n"
+        "     going (incomplete) and copies skipped for a newer one do not count against it\n"
+        f"  {FAILED}  the good runs were committed, but some were not: a corrupt run (DONE written,\n"
+        "     files broken) or a place under --root that could not be searched (a broken symlink, no permission)\n"
+        f"  {INPUT}  refused before writing: a bad --root or --db (e.g. a DuckDB file that is not a costlaw store) or\n"
+        "     another writer holding the file past --wait; or the database failed to write (disk full): the\n"
+        "     batches committed before the failure stay, a batch is never half written\n\n"
+        "symlinks: symlinked directories (a runs/ on a scratch disk) are followed; each real directory is read\n"
+        "once, and a link back into what was already read is reported as skipped")
     p.add_argument("--root", required=True, help="directory to scan (recursively) for run directories")
     p.add_argument("--db", required=True, help="the DuckDB results file (created if absent)")
     p.add_argument("--wait", type=float, default=10.0,
                    help="seconds to wait for another ingest or reader to let go of the file (default 10)")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object (same exit status)")
 
 
 def main(args) -> int:
@@ -22,17 +40,21 @@ def main(args) -> int:
         print(f"ingest: {line}", file=sys.stderr)
 
     report = ingest(args.root, args.db, wait=args.wait, progress=progress)
+    status = FAILED if report.failed else OK
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
-        return 0
+        return status
     if report.migrated_from == 0:
         print(f"created {args.db} (schema version {report.schema_version})")
     elif report.migrated_from != report.schema_version:
         print(f"schema upgraded from version {report.migrated_from} to {report.schema_version}")
     for title, items in (("incomplete (skipped)", report.incomplete), ("corrupt (skipped)", report.corrupt),
-                         ("skipped", report.skipped)):
+                         ("skipped", report.skipped), ("unreadable (not searched)", report.unreadable)):
         if items:
             print(f"{title}:")
             print(table([{"dir": i["dir"], "run_id": i["run_id"], "reason": i["reason"]} for i in items]))
     print(report.line())
-    return 0
+    if report.failed:
+        print(f"costlaw ingest: {len(report.corrupt)} corrupt runs and {len(report.unreadable)} unreadable places "
+              f"were not ingested (listed above); the other runs were committed", file=sys.stderr)
+    return status

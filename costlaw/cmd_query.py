@@ -28,7 +28,13 @@ def add_arguments(p):
                 "  schema_version  the migrations applied\n\nviews:\n" + describe() + "\n\n"
                 "closed_loop: loss = val_loss, else final_loss (what the laws were fitted to); inside = loss within\n"
                 "  [predicted_lo, predicted_hi]; error = loss - predicted_loss; rel_error = error / predicted_loss;\n"
-                "  a recommendation not trained yet has one row with NULL run columns\n\nexamples:\n"
+                "  a recommendation not trained yet has one row with NULL run columns\n\n"
+                "what a query may do: read the results file and nothing else. One read-only statement is run on a\n"
+                "  read-only connection with DuckDB's external access off, so read_csv, read_parquet, read_text,\n"
+                "  glob, ATTACH, COPY and extensions are refused: a statement from a report or a colleague cannot\n"
+                "  read your files. To join the results with another file, load both in Python (polars, pandas).\n"
+                "  Errors (a refused statement, a failed cast while rows are fetched) are one line, exit 2.\n\n"
+                "examples:\n"
                 "  costlaw query --db results.duckdb \"SELECT n_heads, n_kv_heads, avg(final_loss) "
                 "FROM run_summary GROUP BY ALL\"\n"
                 "  costlaw query --db results.duckdb \"SELECT * FROM closed_loop\"")
@@ -52,8 +58,9 @@ def _json_default(v):
 
 
 def main(args) -> int:
-    from costlaw.analysis.store.query import list_objects, query_arrow, query_rows
+    from costlaw.analysis.store.query import list_objects, query_arrow, query_rows, sql_errors
     from costlaw.costmodel.core.errors import CostlawError
+    from costlaw.costmodel.core.files import clean_json
     from costlaw.costmodel.core.units import table
 
     if args.out:
@@ -72,7 +79,8 @@ def main(args) -> int:
 
         result = query_arrow(args.db, args.sql, wait=args.wait)
         buf = io.BytesIO()
-        pq.write_table(result, buf)
+        with sql_errors():  # a type Parquet has no form for (a union, an interval)
+            pq.write_table(result, buf)
         _write(args.out, buf.getvalue())
         return 0
     cols, rows = query_rows(args.db, args.sql, wait=args.wait)
@@ -80,7 +88,9 @@ def main(args) -> int:
         text = (table([dict(zip(cols, r)) for r in rows], columns=cols) if rows
                 else f"(no rows; columns: {', '.join(cols)})") + "\n"
     elif args.format == "json":
-        text = json.dumps([dict(zip(cols, r)) for r in rows], default=_json_default) + "\n"
+        # strict JSON: NaN and infinities are null, as everywhere in costlaw
+        text = json.dumps(clean_json([dict(zip(cols, r)) for r in rows]), default=_json_default,
+                          allow_nan=False) + "\n"
     else:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")

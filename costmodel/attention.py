@@ -211,6 +211,8 @@ def pattern_params(spec) -> dict:
 
 
 FULL = Full()
+# far beyond any real model; a larger count is a typo (or a hostile file) and would build a tuple that long
+MAX_LAYERS = 100_000
 
 
 def forms() -> str:
@@ -274,5 +276,7 @@ def decode_layout(items, field: str = "layout") -> tuple[Pattern, ...]:
             raise ConfigError(field, f"bad repeat count in {item!r}; write e.g. full*4") from None
         if n < 1:
             raise ConfigError(field, f"repeat count must be >= 1 in {item!r}")
+        if len(layers) + n > MAX_LAYERS:
+            raise ConfigError(field, f"more than {MAX_LAYERS} layers (at {str(item)[:40]!r}); check the repeat counts")
         layers.extend([parse_spec(text, field)] * n)
     return tuple(layers)

@@ -17,7 +17,7 @@ import tomllib
 import typing
 from dataclasses import dataclass
 
-from costlaw.costmodel.attention import FULL, Full, Pattern, decode_layout, encode_layout, parse_spec
+from costlaw.costmodel.attention import FULL, MAX_LAYERS, Full, Pattern, decode_layout, encode_layout, parse_spec
 from costlaw.costmodel.core.errors import ConfigError
 from costlaw.costmodel.core.validate import bounded, conform, integer
 from costlaw.costmodel.kvpolicy import KVPolicy
@@ -27,7 +27,7 @@ from costlaw.costmodel.kvpolicy import KVPolicy
 class ModelConfig:
     # every size is a whole number >= 1; `conform` checks each field against its type hint and range
     d_model: int = bounded(lo=1)
-    n_layers: int = bounded(lo=1)
+    n_layers: int = bounded(lo=1, hi=MAX_LAYERS)
     n_heads: int = bounded(lo=1)
     n_kv_heads: int = bounded(lo=1)
     head_dim: int = bounded(lo=1)

@@ -4,8 +4,10 @@ The model columns come from `costmodel.ModelConfig.from_dict(config["model"])`: 
 (named by its type hints), its derived properties (family, n_full_layers, sparse_patterns), its first sparse
 pattern's parameters (`sparse_params`) and its KV policy's fields. Layouts are never re-parsed here, and no
 pattern or field is listed by hand: a new attention pattern is recorded without a schema change.
-Every value is checked against its column's type; a wrong one makes the run corrupt, with the file
-and key named, rather than a silently NULL or mangled cell.
+Every value is checked against its column's type; a wrong one (a string for a number, a whole number beyond
+64 bits, a number beyond a float's range) makes the run corrupt, with the file and key named, rather than a
+silently NULL or mangled cell. NaN and infinities in a float column are null: the writers record a value that
+could not be measured (a diverged run's loss) that way.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import math
 import typing
 
+from costlaw.analysis.store.reading import Corrupt, OutOfRange
 from costlaw.costmodel import KVPolicy, ModelConfig, costs
 from costlaw.costmodel.attention import encode_layout, pattern_params
 from costlaw.costmodel.config import SCALAR_FIELDS
@@ -22,11 +25,6 @@ from costlaw.costmodel.core.errors import ConfigError
 from costlaw.costmodel.core.files import clean_json
 from costlaw.costmodel.core.rundir import run_id_of
 from costlaw.costmodel.core.validate import optional_arm
-
-
-class Corrupt(Exception):
-    """A run directory that does not follow the format; the message is the reason."""
-
 
 INT, FLOAT, STR, BOOL, JSON, INTS = "int", "float", "str", "bool", "json", "int[]"
 
@@ -101,35 +99,51 @@ def coerce(value, typ: str, where: str):
     """`value` as `typ`, or Corrupt naming `where` (file: key)."""
     if value is None:
         return None
+    if isinstance(value, OutOfRange):
+        raise Corrupt(f"{where}: {value[:40]} is beyond the range of a 64-bit float")
     if typ == INT:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise Corrupt(f"{where}: expected a whole number, got {value!r}")
+            raise Corrupt(f"{where}: expected a whole number, got {_short(value)}")
         if not -(2**63) <= value < 2**63:
-            raise Corrupt(f"{where}: {value} does not fit a 64-bit integer")
+            raise Corrupt(f"{where}: {_short(value)} does not fit a 64-bit integer")
         return value
     if typ == FLOAT:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise Corrupt(f"{where}: expected a number, got {value!r}")
-        return float(value)
+            raise Corrupt(f"{where}: expected a number, got {_short(value)}")
+        try:
+            value = float(value)
+        except OverflowError:
+            raise Corrupt(f"{where}: {_short(value)} is beyond the range of a 64-bit float") from None
+        return value if math.isfinite(value) else None  # NaN / infinity: "no value", as the writers record it
     if typ == STR:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = isinstance(value, int) and not isinstance(value, bool)
+        if number or (isinstance(value, float) and math.isfinite(value)):
             return str(value)  # e.g. a Slurm job id written as a number
         if not isinstance(value, str):
-            raise Corrupt(f"{where}: expected a string, got {value!r}")
+            raise Corrupt(f"{where}: expected a string, got {_short(value)}")
         return value
     if typ == BOOL:
         if not isinstance(value, bool):
             raise Corrupt(f"{where}: expected true or false, got {value!r}")
         return value
     if typ == JSON:
-        return value if isinstance(value, str) else canonical_json(value)
+        return value if isinstance(value, str) else canonical_json(clean_json(value))
     if typ == INTS:
         if not isinstance(value, list):
-            raise Corrupt(f"{where}: expected a list of whole numbers, got {value!r}")
+            raise Corrupt(f"{where}: expected a list of whole numbers, got {_short(value)}")
         return [coerce(v, INT, where) for v in value]
     raise AssertionError(typ)
+
+
+def _short(value) -> str:
+    """`value` for a one-line reason: a 4,000-digit number or a long list is cut to its start."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        digits = str(abs(value))
+        return f"{'-' if value < 0 else ''}{digits[:6]}...({len(digits)} digits)"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def canonical_json(obj) -> str:
@@ -190,7 +204,8 @@ def run_row(doc: dict, summary: dict, *, source_dir: str, done_mtime_ns: int, fi
     for col, (key, typ) in _TRAIN.items():
         row[col] = coerce(train.get(key), typ, f"config.json: config.train.{key}")
     if row["seq_len"] and row["batch_size"]:
-        row["tokens_per_step"] = row["seq_len"] * row["batch_size"] * (row["grad_accum"] or 1)
+        row["tokens_per_step"] = coerce(row["seq_len"] * row["batch_size"] * (row["grad_accum"] or 1), INT,
+                                        "config.json: config.data.seq_len x train.batch_size x train.grad_accum")
     row["status"] = coerce(summary.get("status"), STR, "summary.json: status")
     for col, typ in _SUMMARY:
         row[col] = coerce(summary.get(col), typ, f"summary.json: {col}")
@@ -203,10 +218,7 @@ def run_row(doc: dict, summary: dict, *, source_dir: str, done_mtime_ns: int, fi
         values = _section(summary, section, "summary.json")
         for col, (key, typ) in columns.items():
             row[col] = coerce(values.get(key), typ, f"summary.json: {section}.{key}")
-    row.update(config_json=canonical_json(doc), summary_json=canonical_json(clean_json(summary)),
+    row.update(config_json=canonical_json(clean_json(doc)), summary_json=canonical_json(clean_json(summary)),
                source_dir=source_dir, done_mtime_ns=done_mtime_ns, fingerprint=fingerprint)
-    for col in ("final_loss", "val_loss"):
-        if row[col] is not None and not math.isfinite(row[col]):
-            row[col] = None  # a diverged run's NaN loss is "no loss", as the writers record it
     return row
 

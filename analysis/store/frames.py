@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from costlaw.analysis.store.lock import DEFAULT_WAIT_S
-from costlaw.analysis.store.query import connect_readonly, execute
+from costlaw.analysis.store.query import connect_readonly, execute, sql_errors
 from costlaw.costmodel.core.errors import CostlawError
 
 ENGINES = ("polars", "pandas")
@@ -16,7 +16,8 @@ def query_df(db, sql: str, engine: str = "polars", wait: float = DEFAULT_WAIT_S)
     con = connect_readonly(db, wait)
     try:
         result = execute(con, sql)
-        return result.pl() if engine == "polars" else result.df()
+        with sql_errors():
+            return result.pl() if engine == "polars" else result.df()
     finally:
         con.close()
 

@@ -56,15 +56,17 @@ def write_lock(db: Path, wait: float = DEFAULT_WAIT_S):
 
 
 def connect(db: Path, read_only: bool, wait: float = DEFAULT_WAIT_S, config: dict | None = None):
-    """duckdb.connect, retrying while another process holds the file (bounded by `wait` seconds)."""
+    """duckdb.connect, retrying while another process holds the file (bounded by `wait` seconds). A writer's
+    connection is refused unless the file is a costlaw store or empty (`check_store`)."""
     deadline = time.monotonic() + wait
     delay = 0.02
     while True:
         try:
-            return duckdb.connect(str(db), read_only=read_only, config=config or {})
+            con = duckdb.connect(str(db), read_only=read_only, config=config or {})
+            break
         except duckdb.IOException as e:
             if "lock" not in str(e).lower():
-                raise CostlawError(f"--db: cannot open {db} ({str(e).splitlines()[0]}); "
+                raise CostlawError(f"--db: cannot open {db} ({_first_line(e)}); "
                                    "check that it is a costlaw results file") from None
             if time.monotonic() >= deadline:
                 who = "an ingest" if read_only else "another process"
@@ -72,6 +74,39 @@ def connect(db: Path, read_only: bool, wait: float = DEFAULT_WAIT_S, config: dic
                                    "and retry, or give a longer --wait") from None
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
+        except duckdb.Error as e:  # not a DuckDB file, a damaged one, one from another DuckDB version
+            raise CostlawError(f"--db: cannot open {db} ({_first_line(e)}); "
+                               "check that it is a costlaw results file") from None
+    if not read_only:
+        try:
+            check_store(con, db)
+        except BaseException:
+            con.close()
+            raise
+    return con
+
+
+def check_store(con, db) -> None:
+    """Refuse a database that holds tables or views of its own but no costlaw schema: writing our tables beside
+    them would change a file that is not ours."""
+    from costlaw.analysis.store.schema import version
+
+    if version(con):
+        return
+    names = [r[0] for r in con.execute("""
+        SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND NOT temporary
+        UNION ALL SELECT view_name FROM duckdb_views()
+         WHERE database_name = current_database() AND NOT internal AND NOT temporary
+        ORDER BY 1""").fetchall()]
+    if names:
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise CostlawError(f"--db: {db} is a DuckDB file of something else ({shown}; no costlaw schema_version); "
+                           "give a new file or a costlaw results file")
+
+
+def _first_line(e: Exception) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 def _holder(e: Exception) -> str:

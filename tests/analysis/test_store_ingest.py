@@ -1,5 +1,6 @@
 """costlaw ingest: classification, idempotence, replacement of requeued runs, views, migrations, fits, locks."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -205,7 +206,7 @@ def test_preempted_run_is_incomplete(root, tmp_path):
 
 # ---------------------------------------------------------------- corrupt runs
 def _break(kind):
-    def edit(d: Path):
+    def edit(d: Path) -> Path:
         p = {"config": d / "config.json", "summary": d / "summary.json", "done": d / "DONE",
              "metrics": d / "metrics.jsonl", "evals": d / "evals.jsonl"}
         if kind == "config_not_json":
@@ -251,8 +252,10 @@ def _break(kind):
             p["config"].write_text(json.dumps(doc))
             for f in (p["summary"], p["done"]):
                 f.write_text(f.read_text().replace(d.name, doc["run_id"]))
+            return d.rename(d.parent / doc["run_id"])  # a run lives in the directory named by its id
         else:
             raise AssertionError(kind)
+        return d
     return edit
 
 
@@ -261,8 +264,8 @@ CORRUPTIONS = {
     "done_status_not_terminal": "DONE: status", "summary_missing": "summary.json: missing",
     "summary_status_disagrees": "summary.json: status", "summary_id_mismatch": "summary.json: run_id",
     "summary_wrong_type": "summary.json: final_loss: expected a number",
-    "metrics_torn_last_line": "metrics.jsonl: line 21 is not valid JSON",
-    "metrics_wrong_type": "metrics.jsonl: line 21: loss must be a number", "metrics_no_step": "line 21 has no step",
+    "metrics_torn_last_line": "metrics.jsonl: line 21: not valid JSON",
+    "metrics_wrong_type": "metrics.jsonl: line 21: loss: expected a number", "metrics_no_step": "line 21 has no step",
     "evals_bad_line": "evals.jsonl: line", "run_id_not_config_hash": "is not the hash of its config",
     "model_id_mismatch": "model_id 000000000000 disagrees", "model_config_invalid": "model.n_kv_heads",
 }
@@ -271,8 +274,7 @@ CORRUPTIONS = {
 @pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
 def test_corrupt_run_is_reported_and_skipped(kind, root, tmp_path):
     good = write_run(root, cfg(4, 4).to_dict())
-    bad = write_run(root, cfg(4, 1).to_dict())
-    _break(kind)(bad)
+    bad = _break(kind)(write_run(root, cfg(4, 1).to_dict()))
     db = tmp_path / "r.duckdb"
     rep = ingest(root, db)
     assert rep.ingested == [good.name]
@@ -410,3 +412,49 @@ def test_cli_ingest(root, tmp_path):
     assert rep["unchanged"] == [cfg().run_id] and rep["incomplete"][0]["dir"] == str(d)
     out = run("--root", str(tmp_path / "nope"), "--db", str(db))
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--root: no such directory" in out.stderr
+
+
+# ---------------------------------------------------------------- what the database itself refuses
+def test_a_run_the_database_refuses_is_left_out_alone(root, tmp_path, monkeypatch):
+    ingest_module = importlib.import_module("costlaw.analysis.store.ingest")
+    dirs = [write_run(root, cfg(4, kv, s).to_dict()) for kv in (1, 2, 4) for s in (0, 1)]
+    refused = dirs[3].name
+    real = ingest_module._write
+
+    def write(con, rows, *args, **kw):  # a value that passed every check but the database's
+        if any(r["run_id"] == refused for r in rows):
+            raise duckdb.ConstraintException(f"Constraint Error: run {refused} refused\nsecond line")
+        return real(con, rows, *args, **kw)
+
+    monkeypatch.setattr(ingest_module, "_write", write)
+    db = tmp_path / "r.duckdb"
+    rep = ingest(root, db)
+    assert sorted(rep.ingested) == sorted(d.name for d in dirs if d.name != refused)
+    assert rep.corrupt == [{"dir": str(dirs[3]), "run_id": refused,
+                            "reason": f"the database refused its rows (Constraint Error: run {refused} refused)"}]
+    assert rows(db, "SELECT count(*) AS n, count(DISTINCT run_id) AS r FROM steps") == [{"n": 5 * 20, "r": 5}]
+    assert rep.steps_rows == 5 * 20 and rep.evals_rows == rows(db, "SELECT count(*) AS n FROM evals")[0]["n"]
+
+
+def test_a_failing_database_stops_the_ingest_in_one_line(root, tmp_path, monkeypatch):
+    ingest_module = importlib.import_module("costlaw.analysis.store.ingest")
+    for s in range(4):
+        write_run(root, cfg(4, 1, s).to_dict())
+    calls = []
+    real = ingest_module._write
+
+    def write(con, rows, *args, **kw):  # the disk fills up during the second batch
+        calls.append(len(rows))
+        if len(calls) > 1:
+            raise duckdb.IOException("IO Error: No space left on device")
+        return real(con, rows, *args, **kw)
+
+    monkeypatch.setattr(ingest_module, "_write", write)
+    db = tmp_path / "r.duckdb"
+    with pytest.raises(CostlawError) as e:
+        ingest(root, db, batch_bytes=1)  # one run per batch
+    assert str(e.value).startswith(f"--db: writing {db} failed (IO Error: No space left on device); 1 runs were "
+                                   "committed before it")
+    assert calls == [1, 1]  # not retried run by run: it is not one run's data
+    assert rows(db, "SELECT count(*) AS n FROM runs") == [{"n": 1}]  # the first batch, whole
+    assert rows(db, "SELECT count(DISTINCT run_id) AS n FROM steps") == [{"n": 1}]

@@ -223,3 +223,55 @@ def test_time_zone_values_print_as_text(db, cli):
     assert out.returncode == 0, out.stderr
     [row] = json.loads(out.stdout)
     assert row["x"] == 1 and isinstance(row["t"], str) and row["t"].startswith("2026-01-0")  # in the local zone
+
+
+# ---------------------------------------------------------------- local files, errors while fetching
+FILE_READS = {
+    "read_csv": "SELECT * FROM read_csv('{secret}')",
+    "replacement_scan": "SELECT * FROM '{secret}'",
+    "read_text": "SELECT * FROM read_text('{secret}')",
+    "read_blob": "SELECT * FROM read_blob('{secret}')",
+    "read_json": "SELECT * FROM read_json_auto('{secret}')",
+    "sniff_csv": "SELECT * FROM sniff_csv('{secret}')",
+    "glob": "SELECT * FROM glob('{dir}/*')",
+    "read_parquet": "SELECT * FROM read_parquet('{dir}/*.parquet')",
+    "passwd": "SELECT * FROM read_csv('/etc/passwd', sep = ':')",
+}
+
+
+@pytest.mark.parametrize("form", sorted(FILE_READS))
+def test_queries_read_no_file_but_the_results(form, db, tmp_path, cli):
+    secret = tmp_path / "secret.csv"
+    secret.write_text("token\nhunter2\n")
+    out = cli("--db", db, FILE_READS[form].format(secret=secret, dir=tmp_path), "--format", "csv")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert "SQL: Permission Error" in out.stderr and "hunter2" not in out.stdout + out.stderr
+    with pytest.raises(CostlawError, match="Permission Error"):
+        query_df(db, FILE_READS[form].format(secret=secret, dir=tmp_path))
+
+
+@pytest.mark.parametrize("sql,says", [
+    ("SELECT cast('x' AS INTEGER) AS v", "Could not convert string 'x'"),
+    ("SELECT error('boom') AS v", "boom"),
+    ("SELECT * FROM force_checkpoint()", "CHECKPOINT"),
+    ("SELECT CASE WHEN step > 5 THEN cast('y' AS DOUBLE) END FROM steps", "Could not convert string 'y'"),
+])
+@pytest.mark.parametrize("fmt", ["table", "json", "csv", "parquet"])
+def test_errors_while_rows_are_fetched_are_one_line(sql, says, fmt, db, tmp_path):
+    extra = ["--out", tmp_path / "o.parquet"] if fmt == "parquet" else []
+    out = cli_process("--db", db, sql, "--format", fmt, *extra)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.startswith("costlaw query: error: SQL: ") and says in out.stderr
+    assert not (tmp_path / "o.parquet").exists()
+    for engine in ("polars", "pandas"):
+        with pytest.raises(CostlawError, match="SQL: "):
+            query_df(db, sql, engine=engine)
+
+
+def test_values_no_format_holds_are_one_line(db, tmp_path, cli):
+    out = cli("--db", db, "SELECT INTERVAL 3 MONTH AS i", "--format", "parquet", "--out", tmp_path / "o.parquet")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "cast that column to VARCHAR" in out.stderr
+    with pytest.raises(CostlawError, match="could not be converted"):
+        query_df(db, "SELECT union_value(k := 1) AS u")
+    j = cli("--db", db, "SELECT 'NaN'::DOUBLE AS n, 'infinity'::DOUBLE AS i, 1.5::DOUBLE AS x", "--format", "json")
+    assert j.returncode == 0 and json.loads(j.stdout) == [{"n": None, "i": None, "x": 1.5}]  # strict JSON
