@@ -51,6 +51,7 @@ POWER_PLUS_CONSTANT = LSELaw(
     grid=lambda F, logy: power_grid(F, logy, [-k for k in _EXPONENTS[::-1]] + list(_EXPONENTS), 1.0),
     inverse=lambda p, y: ((y - p["c"]) / p["a"]) ** (1.0 / p["b"]),
     reachable=_above_floor("c"),
+    scales=("log", "identity", "log"),
     formula="l(x) = a*x^b + c",
 )
 
@@ -71,6 +72,7 @@ GQA_SIZE = LSELaw(
     grid=lambda F, logy: power_grid(F, logy, _EXPONENTS, -1.0),
     inverse=lambda p, y: p["a"] / (y - p["E"]) ** (1.0 / p["b"]),
     reachable=_above_floor("E"),
+    scales=(None, "identity", "log"),  # a enters only as b·log a
     formula="L(N) = (a/N)^b + E",
 )
 
@@ -87,6 +89,7 @@ CHINCHILLA = LSELaw(
                          "alpha": t[..., 3], "beta": t[..., 4]},
     from_params=lambda p: np.array([np.log(p["A"]), np.log(p["B"]), np.log(p["E"]), p["alpha"], p["beta"]]),
     grid=CHINCHILLA_GRID,
+    scales=("log", "log", "log", "identity", "identity"),
     # Hoffmann's compute-optimal exponents: N_opt ∝ C^a with a = beta/(alpha+beta), D_opt ∝ C^b.
     derived={"N_opt_exponent": _opt_exponent("beta"), "D_opt_exponent": _opt_exponent("alpha")},
     formula="L(N, D) = E + A/N^alpha + B/D^beta",
@@ -102,6 +105,7 @@ COMPUTE = LSELaw(
     grid=lambda F, logy: power_grid(F, logy, _EXPONENTS, -1.0)[:, [0, 2, 1]],
     inverse=lambda p, y: (p["A"] / (y - p["E"])) ** (1.0 / p["alpha"]),
     reachable=_above_floor("E"),
+    scales=("log", "log", "identity"),
     formula="L(C) = E + A*C^-alpha",
 )
 
@@ -140,6 +144,7 @@ LINEAR = Law(
     grid=linear_grid,
     inverse=lambda p, y: (y - p["a"]) / p["b"],
     reachable=_above_floor("a"),
+    scales=("log", "log"),
     formula="y(x) = a + b*x",
 )
 

@@ -8,7 +8,13 @@ fitter needs from a law is:
   starts in one pass) and `linearise(theta (p,)) -> (log_pred (n,), J (n, p))` (the analytic Jacobian);
 - `law.start_grid(F, logy) -> (m, p)`: default starts in fit space;
 - `law.theta_of(params)` / `law.params_of(theta)`: natural <-> fit space; `params_of` is vectorised over
-  leading axes (bootstrap samples).
+  leading axes (bootstrap samples);
+- `law.scales`: per natural parameter, how its fit-space coordinate relates to it: "log" (theta = log p),
+  "identity" (theta = p) or None (it enters fit space only jointly with others, e.g. gqa-size fits b·log a).
+  Fixing, tying and bounding a parameter (fitting/constraints.py) need its scale.
+
+A bound model also gives `predict(Theta)` and `linearise_raw(theta) -> (pred, d pred / d theta)` for residuals
+on y itself (fit(..., residuals="raw")); `LogModel` derives them from the log forms.
 
 Register a user form with `register_law(Law(...))`. A minimal example, a pure power law L = A·x^k fitted as
 log L = log A + k·log x::
@@ -58,6 +64,8 @@ class Law:
       reachable: (params, y) -> bool array, False where y can never be reached (y <= the law's floor).
       derived: name -> callable(params dict) -> float; reported with bootstrap intervals by default.
       log_x: the model sees log X (and X must be > 0); False passes X unchanged.
+      scales: per natural parameter "log", "identity" or None (see the module doc); default: "identity" for every
+        parameter when fit space is the natural one (no to_params), else None (the law cannot be constrained).
     """
 
     def __init__(self, name: str, variables: tuple[str, ...], params: tuple[str, ...],
@@ -65,7 +73,7 @@ class Law:
                  theta_names: tuple[str, ...] | None = None, to_params: Callable | None = None,
                  from_params: Callable | None = None, grid=None, bounds=None, inverse: Callable | None = None,
                  reachable: Callable | None = None, derived: Mapping[str, Callable] | None = None,
-                 formula: str = "", log_x: bool = True):
+                 formula: str = "", log_x: bool = True, scales=None):
         if not name or not isinstance(name, str):
             raise CostlawError("law.name: must be a non-empty string; name the form, e.g. 'pure-power'")
         self.name = name
@@ -82,6 +90,7 @@ class Law:
         self._log_predict = log_predict
         self._jacobian = jacobian
         self._to_params = to_params
+        self.natural = to_params is None  # fitted in natural units (refinements then scale by the Jacobian)
         self._from_params = from_params
         self._grid = grid
         self.bounds = None if bounds is None else tuple((lo, hi) for lo, hi in bounds)
@@ -92,6 +101,12 @@ class Law:
         self.derived = dict(derived or {})
         self.formula = formula
         self.log_x = log_x
+        if scales is None:
+            scales = ("identity",) * len(self.params) if to_params is None else (None,) * len(self.params)
+        self.scales = tuple(scales)
+        if len(self.scales) != len(self.params) or any(s not in ("log", "identity", None) for s in self.scales):
+            raise CostlawError(f"law {name}: scales must give 'log', 'identity' or None for each of "
+                               f"{len(self.params)} parameters, got {scales!r}")
 
     def __repr__(self) -> str:
         return f"Law({self.name!r}, variables={self.variables}, params={self.params})"
@@ -158,8 +173,8 @@ class Law:
         """Predicted y at X from fit-space theta (p,), or (m, n) predictions from thetas (m, p)."""
         theta = np.asarray(theta, dtype=float)
         X = _as_2d(X, len(self.variables))
-        with np.errstate(over="ignore", under="ignore"):
-            out = np.exp(self.bind(self.features(X)).log_predict(np.atleast_2d(theta)))
+        with np.errstate(all="ignore"):
+            out = self.bind(self.features(X)).predict(np.atleast_2d(theta))
         return out[0] if theta.ndim == 1 else out
 
     def inverse(self, params: Mapping, y, strict: bool = True):
@@ -196,7 +211,21 @@ class Law:
                 "theta": list(self.theta_names), "formula": self.formula}
 
 
-class _CallableModel:
+class LogModel:
+    """Raw-space predictions of a model that computes log predictions (every built-in law): ŷ = exp(log ŷ)."""
+
+    def predict(self, Theta: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore", under="ignore"):
+            return np.exp(self.log_predict(Theta))
+
+    def linearise_raw(self, theta: np.ndarray):
+        g, J = self.linearise(theta)
+        with np.errstate(over="ignore", under="ignore"):
+            pred = np.exp(g)
+        return pred, J * pred[:, None]
+
+
+class _CallableModel(LogModel):
     """A law bound to data through its user callables (central differences when no Jacobian)."""
 
     def __init__(self, law: Law, F: np.ndarray):
@@ -251,6 +280,12 @@ def get_law(name) -> Law:
     """The registered law called `name` (a Law passes through)."""
     if isinstance(name, Law):
         return name
+    if isinstance(name, str) and name not in _REGISTRY and name.startswith("formula("):
+        from costlaw.fitting.formula import formula_law, parse_name
+
+        parsed = parse_name(name)
+        if parsed is not None:
+            return register_law(formula_law(*parsed, where="law"))
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):

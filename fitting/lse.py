@@ -13,11 +13,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from costlaw.fitting.law import Law
+from costlaw.fitting.law import Law, LogModel
 
-# A term is (intercept theta index or None, ((theta index, variable index, coefficient), ...)):
-# term value = theta[intercept] + sum(coefficient * theta[q] * log x[v]).
-Term = tuple[int | None, tuple[tuple[int, int, float], ...]]
+# A term is (intercept theta index or None, ((theta index or None, variable index, coefficient), ...)[, offset]):
+# term value = offset + theta[intercept] + sum(coefficient * theta[q] * log x[v]), where a part whose index is None
+# is a fixed power (coefficient * log x[v]: the x in `a + b*x`), and offset is the log of a constant factor.
+Term = tuple
 
 
 class LSELaw(Law):
@@ -28,7 +29,7 @@ class LSELaw(Law):
 
     def __init__(self, name: str, variables: tuple[str, ...], params: tuple[str, ...], terms: Sequence[Term],
                  **kwargs):
-        self.terms = tuple((i, tuple(tuple(t) for t in parts)) for i, parts in terms)
+        self.terms = tuple((t[0], tuple(tuple(p) for p in t[1]), float(t[2]) if len(t) > 2 else 0.0) for t in terms)
         super().__init__(name, variables, params, self._log_predict_lse, log_x=True, **kwargs)
 
     def _log_predict_lse(self, Theta, F):
@@ -38,17 +39,24 @@ class LSELaw(Law):
         return LSEModel(self.terms, len(self.params), np.asarray(F, dtype=float))
 
 
-class LSEModel:
+class LSEModel(LogModel):
     """An LSE law bound to features F = log X."""
 
     def __init__(self, terms, p: int, F: np.ndarray):
         n = F.shape[0]
         K = np.zeros((len(terms), p, n))
-        for j, (intercept, parts) in enumerate(terms):
+        offset = np.zeros((len(terms), n))
+        for j, (intercept, parts, const) in enumerate(terms):
+            offset[j] += const
             if intercept is not None:
                 K[j, intercept] = 1.0
             for q, v, coef in parts:
-                K[j, q] += coef * F[:, v]
+                if q is None:
+                    offset[j] += coef * F[:, v]
+                else:
+                    K[j, q] += coef * F[:, v]
+        # Most laws have no fixed part: skip the addition in the hot path then.
+        self.offset = offset.ravel() if np.any(offset) else None
         self.n_terms, self.p, self.n = len(terms), p, n
         self.Kmat = np.ascontiguousarray(K.transpose(1, 0, 2).reshape(p, len(terms) * n))
         # When every parameter enters exactly one term (all built-in laws), row p of the Jacobian is that
@@ -60,14 +68,20 @@ class LSEModel:
 
     def log_predict(self, Theta: np.ndarray) -> np.ndarray:
         Theta = np.atleast_2d(Theta)
-        T = (Theta @ self.Kmat).reshape(len(Theta), self.n_terms, self.n)
+        T = Theta @ self.Kmat
+        if self.offset is not None:
+            T = T + self.offset
+        T = T.reshape(len(Theta), self.n_terms, self.n)
         top = T.max(axis=1)
         return top + np.log(np.exp(T - top[:, None, :]).sum(axis=1))
 
     def linearise(self, theta: np.ndarray):
         # Called once per optimiser step (tens of thousands of times in a bootstrap), hence the bare ufunc
         # reductions: ndarray.max/sum add Python-level dispatch that costs as much as the arithmetic here.
-        T = (theta @ self.Kmat).reshape(self.n_terms, self.n)
+        T = theta @ self.Kmat
+        if self.offset is not None:
+            T = T + self.offset
+        T = T.reshape(self.n_terms, self.n)
         top = np.maximum.reduce(T, axis=0)
         E = np.exp(T - top)
         s = np.add.reduce(E, axis=0)

@@ -112,7 +112,7 @@ def test_agreement_counts_starts_in_other_basins():
 
 
 BAD = [
-    ("too few points", "gqa-size", np.array([1e6, 1e7]), np.array([3.0, 2.5]), "data: 2 point.*3 parameters"),
+    ("too few points", "gqa-size", np.array([1e6, 1e7]), np.array([3.0, 2.5]), "data: 2 point.*3 free parameters"),
     ("zero loss", "gqa-size", np.geomspace(1e6, 1e9, 6), np.array([3, 2.8, 2.6, 0.0, 2.3, 2.2]),
      r"loss: 1 value\(s\) <= 0 \(first at row 3"),
     ("negative x", "gqa-size", np.array([-1e6, 1e7, 1e8, 1e9]), np.array([3, 2.8, 2.6, 2.5]), r"N: 1 value\(s\) <= 0"),

@@ -57,7 +57,7 @@ def test_rank_by_another_quantity(synthetic):
 @pytest.mark.parametrize("kwargs,pattern", [
     ({"k": 0}, "k must be a positive integer"),
     ({"k": 10}, "leaves no training rows"),
-    ({"k": 8}, "2 training rows .* 3 parameters"),
+    ({"k": 8}, "2 training rows .* 3 free parameters"),
     ({"by": "D"}, "'D' is not one of N"),
     ({"by": 3}, "index 3 out of range"),
     ({"by": np.ones(3)}, "need 10 finite values"),
