@@ -1,24 +1,16 @@
-"""`costlaw fit`: fit a scaling law to a table of runs (CSV or Parquet, or a read-only query of a results file),
-per group, with bootstrap intervals and a leave-largest-out extrapolation check, through the one group-fit
-pipeline (analysis/fits) that recommend and report use. The output (--json, --out) is the one fits format
-"costlaw-fits/1", which `costlaw recommend --fits` reads; with --db the fits also go to the store's fits table,
-keyed by a fingerprint of the runs, points, options and fitter, where `costlaw recommend --db` and `costlaw report`
-find and reuse any fit of the same runs made the same way.
-
-Example (Chinchilla, Epoch's 240 rows):
-  costlaw fit --data svg_extracted_data.csv --law chinchilla \\
-      --assign 'D = `Training FLOP` / (6 * `Model Size`)' --where 'loss < loss.nlargest(5).min()' \\
-      --x 'Model Size,D' --bootstrap 1000 --json
-
-Example (a store's laws, exactly as `costlaw recommend --db results.duckdb --bootstrap 100` fits them when every
-run is a GQA pretraining run at one seq_len, so that recommend then reuses them instead of fitting):
-  costlaw fit --db results.duckdb --law gqa-size --x params_non_embedding --group-by n_heads,n_kv_heads,head_dim \\
-      --sql "SELECT run_id, n_heads, n_kv_heads, head_dim, params_non_embedding,
-                    coalesce(val_loss, final_loss) AS loss FROM runs WHERE status = 'completed'" --bootstrap 100
+"""`costlaw fit`: fit a scaling law to a table of runs (CSV, Parquet, JSON lines, or a read-only query of one or more
+results files), per group, with bootstrap intervals and a held-out extrapolation check, through the one group-fit
+pipeline (analysis/fits) that recommend and report use. Any law: a registered one (--law), a formula (--formula) or
+a Python file (--law-file); log or raw residuals, weights, fixed/tied/bounded parameters, given starts, the
+objective at given parameters (--eval-at), variable projection (--method varpro). The output (--json, --out) is the
+one fits format "costlaw-fits/1", which `costlaw recommend --fits` reads; with one --db the fits also go to the
+store's fits table, keyed by a fingerprint of the runs, points, options and fitter, where `costlaw recommend --db`
+and `costlaw report` find and reuse any fit of the same runs made the same way. Examples: EPILOG below.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -27,83 +19,187 @@ from pathlib import Path
 from costlaw.costmodel.core.errors import CostlawError
 from costlaw.costmodel.core.units import table
 
+EPILOG = """\
+expressions (--formula, --assign, --where, --holdout-where) are one safe language, never eval(): numbers, column
+and parameter names (`Training FLOP` quotes a name with spaces), + - * / // % **, comparisons, and/or/not,
+'a if c else b', strings in comparisons ('completed'), and the functions exp, log, log2, log10, sqrt, abs, minimum,
+maximum, where(c, a, b); --where/--assign/--holdout-where add largest(x, k) and smallest(x, k) (the k-th largest /
+smallest value of a column, as sorted(x)[-k]).
+
+examples:
+  # Chinchilla (Epoch's 240 rows: the five largest losses dropped), Approach 3 with 1,000 bootstrap refits
+  costlaw fit --data svg_extracted_data.csv --law chinchilla \\
+      --assign 'D = `Training FLOP` / (6 * `Model Size`)' --where 'loss < largest(loss, 5)' \\
+      --x 'Model Size,D' --bootstrap 1000 --json
+  # the same law as a formula (fitted in the same log-sum-exp form, because it is a sum of power terms), and a figure
+  costlaw fit --data runs.csv --formula 'E + A/N**alpha + B/D**beta' --x N,D --plot fit.png
+  # a law from a Python file that defines laws with the public API (fitting.Law / LSELaw / formula_law)
+  costlaw fit --data runs.csv --law-file laws.py --law pure-power --x N
+  # a rising accuracy curve: raw residuals (y may be <= 0), least squares, curve_fit's sigma as weights 1/sigma^2
+  costlaw fit --data acc.csv --formula 'top - A*C**(-alpha)' --x C --y acc --residuals raw --loss l2 \\
+      --assign 'w = 1/acc_std**2' --weights w --init top=0.9,A=5,alpha=0.2
+  # fix E, tie the exponents, bound alpha, start A at 400, 200 random starts in a box
+  costlaw fit --data runs.csv --law chinchilla --x N,D --fix E=1.69 --tie beta=alpha --bounds alpha=0:1 \\
+      --init A=400 --random-starts 200 --start-box A=10:1e4 --start-box B=10:1e4
+  # Hoffmann et al.'s published parameters on these data: objective, R², predictions (no fit)
+  costlaw fit --data runs.csv --law chinchilla --x N,D --eval-at A=406.4,B=410.7,E=1.69,alpha=0.34,beta=0.28
+  # seeds of one config resampled together; hold out the 1e21-FLOP runs; keep each (N, D)'s best learning rate
+  costlaw fit --data sweep.csv --law chinchilla --x N,D --best-of loss --by N,D --bootstrap 1000 \\
+      --bootstrap-by config --holdout-where 'C >= 1e21'
+  # several results files fitted as one ladder; variable projection instead of the joint start grid
+  costlaw fit --db a.duckdb --db b.duckdb --sql "SELECT run_id, params_non_embedding, val_loss AS loss \\
+      FROM runs WHERE status = 'completed'" --law gqa-size --x params_non_embedding --method varpro
+  # a store's laws, exactly as `costlaw recommend --db results.duckdb --bootstrap 100` fits them (one seq_len)
+  costlaw fit --db results.duckdb --law gqa-size --x params_non_embedding --group-by n_heads,n_kv_heads,head_dim \\
+      --sql "SELECT run_id, n_heads, n_kv_heads, head_dim, params_non_embedding,
+                    coalesce(val_loss, final_loss) AS loss FROM runs WHERE status = 'completed'" --bootstrap 100
+"""
+
 
 def add_arguments(p):
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = EPILOG
     src = p.add_argument_group("data (--data, or --db with --sql)")
-    src.add_argument("--data", help="a CSV or Parquet table, one row per run")
-    src.add_argument("--db", help="a results file (costlaw ingest): read the rows with --sql, and store the fits in "
-                                  "its fits table")
+    src.add_argument("--data", help="a table, one row per run: .csv, .parquet, .jsonl (JSON lines) or .json (records)")
+    src.add_argument("--db", action="append",
+                     help="a results file (costlaw ingest): read the rows with --sql; repeat to read several as one "
+                          "ladder (a run several hold is kept once). With one --db the fits are stored in its fits "
+                          "table")
     src.add_argument("--sql", metavar="SELECT",
                      help="with --db: one read-only query giving one row per run with a run_id column, e.g. "
                           "\"SELECT * FROM run_summary WHERE family = 'gqa'\"")
     src.add_argument("--assign", action="append", metavar="NAME=EXPR",
-                     help="add a column (pandas eval syntax, backquote names with spaces), before --where; "
-                          "repeatable. E.g. 'D = `Training FLOP` / (6 * `Model Size`)'")
+                     help="add a column, before --where; repeatable. E.g. 'D = `Training FLOP` / (6 * `Model Size`)'")
     src.add_argument("--where", metavar="EXPR",
-                     help="row filter in pandas query syntax, e.g. 'n_kv_heads <= 4 and loss < 5'")
+                     help="keep the rows where EXPR holds, e.g. \"n_kv_heads <= 4 and status == 'completed'\" or "
+                          "Epoch's 'loss < largest(loss, 5)'")
+    src.add_argument("--best-of", metavar="COL",
+                     help="keep, per --by group, only the row with the least COL (e.g. each size's best learning "
+                          "rate: --best-of loss --by N,D); ties broken once, by the other columns' values")
+    src.add_argument("--by", metavar="COL[,COL]", help="the groups of --best-of")
     src.add_argument("--group-by", metavar="COL[,COL]", help="one fit per group, e.g. n_heads,n_kv_heads")
-    law = p.add_argument_group("law")
-    law.add_argument("--law", help="power-plus-constant | gqa-size | chinchilla | compute | linear (see --list-laws)")
-    law.add_argument("--list-laws", action="store_true", help="print the registered laws and exit")
+    law = p.add_argument_group("law (one of --law, --formula, --law-file)")
+    law.add_argument("--law", help="a registered law: power-plus-constant | gqa-size | chinchilla | compute | linear "
+                                   "(see --list-laws), or one that --law-file defines")
+    law.add_argument("--formula", metavar="EXPR",
+                     help="a law from an expression over data columns (the variables) and parameters (every other "
+                          "name), e.g. 'E + A/N**alpha + B/D**beta'; sums of power terms are fitted in log-sum-exp "
+                          "form, any other formula in natural units (default start: every parameter 1, as curve_fit)")
+    law.add_argument("--law-file", metavar="PATH",
+                     help="a Python file defining laws with the public API (costlaw.fitting.Law, LSELaw, "
+                          "formula_law, register_law); pick one with --law when it defines several")
+    law.add_argument("--list-laws", action="store_true", help="print the registered laws (and --law-file's) and exit")
     law.add_argument("--x", metavar="COL[,COL]",
-                     help="columns for the law's variables, in order (default: the variables' own names)")
+                     help="columns for the law's variables, in order (default: the variables' own names; for "
+                          "--formula, the formula's names that are columns)")
     law.add_argument("--y", default="loss", metavar="COL", help="the loss column (default loss)")
-    fitg = p.add_argument_group("fit")
+    fitg = p.add_argument_group("objective and fit")
+    fitg.add_argument("--residuals", default="log", choices=["log", "raw"],
+                      help="log: r = log y - log ŷ (default; y > 0, relative errors); raw: r = y - ŷ (y may be <= 0, "
+                           "rising curves such as accuracy fit)")
     fitg.add_argument("--loss", default="huber", choices=["huber", "l2", "l1"],
-                      help="on log residuals, summed (default huber)")
-    fitg.add_argument("--delta", type=float, default=1e-3, help="Huber delta (default 1e-3)")
-    fitg.add_argument("--starts", type=int, help="number of starts (default: the law's grid; 4500 for chinchilla)")
+                      help="summed over points: huber (default), l2 (reported as sum r²/2, HALF the sum of squares), "
+                           "l1 (sum |r|)")
+    fitg.add_argument("--delta", type=float, default=1e-3,
+                      help="Huber delta, in the residuals' units (default 1e-3)")
+    fitg.add_argument("--weights", metavar="COL",
+                      help="a column whose values MULTIPLY each point's loss (sum w·rho(r)): with --loss l2 they "
+                           "multiply the squared residual, so w = 1/sigma² with --residuals raw --loss l2 is "
+                           "scipy's curve_fit(sigma=sigma, absolute_sigma=True), e.g. --assign 'w = 1/sd**2' "
+                           "--weights w")
+    fitg.add_argument("--fix", action="append", metavar="NAME=VALUE",
+                      help="hold a parameter at a value in natural units (repeatable; commas separate), e.g. "
+                           "--fix E=1.69")
+    fitg.add_argument("--tie", action="append", metavar="NAME=NAME",
+                      help="make the first parameter equal the second, e.g. --tie beta=alpha")
+    fitg.add_argument("--bounds", action="append", metavar="NAME=LO:HI",
+                      help="bound a parameter's value in natural units (an end may be empty), e.g. --bounds alpha=0:1 "
+                           "--bounds E=1.5:")
+    fitg.add_argument("--init", action="append", metavar="NAME=VALUE",
+                      help="start values in natural units, always refined (every free parameter: one start; some: the "
+                           "law's grid with those values), e.g. --init A=400,alpha=0.3")
+    fitg.add_argument("--random-starts", type=int, default=0, metavar="K",
+                      help="K extra seeded random starts, uniform in fit space within --start-box (elsewhere within "
+                           "finite bounds, else the grid's range)")
+    fitg.add_argument("--start-box", action="append", metavar="NAME=LO:HI",
+                      help="the box of --random-starts for a parameter, e.g. --start-box alpha=0.1:1")
+    fitg.add_argument("--starts", type=int, help="number of grid starts (default: the law's grid; 4500 for chinchilla)")
     fitg.add_argument("--refine", type=int, default=10, help="best distinct starts refined by L-BFGS-B (default 10)")
+    fitg.add_argument("--method", default="joint", choices=["joint", "varpro"],
+                      help="joint: the start grid and L-BFGS-B over every parameter (default); varpro: variable "
+                           "projection for laws linear in their coefficients once the exponents are fixed (search "
+                           "the exponents, coefficients profiled out), e.g. --law chinchilla --method varpro")
     fitg.add_argument("--seed", type=int, default=0, help="seed for random starts and bootstrap resamples")
+    fitg.add_argument("--eval-at", action="append", metavar="NAME=VALUE,...",
+                      help="do not fit: report the objective, R² and each row's prediction at these parameters (every "
+                           "parameter; --fix values count), e.g. a paper's: --eval-at A=406.4,B=410.7,E=1.69,"
+                           "alpha=0.34,beta=0.28")
     unc = p.add_argument_group("uncertainty and validation")
-    unc.add_argument("--bootstrap", type=int, default=0, metavar="K", help="K bootstrap refits (resampling runs)")
+    unc.add_argument("--bootstrap", type=int, default=0, metavar="K",
+                     help="K bootstrap refits, resampling runs (rows); resamples that cannot identify the law or do "
+                          "not converge are counted and left out of the intervals")
+    unc.add_argument("--bootstrap-by", metavar="COL",
+                     help="resample groups of rows sharing COL's value instead of rows (seeds, LR-sweep rows or "
+                          "checkpoints of one run), e.g. --bootstrap-by run_name")
     unc.add_argument("--holdout-largest", type=int, metavar="K",
                      help="also fit without the K largest runs and report their prediction errors")
     unc.add_argument("--holdout-by", metavar="COL",
                      help="rank runs by this variable or column (default: the first --x column)")
+    unc.add_argument("--holdout-where", metavar="EXPR",
+                     help="also fit without the rows where EXPR holds and predict them, e.g. 'C >= 1e21'")
     unc.add_argument("--predict", action="append", metavar="X[,X]",
                      help="report the predicted y at this point (one value per variable); repeatable")
     unc.add_argument("--inverse", action="append", type=float, metavar="Y",
                      help="report the x at which a one-variable law reaches y (e.g. N* for a target loss); "
                           "repeatable")
     out = p.add_argument_group("output")
-    out.add_argument("--plot", metavar="FILE.png", help="data, fitted curve and bootstrap band")
+    out.add_argument("--plot", metavar="FILE.png",
+                     help="data, fitted law and bootstrap band: one variable: y vs x; several: a panel per variable "
+                          "(measured and predicted) and measured vs predicted")
     out.add_argument("--json", action="store_true",
-                     help="print the fits document (format costlaw-fits/1, one entry per group) instead of tables")
+                     help="print the fits document (format costlaw-fits/1): per group params (natural units), "
+                          "objective, r2, stderr, ci95, held-out rows' y_true and y_pred")
     out.add_argument("--out", metavar="FILE.json", help="also write the fits document here")
 
 
 def main(args) -> int:
-    if not args.list_laws:
-        _check_source(args)  # before the heavy imports, so a mistyped path fails at once
-        _check_options(args)
     from costlaw.fitting import laws
 
+    file_laws, law_sha = {}, None
+    if args.law_file:
+        from costlaw.fitting.lawfile import load_law_file
+
+        file_laws, law_sha = load_law_file(args.law_file)
     if args.list_laws:
         print(table([{"law": k, "variables": ",".join(v.variables), "params": ",".join(v.params),
                       "formula": v.formula} for k, v in sorted(laws().items())]))
         return 0
+    _check_source(args)  # before the heavy imports, so a mistyped path fails at once
+    _check_options(args)
     import numpy as np
 
-    from costlaw.analysis.fits import FitOptions, fit_groups, header, make_groups, split
-    from costlaw.fitting import get_law
+    from costlaw.analysis.fits import FitOptions, evaluate_groups, header, make_groups, specs, split
 
-    if not args.law:
-        raise CostlawError("--law: required; give one of " + ", ".join(sorted(laws())))
-    law = get_law(args.law)
-    df, runs, source = _rows(args)
+    df, runs, source, notes = _rows(args)
+    law = _law(args, df, file_laws)
     xcols = _columns(args.x, "--x") if args.x else list(law.variables)
     if len(xcols) != len(law.variables):
         raise CostlawError(f"--x: law {law.name} has {len(law.variables)} variable(s) "
                            f"({', '.join(law.variables)}), got {len(xcols)} column(s); give one column per variable")
     groups = _columns(args.group_by, "--group-by") if args.group_by else []
-    for flag, cols in (("--x", xcols), ("--y", [args.y]), ("--group-by", groups)):
-        _check_columns(df, cols, flag, numeric=flag != "--group-by")
-    if args.holdout_by is not None:
-        _check_columns(df, [args.holdout_by], "--holdout-by", numeric=True)
+    for flag, cols, numeric in (("--x", xcols, True), ("--y", [args.y], True), ("--group-by", groups, False),
+                                ("--weights", [args.weights] if args.weights else [], True),
+                                ("--holdout-by", [args.holdout_by] if args.holdout_by else [], True),
+                                ("--bootstrap-by", [args.bootstrap_by] if args.bootstrap_by else [], False)):
+        _check_columns(df, cols, flag, numeric)
     points = [_point(s, law) for s in args.predict or []]
     if args.inverse and len(law.variables) != 1:
         raise CostlawError(f"--inverse: law {law.name} has {len(law.variables)} variables; inverse needs one")
+    fix, tie = specs.values(args.fix, "--fix"), specs.ties(args.tie)
+    bounds = specs.ranges(args.bounds, "--bounds")
+    init = specs.values(args.init, "--init")
+    box = specs.ranges(args.start_box, "--start-box", open_ends=False)
+    eval_at = specs.values(args.eval_at, "--eval-at") if args.eval_at else None
 
     derived = {}
     for pt in points:
@@ -113,10 +209,42 @@ def main(args) -> int:
         derived[f"{xcols[0]}@{args.y}={target:g}"] = lambda p, t=target: law.inverse(p, t, strict=False)
     options = FitOptions(law=law.name, x=tuple(xcols), y=args.y, loss=args.loss, delta=args.delta,
                          starts=args.starts, refine=args.refine, seed=args.seed, bootstrap=args.bootstrap,
-                         holdout_largest=args.holdout_largest, holdout_by=args.holdout_by, derived=tuple(derived))
+                         holdout_largest=args.holdout_largest, holdout_by=args.holdout_by, derived=tuple(derived),
+                         residuals=args.residuals, weights=args.weights, fix=fix, tie=tie, bounds=bounds, init=init,
+                         start_box=box, random_starts=args.random_starts, method=args.method,
+                         bootstrap_by=args.bootstrap_by, holdout_where=args.holdout_where, best_of=args.best_of,
+                         best_by=tuple(_columns(args.by, "--by")) if args.by else (), law_sha256=law_sha)
     # Check every group before fitting any, so bad input fails fast with one line.
     parts = make_groups(split(df, groups), options, runs=runs)
 
+    if eval_at is not None:
+        fits = evaluate_groups(parts, options, {**fix, **eval_at})
+    else:
+        fits = _fit(parts, options, derived)
+    doc = {**header(options, source), **({"notes": notes} if notes else {}), "candidates": [f.entry for f in fits]}
+    done = _write(args, doc, fits, xcols, eval_at is not None)
+    if args.json:
+        print(json.dumps(doc, indent=1))
+        for line in done:
+            print(line, file=sys.stderr)
+        return 0
+    from costlaw.analysis.fits.render import render
+
+    for line in notes:
+        print(line)
+    for i, entry in enumerate(doc["candidates"]):
+        if i or notes:
+            print()
+        print(render(entry, doc))
+    if done:
+        print()
+    for line in done:
+        print(line)
+    return 0
+
+
+def _fit(parts, options, derived):
+    from costlaw.analysis.fits import fit_groups
     from costlaw.costmodel.core.progress import Progress
 
     log = Progress(len(parts) * options.bootstrap, "bootstrap refits", "refits", every_s=None,
@@ -127,43 +255,71 @@ def main(args) -> int:
     log.close()
     if say:
         print(f"{len(fits)} groups fitted in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    doc = {**header(options, source), "candidates": [f.entry for f in fits]}
+    return fits
+
+
+def _write(args, doc, fits, xcols, evaluated: bool) -> list[str]:
     done = []
     if args.plot:
         from costlaw.fitting.plot import plot_fits
 
-        plot_fits(args.plot, [(f.group.label, f.result, f.group.X, f.group.y, f.boot) for f in fits],
-                  x_names=xcols, y_name=args.y)
-        done.append(f"plot written to {args.plot}")
+        items = [(f.group.label, f.result, f.group.X, f.group.y, f.boot) for f in fits if f.result is not None]
+        if items:
+            plot_fits(args.plot, items, x_names=xcols, y_name=args.y)
+            done.append(f"plot written to {args.plot}")
     if args.out:
         from costlaw.costmodel.core.files import write_atomic
 
         write_atomic(Path(args.out), json.dumps(doc, indent=1) + "\n")
         done.append(f"fits written to {args.out}")
-    if args.db:
+    if args.db and evaluated:
+        done.append("--eval-at made no fit, so nothing was stored")
+    elif args.db and len(args.db) > 1:
+        done.append(f"fits not stored: they come from {len(args.db)} results files, and a store keeps fits of its own "
+                    "runs (write them with --out)")
+    elif args.db:
         from costlaw.analysis.fits import store
 
         try:
-            ids = store(args.db, doc, source_query=args.sql)
+            ids = store(args.db[0], doc, source_query=args.sql)
         except OSError as e:
-            raise CostlawError(f"--db: cannot write {args.db}'s fits table ({e}); give a results file you can "
+            raise CostlawError(f"--db: cannot write {args.db[0]}'s fits table ({e}); give a results file you can "
                                "write, or --out FILE instead") from None
-        done.append(f"{len(ids)} fit(s) stored in {args.db}'s fits table (costlaw recommend --db and costlaw report "
-                    "reuse those of the same runs and options)")
-    if args.json:
-        print(json.dumps(doc, indent=1))
-        for line in done:
-            print(line, file=sys.stderr)
-        return 0
-    for i, entry in enumerate(doc["candidates"]):
-        if i:
-            print()
-        _print_human(entry, doc)
-    if done:
-        print()
-    for line in done:
-        print(line)
-    return 0
+        done.append(f"{len(ids)} fit(s) stored in {args.db[0]}'s fits table (costlaw recommend --db and costlaw "
+                    "report reuse those of the same runs and options)")
+    return done
+
+
+def _law(args, df, file_laws):
+    from costlaw.fitting import get_law, laws
+
+    given = [f for f, v in (("--law", args.law), ("--formula", args.formula)) if v]
+    if len(given) > 1:
+        raise CostlawError("--formula: give either --law NAME or --formula EXPR, not both")
+    if args.formula:
+        from costlaw.costmodel.core import expr as E
+        from costlaw.fitting.dual import FUNCTIONS
+        from costlaw.fitting.formula import formula_law
+
+        if args.x:
+            variables = _columns(args.x, "--x")
+        else:
+            names = E.parse(args.formula, "--formula", functions=FUNCTIONS, constants={}).names
+            variables = [n for n in names if n in df.columns]
+            if not variables:
+                raise CostlawError(f"--formula: no name in {args.formula!r} is a column ({_cols(df)}); name the data "
+                                   "columns in the formula, or give --x")
+        if any("," in v or ")" in v for v in variables):
+            raise CostlawError("--x: a formula's column names may not hold ',' or ')'; rename the column (--assign)")
+        return formula_law(args.formula, variables)
+    if args.law:
+        return get_law(args.law)
+    if len(file_laws) == 1:
+        return next(iter(file_laws.values()))
+    if file_laws:
+        raise CostlawError(f"--law: {args.law_file} defines {len(file_laws)} laws; pick one: "
+                           f"{', '.join(sorted(file_laws))}")
+    raise CostlawError("--law: required; give one of " + ", ".join(sorted(laws())) + ", or --formula EXPR")
 
 
 def _check_source(args) -> None:
@@ -175,11 +331,13 @@ def _check_source(args) -> None:
                                "e.g. \"SELECT * FROM run_summary\"")
         from costlaw.analysis.store.query import existing_db
 
-        existing_db(args.db)
+        for db in args.db:
+            existing_db(db)
     elif args.sql:
         raise CostlawError("--sql: queries a results file; give --db RESULTS.duckdb too")
     elif not args.data:
-        raise CostlawError("--data: required; give a CSV or Parquet file of runs, or --db RESULTS.duckdb with --sql")
+        raise CostlawError("--data: required; give a CSV, Parquet or JSON-lines file of runs, or --db RESULTS.duckdb "
+                           "with --sql")
     elif not Path(args.data).is_file():
         raise CostlawError(f"--data: no such file {args.data!r}")
 
@@ -187,13 +345,29 @@ def _check_source(args) -> None:
 def _check_options(args) -> None:
     if args.bootstrap and args.bootstrap < 2:
         raise CostlawError(f"--bootstrap: need at least 2 resamples, got {args.bootstrap}")
+    if args.bootstrap_by and not args.bootstrap:
+        raise CostlawError("--bootstrap-by: groups the resamples of --bootstrap K; add --bootstrap K")
     if args.holdout_largest is not None and args.holdout_largest < 1:
         raise CostlawError(f"--holdout-largest: must be >= 1, got {args.holdout_largest}")
+    if args.holdout_largest and args.holdout_where:
+        raise CostlawError("--holdout-where: give either --holdout-largest K or --holdout-where EXPR, not both")
     for flag, value in (("--starts", args.starts), ("--refine", args.refine)):
         if value is not None and value < 1:
             raise CostlawError(f"{flag}: must be >= 1, got {value}")
+    if args.random_starts < 0:
+        raise CostlawError(f"--random-starts: must be >= 0, got {args.random_starts}")
+    if args.start_box and not args.random_starts:
+        raise CostlawError("--start-box: is the box of --random-starts K; add --random-starts K")
     if not args.delta > 0:
         raise CostlawError(f"--delta: must be > 0, got {args.delta}; the convention is 1e-3")
+    if bool(args.best_of) != bool(args.by):
+        raise CostlawError("--best-of: needs --by COL[,COL] (the groups to pick from), and --by needs --best-of COL")
+    if args.eval_at and (args.bootstrap or args.holdout_largest or args.holdout_where or args.method != "joint"):
+        raise CostlawError("--eval-at: evaluates given parameters without fitting; drop --bootstrap, --holdout-* and "
+                           "--method")
+    if args.method == "varpro" and (args.fix or args.tie or args.bounds or args.init or args.random_starts):
+        raise CostlawError("--method varpro: searches every exponent itself; drop --fix/--tie/--bounds/--init/"
+                           "--random-starts, or use --method joint")
     if args.plot:
         plot = Path(args.plot)
         if plot.suffix.lower() not in (".png", ".pdf", ".svg", ".jpg", ".jpeg"):
@@ -205,20 +379,32 @@ def _check_options(args) -> None:
 
 
 def _rows(args):
-    """(rows after --assign and --where, run_id -> ingest fingerprint or None, where the rows came from)."""
+    """(rows after --assign, --where and --best-of, run_id -> ingest fingerprint or None, where the rows came from,
+    notes)."""
     if args.db:
         df, runs = _query(args.db, args.sql)
-        source = f"store {args.db}: {' '.join(args.sql.split())}"
+        names = ", ".join(args.db)
+        source = f"store{'s' if len(args.db) > 1 else ''} {names}: {' '.join(args.sql.split())}"
     else:
         df, runs, source = _read(Path(args.data)), None, str(args.data)
-    return _filter(args, df), runs, source
+    from costlaw.analysis.fits import rows
+
+    for text in args.assign or []:
+        df = rows.assign(df, text)
+    if args.where:
+        df = rows.keep(df, args.where)
+    notes = []
+    if args.best_of:
+        df, notes = rows.best_of(df, args.best_of, _columns(args.by, "--by"))
+    return df, runs, source, notes
 
 
-def _query(db, sql: str):
-    from costlaw.analysis.store import query_df, query_rows
+def _query(dbs, sql: str):
+    from costlaw.analysis.store import query_rows
+    from costlaw.analysis.store.union import query_stores
 
     try:
-        df = query_df(db, sql, engine="pandas")
+        df = query_stores(dbs, sql)
     except CostlawError as e:
         msg = str(e)
         raise CostlawError("--sql: " + msg.removeprefix("SQL: ") if msg.startswith("SQL: ") else msg) from None
@@ -227,8 +413,13 @@ def _query(db, sql: str):
                            "so each stored fit names the runs it was fitted on")
     if df.empty:
         raise CostlawError("--sql: the query returned no rows; loosen its WHERE")
-    _, rows = query_rows(db, "SELECT run_id, fingerprint FROM runs")
-    return df, dict(rows)
+    if len(dbs) == 1:
+        df = df.drop(columns="store")
+    runs = {}
+    for db in dbs:
+        _, rows = query_rows(db, "SELECT run_id, fingerprint FROM runs")
+        runs.update(dict(rows))
+    return df, runs
 
 
 def _read(path: Path):
@@ -240,32 +431,13 @@ def _read(path: Path):
             return pd.read_csv(path)
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
+        if suffix in (".jsonl", ".ndjson"):
+            return pd.read_json(path, lines=True)
+        if suffix == ".json":
+            return pd.read_json(path, orient="records")
     except Exception as e:  # pandas/pyarrow raise many types for unreadable files
         raise CostlawError(f"--data: cannot read {path.name}: {_one_line(e)}") from None
-    raise CostlawError(f"--data: {path.name} is neither .csv nor .parquet; convert it or rename it")
-
-
-def _filter(args, df):
-    import pandas as pd
-
-    for expr in args.assign or []:
-        if "=" not in expr:
-            raise CostlawError(f"--assign: {expr!r} is not NAME = EXPR")
-        try:
-            df = df.eval(expr)
-        except Exception as e:
-            raise CostlawError(f"--assign: {expr!r}: {_one_line(e)}; columns are {_cols(df)}") from None
-        if not isinstance(df, pd.DataFrame):
-            raise CostlawError(f"--assign: {expr!r} is an expression, not an assignment; write NAME = EXPR")
-    if args.where:
-        try:
-            df = df.query(args.where)
-        except Exception as e:
-            raise CostlawError(f"--where: {args.where!r}: {_one_line(e)}; columns are {_cols(df)} "
-                               "(backquote names with spaces)") from None
-        if df.empty:
-            raise CostlawError(f"--where: {args.where!r} keeps no rows; loosen the filter")
-    return df
+    raise CostlawError(f"--data: {path.name} is not .csv, .parquet, .jsonl or .json; convert it or rename it")
 
 
 def _one_line(e: Exception) -> str:
@@ -303,52 +475,3 @@ def _point(spec: str, law) -> list[float]:
         raise CostlawError(f"--predict: {spec!r} has {len(vals)} value(s); {law.name} needs one per variable "
                            f"({', '.join(law.variables)})")
     return vals
-
-
-def _label(g: dict) -> str:
-    from costlaw.analysis.fits import label_of
-
-    return label_of(g)
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.6g}" if isinstance(v, float) else str(v)
-
-
-def _print_human(r: dict, doc: dict) -> None:
-    """One group's entry of the fits document as text."""
-    opts = doc["options"]
-    if r.get("group"):
-        print(f"group {_label(r['group'])}")
-    loss = f"huber(delta={opts['delta']:g})" if opts["loss"] == "huber" else opts["loss"]
-    print(f"law {doc['law']}  {doc['formula']}  x {','.join(doc['x'])}  y {doc['y']}  loss {loss} on log residuals, "
-          "summed")
-    state = "converged" if r["success"] else f"NOT CONVERGED ({r['message']})"
-    # Repeated x (seeds) cap R² below 1 whatever the law: show the cap so R² is read against it.
-    ceiling = f" (ceiling {_fmt(r['r2_ceiling'])} from repeated x)" if r.get("r2_ceiling") is not None else ""
-    print(f"points {r['n_points']}  objective {_fmt(r['objective'])}  |grad| {r['grad_norm']:.2g}  "
-          f"R² {_fmt(r['r2'])}{ceiling}  starts {r['n_starts']} ({r['n_refined']} refined, {r['n_at_best']} at best)  "
-          f"{state}")
-    rows = []
-    values = {**r["params"], **r.get("derived", {})}
-    for k, v in values.items():
-        row = {"": k, "value": _fmt(v) if v is not None else "inf/undefined"}
-        if "stderr" in r:
-            lo, hi = r["ci95"][k]
-            row.update({"stderr": _fmt(r["stderr"][k]), "ci95 lo": _fmt(lo), "ci95 hi": _fmt(hi)})
-        rows.append(row)
-    print(table(rows))
-    if "stderr" in r:
-        failed = f", {r['n_failed']} did not converge" if r["n_failed"] else ""
-        print(f"bootstrap: {r['n_bootstrap']} resamples of the runs, seed {opts['seed']}{failed}; "
-              "95% percentile intervals")
-    if "holdout" in r:
-        h = r["holdout"]
-        print(f"holdout: fitted on {h['n_train']} runs with {h['by']} < {h['threshold']:g}, predicting the "
-              f"{h['n_heldout']} largest: max |rel error| {100 * h['max_abs_rel_error']:.3g}%, "
-              f"mean {100 * h['mean_abs_rel_error']:.3g}%")
-        print(table([{**{c: _fmt(v) for c, v in row["x"].items()}, doc["y"]: _fmt(row["y_true"]),
-                      "predicted": _fmt(row["y_pred"]), "rel error %": f"{100 * row['rel_error']:+.3f}",
-                      "x / max train": f"{row['extrapolation']:.3g}"} for row in h["rows"]]))

@@ -8,19 +8,27 @@ reads and `--fits-out` writes, and what each row of the store's fits table holds
 
 An ENTRY is the group's identity (`group`: the grouping columns' values; recommend adds label, family, n_heads,
 ... ladder) and the fit the pipeline made of it, ENTRY_FIELDS:
-    n_points, params, objective, grad_norm, r2, r2_ceiling, n_starts, n_refined, n_at_best, success, message,
+    n_points, params (natural units, fixed and tied ones included), objective, objective_definition (the sum it
+    is, in words), grad_norm, r2, r2_ceiling, n_starts, n_refined, n_at_best, success, message, reason (why it did
+    not converge; null when it did), residuals ("log" or "raw"), weighted, fixed, tied, bounds, at_bounds
+    (parameters on a bound), not_identified (parameters the data cannot pin down), condition,
     derived              the law's and the caller's derived quantities at the fit
-    bootstrap            {param: [one value per resample]}, then n_bootstrap, n_failed, stderr, ci95
-    holdout              the leave-largest-out refit (fitting.HoldoutResult.to_dict) and the ranking column
+    bootstrap            {param: [one value per resample used]}, then n_bootstrap, n_used, n_failed, n_unidentified,
+                         stderr, ci95, bootstrap_by ({column, n_groups}), bootstrap_warnings
+    holdout              the held-out refit (fitting.HoldoutResult.to_dict: each held-out row's x, y_true, y_pred)
+                         and the ranking column
     data_fingerprint     analysis/fits/fingerprint.py: the store's key for this fit
-or, for a group that was not fitted, `reason`.
+or, for a group that was not fitted, `reason` alone. `costlaw fit --eval-at` prints entries of the same document
+with `evaluated_at` (the parameters given), objective, r2 and `predictions` instead of a fit; they are not stored.
 """
 
 from __future__ import annotations
 
 FITS_FORMAT = "costlaw-fits/1"
-ENTRY_FIELDS = ("n_points", "params", "objective", "grad_norm", "r2", "r2_ceiling", "n_starts", "n_refined",
-                "n_at_best", "success", "message", "derived", "bootstrap", "n_bootstrap", "n_failed", "stderr", "ci95",
+ENTRY_FIELDS = ("n_points", "params", "objective", "objective_definition", "grad_norm", "r2", "r2_ceiling",
+                "n_starts", "n_refined", "n_at_best", "success", "message", "reason", "residuals", "weighted", "fixed",
+                "tied", "bounds", "at_bounds", "not_identified", "condition", "derived", "bootstrap", "n_bootstrap",
+                "n_used", "n_failed", "n_unidentified", "stderr", "ci95", "bootstrap_by", "bootstrap_warnings",
                 "holdout", "data_fingerprint")
 
 

@@ -26,8 +26,9 @@ from costlaw.analysis.fits.options import FitOptions
 from costlaw.costmodel.core.errors import CostlawError
 from costlaw.costmodel.core.files import clean_json
 
-_FIT_KEYS = ("n_points", "params", "objective", "grad_norm", "r2", "r2_ceiling", "n_starts", "n_refined", "n_at_best",
-             "success", "message")
+_FIT_KEYS = ("n_points", "params", "objective", "objective_definition", "grad_norm", "r2", "r2_ceiling", "n_starts",
+             "n_refined", "n_at_best", "success", "message", "reason", "residuals", "weighted", "fixed", "tied",
+             "bounds", "at_bounds", "not_identified", "condition")
 
 
 @dataclass
@@ -42,6 +43,10 @@ class Group:
     rank: np.ndarray | None = None  # the holdout ranking column, when it is not one of x
     fingerprint: str | None = None
     reason: str | None = None
+    w: np.ndarray | None = None  # options.weights' values
+    cluster: np.ndarray | None = None  # options.bootstrap_by's values, as codes
+    test: np.ndarray | None = None  # the rows options.holdout_where selects
+    rows: object | None = None  # the group's table rows in canonical order (labels of --eval-at's predictions)
 
 
 @dataclass
@@ -78,9 +83,11 @@ def make_groups(parts, options: FitOptions, *, labels: list[str] | None = None, 
     column), None otherwise; min_sizes: a group whose first x takes fewer distinct values is listed, not fitted.
     """
     from costlaw.fitting import get_law
-    from costlaw.fitting.data import prepare
+    from costlaw.fitting.constraints import Space
+    from costlaw.fitting.data import check_weights, prepare
 
     law = get_law(options.law)
+    n_free = len(Space(law, dict(options.fix), dict(options.tie), dict(options.bounds)).free)
     xcols = list(options.x)
     out = []
     for i, (key, sub) in enumerate(parts):
@@ -91,14 +98,32 @@ def make_groups(parts, options: FitOptions, *, labels: list[str] | None = None, 
             out.append(Group(label, key, len(sub), reason=f"runs at {sizes} size(s); a fit needs >= {min_sizes}"))
             continue
         try:
-            X, y = prepare(law, sub[xcols].to_numpy(float), sub[options.y].to_numpy(float), xcols, options.y)
+            X, y = prepare(law, sub[xcols].to_numpy(float), sub[options.y].to_numpy(float), xcols, options.y,
+                           options.residuals, n_params=n_free)
             k = options.holdout_largest
-            if k and len(y) - k < len(law.params):
+            if k and len(y) - k < n_free:
                 raise CostlawError(f"--holdout-largest: {k} of {len(y)} runs leaves fewer than the "
-                                   f"{len(law.params)} parameters of {law.name} to fit; use a smaller K")
+                                   f"{n_free} free parameters of {law.name} to fit; use a smaller K")
+            w = check_weights(sub[options.weights].to_numpy(float), len(y), f"--weights {options.weights}") \
+                if options.weights else None
+            test = None
+            if options.holdout_where:
+                from costlaw.analysis.fits.rows import mask
+
+                test = mask(sub, options.holdout_where, "--holdout-where")
+                if not test.any() or test.all():
+                    raise CostlawError(f"--holdout-where: {options.holdout_where!r} selects {int(test.sum())} of "
+                                       f"{len(y)} rows; select some rows to predict and leave some to fit")
+                if len(y) - int(test.sum()) < n_free:
+                    raise CostlawError(f"--holdout-where: leaves {len(y) - int(test.sum())} rows for the {n_free} "
+                                       f"free parameters of {law.name}; hold out fewer rows")
         except CostlawError as e:
             raise (CostlawError(f"group {label}: {e}") if key else e) from None
-        order = np.lexsort((y, *X.T[::-1]))
+        cluster = None
+        if options.bootstrap_by:
+            cluster = np.unique(sub[options.bootstrap_by].astype(str).to_numpy(), return_inverse=True)[1].ravel()
+        tiebreak = [a for a in (cluster, w) if a is not None]
+        order = np.lexsort((*tiebreak, y, *X.T[::-1]))
         rank = None
         if options.holdout_column and options.holdout_column not in xcols:
             rank = sub[options.holdout_column].to_numpy(float)[order]
@@ -106,7 +131,11 @@ def make_groups(parts, options: FitOptions, *, labels: list[str] | None = None, 
         if runs is not None:
             pairs = [(r, runs.get(r)) for r in sub["run_id"]]
         X, y = X[order], y[order]
-        out.append(Group(label, key, len(y), X, y, rank, data_fingerprint(options, X, y, pairs)))
+        w, cluster, test = (None if a is None else a[order] for a in (w, cluster, test))
+        extra = {k: v.tolist() for k, v in (("weights", w), ("bootstrap_groups", cluster), ("holdout", test))
+                 if v is not None}
+        out.append(Group(label, key, len(y), X, y, rank, data_fingerprint(options, X, y, pairs, extra or None),
+                         w=w, cluster=cluster, test=test, rows=sub.iloc[order]))
     return out
 
 
@@ -137,8 +166,15 @@ def fit_groups(groups: list[Group], options: FitOptions, *, stored: Mapping[str,
         if say:
             say(f"fitting {g.label or 'all rows'}: {len(g.y)} points"
                 + (f", bootstrap {options.bootstrap}" if options.bootstrap else ""))
-        res = fitting.fit(law, g.X, g.y, loss=options.loss, delta=options.delta, starts=options.starts,
-                          seed=options.seed, refine=options.refine, x_names=xcols, y_name=options.y)
+        kw = options.fit_kwargs()
+        if options.method == "varpro":
+            from costlaw.fitting.varpro import varpro_fit
+
+            res = varpro_fit(law, g.X, g.y, loss=options.loss, delta=options.delta, residuals=options.residuals,
+                             weights=g.w, refine=min(options.refine, 5), seed=options.seed, x_names=xcols,
+                             y_name=options.y)
+        else:
+            res = fitting.fit(law, g.X, g.y, x_names=xcols, y_name=options.y, weights=g.w, **kw)
         d = res.to_dict()
         entry = {"group": g.key, **{k: d[k] for k in _FIT_KEYS}}
         est = {k: fn(res.params) for k, fn in {**law.derived, **derived}.items()}
@@ -147,18 +183,55 @@ def fit_groups(groups: list[Group], options: FitOptions, *, stored: Mapping[str,
         boot = None
         if options.bootstrap:
             boot = fitting.bootstrap(law, g.X, g.y, res, n=options.bootstrap, seed=options.seed, derived=derived,
-                                     x_names=xcols, y_name=options.y,
+                                     x_names=xcols, y_name=options.y, weights=g.w, groups=g.cluster,
                                      progress=(lambda _done, _n: tick()) if tick else None)
             b = boot.to_dict()
-            entry["bootstrap"] = boot.param_samples()
-            entry.update({k: b[k] for k in ("n_bootstrap", "n_failed", "stderr", "ci95")})
-        if options.holdout_largest:
+            entry.update({k: b[k] for k in ("n_bootstrap", "n_used", "n_failed", "n_unidentified")})
+            if boot.n_used >= 2:
+                entry["bootstrap"] = boot.param_samples()
+                entry.update({k: b[k] for k in ("stderr", "ci95")})
+            else:  # no spread to report: readers see no interval rather than one from a single resample
+                boot = None
+            if options.bootstrap_by:
+                entry["bootstrap_by"] = {"column": options.bootstrap_by, "n_groups": b["n_groups"]}
+            if b["warnings"]:
+                entry["bootstrap_warnings"] = b["warnings"]
+        if options.holdout_largest or options.holdout_where:
             by = options.holdout_column
-            ho = fitting.holdout_largest(law, g.X, g.y, k=options.holdout_largest,
-                                         by=by if by in xcols else g.rank, loss=options.loss, delta=options.delta,
-                                         starts=options.starts, seed=options.seed, refine=options.refine,
-                                         x_names=xcols, y_name=options.y)
+            rank = by if by in xcols else g.rank
+            if options.holdout_where:
+                ho = fitting.holdout_rows(law, g.X, g.y, g.test, by=rank, x_names=xcols, y_name=options.y,
+                                          label=options.holdout_where, weights=g.w, **kw)
+            else:
+                ho = fitting.holdout_largest(law, g.X, g.y, k=options.holdout_largest, by=rank, x_names=xcols,
+                                             y_name=options.y, weights=g.w, **kw)
             entry["holdout"] = {**ho.to_dict(), "by": by}
+            if options.holdout_where:
+                entry["holdout"]["where"] = options.holdout_where
         entry["data_fingerprint"] = g.fingerprint
         out.append(GroupFit(g, clean_json(entry), result=res, boot=boot))
+    return out
+
+
+def evaluate_groups(groups: list[Group], options: FitOptions, params: Mapping[str, float]) -> list[GroupFit]:
+    """--eval-at: each group's objective, R² and predictions at `params` (natural units), without fitting; an entry
+    per group as `fit_groups` makes, with `evaluated_at` instead of a fit and `predictions` (one per row: the row's
+    x, y and predicted y, in canonical order). Not stored: no fit was made."""
+    from costlaw import fitting
+
+    law = fitting.get_law(options.law)
+    xcols = list(options.x)
+    out = []
+    for g in groups:
+        if g.reason is not None:
+            out.append(GroupFit(g, {"group": g.key, "n_points": g.n_rows, "reason": g.reason}))
+            continue
+        ev = fitting.evaluate_at(law, g.X, g.y, params, loss=options.loss, delta=options.delta,
+                                 residuals=options.residuals, weights=g.w, x_names=xcols, y_name=options.y)
+        entry = {"group": g.key, **ev.to_dict()}
+        for k in ("law", "formula"):
+            entry.pop(k)
+        entry["predictions"] = [{"x": dict(zip(xcols, map(float, x))), "y_true": float(yt), "y_pred": float(yp)}
+                                for x, yt, yp in zip(g.X, g.y, ev.y_pred)]
+        out.append(GroupFit(g, clean_json(entry), result=ev))
     return out

@@ -14,7 +14,8 @@ from costlaw.analysis.fits.doc import fit_fields
 
 FINGERPRINTS_FROM = 4  # the schema version that gave fits their data_fingerprint and doc columns
 _HEX = re.compile(r"[0-9a-f]{64}")
-_EXTRA = ("grad_norm", "r2_ceiling", "n_starts", "n_refined", "n_at_best", "success", "message", "n_bootstrap",
+_EXTRA = ("grad_norm", "r2_ceiling", "n_starts", "n_refined", "n_at_best", "success", "message", "reason", "residuals",
+          "at_bounds", "not_identified", "n_used", "n_unidentified", "n_bootstrap",
           "n_failed")
 
 

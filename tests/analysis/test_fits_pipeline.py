@@ -49,7 +49,10 @@ def test_groups_are_ordered_and_fitted_the_same_whatever_the_row_order():
     assert all(np.all(np.diff(g.X[:, 0]) > 0) for g in b)
     fa, fb = fit_groups(a, opts), fit_groups(b, opts)
     assert [f.entry for f in fa] == [f.entry for f in fb]
-    assert fa[0].entry["params"]["E"] == pytest.approx(1.7, rel=1e-4) and len(fa[0].entry["bootstrap"]["a"]) == 4
+    e = fa[0].entry
+    # 5 points for 3 parameters: a resample with fewer than 3 distinct sizes cannot identify the law and is left out
+    assert e["params"]["E"] == pytest.approx(1.7, rel=1e-4) and len(e["bootstrap"]["a"]) == e["n_used"] >= 2
+    assert e["n_used"] + e["n_unidentified"] + e["n_failed"] == 4
     # a stored entry stands in for the fit: the group is not fitted, and only its fit fields are taken
     stored = {a[0].fingerprint: {**fa[0].entry, "label": "elsewhere", "group": {"other": 1}}}
     again = fit_groups(a, opts, stored=stored)
