@@ -22,6 +22,7 @@ VERBS = {
     "ingest": "load finished run directories into a DuckDB results file (the only writer)",
     "query": "run read-only SQL on a results file",
     "fit": "fit a scaling law to a table of runs, with bootstrap intervals and holdout checks",
+    "isoflop": "IsoFLOP profiles (Chinchilla's Approach 2) from training curves: N*(C) and D*(C) with intervals",
     "recommend": "the cheapest config that reaches a target loss at given contexts",
     "frontier": "loss vs inference memory / FLOPs Pareto sets per family",
     "report": "an HTML + Markdown report of a results file",
