@@ -34,6 +34,7 @@ def add_arguments(p):
 
 def main(args) -> int:
     from costlaw.analysis.store import ingest
+    from costlaw.analysis.store.reading import shown
     from costlaw.costmodel.core.units import table
 
     def progress(line: str) -> None:
@@ -45,7 +46,7 @@ def main(args) -> int:
         print(json.dumps(report.to_dict(), indent=2))
         return status
     if report.migrated_from == 0:
-        print(f"created {args.db} (schema version {report.schema_version})")
+        print(f"created {shown(args.db)} (schema version {report.schema_version})")
     elif report.migrated_from != report.schema_version:
         print(f"schema upgraded from version {report.migrated_from} to {report.schema_version}")
     for title, items in (("incomplete (skipped)", report.incomplete), ("corrupt (skipped)", report.corrupt),

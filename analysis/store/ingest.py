@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from costlaw.analysis.store.flatten import Corrupt, run_row, runs_schema
-from costlaw.analysis.store.lock import DEFAULT_WAIT_S, connect, write_lock
+from costlaw.analysis.store.lock import DEFAULT_WAIT_S, check_store, connect, lock_path, write_lock
 from costlaw.analysis.store.schema import SCHEMA_VERSION, V2_EVAL_TAGS, migrate
 from costlaw.analysis.store.views import create_views
 from costlaw.costmodel.core.errors import CostlawError
@@ -93,10 +93,10 @@ def _check_db(db: Path, wait: float) -> None:
         raise CostlawError(f"--db: {db} is a directory; give a results file (e.g. {db / 'results.duckdb'})")
     if not db.parent.is_dir():
         raise CostlawError(f"--db: directory {str(db.parent)!r} does not exist; create it or choose another path")
-    if not db.exists():
+    if not db.exists() or lock_path(db).exists():
+        # a file costlaw wrote before has its lock file, and the same check runs again under the lock (an open
+        # that writes nothing leaves a DuckDB file byte-identical): concurrent ingests need not wait twice
         return
-    from costlaw.analysis.store.lock import check_store
-
     con = connect(db, read_only=True, wait=wait)
     try:
         check_store(con, db)

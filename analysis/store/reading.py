@@ -1,4 +1,5 @@
-"""Reading a run directory's files without trusting them (docs/run-directory.md, "What ingest refuses").
+"""Reading a run directory's files without trusting them (docs/run-directory.md, "Ingest: finding run
+directories, and what it refuses").
 
 A file is read only when it is a regular file: it is opened with O_NONBLOCK, so a FIFO cannot block the
 ingest, and checked with fstat before a byte is read, so a directory, FIFO, socket, device or broken symlink

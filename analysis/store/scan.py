@@ -1,5 +1,5 @@
 """Finding the run directories under a root: symlinks followed, each real directory read once, nothing left out
-without a word (docs/run-directory.md, "Finding runs").
+without a word (docs/run-directory.md, "Ingest: finding run directories, and what it refuses").
 
 A run directory is one holding an entry named config.json or DONE, of any type: a config.json that is a
 directory makes a corrupt run, not a folder to search. The search never descends into a run directory or a

@@ -184,13 +184,16 @@ def _foreign(path: Path) -> None:
     con.close()
 
 
-@pytest.mark.parametrize("kind", ["foreign_duckdb", "text_file", "zero_bytes", "directory"])
+@pytest.mark.parametrize("kind", ["foreign_duckdb", "foreign_with_a_lock_file", "text_file", "zero_bytes",
+                                  "directory"])
 def test_db_that_is_not_a_costlaw_store_is_refused_untouched(kind, tmp_path):
     root = tmp_path / "root"
     runs(root, (0,))
     db = tmp_path / "their.duckdb"
-    if kind == "foreign_duckdb":
+    if kind.startswith("foreign"):
         _foreign(db)
+        if kind == "foreign_with_a_lock_file":  # left by an earlier refused write: checked under the lock then
+            (tmp_path / "their.duckdb.lock").write_text("")
     elif kind == "text_file":
         db.write_text("name,score\nada,1\n")
     elif kind == "zero_bytes":
@@ -206,7 +209,7 @@ def test_db_that_is_not_a_costlaw_store_is_refused_untouched(kind, tmp_path):
     assert sorted(os.listdir(tmp_path)) == listing  # not even a lock file
     if before is not None:
         assert digest(db) == before
-    if kind == "foreign_duckdb":
+    if kind.startswith("foreign"):
         assert "a DuckDB file of something else (users, v; no costlaw schema_version)" in out.stderr
         with pytest.raises(CostlawError, match="something else"):
             write_fits(db, [{"law": "power", "params": {"a": 1.0}}])
