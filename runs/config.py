@@ -19,19 +19,40 @@ from pathlib import Path
 
 from costlaw.costmodel import ConfigError, ModelConfig
 from costlaw.costmodel.core.rundir import run_id_of
-from costlaw.costmodel.core.validate import bounded, conform
+from costlaw.costmodel.core.validate import bounded, conform, integer
 from costlaw.costmodel.tomlw import dumps as toml_dumps
 
 # tokenizer -> vocabulary size the model must at least have (byte: 256 bytes + <|endoftext|>)
 TOKENIZER_VOCAB = {"byte": 257, "gpt2": 50257}
 STAGES = ("pretrain", "extend", "compress")
 
+# Upper bounds of what a run may ask for, so an absurd value (a typo, a formula gone wrong) is refused in one line
+# before anything is written instead of failing inside torch after minutes, or never. Each is far above any run
+# these ladders train, and says why in its comment.
+MAX_SEQ_LEN = 2**24  # 16M positions: 16x the longest contexts models train at; one row's activations fill a GPU
+MAX_STEPS = 10**9  # at a millisecond a step (a tiny model) 10^9 steps are 11 days; ladder runs take 10^3-10^6
+MAX_TOKENS = 10**15  # 30x the largest published pretraining budgets (~3e13 tokens)
+MAX_BATCH = 2**20  # sequences per micro-batch, and micro-batches per step: past any memory or any useful batch
+MAX_LR = 10.0  # AdamW moves each weight by about lr a step: beyond 10 every weight leaves its scale at step one
+MAX_EVAL_TOKENS = 10**10  # held-out tokens: scoring more takes longer than the runs here train
+MAX_SAMPLES = 10**6  # passkey probes, each a greedy decode: a million is hours of evaluation on its own
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit seed
+# the model's sizes for a run this code trains (costmodel prices larger hypothetical models without limit)
+MODEL_LIMITS = {
+    "d_model": 2**17,  # 8x the widest published dense transformers (16384)
+    "n_layers": 2**12,  # 30x the deepest (126 layers)
+    "n_heads": 2**12,  # query heads: 30x the most in use (128)
+    "head_dim": 2**12,  # 16x the widest heads in use (256)
+    "ffn_dim": 2**20,  # twice the usual 4x expansion of the widest d_model allowed (4 * 2^17)
+    "vocab_size": 2**24,  # 64x the largest tokenizers (256K)
+}
+
 
 @dataclass(frozen=True)
 class DataConfig:
     corpus: str = "stdlib"  # stdlib | site-packages | a directory | a glob | a prepared corpus dir | synthetic
     tokenizer: str = bounded("byte", choices=TOKENIZER_VOCAB)
-    seq_len: int = bounded(256, lo=8)
+    seq_len: int = bounded(256, lo=8, hi=MAX_SEQ_LEN)
     # balanced (HBP-style attention balance) | greedy | none (one document per row)
     packing: str = bounded("balanced", choices=("balanced", "greedy", "none"))
     doc_mask: bool = True  # packed documents do not attend to each other
@@ -48,11 +69,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    tokens: int = bounded(0, lo=0)  # token budget; give this or steps
-    steps: int = bounded(0, lo=0)
-    batch_size: int = bounded(8, lo=1)  # sequences per micro-batch
-    grad_accum: int = bounded(1, lo=1)
-    lr: float = bounded(1e-3, lo=0, lo_open=True)
+    tokens: int = bounded(0, lo=0, hi=MAX_TOKENS)  # token budget; give this or steps
+    steps: int = bounded(0, lo=0, hi=MAX_STEPS)
+    batch_size: int = bounded(8, lo=1, hi=MAX_BATCH)  # sequences per micro-batch
+    grad_accum: int = bounded(1, lo=1, hi=MAX_BATCH)
+    lr: float = bounded(1e-3, lo=0, hi=MAX_LR, lo_open=True)
     min_lr_ratio: float = bounded(0.1, lo=0, hi=1)
     warmup_frac: float = bounded(0.1, lo=0, hi=1)  # the GQA paper's WSD: 10% warmup, 20% cosine decay to lr/10
     decay_frac: float = bounded(0.2, lo=0, hi=1)
@@ -78,13 +99,15 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    val_tokens: int = bounded(65536, lo=0)  # held-out tokens scored at the training length
-    position_buckets: int = bounded(8, lo=1)  # loss by position: the sequence split into this many equal buckets
-    retrieval_samples: int = bounded(32, lo=0)  # passkey probe samples (0 = off)
+    val_tokens: int = bounded(65536, lo=0, hi=MAX_EVAL_TOKENS)  # held-out tokens scored at the training length
+    # loss by position: the sequence split into this many equal buckets
+    position_buckets: int = bounded(8, lo=1, hi=MAX_SEQ_LEN)
+    retrieval_samples: int = bounded(32, lo=0, hi=MAX_SAMPLES)  # passkey probe samples (0 = off)
     retrieval_depths: tuple[float, ...] = bounded((0.1, 0.5, 0.9), lo=0, hi=1)
-    decode_tokens: int = bounded(32, lo=0)  # tokens generated when timing decode (0 = skip prefill/decode timing)
+    # tokens generated when timing decode (0 = skip prefill/decode timing)
+    decode_tokens: int = bounded(32, lo=0, hi=MAX_SEQ_LEN)
     # extra contexts for prefill/decode timing and KV bytes (default: seq_len)
-    contexts: tuple[int, ...] = bounded((), lo=1)
+    contexts: tuple[int, ...] = bounded((), lo=1, hi=MAX_SEQ_LEN)
     kv_keep: tuple[float, ...] = bounded((), lo=0, hi=1, lo_open=True)  # compressed harness: keep ratios
     policies: tuple[str, ...] = ()  # compressed harness: KV policy methods to evaluate
     policy_runs: tuple[str, ...] = ()  # compressed harness: METHOD=RUN_ID of the trained policies evaluated
@@ -102,7 +125,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=100))
     eval: EvalConfig = field(default_factory=EvalConfig)
-    seed: int = bounded(0, lo=0)
+    seed: int = bounded(0, lo=0, hi=MAX_SEED)
     stage: str = bounded("pretrain", choices=STAGES)
     name: str = ""  # a label for humans; not part of the run id
 
@@ -113,6 +136,8 @@ class RunConfig:
             except ConfigError as e:
                 raise e.under(section) from None
         conform(self)
+        for k, hi in MODEL_LIMITS.items():
+            integer(f"model.{k}", getattr(self.model, k), 1, hi)
         need = TOKENIZER_VOCAB[self.data.tokenizer]
         if self.model.vocab_size < need:
             raise ConfigError("model.vocab_size", f"{self.model.vocab_size} is smaller than the {self.data.tokenizer} "
@@ -189,6 +214,38 @@ class RunConfig:
             data = json.loads(p.read_text())
             return cls.from_dict(data.get("config", data))
         return cls.from_toml(p.read_text())
+
+
+# ---------------------------------------------------------------- memory
+def train_memory_bytes(cfg: RunConfig, device_type: str = "cuda") -> int:
+    """costmodel's estimate of one rank's training memory for `cfg` (costmodel.m_train_bytes on a micro-batch):
+    activations in bf16 where the trainer autocasts (precision auto or bf16 on a GPU), else fp32. A policy run
+    keeps no gradients or AdamW moments for the frozen backbone, so only its fp32 weights count (4 of 16 B)."""
+    from costlaw.costmodel import m_train_bytes, params_total
+
+    fp32 = cfg.train.precision == "fp32" or (device_type == "cpu" and cfg.train.precision == "auto")
+    est = m_train_bytes(cfg.model, cfg.data.seq_len, batch=cfg.train.batch_size, activation_bytes=4 if fp32 else 2)
+    if cfg.train.trainable == "policy":
+        est -= 12 * params_total(cfg.model)
+    return est
+
+
+def check_memory(cfg: RunConfig, available: int, where: str, *, device: str = "cuda", share: int = 1,
+                 field: str = "train.batch_size") -> None:
+    """Refuse `cfg` in one line when its estimated training memory on a `device` ("cuda" or "cpu") exceeds the
+    `available` bytes of `where` (shared by `share` runs at once). The estimate leaves out the allocator's and
+    the compiler's overheads, so a run it refuses would not fit; one it passes may still run out."""
+    from costlaw.costmodel.core.units import binary_bytes
+
+    need = train_memory_bytes(cfg, device)
+    if need * share <= available:
+        return
+    shared = f" shared by {share} runs" if share > 1 else ""
+    raise ConfigError(field, f"run {cfg.run_id} ({cfg.name or 'unnamed'}) needs about {binary_bytes(need)} to train "
+                             f"(costmodel.m_train_bytes at seq_len {cfg.data.seq_len}, batch_size "
+                             f"{cfg.train.batch_size}) but {where} has {binary_bytes(available)}{shared}; lower "
+                             "train.batch_size (raise train.grad_accum to keep the batch), shrink the model, or use a "
+                             "device with more memory")
 
 
 # ---------------------------------------------------------------- helpers

@@ -52,7 +52,7 @@ from costlaw.costmodel.core.rundir import CHECKPOINT, METRICS, RunDir
 from costlaw.costmodel.core.runlock import RunLock
 from costlaw.runs.checkpoint import FORMAT as CKPT_FORMAT
 from costlaw.runs.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from costlaw.runs.config import RunConfig
+from costlaw.runs.config import RunConfig, check_memory
 from costlaw.runs.schedule import lr_at
 from costlaw.runs.task import Task, task_for
 
@@ -70,6 +70,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if not (device == "cpu" or device.startswith("cuda")):
         raise CostlawError(f"--device: {device!r} is not cuda, cpu or auto")
     return torch.device(device)
+
+
+def device_memory(device: torch.device) -> tuple[int, str]:
+    """(bytes, a name for messages) of the memory a run on `device` trains in: the GPU's, or this machine's RAM."""
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return int(props.total_memory), f"{device} ({props.name})"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's RAM"
 
 
 def precision_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
@@ -191,6 +199,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path, device: str = "auto", resume:
         if world > 1 and dev.type == "cuda":
             dev = torch.device("cuda", local_rank)
             torch.cuda.set_device(dev)
+        check_memory(cfg, *device_memory(dev), device=dev.type)  # before the lock: a refused run writes nothing
         lock = _lock(rd, rank, world, dev)
         if (done := rd.finished_or_claim(cfg.run_id)) is not None:  # finished by the trainer we waited for
             return done

@@ -18,7 +18,7 @@ from pathlib import Path
 from costlaw.costmodel import ConfigError, ModelConfig, params_embedding, params_non_embedding, params_total
 from costlaw.costmodel.core.rundir import run_path
 from costlaw.sweeps.formula import compile_formula, evaluate
-from costlaw.sweeps.spec import FIELD_TYPES, SECTIONS, Resources, Spec, Stage
+from costlaw.sweeps.spec import FIELD_TYPES, SECTIONS, Resources, Spec, Stage, run_count
 
 
 @dataclass(frozen=True)
@@ -41,21 +41,12 @@ class PlannedRun:
 
 def _combos(axes) -> list[dict]:
     return [dict(itertools.chain.from_iterable(p.items() for p in combo))
-            for combo in itertools.product(*(a.points for a in axes))]
+            for combo in itertools.product(*(list(a.points()) for a in axes))]
 
 
 def count(spec: Spec) -> int:
-    """Runs the spec expands to: points x seeds for a first stage, times each stage's own axes down the chain."""
-    n_points = 1
-    for a in spec.axes:
-        n_points *= len(a.points)
-    per_stage: dict[str, int] = {}
-    for st in spec.stages:
-        own = 1
-        for a in st.axes:
-            own *= len(a.points)
-        per_stage[st.name] = (per_stage[st.parent] if st.parent else n_points * len(spec.seeds)) * own
-    return sum(per_stage.values())
+    """Runs the spec expands to (spec.parse has checked it against runs_cap)."""
+    return run_count(spec.axes, len(spec.seeds), spec.stages)
 
 
 def expand(spec: Spec, root: str | Path) -> list[PlannedRun]:
@@ -67,7 +58,7 @@ def expand(spec: Spec, root: str | Path) -> list[PlannedRun]:
     from costlaw.runs.config import RunConfig
 
     total = count(spec)
-    if total > spec.runs_cap:
+    if total > spec.runs_cap:  # a Spec built by hand rather than parsed
         raise ConfigError("sweep.runs_cap", f"the spec expands to {total} runs (points x seeds x stages), more than "
                                             f"runs_cap {spec.runs_cap}; raise runs_cap or trim the axes")
     root = Path(root).resolve()

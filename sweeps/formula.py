@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,7 +33,11 @@ def clamp(x, lo, hi):
 
 
 def _round(x, ndigits=None):
-    return round(x) if ndigits is None else round(x, int(ndigits))
+    if ndigits is None:
+        return round(x)
+    if abs(ndigits) > MAX_DIGITS:  # round(5, -10**9) builds 10**(10**9) before it answers
+        raise ValueError(f"round's ndigits {ndigits} is beyond +-{MAX_DIGITS}")
+    return round(x, int(ndigits))
 
 
 FUNCTIONS: dict[str, Callable] = {
@@ -51,6 +56,13 @@ _UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg, ast.Not: operator.not_
 _CMP = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
         ast.Eq: operator.eq, ast.NotEq: operator.ne}
 MAX_EXPONENT = 1000
+# Every value a formula computes (constants, intermediates, results) stays within +-MAX_MAGNITUDE: five orders above
+# anything a run config counts (tokens ~1e13, training FLOPs ~1e25), so a formula that leaves it is a mistake, and
+# no intermediate can grow into a number whose arithmetic takes minutes (((10 ** 1000) ** 1000) ** 1000).
+MAX_MAGNITUDE = 1e30
+MAX_DIGITS = 30  # round's ndigits: beyond the magnitude bound nothing is left to round
+MAX_CHARS = 1000  # a formula's length: a derived field is a line of arithmetic, not a program
+TIME_BUDGET_S = 1.0  # one evaluation, per point: bounded magnitudes keep real formulas in microseconds
 
 
 @dataclass(frozen=True)
@@ -64,13 +76,21 @@ def compile_formula(text: str, where: str) -> Formula:
     """Parse and check a formula; `where` (its key path) is named in every error."""
     if not text.strip():
         raise ConfigError(where, "empty formula; write an expression such as \"20 * N\"")
+    if len(text) > MAX_CHARS:
+        raise ConfigError(where, f"formula of {len(text)} characters is longer than {MAX_CHARS}; derive the field "
+                                 "in steps (several derived fields) or set it directly")
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as e:
-        raise ConfigError(where, f"formula {text!r} does not parse ({e.msg}); write arithmetic like "
+        raise ConfigError(where, f"formula {_short(text)!r} does not parse ({e.msg}); write arithmetic like "
                                  "\"20 * N\"") from None
+    except (RecursionError, MemoryError):
+        raise ConfigError(where, f"formula {_short(text)!r} nests too deeply; write it flatter") from None
     names: list[str] = []
-    _check(tree.body, text, where, names)
+    try:
+        _check(tree.body, text, where, names)
+    except RecursionError:
+        raise ConfigError(where, f"formula {_short(text)!r} nests too deeply; write it flatter") from None
     return Formula(text=text, tree=tree, names=tuple(dict.fromkeys(names)))
 
 
@@ -143,12 +163,45 @@ def _check(node, text: str, where: str, names: list[str]) -> None:
         bad(type(node).__name__)
 
 
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _Budget:
+    """Magnitude and time bounds of one evaluation (see MAX_MAGNITUDE, TIME_BUDGET_S)."""
+
+    def __init__(self):
+        self.deadline = time.monotonic() + TIME_BUDGET_S
+
+    def bound(self, v):
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) > MAX_MAGNITUDE:
+            raise _TooLarge(f"an intermediate value reaches {_magnitude(v)}, beyond +-{MAX_MAGNITUDE:g}")
+        if time.monotonic() > self.deadline:
+            raise _TooLarge(f"evaluation took more than {TIME_BUDGET_S:g} s")
+        return v
+
+
+class _TooLarge(ArithmeticError):
+    pass
+
+
+def _magnitude(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return f"about 1e{len(str(abs(v))) - 1}" if abs(v) < 10 ** 4300 else "more than 1e4300"
+
+
 def evaluate(f: Formula, lookup: Callable[[str], object], where: str):
-    """The formula's value; `lookup(name)` resolves point names and field paths."""
+    """The formula's value; `lookup(name)` resolves point names and field paths. Every value on the way stays
+    within +-MAX_MAGNITUDE and the whole evaluation within TIME_BUDGET_S, or it fails in one line."""
     try:
-        v = _eval(f.tree.body, lookup)
+        v = _eval(f.tree.body, lookup, _Budget())
     except ConfigError:
         raise
+    except _TooLarge as e:
+        raise ConfigError(where, f"formula {_short(f.text)!r} is out of bounds: {e}; check its arithmetic") from None
+    except RecursionError:
+        raise ConfigError(where, f"formula {_short(f.text)!r} nests too deeply; write it flatter") from None
     except (ArithmeticError, ValueError, TypeError) as e:
         raise ConfigError(where, f"formula {f.text!r} fails: {e}") from None
     if isinstance(v, float) and not math.isfinite(v):
@@ -156,7 +209,21 @@ def evaluate(f: Formula, lookup: Callable[[str], object], where: str):
     return v
 
 
-def _eval(node, lookup):
+def _pow_fits(a, b) -> bool:
+    """Whether a ** b stays within MAX_MAGNITUDE, decided from logarithms before it is computed."""
+    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or b <= 0:
+        return True  # a negative exponent shrinks; a non-number fails in the operator itself
+    base = abs(a)
+    if base <= 1:
+        return True
+    return b * math.log10(base) <= math.log10(MAX_MAGNITUDE)
+
+
+def _eval(node, lookup, budget: _Budget):
+    return budget.bound(_value(node, lookup, budget))
+
+
+def _value(node, lookup, budget: _Budget):
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, ast.Name):
@@ -164,25 +231,30 @@ def _eval(node, lookup):
     if isinstance(node, ast.Attribute):
         return lookup(_dotted(node))
     if isinstance(node, ast.BinOp):
-        a, b = _eval(node.left, lookup), _eval(node.right, lookup)
-        if isinstance(node.op, ast.Pow) and isinstance(b, (int, float)) and abs(b) > MAX_EXPONENT:
-            raise ValueError(f"exponent {b} is larger than {MAX_EXPONENT}")
+        a, b = _eval(node.left, lookup, budget), _eval(node.right, lookup, budget)
+        if isinstance(node.op, ast.Pow):
+            if isinstance(b, (int, float)) and abs(b) > MAX_EXPONENT:
+                raise ValueError(f"exponent {b} is larger than {MAX_EXPONENT}")
+            if not _pow_fits(a, b):
+                shown = f"({a!r})" if a < 0 else repr(a)
+                raise _TooLarge(f"{shown} ** {b!r} is beyond +-{MAX_MAGNITUDE:g}")
         return _BINOPS[type(node.op)](a, b)
     if isinstance(node, ast.UnaryOp):
-        return _UNARY[type(node.op)](_eval(node.operand, lookup))
+        return _UNARY[type(node.op)](_eval(node.operand, lookup, budget))
     if isinstance(node, ast.Compare):
-        left = _eval(node.left, lookup)
+        left = _eval(node.left, lookup, budget)
         for op, comp in zip(node.ops, node.comparators):
-            right = _eval(comp, lookup)
+            right = _eval(comp, lookup, budget)
             if not _CMP[type(op)](left, right):
                 return False
             left = right
         return True
     if isinstance(node, ast.BoolOp):
-        vals = (_eval(v, lookup) for v in node.values)
+        vals = (_eval(v, lookup, budget) for v in node.values)
         return all(vals) if isinstance(node.op, ast.And) else any(vals)
     if isinstance(node, ast.IfExp):
-        return _eval(node.body, lookup) if _eval(node.test, lookup) else _eval(node.orelse, lookup)
+        test = _eval(node.test, lookup, budget)
+        return _eval(node.body, lookup, budget) if test else _eval(node.orelse, lookup, budget)
     if isinstance(node, ast.Call):
-        return FUNCTIONS[node.func.id](*(_eval(a, lookup) for a in node.args))
+        return FUNCTIONS[node.func.id](*(_eval(a, lookup, budget) for a in node.args))
     raise TypeError(f"unexpected {type(node).__name__}")  # _check refused it already

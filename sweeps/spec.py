@@ -47,9 +47,12 @@ Everything here raises `ConfigError(key_path, problem)` with the full dotted pat
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 import re
 import tomllib
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +71,9 @@ BASE_KEYS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name != "st
 STAGE_KEYS = ("name", "from", "axes", "set", "derived", "resources")
 AXIS_KINDS = ("grid", "zip", "list")
 DEFAULT_RUNS_CAP = 1000
+# the most runs one spec may plan: each run is a RunConfig in memory and about 3 KB of sweep.json, so 10^5 runs
+# plan in seconds and a few hundred MB; a larger study is several sweeps (rounds, --where)
+MAX_RUNS_CAP = 100_000
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -185,10 +191,29 @@ RESOURCE_KEYS = tuple(f.name for f in dataclasses.fields(Resources))
 
 @dataclass(frozen=True)
 class Axis:
+    """One entry of [[axes]]. A grid keeps each path's values and multiplies them only when iterated, so its
+    size is known (and checked against runs_cap) without building a point."""
     kind: str
     where: str  # e.g. axes[0].grid
     paths: tuple[str, ...]
-    points: tuple[dict, ...]  # partial points: path -> value
+    columns: tuple[tuple, ...] = ()  # grid and zip: each path's values, in path order
+    items: tuple[dict, ...] = ()  # list: the explicit points (path -> value)
+
+    @property
+    def size(self) -> int:
+        if self.kind == "grid":
+            return math.prod(len(c) for c in self.columns)
+        if self.kind == "zip":
+            return len(self.columns[0])
+        return len(self.items)
+
+    def points(self) -> Iterator[dict]:
+        """The axis's partial points (path -> value), in order."""
+        if self.kind == "grid":
+            return (dict(zip(self.paths, combo)) for combo in itertools.product(*self.columns))
+        if self.kind == "zip":
+            return (dict(zip(self.paths, combo)) for combo in zip(*self.columns))
+        return iter(self.items)
 
 
 @dataclass(frozen=True)
@@ -247,7 +272,7 @@ def from_dict(raw: dict) -> Spec:
     if not NAME_RE.match(name):
         raise ConfigError("sweep.name", f"{name!r} must be letters, digits, '.', '_' or '-' (it names directories)")
     description = validate.text("sweep.description", sweep.get("description", ""))
-    runs_cap = integer("sweep.runs_cap", sweep.get("runs_cap", DEFAULT_RUNS_CAP), lo=1)
+    runs_cap = integer("sweep.runs_cap", sweep.get("runs_cap", DEFAULT_RUNS_CAP), lo=1, hi=MAX_RUNS_CAP)
     contexts = tuple(_context(c, f"sweep.contexts[{i}]") for i, c in enumerate(_list(sweep, "contexts", "sweep")))
     base = _base(raw)
     seeds_given = "seeds" in sweep
@@ -269,8 +294,23 @@ def from_dict(raw: dict) -> Spec:
     derived = _derived(raw.get("derived", {}), "derived", set_by_axes)
     defaults = _resources(raw.get("resources", {}), "resources", Resources())
     stages = _stages(raw.get("stages"), defaults, set_by_axes)
+    total = run_count(axes, len(seeds), stages)
+    if total > runs_cap:  # counted from the axes' lengths: nothing is multiplied out before this check
+        raise ConfigError("sweep.runs_cap", f"the spec expands to {total} runs (points x seeds x stages), more than "
+                                            f"runs_cap {runs_cap}; raise runs_cap or trim the axes")
     return Spec(name=name, description=description, runs_cap=runs_cap, contexts=contexts, seeds=seeds,
                 seeds_given=seeds_given, base=base, axes=axes, derived=derived, stages=stages, raw=raw)
+
+
+def run_count(axes: tuple[Axis, ...], n_seeds: int, stages: tuple[Stage, ...]) -> int:
+    """Runs a spec expands to: points x seeds for a first stage, times each stage's own axes down the chain,
+    from the axes' sizes alone (exact integers, however large)."""
+    n_points = math.prod(a.size for a in axes)
+    per_stage: dict[str, int] = {}
+    for st in stages:
+        own = math.prod(a.size for a in st.axes)
+        per_stage[st.name] = (per_stage[st.parent] if st.parent else n_points * n_seeds) * own
+    return sum(per_stage.values())
 
 
 def _base(raw: dict) -> dict:
@@ -334,19 +374,14 @@ def _grid_or_zip(table, where: str, kind: str) -> Axis:
         if not v:
             raise ConfigError(f"{where}.{p}", "empty list; give at least one value")
     paths = tuple(values)
-    if kind == "grid":
-        import itertools
-
-        points = tuple(dict(zip(paths, combo)) for combo in itertools.product(*(values[p] for p in paths)))
-    else:
+    if kind == "zip":
         lengths = {p: len(v) for p, v in values.items()}
         if len(set(lengths.values())) > 1:
             first = paths[0]
             odd = next(p for p in paths if lengths[p] != lengths[first])
             raise ConfigError(f"{where}.{odd}", f"has {lengths[odd]} values but {first} has {lengths[first]}; "
                                                 "zip pairs lists of equal length")
-        points = tuple({p: values[p][i] for p in paths} for i in range(lengths[paths[0]]))
-    return Axis(kind=kind, where=where, paths=paths, points=points)
+    return Axis(kind=kind, where=where, paths=paths, columns=tuple(tuple(values[p]) for p in paths))
 
 
 def _list_axis(items, where: str) -> Axis:
@@ -362,7 +397,7 @@ def _list_axis(items, where: str) -> Axis:
             raise ConfigError(f"{where}[{j}]", "empty point; give at least one field path = value")
         points.append(flatten(item, f"{where}[{j}]", until_list=False))
     paths = tuple(dict.fromkeys(p for pt in points for p in pt))
-    return Axis(kind="list", where=where, paths=paths, points=tuple(points))
+    return Axis(kind="list", where=where, paths=paths, items=tuple(points))
 
 
 def _derived(table, where: str, taken: dict[str, str]) -> dict[str, str]:

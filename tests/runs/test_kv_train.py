@@ -171,7 +171,7 @@ def test_policy_runs_share_the_trainers_summary_and_divergence(env, trained, tmp
         assert set(s) == set(base) and set(s["data"]) == set(base["data"]) and s["task"] == method
     assert base["task"] == "lm" and base["params_trained"] == base["params_measured"]
     cfg = policy_cfg(env, "locret", 10, hidden=64)
-    cfg = cfg.replace(train=dataclasses.replace(cfg.train, lr=1e3, warmup_frac=0.0, grad_clip=0.0, log_every=1))
+    cfg = cfg.replace(train=dataclasses.replace(cfg.train, lr=10.0, warmup_frac=0.0, grad_clip=0.0, log_every=1))
     rd = tmp_path / "diverged"
     s = train_run(cfg, rd, device="cpu")
     assert s["status"] == "diverged" and s["steps"] < 10 and not (rd / "evals.jsonl").exists()

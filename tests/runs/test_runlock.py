@@ -114,7 +114,7 @@ def test_lock_released_however_the_run_ends(tmp_path, stop_after):
     assert train_run(pre, run_dir(tmp_path, pre), device="cpu", stop_event=stop_after(3),
                      progress=False)["status"] == "preempted"
     assert not (run_dir(tmp_path, pre) / LOCK).exists()
-    div = tiny_cfg(steps=30, train={"lr": 1e4, "warmup_frac": 0.0, "log_every": 1, "grad_clip": 0.0})
+    div = tiny_cfg(steps=30, train={"lr": 10.0, "warmup_frac": 0.0, "log_every": 1, "grad_clip": 0.0})
     assert train_run(div, run_dir(tmp_path, div), device="cpu", progress=False)["status"] == "diverged"
     assert not (run_dir(tmp_path, div) / LOCK).exists()
     bad = tiny_cfg(corpus=str(tmp_path / "no-such-corpus"))

@@ -194,7 +194,7 @@ def test_preempt_then_resume_matches_unbroken(tmp_path, stop_after):
 
 
 def test_diverged(tmp_path):
-    cfg = tiny_cfg(steps=30, train={"lr": 1e4, "warmup_frac": 0.0, "log_every": 1, "grad_clip": 0.0})
+    cfg = tiny_cfg(steps=30, train={"lr": 10.0, "warmup_frac": 0.0, "log_every": 1, "grad_clip": 0.0})
     rd = run_dir(tmp_path, cfg)
     s = train_run(cfg, rd, device="cpu", progress=False)
     assert s["status"] == "diverged" and s["steps"] < 30
