@@ -18,7 +18,7 @@ VERBS = {
     "cost": "price a model config: parameters, FLOPs, memory, KV cache, roofline times",
     "run": "train and evaluate one run config into a run directory",
     "data": "prepare token shards from a corpus (stdlib, site-packages, a path or a glob)",
-    "sweep": "plan, submit, watch and resubmit a sweep spec (slurm | local | debug)",
+    "sweep": "plan, submit, resubmit a sweep spec (slurm | local | debug) and show its status (--watch: live)",
     "ingest": "load finished run directories into a DuckDB results file (the only writer)",
     "query": "run read-only SQL on a results file",
     "fit": "fit a scaling law to a table of runs, with bootstrap intervals and holdout checks",

@@ -5,9 +5,10 @@ Every kind of run goes through runs.train.train_run: pretraining and later LM st
 docs/run-directory.md, so `costlaw ingest ROOT` picks it up. SIGTERM, SIGINT and SIGUSR1 stop the run at the
 next step boundary with a checkpoint (status "preempted"); `--resume` continues it exactly, from a checkpoint
 that names this run and loads safely (runs/checkpoint.py). A finished run (DONE) is not retrained; a run
-directory another trainer holds (trainer.lock) is refused. Exit codes: 0 completed, 1 diverged, 2 bad input
-(a refused checkpoint or run directory included), 3 preempted; a failure prints its traceback (the run
-directory records it as "failed").
+directory another trainer holds (trainer.lock) is refused, and so is a run whose estimated training memory
+exceeds the device's (runs.config.check_memory), before anything is written. Exit codes (costmodel/core/
+exitcodes.py): 0 completed, 1 diverged or failed (a failure prints its traceback; the run directory records it as
+"failed"), 2 bad input (a refused checkpoint, run directory, device or size included), 3 preempted.
 """
 
 from __future__ import annotations
@@ -15,13 +16,19 @@ from __future__ import annotations
 import json
 import os
 
+from costlaw.costmodel.core import exitcodes
 from costlaw.costmodel.core.rundir import RunDir, run_path
+
+# a run's status -> the exit code it means
+STATUS_CODES = {"completed": exitcodes.OK, "diverged": exitcodes.FAILED, "failed": exitcodes.FAILED,
+                "preempted": exitcodes.INTERRUPTED}
 
 
 def add_arguments(p):
     p.add_argument("config", help="a run config TOML (or a run directory's config.json)")
     p.add_argument("--out", required=True, help="results root: the run is written to OUT/runs/<run_id>/")
     p.add_argument("--device", default="auto", help="cuda | cpu | auto (cuda when available); cuda:N picks a GPU")
+    p.epilog = ("exit codes: " + "; ".join(f"{c} {what}" for c, what in exitcodes.TABLE))
     p.add_argument("--resume", action="store_true",
                    help="continue from the run directory's checkpoint (default: start the run over)")
     p.add_argument("--sweep", help="sweep name recorded in config.json")
@@ -80,4 +87,4 @@ def main(args) -> int:
                "MFU": f"{summary['mfu']:.1%}" if summary.get("mfu") else None,
                "peak mem": binary_bytes(summary.get("peak_memory_bytes")), "wall s": summary.get("wall_s")}
         print(table([row]))
-    return {"completed": 0, "diverged": 1, "preempted": 3}.get(summary["status"], 1)
+    return STATUS_CODES.get(summary["status"], exitcodes.FAILED)

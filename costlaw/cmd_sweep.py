@@ -1,12 +1,13 @@
 """`costlaw sweep plan|submit|status|resubmit`: a sweep spec (TOML) -> runs -> submitit -> status.
 
   costlaw sweep plan SPEC [--json] [--gpu H100] [--mfu 0.35] [--root DIR] [--where EXPR]
-  costlaw sweep submit SPEC --executor slurm|local|debug --root DIR [--max-parallel N] [--wait] [--where EXPR]
-  costlaw sweep status --root DIR [--json] [--lines N]
-  costlaw sweep resubmit --root DIR --failed [--executor ...] [--max-parallel N] [--wait]
+  costlaw sweep submit SPEC --executor slurm|local|debug --root DIR [--device D] [--max-parallel N] [--wait]
+  costlaw sweep status --root DIR [--json] [--lines N] [--all] [--watch [SECONDS]] [--wide]
+  costlaw sweep resubmit --root DIR --failed [--executor ...] [--device D] [--max-parallel N] [--wait]
 
-`plan` never imports torch. `submit` validates the whole spec (and that the executor is reachable) before it
-creates anything under --root.
+`plan` never imports torch. `submit` checks the whole spec, the executor, the device and every run's estimated
+training memory before it creates anything under --root. `status --watch` follows a sweep live. One trainer per
+run: a run whose trainer holds its lock is running, and is never submitted twice.
 """
 
 from __future__ import annotations
@@ -15,10 +16,27 @@ import json
 import sys
 from pathlib import Path
 
+from costlaw.costmodel.core import exitcodes
+
 EXECUTORS = ("slurm", "local", "debug")
+EXIT_CODES = f"""exit codes (costmodel/core/exitcodes.py, the same for every verb):
+  {exitcodes.OK}   all that was asked succeeded: plan printed; submit / resubmit: every run of the sweep completed
+      (local, debug, slurm with --wait) or was queued (slurm); status: no run failed or diverged
+  {exitcodes.FAILED}   some of the work failed: a run failed, diverged, or (once its executor is done with it) did not
+      complete
+  {exitcodes.INPUT}   bad input (a spec key, a flag's value, a device this machine lacks, a run too large for its
+      device): one line naming it and the fix; nothing was submitted
+  {exitcodes.INTERRUPTED}   interrupted (Ctrl-C or SIGTERM on submit / resubmit): running trainers were asked to
+      checkpoint and sweep.json records it; `sweep resubmit --failed` continues
+  {exitcodes.USAGE}  usage: an unknown flag or a missing argument (argparse reports 2)
+"""
 
 
 def add_arguments(p):
+    import argparse
+
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = EXIT_CODES
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def common_plan(q):
@@ -42,11 +60,16 @@ def add_arguments(p):
     _run_args(q)
     common_plan(q)
 
-    q = sub.add_parser("status", help="counts by state, and failures with the last lines of their logs")
+    q = sub.add_parser("status", help="counts by state; per run step / total, loss, tokens/s, ETA; failures with "
+                                      "the last lines of their logs")
     q.add_argument("--root", required=True, help="the sweep's root (holds sweep.json)")
     q.add_argument("--json", action="store_true")
     q.add_argument("--lines", type=int, default=8, help="log lines shown per failed run (default 8)")
     q.add_argument("--all", action="store_true", help="list every run (a large sweep lists its unfinished runs)")
+    q.add_argument("--watch", type=float, nargs="?", const=5.0, metavar="SECONDS",
+                   help="refresh every SECONDS (default 5) until no run is pending or running; Ctrl-C stops "
+                        "watching (exit 0)")
+    q.add_argument("--wide", action="store_true", help="every column, however wide the terminal")
 
     q = sub.add_parser("resubmit", help="resubmit failed, preempted-not-running and incomplete runs "
                                         "(same run ids; they resume from their checkpoints)")
@@ -62,13 +85,24 @@ def _run_args(q):
                                                     "or GPUs / gpus per run)")
     q.add_argument("--runs-per-gpu", type=int, default=1,
                    help="local: pack this many runs on each GPU at once (default 1)")
-    q.add_argument("--device", default="auto", help="device the trainer uses: auto | cpu | cuda (default auto)")
+    q.add_argument("--device", default="auto", help="device the trainer uses: auto | cpu | cuda | cuda:N (default "
+                                                    "auto); checked before anything is submitted")
     q.add_argument("--wait", action="store_true", help="slurm: poll until no run is pending or running")
     q.add_argument("--poll", type=float, default=5.0, help="seconds between polls with --wait (default 5)")
 
 
 def main(args) -> int:
-    return {"plan": _plan, "submit": _submit, "status": _status, "resubmit": _resubmit}[args.action](args)
+    from costlaw.sweeps.interrupt import SweepInterrupted
+
+    try:
+        return {"plan": _plan, "submit": _submit, "status": _status, "resubmit": _resubmit}[args.action](args)
+    except SweepInterrupted as e:
+        print(f"costlaw sweep: {e}", file=sys.stderr, flush=True)
+        return exitcodes.INTERRUPTED
+    except KeyboardInterrupt:  # before any job was started (planning, checks): nothing to record or stop
+        print(f"costlaw sweep: interrupted during {args.action}, before anything was submitted", file=sys.stderr,
+              flush=True)
+        return exitcodes.INTERRUPTED
 
 
 def _log(msg: str) -> None:
@@ -77,6 +111,7 @@ def _log(msg: str) -> None:
 
 def _plan(args) -> int:
     from costlaw.sweeps import expand, plan, spec
+    from costlaw.sweeps.preflight import check_plan_memory
 
     s = spec.load(args.spec)
     runs = expand.expand(s, args.root)
@@ -86,6 +121,7 @@ def _plan(args) -> int:
         chosen = select(runs, args.where)
         runs = [r for r in runs if r.run_id in chosen]
     rows = plan.plan_rows(runs, s.contexts, gpu=args.gpu, mfu=args.mfu)
+    check_plan_memory(runs, args.gpu)
     tot = plan.totals(rows, args.gpu, args.mfu)
     if args.json:
         print(json.dumps({"sweep": {"name": s.name, "description": s.description, "runs_cap": s.runs_cap,
@@ -94,7 +130,7 @@ def _plan(args) -> int:
                           "totals": tot, "runs": rows}, indent=1))
     else:
         print(plan.render(s, rows, tot))
-    return 0
+    return exitcodes.OK
 
 
 def _check_run_args(args) -> None:
@@ -103,6 +139,8 @@ def _check_run_args(args) -> None:
     for flag, v in (("--max-parallel", args.max_parallel), ("--runs-per-gpu", args.runs_per_gpu)):
         if v is not None and v < 1:
             raise CostlawError(f"{flag}: must be >= 1, got {v}")
+    if args.poll <= 0:
+        raise CostlawError(f"--poll: must be > 0 seconds, got {args.poll}")
 
 
 def _submit(args) -> int:
@@ -110,9 +148,21 @@ def _submit(args) -> int:
 
     _check_run_args(args)
     root = Path(args.root).resolve()
-    submit.submit_spec(args.spec, root, args.executor, max_parallel=args.max_parallel, device=args.device,
-                       gpu=args.gpu, mfu=args.mfu, runs_per_gpu=args.runs_per_gpu, where=args.where)
-    return _after(args, root, args.executor)
+    sub = submit.submit_spec(args.spec, root, args.executor, max_parallel=args.max_parallel, device=args.device,
+                             gpu=args.gpu, mfu=args.mfu, runs_per_gpu=args.runs_per_gpu, where=args.where)
+    only = None
+    if args.where:
+        from costlaw.sweeps import record
+
+        only = _selected(record.load(root), args.where)
+    return _after(args, root, args.executor, sub, only)
+
+
+def _selected(doc: dict, where: str) -> set:
+    from costlaw.sweeps.select import select
+    from costlaw.sweeps.submit import planned_from_record
+
+    return select(planned_from_record(doc), where)
 
 
 def _resubmit(args) -> int:
@@ -122,32 +172,56 @@ def _resubmit(args) -> int:
     root = Path(args.root).resolve()
     sub = submit.resubmit(root, args.executor, max_parallel=args.max_parallel, device=args.device,
                           runs_per_gpu=args.runs_per_gpu)
-    return _after(args, root, sub["executor"])
+    return _after(args, root, sub["executor"], sub, set(sub["scope"]))  # answerable for the runs it took on
 
 
 def _status(args) -> int:
+    from costlaw.costmodel import CostlawError
     from costlaw.sweeps import status
 
+    if args.watch is not None:
+        if args.watch <= 0:
+            raise CostlawError(f"--watch: must be > 0 seconds, got {args.watch:g}")
+        from costlaw.sweeps.watch import watch
+
+        return watch(args.root, args.watch, n_lines=args.lines, all_runs=args.all, wide=args.wide)
     st = status.collect(args.root, n_lines=args.lines)
     if args.json:
         print(json.dumps(st, indent=1))
     else:
-        print(status.render(st, all_runs=args.all))
-    return 0
+        print(status.render(st, all_runs=args.all, width=None if args.wide else _width()))
+    return status.exit_code(st)
 
 
-def _after(args, root: Path, executor: str) -> int:
+def _width() -> int | None:
+    """The terminal's width when stdout is one (or COLUMNS says), else None: a pipe gets every column."""
+    import os
+    import shutil
+
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def _after(args, root: Path, executor: str, sub: dict, only: set | None) -> int:
     from costlaw.sweeps import status
 
     if executor == "slurm" and args.wait:
-        st = status.wait(root, poll_s=args.poll, echo=_log)
+        from costlaw.sweeps.interrupt import Interrupts, SweepInterrupted
+
+        with Interrupts() as interrupts:
+            st = status.wait(root, poll_s=args.poll, echo=_log, stop=interrupts.event)
+        if interrupts.is_set():
+            raise SweepInterrupted(f"stopped waiting ({interrupts.name}); the Slurm jobs run on: "
+                                   f"`costlaw sweep status --root {root} --watch` follows them")
     else:
         st = status.collect(root)
     counts = ", ".join(f"{v} {k}" for k, v in st["counts"].items() if v)
     print(f"sweep {st['name']}: {counts}")
     print("next:")
-    print(f"  costlaw sweep status --root {root}")
+    print(f"  costlaw sweep status --root {root}" + (" --watch" if st["counts"]["running"] else ""))
     print(f"  costlaw ingest --root {root} --db {root / 'results.duckdb'}")
     if st["counts"]["failed"] or st["counts"]["preempted"] or st["counts"]["incomplete"]:
         print(f"  costlaw sweep resubmit --root {root} --failed")
-    return 0
+    finished = executor != "slurm" or args.wait
+    return status.exit_code(st, only, finished=finished)

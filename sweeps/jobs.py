@@ -1,10 +1,13 @@
 """Job liveness without one call per job: one `sacct` (submitit's batched watcher) plus one `squeue` for the
-jobs sacct does not list yet, and a process check for local jobs."""
+jobs sacct does not list yet, and a process check for local jobs: its controller's pid and its process group
+(the local executor starts each controller in a session of its own, so the group holds the controller and its
+tasks, and outlives a killed controller while a task still trains)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 
 
@@ -19,6 +22,60 @@ def pid_alive(pid) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def group_alive(pgid, marker: str = "submitit") -> bool:
+    """Whether a live (not zombie) process of this user whose command line holds `marker` is in process group
+    `pgid`. A group whose only member is an exited, unreaped controller answers kill(0) but trains nothing, and
+    the marker keeps a recycled group id from passing for a job. Without /proc, kill(0) answers."""
+    try:
+        pgid = int(pgid)
+    except (TypeError, ValueError):
+        return False
+    if pgid <= 1:
+        return False
+    if not os.path.isdir("/proc/self"):
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    uid = os.getuid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid or fields[0] == "Z" or entry.stat().st_uid != uid:
+                continue
+        except (OSError, IndexError, ValueError):
+            continue
+        if marker in _cmdline(entry.name):
+            return True
+    return False
+
+
+def this_host() -> str:
+    return socket.gethostname()
+
+
+def local_job_alive(job: dict) -> bool:
+    """A local job's controller, or any process of its group (a task whose controller was killed), lives. Only
+    on the host that started it; elsewhere the run's trainer lock answers (status.run_state)."""
+    if job.get("host") not in (None, this_host()):
+        return False
+    if job.get("pgid") is not None:
+        return group_alive(job["pgid"])
+    return pid_alive(job.get("job_id"))  # recorded before jobs had groups of their own
 
 
 def slurm_states(job_ids: list[str]) -> dict[str, str]:

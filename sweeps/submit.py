@@ -1,100 +1,39 @@
-"""Submit a sweep's runs through submitit: Slurm job arrays, a throttled local executor, or in-process debug.
+"""Submit a sweep's runs through submitit: Slurm job arrays (sweeps.slurm), a throttled local executor
+(sweeps.local), or in-process debug.
 
-- **slurm**: one job array per stage (`executor.batch()`, `slurm_array_parallelism`), with resources,
-  partition / account / qos / constraint passed through. A later stage's run depends on its own parent
-  run's job: when the stage's runs line up one to one with the parent stage's array, one array with
-  `--dependency=aftercorr:<parent array>` (task i waits for parent task i); otherwise one job per run with
-  `afterok:<parent job>`. `--kill-on-invalid-dep=yes` cancels a child whose parent failed, so it shows up as
-  failed and `resubmit --failed` picks it up.
-- **local**: submitit's LocalExecutor starts every job at once, so this module throttles: at most
-  `max_parallel` runs at a time (default: CPUs / cpus per run, or visible GPUs / gpus per run, each job given
-  its own GPUs), children start once their parent completed.
+- **slurm**: one job array per stage, later stages after their parents' jobs; submitting returns once queued.
+- **local**: at most `max_parallel` trainers at a time on this machine (default: CPUs / cpus per run, or visible
+  GPUs / gpus per run, each job given its own GPUs), children once their parent completed; returns when done.
 - **debug**: submitit's DebugExecutor, in this process, one run after another (pdb opens on a failure).
 
-Runs whose directory has DONE are skipped, and so are runs whose last job is still queued or running, so
-submitting a sweep again is safe. Validation (spec, every RunConfig, the executor being reachable) happens
-before anything is created under the root.
+One trainer per run directory: a run is skipped when its directory has DONE, when its last job is still queued
+or running, and when a live trainer holds its lock (costmodel.core.runlock: the trainer's own hold, whatever
+happened to the process that launched it), so submitting or resubmitting a sweep again never starts a second
+trainer beside a live one. Everything that can be checked first is (sweeps.preflight: the spec, every RunConfig,
+the executor, the device, each run's memory) before anything is created under the root. Ctrl-C or SIGTERM is a
+preemption (sweeps.interrupt): recorded in sweep.json, SweepInterrupted raised (exit 3).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from costlaw.costmodel import CostlawError
 from costlaw.costmodel.core.rundir import DONE, RunDir, run_path
+from costlaw.costmodel.core.runlock import trainer_alive
 from costlaw.sweeps import record
-from costlaw.sweeps.jobs import slurm_states
-from costlaw.sweeps.select import largest_first, select
+from costlaw.sweeps.interrupt import Interrupts, SweepInterrupted
+from costlaw.sweeps.jobs import slurm_states, this_host
+from costlaw.sweeps.preflight import check_device, check_executor, check_memory, check_root
+from costlaw.sweeps.select import select
 from costlaw.sweeps.worker import TRAIN_FN
 
-EXECUTORS = ("slurm", "local", "debug")
-
-
-def _n(k: int) -> str:
-    return f"{k} run" if k == 1 else f"{k} runs"
+SHOWN = 10  # skipped live runs named one per line before "... and N more"
 
 
 def log(msg: str) -> None:
     print(f"[costlaw sweep] {msg}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------- checks before anything is created
-def check_executor(kind: str) -> None:
-    if kind not in EXECUTORS:
-        raise CostlawError(f"--executor: {kind!r} is not one of {', '.join(EXECUTORS)}")
-    if kind != "slurm":
-        return
-    if not shutil.which("sbatch"):
-        raise CostlawError("--executor: slurm needs sbatch on PATH (no Slurm client here); use --executor local")
-    conf = os.environ.get("SLURM_CONF")
-    if conf and not Path(conf).is_file():  # sinfo would retry for a minute before saying so
-        raise CostlawError(f"--executor: SLURM_CONF names {conf!r}, which does not exist; source the cluster's "
-                           "env.sh or unset it")
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise CostlawError(f"--executor: sinfo failed ({e}); is the Slurm controller up?") from None
-    if out.returncode != 0:
-        msg = (out.stderr.strip().splitlines() or ["no output"])[-1]
-        raise CostlawError(f"--executor: slurm is not reachable (sinfo: {msg}); set SLURM_CONF "
-                           "(source DIR/env.sh) or start a cluster")
-
-
-def check_root(root: Path, sweep_name: str) -> dict | None:
-    if root.exists() and not root.is_dir():
-        raise CostlawError(f"--root: {str(root)!r} is a file; give a directory")
-    doc = record.load(root, required=False) if root.is_dir() else None
-    if doc is not None and doc.get("name") != sweep_name:
-        raise CostlawError(f"--root: {str(root)!r} holds sweep {doc.get('name')!r}, not {sweep_name!r}; "
-                           "give each sweep its own root")
-    return doc
-
-
-def default_parallel(runs, gpus_visible: list[int]) -> int:
-    need_gpu = max((r.resources.gpus for r in runs), default=0)
-    if need_gpu:
-        return max(1, len(gpus_visible) // need_gpu)
-    cpus = max((r.resources.cpus for r in runs), default=1)
-    return max(1, (os.cpu_count() or 1) // cpus)
-
-
-def visible_gpus() -> list[int]:
-    """GPU indices this machine offers (CUDA_VISIBLE_DEVICES, else nvidia-smi), without importing torch."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [int(x) for x in env.split(",") if x.strip().isdigit()]
-    if not shutil.which("nvidia-smi"):
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return list(range(sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))))
 
 
 # ---------------------------------------------------------------- the sweep record
@@ -129,10 +68,13 @@ def submit_spec(spec_path: str | Path, root: str | Path, executor: str, *, max_p
     s = spec.parse(text)
     runs = expand.expand(s, root)
     only = select(runs, where) if where else None
+    scope = [r for r in runs if only is None or r.run_id in only]
     rows = plan.plan_rows(runs, s.contexts, gpu=gpu, mfu=mfu)
     tot = plan.totals([r for r in rows if only is None or r["run_id"] in only], gpu, mfu)
     old = check_root(root, s.name)
     check_executor(executor)
+    check_device(device, executor, scope)
+    check_memory(scope, executor, device, gpu, runs_per_gpu)
     # everything is valid: now, and only now, the root appears
     root.mkdir(parents=True, exist_ok=True)
     doc = new_record(s, str(p), text, root, rows, runs, tot, old)
@@ -145,9 +87,19 @@ def submit_spec(spec_path: str | Path, root: str | Path, executor: str, *, max_p
 
 def submit(doc: dict, runs, root: Path, executor: str, *, only: set[str] | None = None, max_parallel: int | None = None,
            device: str = "auto", train_fn: str = TRAIN_FN, progress: bool | None = None,
-           runs_per_gpu: int = 1) -> dict:
+           runs_per_gpu: int = 1, continue_live: bool = False) -> dict:
     """Submit the runs of `doc` that are neither done nor active (restricted to `only` run ids if given).
-    `runs` are the PlannedRuns (same order as doc["runs"]). Returns a summary of what was submitted."""
+    `runs` are the PlannedRuns (same order as doc["runs"]). The local executor waits for live trainers of the
+    scope (or of the whole sweep with `continue_live`) and continues those that stop at a checkpoint. Returns a
+    summary of what was submitted (`scope`: the runs it answered for); raises SweepInterrupted on Ctrl-C or
+    SIGTERM, after recording it."""
+    with Interrupts() as interrupts:
+        return _submit(doc, runs, root, executor, only, max_parallel, device, train_fn, progress, runs_per_gpu,
+                       continue_live, interrupts)
+
+
+def _submit(doc, runs, root, executor, only, max_parallel, device, train_fn, progress, runs_per_gpu,
+            continue_live: bool, interrupts: Interrupts) -> dict:
     from costlaw.sweeps.status import live_queue, run_state
 
     by_id = {r.run_id: r for r in runs}
@@ -155,32 +107,44 @@ def submit(doc: dict, runs, root: Path, executor: str, *, only: set[str] | None 
     prior = [record.last_job(r) for r in doc["runs"]]
     states = slurm_states([j["job_id"] for j in prior if j and j["executor"] == "slurm"])
     queued = live_queue(doc)
-    todo, skipped_done, skipped_active, active_jobs = [], [], [], {}
+    todo, skipped_done, active, live = [], [], {}, []
     for rec in doc["runs"]:
         st, _ = run_state(root, rec, states, queued)
         rd = RunDir(run_path(root, rec["run_id"]))
         if st in ("pending", "running"):
-            skipped_active.append(rec["run_id"])
-            active_jobs[rec["run_id"]] = record.last_job(rec)
+            active[rec["run_id"]] = record.last_job(rec)
+            holder = trainer_alive(rd.path)
+            if holder is not None and (only is None or rec["run_id"] in only):
+                live.append((rec, holder))
         elif only is not None and rec["run_id"] not in only:
             if rd.is_done():
                 skipped_done.append(rec["run_id"])
         elif rd.is_done() and not (st == "failed" and only is not None):
             skipped_done.append(rec["run_id"])
         else:
-            if rd.is_done():  # resubmitting a failed run: it resumes from its checkpoint, so DONE must go
-                rd.file(DONE).unlink()
             todo.append(by_id[rec["run_id"]])
+    for rec, holder in live[:SHOWN]:
+        log(f"not submitting {rec['run_id']} {rec['stage']} {rec['label'] or ''}: its trainer (pid "
+            f"{holder.get('pid')} on {holder.get('hostname')}, heartbeat {holder['heartbeat_age_s']:.0f} s ago) "
+            "holds its lock; one trainer per run")
+    if len(live) > SHOWN:
+        log(f"... and {len(live) - SHOWN} more runs whose trainers hold their locks")
     sub = {"at": record.now(), "executor": executor, "submitted": len(todo), "skipped_done": len(skipped_done),
-           "skipped_active": len(skipped_active), "argv": sys.argv[1:], "pid": os.getpid(),
+           "skipped_active": len(active), "skipped_live": [rec["run_id"] for rec, _ in live],
+           "argv": sys.argv[1:], "pid": os.getpid(), "host": this_host(),
            "queued": [r.run_id for r in todo] if executor == "local" else []}
     doc["submissions"].append(sub)
-    record.save(root, doc)
-    if skipped_done or skipped_active:
-        log(f"skipping {len(skipped_done)} finished runs (DONE) and {len(skipped_active)} queued or running")
+    if skipped_done or active:
+        log(f"skipping {len(skipped_done)} finished runs (DONE) and {len(active)} queued or running")
     if not todo:
+        sub["queued"] = []
+        sub["scope"] = []
+        record.save(root, doc)
         log("nothing to submit")
         return sub
+    for r in todo:  # resubmitting a failed run: it resumes from its checkpoint, so DONE must go
+        RunDir(run_path(root, r.run_id)).file(DONE).unlink(missing_ok=True)
+    record.save(root, doc)
 
     def tasks_for(r):
         from costlaw.sweeps.worker import RunTask
@@ -190,30 +154,48 @@ def submit(doc: dict, runs, root: Path, executor: str, *, only: set[str] | None 
                        threads=threads, device=device, gpus=r.resources.gpus,
                        checkpoint_wait_s=max(5.0, r.resources.signal_delay_s - 15.0), train_fn=train_fn)
 
-    def note(run_id: str, job_id: str, ex: str, folder: Path):
-        recs[run_id]["jobs"].append({"job_id": str(job_id), "executor": ex, "folder": str(folder),
-                                     "submitted": record.now()})
+    def note(run_id: str, job_id: str, ex: str, folder: Path, **extra) -> dict:
+        job = {"job_id": str(job_id), "executor": ex, "folder": str(folder), "submitted": record.now(),
+               "host": this_host(), **extra}
+        recs[run_id]["jobs"].append(job)
+        return job
 
     folder = root / "submitit"
-    if executor == "slurm":
-        _submit_slurm(todo, tasks_for, note, folder, doc["name"], active_jobs)
+    try:
+        if executor == "slurm":
+            from costlaw.sweeps.slurm import submit_slurm
+
+            left = submit_slurm(todo, tasks_for, note, folder, doc["name"], active, interrupts)
+            if left:
+                sub["submitted"] = len(todo) - len(left)
+                sub["interrupted"] = {"at": record.now(), "signal": interrupts.name,
+                                      "not_submitted": [r.run_id for r in left]}
+                record.save(root, doc)
+                raise SweepInterrupted(f"interrupted ({interrupts.name}): {len(todo) - len(left)} run(s) submitted "
+                                       f"to Slurm and recorded, {len(left)} not submitted; `costlaw sweep resubmit "
+                                       f"--root {root} --failed` submits the rest")
+        elif executor == "local":
+            from costlaw.sweeps.local import run_local
+
+            # a live run of this submission's scope that stops at a checkpoint meanwhile is continued here
+            resumable = {rid: by_id[rid] for rid in active if rid in by_id and (only is None or rid in only
+                                                                                or continue_live)}
+            sub["outcome"] = run_local(todo, tasks_for, note, folder, root, doc, max_parallel, progress,
+                                       runs_per_gpu, active, resumable, interrupts)
+        else:
+            sub["outcome"] = _run_debug(todo, tasks_for, note, folder, root, doc, interrupts)
+    finally:
+        sub["queued"] = []  # nothing waits in this process's queue any more
+        sub["scope"] = [r.run_id for r in todo] + sub.get("continued", [])
         record.save(root, doc)
-    elif executor == "local":
-        try:
-            sub["outcome"] = _run_local(todo, tasks_for, note, folder, root, doc, max_parallel, progress,
-                                         runs_per_gpu)
-        finally:
-            sub["queued"] = []  # nothing waits in this process's queue any more
-    else:
-        sub["outcome"] = _run_debug(todo, tasks_for, note, folder, root, doc)
-    record.save(root, doc)
     return sub
 
 
 def resubmit(root: str | Path, executor: str | None = None, *, max_parallel: int | None = None, device: str = "auto",
              train_fn: str = TRAIN_FN, progress: bool | None = None, runs_per_gpu: int = 1) -> dict:
     """`costlaw sweep resubmit --failed`: the runs that failed, were preempted and are not running, or never
-    finished, again under their run ids (they resume from their checkpoints). Default executor: the last one."""
+    finished, again under their run ids (they resume from their checkpoints). Default executor: the last one.
+    A run whose trainer is alive (it holds the run's lock) is never resubmitted."""
     from costlaw.sweeps import status
 
     root = Path(root).resolve()
@@ -222,12 +204,21 @@ def resubmit(root: str | Path, executor: str | None = None, *, max_parallel: int
     check_executor(executor)
     st = status.collect(root)
     pick = {r["run_id"] for r in st["runs"] if r["state"] in status.RESUBMIT}
+    planned = planned_from_record(doc)
+    scope = [r for r in planned if r.run_id in pick]
+    check_device(device, executor, scope)
+    check_memory(scope, executor, device, doc.get("plan", {}).get("gpu", "H100"), runs_per_gpu)
+    live = [r for r in st["runs"] if r.get("trainer")]
     if not pick:
+        for r in live[:SHOWN]:
+            t = r["trainer"]
+            log(f"not resubmitting {r['run_id']} {r['stage']} {r['label'] or ''}: its trainer (pid {t.get('pid')} "
+                f"on {t.get('hostname')}) holds its lock; one trainer per run")
         log("nothing to resubmit: " + ", ".join(f"{v} {k}" for k, v in st["counts"].items() if v))
-        return {"executor": executor, "submitted": 0}
+        return {"executor": executor, "submitted": 0, "scope": []}
     log(f"resubmitting {len(pick)} runs with --executor {executor}")
-    return submit(doc, planned_from_record(doc), root, executor, only=pick, max_parallel=max_parallel, device=device,
-                  train_fn=train_fn, progress=progress, runs_per_gpu=runs_per_gpu)
+    return submit(doc, planned, root, executor, only=pick, max_parallel=max_parallel, device=device,
+                  train_fn=train_fn, progress=progress, runs_per_gpu=runs_per_gpu, continue_live=True)
 
 
 def planned_from_record(doc: dict):
@@ -246,169 +237,9 @@ def planned_from_record(doc: dict):
     return out
 
 
-def _slurm_params(res, name: str, dependency: str | None = None) -> dict:
-    p = {"name": name, "timeout_min": res.time_min, "cpus_per_task": res.cpus, "nodes": 1,
-         "tasks_per_node": max(1, res.gpus), "slurm_array_parallelism": res.array_parallelism,
-         "slurm_signal_delay_s": res.signal_delay_s}
-    if res.gpus:
-        p["gpus_per_node"] = res.gpus
-    if res.mem_gb:
-        p["mem_gb"] = res.mem_gb
-    for k in ("partition", "account", "qos", "constraint"):
-        if getattr(res, k):
-            p[f"slurm_{k}"] = getattr(res, k)
-    if res.setup:
-        p["slurm_setup"] = list(res.setup)
-    if dependency:
-        p["slurm_dependency"] = dependency
-        p["slurm_additional_parameters"] = {"kill-on-invalid-dep": "yes"}
-    return p
-
-
-def _submit_slurm(todo, tasks_for, note, folder: Path, sweep: str, active_jobs: dict) -> None:
-    import submitit
-
-    job_of: dict[str, str] = {}  # run id -> Slurm job id ("123" or "123_4") in this submission
-    array_of: dict[str, tuple[str, int, int]] = {}  # run id -> (array id, index, array size)
-    stages = list(dict.fromkeys(r.stage for r in todo))
-    for stage in stages:
-        group = [r for r in todo if r.stage == stage]
-        free = [r for r in group if r.parent_id is None or (r.parent_id not in job_of and
-                                                             r.parent_id not in active_jobs)]
-        chained = [r for r in group if r not in free]
-        res = group[0].resources
-        name = f"{sweep}-{stage}"
-
-        def make(dep=None, res=res, name=name):
-            ex = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm", slurm_max_num_timeout=res.max_num_timeout)
-            ex.update_parameters(**_slurm_params(res, name, dep))
-            return ex
-
-        def submit_array(runs, dep=None):
-            ex = make(dep)
-            with ex.batch():
-                jobs = [ex.submit(tasks_for(r)) for r in runs]
-            for i, (r, j) in enumerate(zip(runs, jobs)):
-                job_of[r.run_id] = j.job_id
-                if len(runs) > 1:
-                    array_of[r.run_id] = (j.job_id.split("_")[0], i, len(runs))
-                note(r.run_id, j.job_id, "slurm", folder / "%j")
-            return jobs
-
-        if free:
-            jobs = submit_array(free)
-            log(f"{stage}: {_n(len(free))} as Slurm job {jobs[0].job_id.split('_')[0]}"
-                + (f" (array of {len(free)}, at most {res.array_parallelism} at once)" if len(free) > 1 else ""))
-        if not chained:
-            continue
-        # a stage's runs line up with their parent array when each parent has one child per group (a stage
-        # with its own axes has several: group g holds every parent's g-th child): one aftercorr array each
-        groups: dict[int, list] = {}
-        seen: dict[str, int] = {}
-        for r in chained:
-            g = seen.get(r.parent_id, 0)
-            seen[r.parent_id] = g + 1
-            groups.setdefault(g, []).append(r)
-        singles = []
-        for members in groups.values():
-            parents = [array_of.get(r.parent_id) for r in members]
-            if all(parents) and len({p[0] for p in parents}) == 1 and sorted(p[1] for p in parents) == list(
-                    range(parents[0][2])):
-                ordered = [r for _, r in sorted(zip((p[1] for p in parents), members), key=lambda x: x[0])]
-                jobs = submit_array(ordered, f"aftercorr:{parents[0][0]}")
-                log(f"{stage}: {_n(len(ordered))} as Slurm array {jobs[0].job_id.split('_')[0]}, task i after "
-                    f"parent array {parents[0][0]} task i (aftercorr)")
-            else:
-                singles.extend(members)
-        for r in singles:
-            parent_job = job_of.get(r.parent_id) or active_jobs[r.parent_id]["job_id"]
-            submit_array([r], f"afterok:{parent_job}")
-        if singles:
-            log(f"{stage}: {_n(len(singles))} as single Slurm jobs, each after its parent's job (afterok)")
-
-
-def _run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_parallel: int | None,
-               progress: bool | None, runs_per_gpu: int = 1) -> dict:
-    """Throttled local runs. `runs_per_gpu` > 1 packs several runs on each GPU (small models leave most of
-    an H100 idle, so packing them can beat one run at a time; studies measure which is faster)."""
-    import submitit
-
-    from costlaw.costmodel.core.progress import Progress
-    from costlaw.sweeps.status import dir_status
-
-    gpus = visible_gpus()
-    need = max(r.resources.gpus for r in todo)
-    if need > len(gpus):
-        raise CostlawError(f"resources.gpus: runs need {need} GPUs but this machine shows {len(gpus)}; "
-                           "lower gpus (0 trains on CPU) or use --executor slurm")
-    # one slot per (GPU, packed run); slots interleave GPUs so runs spread over GPUs before packing
-    slots = [g for _ in range(runs_per_gpu) for g in gpus]
-    limit = max_parallel or default_parallel(todo, slots)
-    free_gpus = list(slots)
-    pending = largest_first(todo)
-    running: dict[str, tuple] = {}
-    outcome: dict[str, str] = {}
-    ids = {r.run_id for r in todo}
-    t0 = time.monotonic()
-    bar = Progress(len(todo), f"{doc['name']} (local, {limit} at a time)", "runs", every_s=None,
-                   bar=False if progress is False else None)
-    bar.log(f"[costlaw sweep] {bar.desc}: {len(todo)} runs")
-
-    def advance(msg: str) -> None:
-        bar.update(1)
-        bar.log(f"[costlaw sweep] [{bar.done:.0f}/{len(todo)}] {msg}")
-
-    try:
-        while pending or running:
-            for rid, (job, g, r) in list(running.items()):
-                if not job.done():
-                    continue
-                del running[rid]
-                free_gpus.extend(g)
-                st = dir_status(RunDir(run_path(root, rid)))
-                outcome[rid] = st if st in ("completed", "diverged", "failed") else "failed"  # no DONE: it died
-                advance(f"{rid} {r.stage} {r.label or ''}: {outcome[rid]}")
-                record.save(root, doc)
-            for r in list(pending):
-                if len(running) >= limit:
-                    break
-                if r.parent_id in ids:
-                    po = outcome.get(r.parent_id)
-                    if po is None:
-                        continue  # parent still to run
-                    if po != "completed":
-                        pending.remove(r)
-                        outcome[r.run_id] = "skipped"
-                        advance(f"{r.run_id} {r.stage} {r.label}: skipped (parent {r.parent_id} {po})")
-                        continue
-                g = _distinct(free_gpus, r.resources.gpus)
-                if g is None:
-                    continue
-                for x in g:
-                    free_gpus.remove(x)
-                ex = submitit.LocalExecutor(folder=folder / "%j", max_num_timeout=r.resources.max_num_timeout)
-                ex.update_parameters(timeout_min=r.resources.time_min, signal_delay_s=r.resources.signal_delay_s,
-                                     tasks_per_node=max(1, r.resources.gpus), gpus_per_node=r.resources.gpus,
-                                     visible_gpus=g, setup=list(r.resources.setup))
-                job = ex.submit(tasks_for(r))
-                note(r.run_id, job.job_id, "local", folder / "%j")
-                running[r.run_id] = (job, g, r)
-                pending.remove(r)
-                bar.log(f"[costlaw sweep] started {r.run_id} {r.stage} {r.label or ''} (pid {job.job_id})")
-                record.save(root, doc)
-            if pending or running:
-                time.sleep(0.5)
-    finally:
-        bar.close()
-    counts: dict[str, int] = {}
-    for v in outcome.values():
-        counts[v] = counts.get(v, 0) + 1
-    log(f"local: {len(todo)} runs in {time.monotonic() - t0:.1f} s: "
-        + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
-    return counts
-
-
-def _run_debug(todo, tasks_for, note, folder: Path, root: Path, doc: dict) -> dict:
+def _run_debug(todo, tasks_for, note, folder: Path, root: Path, doc: dict, interrupts: Interrupts) -> dict:
+    """In this process, one run after another; a signal stops the running trainer at its next step (a "preempted"
+    summary) and the rest are not started."""
     import submitit
 
     from costlaw.sweeps.status import dir_status
@@ -416,15 +247,27 @@ def _run_debug(todo, tasks_for, note, folder: Path, root: Path, doc: dict) -> di
     ex = submitit.AutoExecutor(folder=folder / "debug" / "%j", cluster="debug")
     outcome: dict[str, str] = {}
     ids = {r.run_id for r in todo}
-    for r in todo:
+    for i, r in enumerate(todo):
+        if interrupts.is_set():
+            sub = doc["submissions"][-1]
+            sub["interrupted"] = {"at": record.now(), "signal": interrupts.name,
+                                  "stopped": {k: v for k, v in outcome.items() if v == "preempted"},
+                                  "not_started": [x.run_id for x in todo[i:]]}
+            record.save(root, doc)
+            raise SweepInterrupted(f"interrupted ({interrupts.name}): "
+                                   f"{sum(v == 'preempted' for v in outcome.values())} run(s) checkpointed "
+                                   f"(preempted), {len(todo) - i} not started; `costlaw sweep resubmit --root {root} "
+                                   "--failed` continues them")
         if r.parent_id in ids and outcome.get(r.parent_id) != "completed":
             outcome[r.run_id] = "skipped"
             log(f"{r.run_id} {r.stage}: skipped (parent {r.parent_id} {outcome.get(r.parent_id)})")
             continue
-        job = ex.submit(tasks_for(r))
+        task = tasks_for(r)
+        job = ex.submit(task)
         note(r.run_id, job.job_id, "debug", folder / "debug" / "%j")
         log(f"running {r.run_id} {r.stage} {r.label or ''} in-process")
-        job.result()
+        with interrupts.calling(task.request_stop):
+            job.result()
         rd = RunDir(run_path(root, r.run_id))
         outcome[r.run_id] = dir_status(rd)
         log(f"{r.run_id}: {outcome[r.run_id]}")
@@ -432,14 +275,3 @@ def _run_debug(todo, tasks_for, note, folder: Path, root: Path, doc: dict) -> di
     for v in outcome.values():
         counts[v] = counts.get(v, 0) + 1
     return counts
-
-
-def _distinct(free: list[int], n: int) -> list[int] | None:
-    """The first n distinct GPU ids among the free slots, or None when fewer are free."""
-    out: list[int] = []
-    for g in free:
-        if g not in out:
-            out.append(g)
-        if len(out) == n:
-            return out
-    return out if n == 0 else None

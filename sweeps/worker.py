@@ -13,12 +13,18 @@ LOCAL_RANK) before the trainer, which initialises the process group from those v
 cuda:LOCAL_RANK. Only rank 0 checkpoints on a signal (submitit's rule); the trainer all-reduces the stop flag
 at log intervals so every rank stops together.
 
+Under the local executor a SIGTERM (what an interrupted `costlaw sweep submit` sends each job's process group,
+sweeps/local.py) is a stop request too: the trainer checkpoints at its next step, writes a "preempted" summary,
+and the task ends without requeueing, for a resubmit to continue. (On Slurm, submitit's handling stands: SIGTERM is
+logged and USR2 checkpoints and requeues.)
+
 Only this module imports torch (through runs.train), and only inside the job.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -89,6 +95,9 @@ class RunTask(submitit.helpers.Checkpointable):
             os.environ["OMP_NUM_THREADS"] = str(self.threads)
             if "torch" in sys.modules:
                 sys.modules["torch"].set_num_threads(self.threads)
+        if os.environ.get("SUBMITIT_EXECUTOR") == "local" and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda signum, frame: self.request_stop())
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # whoever started the job may block it
         train = _resolve(self.train_fn)
         kwargs = {"device": self.device, "resume": True, "stop_event": self._stop, "sweep": self.sweep}
         if dist is not None:
@@ -113,6 +122,10 @@ class RunTask(submitit.helpers.Checkpointable):
             self._result = train(cfg, self.run_dir, **kwargs)
         except BaseException as e:  # re-raised in the main thread, where submitit records it
             self._error = e
+
+    def request_stop(self) -> None:
+        """Stop at the next step boundary: the trainer checkpoints and writes a "preempted" summary."""
+        self._stop.set()
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Called by submitit on preemption or timeout: stop at the next step boundary (the trainer writes

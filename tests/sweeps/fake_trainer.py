@@ -1,9 +1,13 @@
 """A small trainer with `runs.train.train_run`'s contract, for testing the sweep machinery (executors,
 dependencies, preemption, status) in seconds and without torch: idempotent on DONE, resumes from its
-checkpoint, stops at a step boundary when `stop_event` is set (summary "preempted", no DONE).
+checkpoint, stops at a step boundary when `stop_event` is set (summary "preempted", no DONE), and holds the run
+directory's trainer lock (costmodel.core.runlock) for its whole life, as the real trainer does, so a second
+trainer on the same directory is refused before it writes anything.
 
 Knobs (environment, so they reach submitit subprocesses and Slurm jobs): COSTLAW_FAKE_STEP_S (seconds per
-step, default 0.01); COSTLAW_FAKE_FAIL=1 makes runs whose data.corpus is "fail" fail.
+step, default 0.01); COSTLAW_FAKE_FAIL=1 makes runs whose data.corpus is "fail" fail; COSTLAW_FAKE_STOP_S keeps
+training that many seconds after a stop request before checkpointing (a trainer slow to stop: a long step, an
+evaluation).
 """
 
 import json
@@ -13,6 +17,7 @@ from pathlib import Path
 
 from costlaw.costmodel.core.files import write_json_atomic
 from costlaw.costmodel.core.rundir import RunDir
+from costlaw.costmodel.core.runlock import RunLock
 
 CKPT = "checkpoint.json"
 
@@ -21,6 +26,13 @@ def train_run(cfg, run_dir, device="auto", resume=True, stop_event=None, sweep=N
     rd = RunDir(run_dir)
     if rd.is_done():
         return rd.summary()
+    with RunLock(rd.path):
+        if rd.is_done():  # finished by the trainer that held the lock before us
+            return rd.summary()
+        return _train(cfg, rd, resume, stop_event, sweep)
+
+
+def _train(cfg, rd, resume, stop_event, sweep):
     start, resumes = 0, 0
     ck = rd.file(CKPT)
     if resume and ck.exists():
@@ -53,8 +65,12 @@ def train_run(cfg, run_dir, device="auto", resume=True, stop_event=None, sweep=N
         s = summary("failed", start, error="RuntimeError: fake failure")
         rd.write_done(cfg.run_id, "failed")
         return s
+    stop_s = float(os.environ.get("COSTLAW_FAKE_STOP_S", "0"))
+    asked = None
     for step in range(start + 1, total + 1):
-        if stop_event is not None and stop_event.is_set():
+        if stop_event is not None and stop_event.is_set() and asked is None:
+            asked = time.time()
+        if asked is not None and time.time() - asked >= stop_s:
             save(step - 1)
             rd.log(f"preempted at step {step - 1}")
             return summary("preempted", step - 1)

@@ -10,8 +10,8 @@ import pytest
 from costlaw.cli import main
 from costlaw.costmodel import c_infer, c_train, gpu, kv_cache_bytes, m_infer, params_non_embedding, params_total
 from costlaw.sweeps import expand, spec
+from costlaw.sweeps.slurm import slurm_params as _slurm_params
 from costlaw.sweeps.spec import Resources
-from costlaw.sweeps.submit import _slurm_params
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "sweeps" / "examples" / "tiny.toml"
