@@ -116,7 +116,25 @@ class EvalConfig:
         conform(self)
 
 
-SECTIONS = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig}  # RunConfig's tables besides model
+@dataclass(frozen=True)
+class LogConfig:
+    """Where the trainer also sends what it appends to metrics.jsonl, live (runs/trackers.py); off by default.
+    Not part of what a run is: the run id leaves `log` out (as it does `name`), and to_dict leaves it out while it
+    is off, so turning a tracker on neither renames nor retrains a run."""
+    tensorboard: bool = False  # TensorBoard event files in <run_dir>/tensorboard (pip install costlaw[tensorboard])
+    wandb: bool = False  # a Weights & Biases run with the run's id (pip install costlaw[wandb])
+    wandb_project: str = "costlaw"
+    wandb_entity: str = ""  # empty: wandb's default entity
+    # offline writes <run_dir>/wandb without a network (`wandb sync` uploads it later); online streams to W&B
+    wandb_mode: str = bounded("offline", choices=("offline", "online"))
+
+    def validate(self):
+        conform(self)
+        if not self.wandb_project.strip():
+            raise ConfigError("wandb_project", "empty; name the W&B project, e.g. \"costlaw\"")
+
+
+SECTIONS = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig, "log": LogConfig}  # tables besides model
 
 
 @dataclass(frozen=True)
@@ -125,6 +143,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=100))
     eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     seed: int = bounded(0, lo=0, hi=MAX_SEED)
     stage: str = bounded("pretrain", choices=STAGES)
     name: str = ""  # a label for humans; not part of the run id
@@ -150,11 +169,14 @@ class RunConfig:
 
     # ---- identity and serialisation ----
     def to_dict(self) -> dict:
-        return {
+        d = {
             "name": self.name, "seed": self.seed, "stage": self.stage,
             "model": self.model.to_dict(),
             "data": _section_dict(self.data), "train": _section_dict(self.train), "eval": _section_dict(self.eval),
         }
+        if self.log != LogConfig():  # off, it is absent: every run's config.json and id stay what they were
+            d["log"] = _section_dict(self.log)
+        return d
 
     @property
     def run_id(self) -> str:

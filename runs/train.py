@@ -50,6 +50,7 @@ from costlaw.costmodel.core.errors import ConfigError, CostlawError
 from costlaw.costmodel.core.files import repair_jsonl
 from costlaw.costmodel.core.rundir import CHECKPOINT, METRICS, RunDir
 from costlaw.costmodel.core.runlock import RunLock
+from costlaw.runs import trackers
 from costlaw.runs.checkpoint import FORMAT as CKPT_FORMAT
 from costlaw.runs.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from costlaw.runs.config import RunConfig, check_memory
@@ -188,6 +189,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path, device: str = "auto", resume:
     if (done := rd.finished_or_claim(cfg.run_id)) is not None:
         return done
     task = task_for(cfg)  # its config errors come before anything is written
+    trackers.check(cfg)
     rank, world, local_rank, owned = _distributed()
     lock = None
     try:
@@ -237,6 +239,7 @@ class Trainer:
         self.final_loss = None
         self.interval = dict(EMPTY_INTERVAL)
         self.last_metrics: dict = {}
+        self.trackers: trackers.Trackers | None = None  # rank 0's TensorBoard / W&B views of metrics.jsonl
 
     # ---- run
     def run(self) -> dict:
@@ -260,6 +263,8 @@ class Trainer:
             if ck is not None:
                 self._restore(ck)
                 ck = None  # the model and optimizer hold their copies now
+            if self.main:
+                self.trackers = trackers.Trackers(self.cfg, self.rd, self.step if resuming else None)
             self.task.start(self)
             status = self._train_loop()
             if status == "preempted":
@@ -278,6 +283,8 @@ class Trainer:
             raise
         finally:
             self.task.close()
+            if self.trackers is not None:
+                self.trackers.close()  # after an error; _finish closed them with the summary otherwise
 
     # ---- setup
     def _setup(self):
@@ -500,6 +507,8 @@ class Trainer:
         self.interval = dict(EMPTY_INTERVAL)
         if self.main:
             self.rd.append_metrics(row)
+            if self.trackers is not None:
+                self.trackers.log(row)
             line = (f"step {step}/{self.total_steps} loss {loss:.4f} lr {lr:.3g} grad {row['grad_norm']:.3f} "
                     f"tok/s {row['tokens_per_s'] or 0:,.0f}")
             self.rd.log(line)
@@ -527,6 +536,8 @@ class Trainer:
         if not self.main:  # rank 0 writes the run directory; the others report how they ended
             return {"run_id": self.cfg.run_id, "status": status, "steps": self.step, "rank": self.rank}
         summary = self._summary(status, error, summary_extra)
+        if self.trackers is not None:
+            self.trackers.close(summary)
         self.rd.write_summary(summary)
         if status != "preempted":
             self.rd.write_done(self.cfg.run_id, status)

@@ -44,10 +44,13 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+NOT_IDENTITY = ("name", "log")  # a label, and where metrics are also sent: neither changes what is trained
+
+
 def run_id_of(config: dict) -> str:
-    """A run's id: sha256 of its canonical run config (`RunConfig.to_dict()`) without the free-form `name`,
-    first 16 hex digits. The same run always lands in the same directory."""
-    d = {k: v for k, v in config.items() if k != "name"}
+    """A run's id: sha256 of its canonical run config (`RunConfig.to_dict()`) without the free-form `name` and the
+    trackers of `log`, first 16 hex digits. The same run always lands in the same directory."""
+    d = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
     return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
