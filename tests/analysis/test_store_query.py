@@ -164,6 +164,7 @@ def test_help_documents_the_views():
     out = subprocess.run([sys.executable, "-m", "costlaw", "query", "--help"], capture_output=True, text=True)
     for view in ("run_summary", "final_loss_by_heads", "kv_policy_evals", "position_loss", "inference"):
         assert view in out.stdout
+    assert "read the results file and nothing else" in out.stdout and "external access off" in out.stdout
 
 
 def test_missing_db_and_bad_sql_are_one_line_errors(db, tmp_path):

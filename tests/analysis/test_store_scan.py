@@ -241,3 +241,12 @@ def test_headline_one_run_with_1e30_tokens_among_400(tmp_path):
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT * EXCLUDE (ingested_at) FROM runs ORDER BY run_id").fetchall() == before
     con.close()
+
+
+def test_help_states_the_exit_status_and_the_symlink_rule():
+    out = subprocess.run([sys.executable, "-m", "costlaw", "ingest", "--help"], capture_output=True, text=True)
+    text = " ".join(out.stdout.split())
+    assert f"{OK} every finished run under --root is in the results file" in text
+    assert f"{FAILED} the good runs were committed, but some were not: a corrupt run" in text
+    assert f"{INPUT} refused before writing" in text
+    assert "symlinked directories (a runs/ on a scratch disk) are followed" in text
