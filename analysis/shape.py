@@ -17,6 +17,14 @@ the head counts from the candidate. Here:
    aspect ratio. The quantum is 64, unless the candidate's ladder was trained at widths that are not all
    multiples of 64 (small models): then the greatest common divisor of its widths (at least 8); an explicit
    `d_multiple` (`--d-multiple`) overrides both.
+4. **The envelope.** A candidate trained on a ladder has an envelope: the depths and aspect ratios d/L its
+   runs were trained at (`Envelope`, min to max of each). Loss depends on shape beyond N (studies/gqa-depth:
+   (1,1) one layer deeper at d 192 lost 0.23 nats more than its law in N predicted), and a law in N cannot see
+   that, so a config outside the envelope is a guess the runs do not support. When the rule above lands
+   outside it, every integer depth inside the envelope's depths is tried with the widths that keep d/L inside
+   its ratios, and the smallest N >= N* among them wins (ties: the aspect ratio closer to r*). Only when no
+   config inside reaches N* (N* beyond what the envelope's shapes hold) is the config outside, and
+   `Shape.outside` says why. Without ladder shapes (the paper's anchors) there is no envelope to check.
 
 Everything else comes from the candidate's template: n_h, n_kv, d_h (64 unless its ladder says
 otherwise), d_ff = paper_ffn(d) (or the ladder's d_ff/d ratio, rounded to a multiple of 32, when its runs
@@ -68,6 +76,38 @@ def aspect_ratio(n_params: float, anchors: list[Anchor]) -> float:
 
 
 @dataclass(frozen=True)
+class Envelope:
+    """The depths and aspect ratios d/L a candidate was trained at (inclusive ranges)."""
+
+    depth: tuple[int, int]
+    ratio: tuple[float, float]
+
+    @classmethod
+    def of(cls, anchors) -> Envelope | None:
+        if not anchors:
+            return None
+        return cls((min(a.n_layers for a in anchors), max(a.n_layers for a in anchors)),
+                   (min(a.ratio for a in anchors), max(a.ratio for a in anchors)))
+
+    def outside(self, n_layers: int, d_model: int) -> str | None:
+        """Why (L, d) lies outside, or None when it is inside."""
+        why = []
+        if not self.depth[0] <= n_layers <= self.depth[1]:
+            why.append(f"depth {n_layers} outside the trained {self.depth[0]}-{self.depth[1]}")
+        r = d_model / n_layers
+        eps = 1e-9 * r
+        if not self.ratio[0] - eps <= r <= self.ratio[1] + eps:
+            why.append(f"d/L {r:.3g} outside the trained {self.ratio[0]:.3g}-{self.ratio[1]:.3g}")
+        return "; ".join(why) or None
+
+    def to_json(self) -> dict:
+        return {"depth": list(self.depth), "ratio": [float(x) for x in self.ratio]}
+
+    def text(self) -> str:
+        return f"L {self.depth[0]}-{self.depth[1]}, d/L {self.ratio[0]:.3g}-{self.ratio[1]:.3g}"
+
+
+@dataclass(frozen=True)
 class Template:
     """What a candidate fixes about a config; shape() adds L, d and d_ff."""
 
@@ -107,6 +147,11 @@ class Template:
                            tied_embeddings=self.tied_embeddings, rope_theta=self.rope_theta, layout=layout,
                            kv_policy=policy)
 
+    @property
+    def envelope(self) -> Envelope | None:
+        """The shapes of the candidate's own ladder (None: no ladder, the paper's anchors)."""
+        return Envelope.of(self.anchors)
+
     def anchor_set(self) -> tuple[list[Anchor], str]:
         if self.anchors:
             return list(self.anchors), "ladder"
@@ -122,6 +167,8 @@ class Shape:
     anchors: str  # "ladder" or "paper"
     depth_continuous: float
     d_multiple: int = 64
+    envelope: Envelope | None = None
+    outside: str | None = None  # why the config lies outside the envelope (None: inside, or no envelope)
 
 
 def _n_of(t: Template, L: int, d: int) -> int:
@@ -163,7 +210,33 @@ def shape(n_target: float, t: Template, d_multiple: int | None = None) -> Shape:
         if best is None or key < best[0]:
             best = (key, L, d)
     (n, _), L, d = best
-    return Shape(t.config(L, d), n, float(n_target), r, source, depth, d_multiple)
+    env = t.envelope
+    outside = env.outside(L, d) if env else None
+    if outside:
+        inside = _inside(t, env, n_target, r, d_multiple)
+        if inside is not None:
+            (n, _), L, d = inside
+            outside = None
+    return Shape(t.config(L, d), n, float(n_target), r, source, depth, d_multiple, env, outside)
+
+
+def _inside(t: Template, env: Envelope, n_target: float, r: float, q: int):
+    """The config inside `env` with the fewest non-embedding params >= n_target (ties: d/L closer to r), or None
+    when no width of the envelope's depths and ratios reaches n_target."""
+    best = None
+    for L in range(max(1, env.depth[0]), env.depth[1] + 1):
+        k_lo = max(1, math.ceil(env.ratio[0] * L / q - 1e-9))
+        k_hi = math.floor(env.ratio[1] * L / q + 1e-9)
+        if k_hi < k_lo or _n_of(t, L, q * k_hi) < n_target:
+            continue
+        while k_hi - k_lo > 0:  # smallest k in [k_lo, k_hi] whose config reaches n_target
+            mid = (k_lo + k_hi) // 2
+            k_lo, k_hi = (k_lo, mid) if _n_of(t, L, q * mid) >= n_target else (mid + 1, k_hi)
+        d = q * k_lo
+        key = (_n_of(t, L, d), abs(math.log((d / L) / r)))
+        if best is None or key < best[0]:
+            best = (key, L, d)
+    return best
 
 
 def _smallest_multiple(ok) -> int:

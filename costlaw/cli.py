@@ -24,6 +24,7 @@ VERBS = {
     "fit": "fit a scaling law to a table of runs, with bootstrap intervals and holdout checks",
     "isoflop": "IsoFLOP profiles (Chinchilla's Approach 2) from training curves: N*(C) and D*(C) with intervals",
     "recommend": "the cheapest config that reaches a target loss at given contexts",
+    "validate": "cross-validate a store's laws: how often left-out runs land inside their intervals",
     "frontier": "loss vs inference memory / FLOPs Pareto sets per family",
     "report": "an HTML + Markdown report of a results file",
     "kv-eval": "evaluate KV-cache policies on a trained run across keep ratios",

@@ -8,45 +8,63 @@ import sys
 
 EPILOG = """\
 how it works (the GQA paper's search, §4.1, across families):
-  1. each candidate's law L(N) = (a/N)^b + E (N = non-embedding params) is fitted to the store's completed
-     pretraining runs (>= 4 sizes; fewer: listed as unfit) with bootstrap intervals, or read from --fits;
-     a fit the store's fits table holds for the same runs, options and fitter (from an earlier recommend,
-     report or `costlaw fit --db`) is reused, new fits are stored there; --refit fits all again;
-     a compressed candidate (KV policy + keep ratio on a dense one) is the dense law + the measured ΔNLL
-  2. N* = the size where the law reaches --target-loss
-  3. N* -> config: d/L is interpolated in log N from the candidate's own ladder runs (else the paper's
+  1. each candidate's law L(N) = (a/N)^b + E (N = non-embedding params) is fitted to the config means of
+     the store's completed pretraining runs (one point per config, its seeds averaged; >= 4 sizes, fewer:
+     listed as unfit) with a bootstrap over configs (a config's seeds resampled together), or read from
+     --fits; a fit the fits table of a --db holds for the same runs, options and fitter (from an earlier
+     recommend, report or `costlaw fit --db`) is reused, new fits are stored there (with one --db; with
+     several, in none); --refit fits all again; a compressed candidate (KV policy + keep ratio on a dense
+     one) is the dense law + the measured ΔNLL
+  2. run-to-run noise per candidate: the spread of a config's seeds (pooled) plus what the config means
+     scatter about the law beyond it (lack of fit); with no repeated seed, the fit's residual variance
+  3. N* = the size where the law reaches --target-loss
+  4. N* -> config: d/L is interpolated in log N from the candidate's own ladder runs (else the paper's
      anchors: Table 9 up to 1.2B, App. B.1 Table 7 above), depth solved for N*, then integer L and d
      (a multiple of 64, or of the gcd of the ladder's widths when those are not multiples of 64, or of
-     --d-multiple) giving the fewest non-embedding params >= N*;
+     --d-multiple) giving the fewest non-embedding params >= N*, kept inside the depths and d/L the
+     candidate was trained at (its envelope) whenever a config there reaches N*;
      d_h, vocabulary, tied embeddings and RoPE from the ladder, d_ff = 8d/3 to a multiple of 32
-  4. price with costmodel at each --context; Z = λ·M^α + (1−λ)·C^β (M = M_infer bytes at --dtype,
+  5. guards: a weak law (E at its bound; a, E or b with a bootstrap 95% interval spanning > 1 decade,
+     not finite, or b reaching <= 0; R² < 0.98 on its config means) or a config outside the envelope
+     is listed with why but does not win unless --allow-weak-laws / --allow-outside-envelope; when
+     nothing is left, there is no winner (exit 0) and the output says why
+  6. price with costmodel at each --context; Z = λ·M^α + (1−λ)·C^β (M = M_infer bytes at --dtype,
      C = C_infer FLOPs/token), lowest Z within every budget wins; the loss is predicted at the rounded
-     config's N with a bootstrap 95% interval; extrapolation = N* / largest trained N (warned above 4x)
+     config's N with two intervals at --level: the law's mean (fit uncertainty) and a new run (fit
+     uncertainty + run-to-run noise: what a training run of the config will land in); extrapolation =
+     N* / largest trained N (warned above 4x). `costlaw validate` measures how often held-out runs land
+     inside these intervals
 
 fits file (--fits, JSON): {"format": "costlaw-fits/1", "law": "gqa-size",
   "candidates": [{"n_heads": 32, "n_kv_heads": 8, "params": {"a": .., "b": .., "E": ..},
                   "bootstrap": {"a": [..], "b": [..], "E": [..]}, "ladder": [{"N": .., "d_model": .., "n_layers": ..}],
                   "n_max": .., "family": "gqa|hybrid|compressed", "sparse": .., "full_fraction": ..}, ...],
   "kv_policies": [{"method": "snapkv", "keep": 0.25, "delta_nll": 0.03, "base": "32,8"}]}
-  (full schema: analysis/recommend/fitsfile.py; --fits-out writes the store's fits in it; so does
-  `costlaw fit --out`, and `costlaw fit --group-by n_heads,n_kv_heads --law gqa-size` fits are read back)
+  (full schema: analysis/recommend/fitsfile.py; --fits-out writes the store's fits in it, noise included; so
+  does `costlaw fit --out`, and `costlaw fit --group-by n_heads,n_kv_heads --law gqa-size` fits are read back)
 
 calibration file (--calibration, JSON): {"format": "costlaw-calibration/1",
   "gpus": {"H100-SXM": {"decode": {"overhead_s": 2e-4, "bytes_per_s": 2.9e12, "flops_per_s": 6e14}}}}
   optional per GPU: "families": {"hybrid": {"decode": {...}}} prices that family's candidates (the others use
-  the GPU-level "decode"); `python -m analysis.calibration MEASUREMENTS.json --out DIR` writes such a file
-  from benchmarks/calibrate_infer_gpu.py's measurements
+  the GPU-level "decode"); `costlaw calibrate MEASUREMENTS.json --out DIR` writes such a file from
+  benchmarks/calibrate_infer_gpu.py's measurements
 
-closing the loop (--record, needs --db): each context's winner becomes a row of the recommendations table
-  (rec_id, model_id = the config's id, predicted loss and 95% interval, costs, budgets); train the TOML,
+closing the loop (--record, needs --db; with several, the first): each context's winner becomes a row of the
+  recommendations table (rec_id, model_id = the config's id, predicted loss, its interval for a new run and
+  for the mean at --level, the noise, costs, budgets, the runs its law was fitted to); train the config,
   `costlaw ingest` the run into the same file, then `costlaw query --db FILE "select * from closed_loop"`
-  shows the measured loss beside the prediction (inside = within the interval). Recording the same
-  recommendation again adds no row.
+  shows the measured loss beside the prediction (inside = within the new-run interval; held_out = the run
+  was not one the law was fitted to). Recording the same recommendation again adds no row.
+  --spec-out FILE --recipe-from LADDER_SPEC.toml --train-seed N writes a sweep spec that trains the winners
+  with the ladder's own recipe (data, schedule, tokens and batch formulas, eval) at seed N, which must be
+  one no ladder run used; another call with the same FILE, recipe and seed adds its winners to it.
 
 examples:
   costlaw recommend --fits fits.json --target-loss 2.6 --context 8K,128K
   costlaw recommend --db results.duckdb --target-loss 1.9 --context 1K,32K --memory-budget 16GiB --json
-  costlaw recommend --db results.duckdb --target-loss 1.9 --context 32K --toml-out rec.toml --record
+  costlaw recommend --db a.duckdb --db b.duckdb --target-loss 1.9 --context 32K --level 0.95
+  costlaw recommend --db results.duckdb --target-loss 1.9 --context 32K --record \\
+      --spec-out loop.toml --recipe-from ladder/spec.toml --train-seed 7
 """
 
 
@@ -57,8 +75,16 @@ def add_arguments(p):
     p.add_argument("--context", action="append", required=True,
                    help="context length(s) T in tokens: 8192, 8K, 128K (repeat or comma-separate)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--db", help="a results file: fit each candidate's law to its completed runs")
+    src.add_argument("--db", action="append",
+                     help="a results file: fit each candidate's law to its completed runs (repeat to read several "
+                          "as one, e.g. a ladder spread over studies)")
     src.add_argument("--fits", help="a fits JSON (format costlaw-fits/1, see below) instead of a store")
+    p.add_argument("--level", type=float, default=0.9,
+                   help="the intervals' level (default 0.9): a new run's loss, and the law's mean")
+    p.add_argument("--allow-weak-laws", action="store_true",
+                   help="let a candidate whose law is weak (not identified, or R² < 0.98) win; it is flagged")
+    p.add_argument("--allow-outside-envelope", action="store_true",
+                   help="let a config outside its candidate's trained depths and d/L win; it is flagged")
     p.add_argument("--candidates", default="all",
                    help="all (default: every candidate the data cover), paper (the 21 (n_h, n_kv) pairs), or labels "
                         "separated by ';', e.g. '32,8;8,1;8,1 snapkv keep=0.25'")
@@ -80,7 +106,13 @@ def add_arguments(p):
                    help="d_model is a multiple of this (default 64, or the gcd of a candidate's ladder widths when "
                         "they are not multiples of 64)")
     fitg = p.add_argument_group("fitting from --db")
-    fitg.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples per law (default 100; 0: none)")
+    fitg.add_argument("--bootstrap", type=int, default=200,
+                      help="bootstrap resamples of the configs per law (default 200; 0: none, and no fit uncertainty)")
+    fitg.add_argument("--noise", choices=("constant", "size"), default="constant",
+                      help="seed noise constant in N (default: the better calibrated, analysis/recommend/noise.py) "
+                           "or log-linear in N")
+    fitg.add_argument("--lack-of-fit", action="store_true",
+                      help="add the config means' scatter beyond seed noise to a new run's noise (off by default)")
     fitg.add_argument("--seed", type=int, default=0)
     fitg.add_argument("--train-context", type=int, help="fit runs trained at this seq_len (default: the most common)")
     fitg.add_argument("--sweep", help="only runs of this sweep")
@@ -94,6 +126,10 @@ def add_arguments(p):
     out.add_argument("--record", action="store_true",
                      help="record each context's winner in --db's recommendations table; once its config is trained "
                           "and ingested, the closed_loop view compares the measured loss with the prediction")
+    out.add_argument("--spec-out", help="write (or add to) a sweep spec that trains the winners (see below)")
+    out.add_argument("--recipe-from", help="with --spec-out: the ladder's sweep spec, whose recipe the winners get")
+    out.add_argument("--train-seed", type=int, help="with --spec-out: the seed to train at, one no ladder run used")
+    out.add_argument("--spec-name", help="with --spec-out: the sweep's name (default <recipe>-recommended-s<seed>)")
 
 
 def parse_contexts(values) -> list[int]:
@@ -131,6 +167,7 @@ def log(msg: str) -> None:
 
 def main(args) -> int:
     from costlaw.analysis.recommend import FAMILIES, fit_store, load_fits, recommend, render_text, write_tomls
+    from costlaw.analysis.recommend.intervals import check_level
     from costlaw.costmodel.core.errors import CostlawError
 
     contexts = parse_contexts(args.context)
@@ -144,6 +181,8 @@ def main(args) -> int:
                            "give --db RESULTS.duckdb instead of --fits, or drop --record")
     if args.bootstrap < 0:
         raise CostlawError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
+    check_level(args.level)
+    check_spec_args(args)
     objective = build_objective(args)
     if args.fits:
         if args.fits_out:
@@ -154,22 +193,27 @@ def main(args) -> int:
     else:
         fs = fit_store(args.db, families=families, n_boot=args.bootstrap, seed=args.seed,
                        train_context=args.train_context, sweep=args.sweep, progress=None if args.json else log,
-                       refit=args.refit)
+                       refit=args.refit, noise=args.noise, lack_of_fit=args.lack_of_fit)
         if args.fits_out:
             log(f"fits written to {fs.save(args.fits_out)}")
     rec = recommend(fs, args.target_loss, contexts, objective, candidates=args.candidates, families=families,
-                    standard=args.standard, d_multiple=args.d_multiple)
-    if all(rec.winner(T) is None for T in contexts):
+                    standard=args.standard, d_multiple=args.d_multiple, level=args.level,
+                    allow_weak=args.allow_weak_laws, allow_outside=args.allow_outside_envelope)
+    if all(rec.no_winner_reason(T) == "no candidate meets the budgets" for T in contexts):
         raise CostlawError("budgets: no candidate meets --memory-budget/--flops-budget/--latency-target-ms at any "
                            "context; relax a budget or add candidates")
     written = write_tomls(rec, args.toml_out) if args.toml_out else []
     recorded = record(rec, fs, args) if args.record else None
+    spec = write_spec(rec, fs, args) if args.spec_out else None
     if args.json:
         doc = rec.to_json()
         doc["toml_files"] = [str(p) for p in written]
         if recorded is not None:
             doc["recorded"] = recorded[0]
             log(recorded[1])
+        if spec is not None:
+            doc["spec"] = spec[0]
+            log(spec[1])
         print(json.dumps(doc, indent=2, default=_default))
     else:
         print(render_text(rec))
@@ -177,7 +221,66 @@ def main(args) -> int:
             print(f"wrote {p}")
         if recorded is not None:
             print(recorded[1])
+        if spec is not None:
+            print(spec[1])
     return 0
+
+
+def check_spec_args(args) -> None:
+    from costlaw.costmodel.core.errors import CostlawError
+
+    given = [f for f, v in (("--recipe-from", args.recipe_from), ("--train-seed", args.train_seed),
+                            ("--spec-name", args.spec_name)) if v is not None]
+    if given and not args.spec_out:
+        raise CostlawError(f"{given[0]}: goes with --spec-out FILE; add it or drop {given[0]}")
+    if args.spec_out and (args.recipe_from is None or args.train_seed is None):
+        raise CostlawError("--spec-out: needs --recipe-from LADDER_SPEC.toml (the ladder's recipe) and --train-seed N "
+                           "(a seed no ladder run used)")
+    if args.train_seed is not None and args.train_seed < 0:
+        raise CostlawError(f"--train-seed: must be >= 0, got {args.train_seed}")
+
+
+def write_spec(rec, fs, args) -> tuple[dict, str]:
+    """The winners as a sweep spec at --spec-out (added to one this wrote before); the JSON entry and a line."""
+    from pathlib import Path
+
+    from costlaw.analysis.recommend.specout import merge_points, point_line, spec_text
+    from costlaw.costmodel.core.errors import CostlawError
+    from costlaw.costmodel.core.files import write_atomic
+    from costlaw.sweeps.expand import expand
+    from costlaw.sweeps.spec import parse
+
+    lines = merge_points(args.spec_out, args.recipe_from, args.train_seed)
+    have = {line.split("  # ", 1)[0] for line in lines}
+    added = []
+    for T in rec.contexts:
+        w = rec.winner(T)
+        if w is None:
+            continue
+        used = sorted({p["seed"] for p in w.cand.ladder if "seed" in p})
+        if args.train_seed in used:
+            raise CostlawError(f"--train-seed: seed {args.train_seed} trained {w.label}'s ladder runs; pick a seed no "
+                               f"ladder run used (they used {', '.join(map(str, used))})")
+        iv = w.interval
+        note = (f"{w.label} at context {T}, target {rec.target:g}: predicted {w.predicted:.4g}, {iv.text()}"
+                + (f", ΔNLL of {w.cand.template.kv_policy} to evaluate with costlaw kv-eval" if w.cand.base else ""))
+        line = point_line(w.shape.config.to_dict(), note)
+        key = line.split("  # ", 1)[0]
+        if key not in have:
+            have.add(key)
+            lines.append(line)
+            added.append(w.shape.config.config_id)
+    text = spec_text(lines, args.recipe_from, args.train_seed, args.spec_name)
+    try:
+        runs = expand(parse(text), Path(args.spec_out).resolve().parent)
+    except CostlawError as e:
+        raise CostlawError(f"--recipe-from: the spec it gives does not plan ({e}); check the recipe") from None
+    write_atomic(Path(args.spec_out), text)
+    entry = {"path": str(args.spec_out), "seed": args.train_seed, "points": len(lines), "added": added,
+             "run_ids": [r.run_id for r in runs]}
+    line = (f"wrote {args.spec_out}: {len(lines)} config(s) at seed {args.train_seed} with {args.recipe_from}'s recipe "
+            f"({len(added)} added now); train with: costlaw sweep submit {args.spec_out} --executor ...")
+    return entry, line
 
 
 def record(rec, fs, args) -> tuple[list[dict], str]:
@@ -186,16 +289,17 @@ def record(rec, fs, args) -> tuple[list[dict], str]:
 
     from costlaw.analysis.store.recommendations import recommendation_rows, write_recommendations
 
-    rows = recommendation_rows(rec, source=str(Path(args.db).resolve()), sweep=args.sweep,
-                               train_context=fs.train_context)
-    done = write_recommendations(args.db, rows)
+    db = args.db[0]
+    source = ", ".join(str(Path(d).resolve()) for d in args.db)
+    rows = recommendation_rows(rec, source=source, sweep=args.sweep, train_context=fs.train_context)
+    done = write_recommendations(db, rows)
     entries = [{"rec_id": i, "context": r["context"], "candidate": r["candidate"], "model_id": r["model_id"],
                 "new": new} for (i, new), r in zip(done, rows)]
     n_new = sum(e["new"] for e in entries)
     ids = ", ".join(f"{e['rec_id']} ({e['candidate']} at {e['context']})" for e in entries)
     again = f", {len(entries) - n_new} already there" if n_new < len(entries) else ""
-    line = (f"recorded {n_new} recommendation(s) in {args.db}{again}: {ids}; after training and ingesting, check "
-            f"with: costlaw query --db {args.db} \"select * from closed_loop\"")
+    line = (f"recorded {n_new} recommendation(s) in {db}{again}: {ids}; after training and ingesting, check "
+            f"with: costlaw query --db {db} \"select * from closed_loop\"")
     return entries, line
 
 

@@ -1,4 +1,5 @@
-"""`costlaw report`: an HTML + Markdown report of a results file (fits, recommendation, figures, environment)."""
+"""`costlaw report`: an HTML + Markdown report of a results file, or of several read as one (fits, recommendation,
+cross-validation, figures, environment)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import sys
 
 
 def add_arguments(p):
-    p.add_argument("--db", required=True, help="a results file (costlaw ingest)")
+    p.add_argument("--db", action="append", required=True,
+                   help="a results file (costlaw ingest); repeat to report several as one")
     p.add_argument("--out", required=True, help="directory for index.html, report.md, figures/, fits.json")
     p.add_argument("--target-loss", type=float,
                    help="the recommendation's target loss (default: the lowest loss every fitted candidate reached)")
@@ -18,7 +20,14 @@ def add_arguments(p):
                         "(by default those are reused, and new fits are stored there)")
     p.add_argument("--standard", default="d/d_h,8", help="baseline config at the same loss (see costlaw recommend)")
     p.add_argument("--candidates", default="all", help="candidates to compare (see costlaw recommend)")
-    p.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples per law (default 100)")
+    p.add_argument("--bootstrap", type=int, default=200,
+                   help="bootstrap resamples of the configs per law (default 200)")
+    p.add_argument("--level", type=float, default=0.9, help="the intervals' level (default 0.9; see costlaw recommend)")
+    p.add_argument("--allow-weak-laws", action="store_true", help="as costlaw recommend: let weak laws win")
+    p.add_argument("--allow-outside-envelope", action="store_true",
+                   help="as costlaw recommend: let configs outside their trained shapes win")
+    p.add_argument("--no-validate", action="store_true",
+                   help="skip the cross-validation section (leave each config out; costlaw validate)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="bf16", help="bytes of weights and KV cache: bf16 | fp16 | fp32 | fp8")
     p.add_argument("--sweep", help="only this sweep's runs (a results file that also holds other studies)")
@@ -33,6 +42,7 @@ def main(args) -> int:
     from costlaw.analysis.objective import Objective
     from costlaw.analysis.recommend import load_fits
     from costlaw.analysis.recommend.candidates import fit_status_line
+    from costlaw.analysis.recommend.intervals import check_level
     from costlaw.analysis.report import build_report
     from costlaw.analysis.report.build import dumps_json
     from costlaw.cmd_recommend import parse_contexts
@@ -40,6 +50,7 @@ def main(args) -> int:
 
     if args.bootstrap < 0:
         raise CostlawError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
+    check_level(args.level)
     if args.refit and args.fits:
         raise CostlawError("--refit: refits the laws from --db's runs; --fits reads them from a file; drop one")
     contexts = parse_contexts(args.context) if args.context else None
@@ -47,7 +58,8 @@ def main(args) -> int:
     res = build_report(args.db, args.out, target=args.target_loss, contexts=contexts, fits=fits,
                        objective=Objective(dtype=args.dtype), standard=args.standard, n_boot=args.bootstrap,
                        seed=args.seed, candidates=args.candidates, progress=None if args.json else log,
-                       sweep=args.sweep, refit=args.refit)
+                       sweep=args.sweep, refit=args.refit, level=args.level, allow_weak=args.allow_weak_laws,
+                       allow_outside=args.allow_outside_envelope, validate=not args.no_validate)
     if args.json:
         print(dumps_json(res))
         return 0
@@ -60,4 +72,10 @@ def main(args) -> int:
         print(f"wrote {res.fits}")
     for s in res.skipped:
         print(f"figure not drawn: {s}")
+    if res.validation is not None:
+        o = res.validation.overall()
+        print(f"cross-validation: {100 * o['coverage']:.0f}% of {o['runs']} left-out runs inside their "
+              f"{100 * args.level:g}% new-run interval")
+    elif res.validation_note:
+        print(f"cross-validation: {res.validation_note}")
     return 0

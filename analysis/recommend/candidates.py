@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from costlaw.analysis.fits import FITS_FORMAT, FitOptions, fit_fields, header, store_rows
+from costlaw.analysis.recommend.guards import weaknesses
+from costlaw.analysis.recommend.intervals import Interval, interval, mean_draws
+from costlaw.analysis.recommend.noise import Noise, config_groups
+from costlaw.analysis.recommend.noise import estimate as estimate_noise
 from costlaw.analysis.shape import Template
 from costlaw.costmodel.core.errors import CostlawError
 from costlaw.costmodel.core.files import write_atomic
@@ -19,7 +24,6 @@ PAPER_PAIRS = tuple((h, k) for h in HEADS for k in HEADS if k <= h)  # the paper
 FAMILIES = ("gqa", "hybrid", "compressed")
 MIN_SIZES = 4
 EXTRAPOLATION_WARN = 4.0
-R2_WARN = 0.98  # the reference study's bar for a usable law; the GQA paper's own fits reach R² > 0.999
 DEFAULT_STANDARD = "d/d_h,8"
 
 
@@ -33,11 +37,11 @@ class Candidate:
     template: Template
     law: str = "gqa-size"
     params: dict | None = None
-    samples: dict | None = None  # name -> array of bootstrap draws
+    samples: dict | None = None  # name -> array of bootstrap draws (configs resampled with their seeds)
     ci95: dict | None = None
     r2: float | None = None
-    n_points: int = 0
-    ladder: list[dict] = field(default_factory=list)  # {"N", "d_model", "n_layers", "loss"}
+    n_points: int = 0  # points fitted: configs (each the mean over its seeds)
+    ladder: list[dict] = field(default_factory=list)  # one per run: {"N", "d_model", "n_layers", "loss", ...}
     n_max: float | None = None
     reason: str | None = None  # why there is no law
     base: str | None = None  # compressed-on-dense: the dense candidate whose law it uses
@@ -45,6 +49,9 @@ class Candidate:
     delta_source: str | None = None
     group: dict = field(default_factory=dict)  # the store columns that select its runs
     fit_extra: dict = field(default_factory=dict)  # the rest of its fit entry (objective, r2_ceiling, fingerprint...)
+    n_runs: int | None = None  # runs behind the points (None: not known, e.g. a fits file without them)
+    noise: Noise | None = None  # run-to-run noise (analysis/recommend/noise.py); None: not known
+    x_extra: tuple[str, ...] = ()  # the law's variables after N (a shape-aware law in costlaw validate)
 
     @property
     def fitted(self) -> bool:
@@ -63,6 +70,43 @@ class Candidate:
         self.n_points = int(fit.get("n_points", self.n_points))
         self.fit_extra = {k: v for k, v in fit.items() if k not in ("params", "bootstrap", "ci95", "r2", "n_points")}
         self.reason = None
+
+    def measure_noise(self, kind: str = "constant", lack_of_fit: bool = False) -> Noise | None:
+        """Estimate the run-to-run noise from the ladder's runs about the fitted law (analysis/recommend/noise.py)."""
+        from costlaw.fitting import get_law
+
+        law = get_law(self.law)
+        if self.x_extra:  # a law of more than N: the noise about it at each config's own extra values
+            extra = {}
+            for pt in self.ladder:
+                extra.setdefault(float(pt["N"]), [pt[x] for x in self.x_extra])
+
+            def predict(Ns):
+                return law.predict(self.params, [[float(n), *extra[float(n)]] for n in Ns])
+        else:
+            def predict(Ns):
+                return law.predict(self.params, np.asarray(Ns, dtype=float))
+        self.noise = estimate_noise(config_groups(self.ladder), predict, len(law.params), kind, lack_of_fit)
+        return self.noise
+
+    @property
+    def weak(self) -> list[str]:
+        """Why this law is not fit to recommend from (analysis/recommend/guards.py); empty when it is."""
+        return weaknesses(self)
+
+    def interval(self, N: float, level: float, extra=(), widen_sd: float = 0.0) -> Interval:
+        """The predicted loss at N (+ ΔNLL) with the interval of the mean and of a new run (intervals.py)."""
+        from costlaw.fitting import get_law
+
+        law = get_law(self.law)
+        x = [[float(N), *extra]]
+        point = float(law.predict(self.params, x)[0]) + self.delta_nll
+        draws = mean_draws(law, self.samples, N, extra) + self.delta_nll
+        sd = df = None
+        if self.noise is not None:
+            sd = math.sqrt(self.noise.sd(N) ** 2 + widen_sd ** 2)
+            df = self.noise.df(N)
+        return interval(point, draws, level, sd, df)
 
     @property
     def n_heads(self) -> int:
@@ -89,11 +133,20 @@ class Candidate:
             d["reason"] = self.reason
         if self.samples is not None:
             d["bootstrap"] = {k: [float(x) for x in np.asarray(v)] for k, v in self.samples.items()}
+            d["bootstrap_by"] = "config"
         if self.ci95 is not None:
             d["ci95"] = {k: [float(x) for x in v] for k, v in self.ci95.items()}
         if self.r2 is not None:
             d["r2"] = float(self.r2)
         d["n_points"] = int(self.n_points)
+        if self.n_runs is not None:
+            d["n_runs"] = int(self.n_runs)
+        if self.noise is not None:
+            d["noise"] = self.noise.to_json()
+        if self.x_extra:
+            d["x_extra"] = list(self.x_extra)
+        if self.fitted and not self.base:
+            d["weak"] = self.weak
         if self.ladder:
             d["ladder"] = [{k: (float(v) if k in ("N", "loss") else v) for k, v in p.items()} for p in self.ladder]
         if self.n_max is not None:

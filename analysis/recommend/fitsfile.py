@@ -15,10 +15,16 @@ store's fits table holds in `doc`). What recommend reads of it:
         "family": "gqa",                      # gqa (default) | hybrid | compressed (a trained compressed ladder)
         "params": {"a": 1.2e7, "b": 0.3, "E": 2.1},     # the law's parameters; absent: listed as unfit
         "reason": "3 sizes",                  # why there are no params (optional)
-        "bootstrap": {"a": [...], "b": [...], "E": [...]},   # optional samples -> the loss interval
+        "bootstrap": {"a": [...], "b": [...], "E": [...]},   # optional samples -> the interval of the mean
+                                              # (recommend writes draws over configs: "bootstrap_by": "config")
         "ci95": {"a": [lo, hi], ...},         # optional, shown only
-        "r2": 0.999, "n_points": 8,           # optional, shown only
-        "ladder": [{"N": 1.9e7, "d_model": 512, "n_layers": 6, "loss": 3.1}, ...],  # optional: aspect ratios
+        "r2": 0.999, "n_points": 8,           # optional; r2 and the draws feed the guards (guards.py)
+        "n_runs": 14,                         # optional: runs behind the n_points config means
+        "ladder": [{"N": 1.9e7, "d_model": 512, "n_layers": 6, "loss": 3.1,   # optional: aspect ratios and the
+                    "model_id": "...", "seed": 0}, ...],                      # envelope; losses: the noise
+        "noise": {"source": "seeds", "kind": "constant", "seed_var": ..., "seed_df": ..., "lof_var": ...,
+                  "lof_df": ...},             # optional run-to-run noise (noise.py); absent: measured from the
+                                              # ladder's losses when it has them, else the interval is the mean's
         "n_max": 1.0e9,                       # optional largest trained N (default: the ladder's largest)
         "head_dim": 64, "vocab_size": ..., "tied_embeddings": ..., "rope_theta": ...,  # optional overrides
         "ffn_ratio": 4.0,                     # optional: d_ff/d (default: the paper's 8d/3 to a multiple of 32)
@@ -53,6 +59,7 @@ from costlaw.analysis.recommend.candidates import (
     pair_label,
     policy_label,
 )
+from costlaw.analysis.recommend.noise import Noise
 from costlaw.analysis.shape import Anchor, Template
 from costlaw.costmodel import KVPolicy
 from costlaw.costmodel.core.errors import CostlawError
@@ -149,6 +156,11 @@ def _candidate_from_json(e, i: int, defaults: dict, law) -> Candidate:
         item = {"N": float(N), "d_model": _need(pt, "d_model", w), "n_layers": _need(pt, "n_layers", w)}
         if pt.get("loss") is not None:
             item["loss"] = float(_need(pt, "loss", w, float))
+        for k in ("run_id", "model_id"):
+            if isinstance(pt.get(k), str):
+                item[k] = pt[k]
+        if isinstance(pt.get("seed"), int) and not isinstance(pt.get("seed"), bool):
+            item["seed"] = pt["seed"]
         ladder.append(item)
     try:
         template = Template(
@@ -198,6 +210,12 @@ def _candidate_from_json(e, i: int, defaults: dict, law) -> Candidate:
         cand.n_max = float(_need(e, "n_max", where, float))
     elif ladder:
         cand.n_max = max(p["N"] for p in ladder)
+    if e.get("n_runs") is not None:
+        cand.n_runs = int(_need(e, "n_runs", where))
+    if cand.fitted and e.get("noise") is not None:
+        cand.noise = Noise.from_json(e["noise"], f"--fits: {where}.noise")
+    elif cand.fitted and len(law.variables) == 1 and any("loss" in pt for pt in ladder):
+        cand.measure_noise()  # the runs are in the file: measure their noise as fit_runs does
     return cand
 
 
@@ -230,8 +248,8 @@ def on_dense(base: Candidate, policy: dict, delta: float, source: str) -> Candid
     return Candidate(label=policy_label(base.label, policy), family="compressed",
                      template=replace(base.template, kv_policy=policy), law=base.law, params=base.params,
                      samples=base.samples, ci95=base.ci95, r2=base.r2, n_points=base.n_points, ladder=base.ladder,
-                     n_max=base.n_max, reason=(f"base {base.label} has no law: {base.reason}" if not base.fitted
-                                               else None),
+                     n_max=base.n_max, n_runs=base.n_runs, noise=base.noise,
+                     reason=f"base {base.label} has no law: {base.reason}" if not base.fitted else None,
                      base=base.label, delta_nll=delta, delta_source=source,
                      group={**base.group, "kv_method": policy["method"], "kv_keep": policy["keep"]})
 

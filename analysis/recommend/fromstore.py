@@ -1,5 +1,18 @@
-"""Candidates fitted from the store's completed runs (one law per candidate, bootstrap over runs), through the
-group-fit pipeline (analysis/fits), reusing the store's stored fits of the same runs and options."""
+"""Candidates fitted from the store's completed runs through the group-fit pipeline (analysis/fits), reusing the
+store's stored fits of the same runs and options; several stores are read as one (analysis.store.union).
+
+Each candidate's law is fitted to its **config means**: one point per config (ModelConfig id: a shape and head
+layout), the mean loss over the config's seeds. Two reasons. (1) Fitted to every run, the Huber objective on log
+residuals (delta 1e-3, in effect least absolute deviations) is flat wherever the curve passes between the seeds
+of each config, so the optimum is not unique and a refit from it does not move: a bootstrap that resamples
+configs with their seeds (what a prediction for an untrained config needs) then has no spread at all (measured
+on studies/gqa-heads-steps (8,2): 200 of 200 refits stayed at the start). (2) On config means the pipeline's
+bootstrap over rows *is* the bootstrap over configs, seeds resampled together, and a stored fit keeps its draws.
+Held-out error is about the same either way (`costlaw validate`; the numbers are in analysis/validate). With one
+run per config (the paper's ladders) the means are the runs.
+
+The runs themselves measure the run-to-run noise (analysis/recommend/noise.py) that prediction intervals add.
+"""
 
 from __future__ import annotations
 
@@ -23,9 +36,9 @@ from costlaw.costmodel import KVPolicy, paper_ffn
 from costlaw.costmodel.attention import Full, decode_layout
 from costlaw.costmodel.core.errors import CostlawError
 
-RUN_COLUMNS = ("run_id, sweep, stage, seq_len, family, d_model, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, "
-               "vocab_size, tied_embeddings, rope_theta, layout, n_full_layers, kv_method, kv_keep, kv_budget, "
-               "params_non_embedding, val_loss, final_loss, tokens, config_json, fingerprint")
+RUN_COLUMNS = ("run_id, model_id, seed, sweep, stage, seq_len, family, d_model, n_layers, n_heads, n_kv_heads, "
+               "head_dim, ffn_dim, vocab_size, tied_embeddings, rope_theta, layout, n_full_layers, kv_method, kv_keep, "
+               "kv_budget, params_non_embedding, val_loss, final_loss, tokens, config_json, fingerprint, done_mtime_ns")
 
 
 def runs_sql(sweep: str | None = None) -> str:
@@ -39,40 +52,67 @@ def runs_sql(sweep: str | None = None) -> str:
 
 
 def load_runs(db, sweep: str | None = None):
-    """Completed runs (pandas) with `loss` = val_loss, else final_loss."""
-    from costlaw.analysis.store import query_df
+    """Completed runs (pandas) with `loss` = val_loss, else final_loss, of one store or several (`db` a list:
+    stacked with a `store` column, a run several hold kept once; analysis.store.union)."""
+    from costlaw.analysis.store.union import as_list, query_stores
 
-    df = query_df(db, runs_sql(sweep), engine="pandas")
+    dbs = as_list(db)
+    df = query_stores(dbs, runs_sql(sweep))
+    if len(dbs) == 1:
+        df = df.drop(columns="store")
     if len(df):
         df["loss"] = df["val_loss"].where(df["val_loss"].notna(), df["final_loss"])
     return df
 
 
+def stores_text(db) -> str:
+    from costlaw.analysis.store.union import as_list
+
+    dbs = as_list(db)
+    return f"store {dbs[0]}" if len(dbs) == 1 else f"stores {', '.join(dbs)}"
+
+
 def fit_store(db, *, families=FAMILIES, n_boot: int = 200, seed: int = 0, min_sizes: int = MIN_SIZES,
               train_context: int | None = None, sweep: str | None = None,
-              progress: Callable[[str], None] | None = None, refit: bool = False, store: bool = True) -> FitSet:
-    """Every candidate the store's completed runs cover (see `fit_runs`). A candidate whose runs, options and
-    fitter the store's fits table already holds a fit of takes that fit (never with `refit`); the others are
-    fitted and, with `store`, written to the fits table (under the store's write lock), so the next call reuses
-    them; a file that cannot be written is read all the same (fit_status["not_stored"] says why). `fit_status`
-    of the result says which laws were reused and which fitted."""
+              progress: Callable[[str], None] | None = None, refit: bool = False, store: bool = True,
+              noise: str = "constant", lack_of_fit: bool = False) -> FitSet:
+    """Every candidate the store's completed runs cover (see `fit_runs`); `db` one results file or a list of them.
+    A candidate whose runs, options and fitter a fits table already holds a fit of takes that fit (never with
+    `refit`); the others are fitted and, with `store` and a single store, written to its fits table (under the
+    store's write lock), so the next call reuses them; a file that cannot be written is read all the same
+    (fit_status["not_stored"] says why). With several stores, stored fits are looked up in every one and new ones
+    are written to none: a fit of runs from several studies belongs to no one study's file, and a refit costs
+    seconds. `fit_status` of the result says which laws were reused and which fitted."""
     from costlaw.analysis.fits import lookup
     from costlaw.analysis.fits import store as store_fits
+    from costlaw.analysis.store.union import as_list
 
-    df = load_runs(db, sweep)
+    dbs = as_list(db)
+    df = load_runs(dbs, sweep)
     if not len(df):
-        raise CostlawError(f"--db: {db} has no completed runs" + (f" in sweep {sweep!r}" if sweep else "")
+        raise CostlawError(f"--db: {', '.join(dbs)} {'has' if len(dbs) == 1 else 'have'} no completed runs"
+                           + (f" in sweep {sweep!r}" if sweep else "")
                            + "; run a sweep and `costlaw ingest` its root first")
-    kv = kv_policy_rows(db, sweep)
-    fs = fit_runs(df, kv, source=f"store {db}", families=families, n_boot=n_boot, seed=seed,
+    kv = kv_policy_rows(dbs, sweep)
+
+    def look(fps):
+        out = {}
+        for d in dbs:
+            out.update(lookup(d, fps))
+        return out
+
+    fs = fit_runs(df, kv, source=stores_text(dbs), families=families, n_boot=n_boot, seed=seed,
                   min_sizes=min_sizes, train_context=train_context, progress=progress,
-                  lookup=None if refit else (lambda fps: lookup(db, fps)))
+                  lookup=None if refit else look, noise=noise, lack_of_fit=lack_of_fit)
     fs.fit_status["refit"] = bool(refit)
     fresh = {c.fit_extra["data_fingerprint"] for c in fs.candidates
              if c.label in fs.fit_status["fitted"] and not c.base}
-    if store and fresh:
+    if fresh and len(dbs) > 1:
+        fs.fit_status["not_stored"] = "several --db given: new fits are stored in none of them"
+    elif store and fresh:
         try:
-            fs.fit_status["stored"] = len(store_fits(db, fs.to_json(), source_query=runs_sql(sweep), only=fresh))
+            fs.fit_status["stored"] = len(store_fits(dbs[0], fs.to_json(), source_query=runs_sql(sweep),
+                                                     only=fresh))
         except (CostlawError, OSError) as e:
             # The fits table is a cache: a results file this user cannot write, or one an ingest holds past the
             # wait, still gets its recommendation; the laws are fitted again next time.
@@ -83,11 +123,24 @@ def fit_store(db, *, families=FAMILIES, n_boot: int = 200, seed: int = 0, min_si
 
 
 def kv_policy_rows(db, sweep):
-    from costlaw.analysis.store import query_df
+    """The kv_policy_evals view with each run's stage, family and layout, of one store or several."""
+    import pandas as pd
 
+    from costlaw.analysis.store import query_df
+    from costlaw.analysis.store.union import as_list
+
+    runs_sql(sweep)  # checks the sweep name before it goes into SQL
     where = "WHERE r.status = 'completed'" + (f" AND r.sweep = '{sweep}'" if sweep else "")
-    return query_df(db, "SELECT k.*, r.stage, r.family AS run_family, r.layout FROM kv_policy_evals k "
-                        f"JOIN runs r USING (run_id) {where}", engine="pandas")
+    sql = ("SELECT k.*, r.stage, r.family AS run_family, r.layout FROM kv_policy_evals k "
+           f"JOIN runs r USING (run_id) {where}")
+    frames = [query_df(d, sql, engine="pandas") for d in as_list(db)]
+    if len(frames) == 1:
+        return frames[0]
+    # query_stores keeps one row per run; here a run has a row per (context, policy, keep|budget), and several
+    # stores may hold the same run's evals: keep each such row once
+    df = pd.concat(frames, ignore_index=True)
+    keys = [c for c in ("run_id", "context", "policy", "keep", "budget") if c in df.columns]
+    return df.drop_duplicates(keys).reset_index(drop=True) if len(df) else df
 
 
 def _mode(s):
@@ -110,17 +163,22 @@ def _group_key(row) -> tuple:
 def fit_runs(df, kv=None, *, source: str = "runs", families=FAMILIES, n_boot: int = 200, seed: int = 0,
              min_sizes: int = MIN_SIZES, train_context: int | None = None,
              progress: Callable[[str], None] | None = None,
-             lookup: Callable[[list[str]], dict] | None = None) -> FitSet:
+             lookup: Callable[[list[str]], dict] | None = None, noise: str = "constant",
+             lack_of_fit: bool = False, law: str = "gqa-size", x_extra: tuple[str, ...] = ()) -> FitSet:
     """Group completed pretraining runs by candidate and fit each group with >= min_sizes distinct N through the
-    group-fit pipeline (analysis/fits): L(N) = (a/N)^b + E on params_non_embedding and loss, bootstrap over runs.
+    group-fit pipeline (analysis/fits): L(N) = (a/N)^b + E on params_non_embedding and the config means of loss
+    (module doc), bootstrap over configs; then each candidate's run-to-run noise (`noise`: "constant" or "size",
+    `lack_of_fit`: add the config means' excess scatter; analysis/recommend/noise.py).
 
     df: rows of the store's `runs` table (RUN_COLUMNS) plus `loss`; kv: the `kv_policy_evals` view (or None).
     Only runs at one training context are pooled: `train_context`, else the seq_len with the most runs.
     lookup: data fingerprints -> stored fit entries (analysis.fits.lookup); groups it returns are not refitted.
+    law, x_extra: another registered law of N and these columns of df (constant within a config), e.g. the
+    shape-aware law `costlaw validate --law gqa-size-shape` compares against gqa-size.
     """
     from costlaw.analysis.fits import FitOptions, fit_groups, make_groups
 
-    options = FitOptions(law="gqa-size", x=("params_non_embedding",), y="loss", bootstrap=n_boot, seed=seed)
+    options = FitOptions(law=law, x=("params_non_embedding", *x_extra), y="loss", bootstrap=n_boot, seed=seed)
     notes: list[str] = []
     df = df[df["loss"].notna() & df["params_non_embedding"].notna()]
     pre = df[df["stage"].fillna("pretrain") == "pretrain"]
@@ -143,9 +201,9 @@ def fit_runs(df, kv=None, *, source: str = "runs", families=FAMILIES, n_boot: in
     for idx, row in sel.iterrows():
         groups.setdefault(_group_key(row), []).append(idx)
     show_dh = sel["head_dim"].nunique() > 1
-    cands, parts = [], []
+    cands, parts, runs = [], [], {}
     for key in sorted(groups, key=lambda k: (FAMILIES.index(k[0]), -k[1], -k[2], k[3:])):
-        g = sel.loc[groups[key]].sort_values("params_non_embedding")
+        g = sel.loc[groups[key]].sort_values(["params_non_embedding", "run_id"])
         fam, n_h, n_kv, d_h = key[:4]
         base = pair_label(n_h, n_kv, d_h if show_dh else None)
         tmpl = _template_from_runs(g, n_h, n_kv, d_h)
@@ -163,14 +221,14 @@ def fit_runs(df, kv=None, *, source: str = "runs", families=FAMILIES, n_boot: in
             group.update(kv_method=key[4], kv_keep=key[5])
         else:
             label = base
-        ladder = [{"N": float(r.params_non_embedding), "d_model": int(r.d_model), "n_layers": int(r.n_layers),
-                   "loss": float(r.loss), "run_id": r.run_id} for r in g.itertuples()]
+        ladder = [_point(r, x_extra) for r in g.itertuples()]
+        means, fps = config_means(g, x_extra)
+        runs.update(fps)
         cands.append(Candidate(label=label, family=fam, template=tmpl, law=options.law, ladder=ladder,
-                               n_points=len(g), n_max=float(g["params_non_embedding"].max()), group=group))
-        parts.append((group, g))
-    fps = sel["fingerprint"] if "fingerprint" in sel.columns else [None] * len(sel)
-    fit_in = make_groups(parts, options, labels=[c.label for c in cands], runs=dict(zip(sel["run_id"], fps)),
-                         min_sizes=min_sizes)
+                               n_points=len(means), n_runs=len(g), n_max=float(g["params_non_embedding"].max()),
+                               group=group, x_extra=tuple(x_extra)))
+        parts.append((group, means))
+    fit_in = make_groups(parts, options, labels=[c.label for c in cands], runs=runs, min_sizes=min_sizes)
     stored = lookup([g.fingerprint for g in fit_in if g.fingerprint]) if lookup else {}
     if stored and progress:
         progress(f"{sum(g.fingerprint in stored for g in fit_in)} law(s) reused from the fits table")
@@ -178,6 +236,7 @@ def fit_runs(df, kv=None, *, source: str = "runs", families=FAMILIES, n_boot: in
     for cand, f in zip(cands, fit_groups(fit_in, options, stored=stored, say=progress)):
         if f.fitted:
             cand.apply_fit(f.entry)
+            cand.measure_noise(noise, lack_of_fit)
             status["reused" if f.reused else "fitted"].append(cand.label)
         else:
             cand.reason = f.entry["reason"]
@@ -186,8 +245,42 @@ def fit_runs(df, kv=None, *, source: str = "runs", families=FAMILIES, n_boot: in
     if not cands:
         raise CostlawError(f"--families: no completed run of {', '.join(families)} at seq_len {train_context}; "
                            "widen --families")
-    src = f"{source}: {len(sel)} completed runs at seq_len {train_context}"
+    n_cfg = sum(c.n_points for c in cands if not c.base)
+    src = f"{source}: {len(sel)} completed runs ({n_cfg} configs) at seq_len {train_context}"
     return FitSet(cands, src, notes, options.law, int(train_context), options=options, fit_status=status)
+
+
+def _point(r, x_extra=()) -> dict:
+    """A ladder point: one run (its config's id, shape and seed, its loss and the law's other variables)."""
+    pt = {"N": float(r.params_non_embedding), "d_model": int(r.d_model), "n_layers": int(r.n_layers),
+          "loss": float(r.loss), "run_id": r.run_id, **{x: float(getattr(r, x)) for x in x_extra}}
+    if getattr(r, "model_id", None) is not None:
+        pt["model_id"] = r.model_id
+    seed = getattr(r, "seed", None)
+    if seed is not None and seed == seed:
+        pt["seed"] = int(seed)
+    return pt
+
+
+def config_means(g, x_extra=()):
+    """One row per config (model_id, else shape and N) of a candidate's runs: N, the extra columns, the mean loss
+    over its seeds, and a run id and ingest fingerprint joining its runs' (what the stored fit is keyed by)."""
+    import pandas as pd
+
+    key = g["model_id"] if "model_id" in g.columns else (g["params_non_embedding"].astype(str) + "/"
+                                                         + g["d_model"].astype(str) + "x" + g["n_layers"].astype(str))
+    rows, fps = [], {}
+    for _, c in g.groupby(key.to_numpy(), sort=False):
+        c = c.sort_values("run_id")
+        rid = "+".join(c["run_id"])
+        have_fp = "fingerprint" in c.columns and c["fingerprint"].notna().all()
+        fp = "+".join(str(f) for f in c["fingerprint"]) if have_fp else None
+        fps[rid] = fp
+        row = {"run_id": rid, "params_non_embedding": float(c["params_non_embedding"].iloc[0]),
+               "loss": float(c["loss"].mean()), "runs": len(c)}
+        row.update({x: float(c[x].iloc[0]) for x in x_extra})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["run_id", "params_non_embedding", *x_extra, "loss", "runs"]), fps
 
 
 def _template_from_runs(g, n_h, n_kv, d_h) -> Template:

@@ -26,9 +26,8 @@ def write_tomls(rec, path) -> list[Path]:
 
 def toml_text(rec, T: int) -> str:
     w = rec.winner(T)
-    ci = f" (95% {w.ci95[0]:.4g}-{w.ci95[1]:.4g})" if w.ci95 else ""
     head = [f"# costlaw recommend: {w.label} at context {T}, target loss {rec.target:g}",
-            f"# predicted loss {w.predicted:.4g}{ci} at N {w.shape.n_params:,} (N* {w.n_star:,.0f})"]
+            f"# predicted loss {w.predicted:.4g} at N {w.shape.n_params:,} (N* {w.n_star:,.0f}); {w.interval.text()}"]
     if w.cand.base:
         head.append(f"# loss = {w.cand.base}'s law + ΔNLL {w.cand.delta_nll:+.4g} ({w.cand.delta_source})")
     return "\n".join(head) + "\n" + w.shape.config.to_toml()
@@ -51,7 +50,10 @@ def render_text(rec) -> str:
             lines.append(f"budget {k.removesuffix('_budget')}: {obj[k]:.4g}")
     if "latency_model" in obj:
         lines.append(f"latency on {obj['gpu']}: {obj['latency_model']}")
-    lines.append(rec.to_json()["shape_rule"])
+    doc = rec.to_json()
+    lines.append(doc["shape_rule"])
+    lines.append(doc["intervals"])
+    lines.append("guards: " + doc["guards"])
     lines.append(rec.standard_note)
     lines += [f"note: {n}" for n in rec.notes]
     compressed = [r for r in rec.rows if r.cand.base and r.status == "ok"]
@@ -63,14 +65,15 @@ def render_text(rec) -> str:
         w, ru = rec.winner(T), rec.runner_up(T)
         lines.append("")
         if w is None:
-            lines.append(f"== context {T}: no candidate meets the budgets")
+            lines.append(f"== context {T}: no winner: {rec.no_winner_reason(T)}")
         else:
             p = w.prices[T]
-            ci = f" (95% {w.ci95[0]:.4g}-{w.ci95[1]:.4g})" if w.ci95 else " (no bootstrap interval)"
             ext = f"{w.extrapolation:.2f}x the largest trained N" if w.extrapolation else "largest trained N unknown"
             lines.append(f"== context {T}: winner {w.label}" + (f"   runner-up {ru.label}" if ru else ""))
-            lines.append(f"   predicted loss {w.predicted:.4g}{ci} at N {si(w.shape.n_params)} "
-                         f"(N* {si(w.n_star)}, {ext})")
+            lines.append(f"   predicted loss {w.predicted:.4g} at N {si(w.shape.n_params)} (N* {si(w.n_star)}, {ext})")
+            lines.append(f"   {w.interval.text()}")
+            if w.cand.noise is not None:
+                lines.append(f"   run-to-run noise: {w.cand.noise.describe()}")
             if w.cand.base:
                 lines.append(f"   = {w.cand.base}'s law + ΔNLL {w.cand.delta_nll:+.4g} ({w.cand.delta_source})")
             latency = f", decode {p['decode_ms']:.3g} ms/token ({p['latency_model']})" if "decode_ms" in p else ""
@@ -97,17 +100,31 @@ def render_text(rec) -> str:
 def candidate_rows(rec, T: int) -> list[dict]:
     ranked = {r.label: i + 1 for i, r in enumerate(rec.ranked(T))}
     rows = []
-    order = sorted(rec.rows, key=lambda r: (r.status != "ok", r.prices[T]["z"] if r.status == "ok" else 0, r.label))
+    pct = f"{100 * rec.level:g}%"
+    order = sorted(rec.rows, key=lambda r: (r.status != "ok", r.label not in ranked,
+                                            r.prices[T]["z"] if r.status == "ok" else 0, r.label))
     for r in order:
         row = {"rank": ranked.get(r.label), "candidate": r.label, "family": r.cand.family}
         if r.status == "ok":
             p, c = r.prices[T], r.shape.config
+            b = r.interval.bounds
+            notes = [f"over {v}" for v in p["violations"]]
+            blocked = r.blocked(rec.allow_weak, rec.allow_outside)
+            if blocked:
+                notes.append(f"excluded: {blocked}")
+            elif r.weak:
+                notes.append(f"weak law, allowed: {'; '.join(r.weak)}")
+            if r.outside and not blocked:
+                notes.append(f"outside, allowed: {r.outside}")
             row.update({"N*": si(r.n_star), "L x d": f"{c.n_layers}x{c.d_model}", "loss": round(r.predicted, 4),
+                        f"{pct} new run": (f"{b[0]:.4g}-{b[1]:.4g}" + ("" if r.interval.kind == "prediction"
+                                                                       else " (mean)")) if b else "-",
                         "extrap": f"{r.extrapolation:.2g}x" if r.extrapolation else "-",
                         "M_infer": binary_bytes(p["m_infer_bytes"]), "C_infer": si(p["c_infer_flops_per_token"]),
-                        "Z": f"{p['z']:.4g}", "note": ",".join(f"over {v}" for v in p["violations"])})
+                        "Z": f"{p['z']:.4g}", "note": "; ".join(notes)})
         else:
             row["note"] = f"{r.status}: {r.reason}"
         rows.append(row)
-    cols = ["rank", "candidate", "family", "N*", "L x d", "loss", "extrap", "M_infer", "C_infer", "Z", "note"]
+    cols = ["rank", "candidate", "family", "N*", "L x d", "loss", f"{pct} new run", "extrap", "M_infer", "C_infer",
+            "Z", "note"]
     return [{k: row.get(k) for k in cols} for row in rows]

@@ -1,6 +1,7 @@
-"""`build_report(db, out)`: fits, recommendation, figures, frontier, runs and environment of a results file,
-written as `out/index.html` (self-contained) and `out/report.md` (figures under `out/figures/`), plus the fits
-as `out/fits.json` (reusable with `costlaw recommend --fits`) and the winners' TOML under `out/`."""
+"""`build_report(db, out)`: fits, recommendation, cross-validation, figures, frontier, runs and environment of a
+results file (or of several read as one), written as `out/index.html` (self-contained) and `out/report.md`
+(figures under `out/figures/`), plus the fits as `out/fits.json` (reusable with `costlaw recommend --fits`) and
+the winners' TOML under `out/`."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ class ReportResult:
     target_note: str = ""
     tomls: list[Path] = field(default_factory=list)
     fit_status: dict = field(default_factory=dict)  # laws reused from the store's fits table or fitted (FitSet)
+    validation: object | None = None  # analysis.validate.Validation (leave one config out), when it ran
+    validation_note: str | None = None  # why it did not
 
 
 def default_target(fs) -> tuple[float | None, str]:
@@ -43,6 +46,11 @@ def default_target(fs) -> tuple[float | None, str]:
         losses = [p["loss"] for p in c.ladder if "loss" in p]
         if c.fitted and not c.base and losses and c.params.get("E", -math.inf) < min(losses):
             reached.append(min(losses))
+    # the laws a recommendation may use set the target when there are any: a weak law's own best run is no bar
+    strong = [min(p["loss"] for p in c.ladder if "loss" in p) for c in fs.candidates
+              if c.fitted and not c.base and not c.weak and any("loss" in p for p in c.ladder)
+              and c.params.get("E", -math.inf) < min(p["loss"] for p in c.ladder if "loss" in p)]
+    reached = strong or reached
     if not reached:
         return None, "no fitted candidate's law reaches its own best run, so no target loss could be chosen; pass " \
                      "--target-loss"
@@ -52,20 +60,26 @@ def default_target(fs) -> tuple[float | None, str]:
 
 
 def build_report(db, out, *, target: float | None = None, contexts=None, fits=None, objective=None,
-                 standard: str = "d/d_h,8", n_boot: int = 100, seed: int = 0, candidates: str = "all",
+                 standard: str = "d/d_h,8", n_boot: int = 200, seed: int = 0, candidates: str = "all",
                  progress: Callable[[str], None] | None = None, sweep: str | None = None,
-                 refit: bool = False) -> ReportResult:
-    """See the module doc. `fits`: a FitSet to use instead of fitting the store (the quickstart passes the one
-    it printed its recommendation from). Otherwise each law the store's fits table holds for the same runs and
-    options is reused and the others are fitted and stored there (`refit`: all fitted again), as by
-    `costlaw recommend --db`. `sweep`: only that sweep's runs (a results file that also holds other studies')."""
+                 refit: bool = False, level: float = 0.9, allow_weak: bool = False, allow_outside: bool = False,
+                 validate: bool = True) -> ReportResult:
+    """See the module doc. `db`: a results file or a list of them (read as one). `fits`: a FitSet to use instead of
+    fitting the store (the quickstart passes the one it printed its recommendation from). Otherwise each law the
+    store's fits table holds for the same runs and options is reused and the others are fitted and stored there
+    (`refit`: all fitted again), as by `costlaw recommend --db`. `sweep`: only that sweep's runs (a results file
+    that also holds other studies'). `level`, `allow_weak`, `allow_outside`: as recommend's --level,
+    --allow-weak-laws, --allow-outside-envelope. `validate`: leave each config out and report the coverage of
+    the intervals (`costlaw validate`), with its figure."""
     from costlaw.analysis import figures as F
     from costlaw.analysis.frontier import pareto_sets, points_from
     from costlaw.analysis.objective import Objective
     from costlaw.analysis.recommend import fit_store, kv_policy_rows, load_runs, recommend
     from costlaw.analysis.recommend.candidates import fit_status_line
+    from costlaw.analysis.recommend.fromstore import stores_text
     from costlaw.analysis.report.data import environment, labelled_runs, position_frame, steps_frame
     from costlaw.analysis.report.render import to_html, to_markdown
+    from costlaw.analysis.store.union import as_list
 
     say = progress or (lambda _m: None)
     out = Path(out)
@@ -73,9 +87,11 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
     figdir.mkdir(parents=True, exist_ok=True)
     contexts = list(contexts or PAPER_CONTEXTS)
     objective = objective or Objective()
-    runs = load_runs(db, sweep)
+    dbs = as_list(db)
+    runs = load_runs(dbs, sweep)
     if not len(runs):
-        raise CostlawError(f"--db: {db} has no completed runs" + (f" in sweep {sweep!r}" if sweep else "")
+        raise CostlawError(f"--db: {', '.join(dbs)} {'has' if len(dbs) == 1 else 'have'} no completed runs"
+                           + (f" in sweep {sweep!r}" if sweep else "")
                            + "; run a sweep and `costlaw ingest` its root first")
     runs = labelled_runs(runs)
     say(f"{len(runs)} completed runs")
@@ -83,7 +99,7 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
     if fits is None:
         try:
             say(f"laws (bootstrap {n_boot})")
-            fits = fit_store(db, n_boot=n_boot, seed=seed, progress=say, sweep=sweep, refit=refit)
+            fits = fit_store(dbs, n_boot=n_boot, seed=seed, progress=say, sweep=sweep, refit=refit)
         except CostlawError as e:
             notes.append(f"no laws fitted: {e}")
     res = ReportResult(out, out / "index.html", out / "report.md", None)
@@ -98,7 +114,8 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
             res.target_note = f"target loss {target:g} (given)"
         if target is not None:
             try:
-                rec = recommend(fits, target, contexts, objective, candidates=candidates, standard=standard)
+                rec = recommend(fits, target, contexts, objective, candidates=candidates, standard=standard,
+                                level=level, allow_weak=allow_weak, allow_outside=allow_outside)
             except CostlawError as e:
                 if res.target_note.endswith("(given)"):
                     raise
@@ -115,6 +132,20 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
         say(f"figure {png.name}")
         return ("figure", str(png), caption)
 
+    if validate and n_boot >= 2:
+        from costlaw.analysis.validate import validate as cross_validate
+
+        try:
+            say("cross-validation: leave each config out")
+            res.validation = cross_validate(runs, level=level, n_boot=n_boot, seed=seed, source=stores_text(dbs),
+                                            progress=say)
+        except CostlawError as e:
+            res.validation_note = str(e).removeprefix("--db: ")
+    elif validate:
+        res.validation_note = "not run: --bootstrap 0 gives no intervals to check"
+    else:
+        res.validation_note = "not run (--no-validate)"
+
     figs = []
     if fits is not None:
         figs.append(figure("law-curves", "Loss vs non-embedding parameters per candidate: ladder runs (points), "
@@ -126,22 +157,28 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
                            "standard config vs each context's recommended config, split into the time-invariant "
                            "part (weights, 2N) and the part growing with context (KV cache, attention).",
                            F.cost_bars, F.bars_frame(rec), dtype=objective.dtype))
-    kv = kv_policy_rows(db, sweep)
+    kv = kv_policy_rows(dbs, sweep)
     pts = points_from(runs, kv, sorted({contexts[0], contexts[-1]}), objective.dtype)
     for T in sorted(pts["context"].unique()):
         figs.append(figure(f"frontier-{T}", f"Loss vs inference memory and FLOPs per token at context {T}, every "
                            "run (and its measured KV policies) by family; lines: each family's Pareto set; rings: "
                            "the Pareto set across families.", F.frontier, pts, context=int(T)))
-    steps = steps_frame(db, runs)
+    if res.validation is not None:
+        from costlaw.analysis.validate.figure import validation_figure
+
+        figs.append(figure("validation", f"Each config left out in turn and predicted by the law refitted without "
+                           f"it: measured vs predicted loss of every left-out run, bars: its {100 * level:g}% interval "
+                           "for a new run.", validation_figure, res.validation))
+    steps = steps_frame(dbs, runs)
     figs.append(figure("training-curves", "Training loss vs tokens seen, one line per run, coloured by config.",
                        F.training_curves, steps))
-    pos = position_frame(db, runs)
+    pos = position_frame(dbs, runs)
     figs.append(figure("position-loss", "Validation loss by position in the context (bucket midpoints), one line "
                        "per run.", F.position_loss, pos))
     figs = [f for f in figs if f is not None]
 
     sections = []
-    summary = [("p", f"{len(runs)} completed runs from {db}; "
+    summary = [("p", f"{len(runs)} completed runs from {', '.join(dbs)}; "
                      f"{', '.join(f'{k} {v}' for k, v in runs['family'].value_counts().items())}; trained at seq_len "
                      f"{', '.join(str(int(x)) for x in sorted(runs['seq_len'].unique()))}."),]
     if fits is not None:
@@ -156,6 +193,7 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
         res.tomls = _write_tomls(rec, out)
     elif notes:
         sections.append(("Recommendation", [("p", n) for n in notes if n.startswith("no ")]))
+    sections.append(("Validation", _validation_blocks(res)))
     fig_blocks = list(figs)
     if res.skipped:
         fig_blocks.append(("list", [f"not drawn: {s}" for s in res.skipped]))
@@ -165,11 +203,11 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
     sections.append(("Frontier", _frontier_blocks(pareto_sets(pts))))
     sections.append(("Runs", [("table", _run_rows(runs), ["run_id", "sweep", "label", "family", "N", "L x d",
                                                           "d_h", "layout", "seq_len", "tokens", "loss"])]))
-    env = environment(db)
+    env = environment(dbs)
     sections.append(("Environment", [("table", [{"field": k, "values": "; ".join(
         f"{v['value']} ({v['runs']})" for v in vals)} for k, vals in env.items()], ["field", "values"]),
         ("p", "Each value is followed by the number of ingested runs that recorded it.")]))
-    title = f"costlaw report: {Path(db).name}"
+    title = f"costlaw report: {', '.join(Path(d).name for d in dbs)}"
     from importlib.metadata import version
 
     subtitle = (f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, costlaw {version('costlaw')}, "
@@ -183,32 +221,40 @@ def _recommendation_blocks(rec, res) -> list:
     from costlaw.analysis.recommend import candidate_rows, toml_text
 
     obj = rec.objective.describe()
+    doc = rec.to_json()
     blocks = [("p", res.target_note), ("p", f"Objective: {obj['z']} (M = {obj['M']}, C = {obj['C']})."),
-              ("p", rec.to_json()["shape_rule"] + "."), ("p", rec.standard_note + ".")]
+              ("p", doc["shape_rule"] + "."), ("p", doc["intervals"] + "."), ("p", "Guards: " + doc["guards"] + "."),
+              ("p", rec.standard_note + ".")]
     own = [n for n in rec.notes if n not in res_notes(rec)]
     if own:
         blocks.append(("list", [f"note: {n}" for n in own]))
     if any(r.cand.base and r.status == "ok" for r in rec.rows):
         blocks.append(("p", "Compressed candidates: predicted loss = the dense candidate's law + the ΔNLL its KV "
                             "policy measured at that keep ratio."))
+    pct = f"{100 * rec.level:g}%"
     rows = []
     for T in rec.contexts:
         w, ru, s = rec.winner(T), rec.runner_up(T), rec.savings(T)
         if w is None:
-            rows.append({"context": T, "winner": "none within budgets"})
+            rows.append({"context": T, "winner": "none", "runner-up": rec.no_winner_reason(T)})
             continue
-        p = w.prices[T]
+        p, iv = w.prices[T], w.interval
         rows.append({"context": T, "winner": w.label, "runner-up": ru.label if ru else "-",
                      "L x d": f"{w.shape.config.n_layers}x{w.shape.config.d_model}", "N": si(w.shape.n_params),
                      "predicted loss": f"{w.predicted:.4g}",
-                     "95% interval": f"{w.ci95[0]:.4g}-{w.ci95[1]:.4g}" if w.ci95 else "-",
+                     f"{pct} new run": f"{iv.lo:.4g}-{iv.hi:.4g}" if iv.lo is not None else "-",
+                     f"{pct} mean": f"{iv.mean_lo:.4g}-{iv.mean_hi:.4g}" if iv.mean_lo is not None else "-",
                      "N*/largest run": f"{w.extrapolation:.2f}x" if w.extrapolation else "-",
                      "M_infer": binary_bytes(p["m_infer_bytes"]), "C_infer FLOP/tok": si(p["c_infer_flops_per_token"]),
                      "memory vs standard": f"{-100 * s['memory']:+.1f}%" if s else "-",
                      "FLOPs vs standard": f"{-100 * s['flops']:+.1f}%" if s else "-"})
-    blocks.append(("table", rows, ["context", "winner", "runner-up", "L x d", "N", "predicted loss", "95% interval",
-                                   "N*/largest run", "M_infer", "C_infer FLOP/tok", "memory vs standard",
-                                   "FLOPs vs standard"]))
+    blocks.append(("table", rows, ["context", "winner", "runner-up", "L x d", "N", "predicted loss", f"{pct} new run",
+                                   f"{pct} mean", "N*/largest run", "M_infer", "C_infer FLOP/tok",
+                                   "memory vs standard", "FLOPs vs standard"]))
+    if rec.excluded():
+        blocks.append(("p", "Not allowed to win (listed with why; --allow-weak-laws / --allow-outside-envelope "
+                            "would let them):"))
+        blocks.append(("list", [f"{r.label}: {r.blocked(rec.allow_weak, rec.allow_outside)}" for r in rec.excluded()]))
     if rec.warnings():
         blocks.append(("list", [f"warning: {w}" for w in rec.warnings()]))
     seen = set()
@@ -218,9 +264,33 @@ def _recommendation_blocks(rec, res) -> list:
             seen.add(w.shape.config.config_id)
             blocks.append(("pre", toml_text(rec, T)))
     T = rec.contexts[-1]
-    blocks.append(("p", f"All candidates at context {T} (cheapest first; unfit and unreachable ones last, with why):"))
+    blocks.append(("p", f"All candidates at context {T} (cheapest first; excluded, unfit and unreachable ones last, "
+                        "with why):"))
     cand_rows = candidate_rows(rec, T)
     blocks.append(("table", cand_rows, list(cand_rows[0])))
+    return blocks
+
+
+def _validation_blocks(res) -> list:
+    from costlaw.analysis.validate.render import summary_rows
+
+    v = res.validation
+    if v is None:
+        return [("p", f"Cross-validation: {res.validation_note}.")]
+    o, u = v.overall(), v.overall_usable()
+    head = (f"Each config of each candidate left out in turn and its runs predicted by the law refitted without it, "
+            f"exactly as the recommendation fits: {100 * o['coverage']:.0f}% of {o['runs']} left-out runs landed "
+            f"inside their {100 * v.level:g}% interval for a new run")
+    if u["runs"] and u["runs"] < o["runs"]:
+        head += f" ({100 * u['coverage']:.0f}% of {u['runs']} for the laws that pass the guards)"
+    blocks = [("p", head + f"; mean error {100 * o['mean_error']:+.1f}%, worst {100 * o['worst_error']:+.1f}%. "
+                      "A calibrated interval holds about its level; far below it, do not trust the intervals."),
+              ("p", v.to_json()["covers"] + "."),
+              ("table", summary_rows(v), list(summary_rows(v)[0]))]
+    if v.skipped:
+        blocks.append(("list", [f"skipped {s['candidate']} {s['fold']}: {s['why']}" for s in v.skipped]))
+    blocks.append(("p", "costlaw validate --db FILE --mode largest leaves each candidate's largest size out instead "
+                        "(the extrapolation test)."))
     return blocks
 
 
@@ -240,8 +310,8 @@ def _fit_blocks(fits) -> list:
     for c in fits.candidates:
         if c.base:
             continue
-        row = {"candidate": c.label, "family": c.family, "runs": c.n_points,
-               "sizes": len({p["N"] for p in c.ladder}) if c.ladder else "-",
+        row = {"candidate": c.label, "family": c.family, "runs": c.n_runs if c.n_runs is not None else "-",
+               "configs": c.n_points, "sizes": len({p["N"] for p in c.ladder}) if c.ladder else "-",
                "largest N": si(c.n_max) if c.n_max else "-"}
         if c.fitted:
             for k, v in c.params.items():
@@ -250,15 +320,20 @@ def _fit_blocks(fits) -> list:
             row["R²"] = f"{c.r2:.4f}" if c.r2 is not None else "-"
             cap = c.fit_extra.get("r2_ceiling")
             row["R² ceiling"] = f"{cap:.4f}" if cap is not None else "-"
+            row["noise sd"] = f"{c.noise.sd(c.n_max or 1.0):.3g}" if c.noise is not None else "-"
+            row["note"] = ("weak: " + "; ".join(c.weak)) if c.weak else "passes the guards"
         else:
             row["note"] = c.reason
         rows.append(row)
     law_params = [k for k in ("a", "b", "E") if any(k in r for r in rows)]
-    blocks = [("p", "L(N) = (a/N)^b + E per candidate, N = non-embedding parameters; brackets: bootstrap 95% "
-                    "intervals (runs resampled). R² ceiling: the most R² any curve of N reaches on these runs "
-                    "(1 - seed-to-seed scatter / total); '-' where no size has more than one run."),
-              ("table", rows, ["candidate", "family", "runs", "sizes", "largest N", *law_params, "R²", "R² ceiling",
-                               "note"])]
+    blocks = [("p", "L(N) = (a/N)^b + E per candidate, N = non-embedding parameters, fitted to the config means "
+                    "(one point per config, its seeds averaged); brackets: bootstrap 95% intervals (configs resampled "
+                    "with their seeds). R²: on the config means. R² ceiling: the most R² any curve of N reaches "
+                    "on the points fitted; '-' where no size has more than one config. Noise sd: a new run's "
+                    "run-to-run spread in log loss at the largest N (seed spread plus lack of fit). Note: whether the "
+                    "law passes recommend's guards (a weak law does not win without --allow-weak-laws)."),
+              ("table", rows, ["candidate", "family", "runs", "configs", "sizes", "largest N", *law_params, "R²",
+                               "R² ceiling", "noise sd", "note"])]
     pol = [c for c in fits.candidates if c.base]
     if pol:
         blocks.append(("table", [{"candidate": c.label, "base": c.base, "ΔNLL": f"{c.delta_nll:+.4g}",
@@ -295,7 +370,18 @@ def _run_rows(runs) -> list[dict]:
 
 
 def dumps_json(res: ReportResult) -> str:
+    v = res.validation
+    rec = res.recommendation
     return json.dumps({"html": str(res.html), "markdown": str(res.markdown), "fits": str(res.fits) if res.fits
                        else None, "figures": [str(p) for p in res.figures], "skipped": res.skipped,
                        "target_loss": res.target, "target_note": res.target_note,
-                       "toml": [str(p) for p in res.tomls], "fits_status": res.fit_status}, indent=2)
+                       "toml": [str(p) for p in res.tomls], "fits_status": res.fit_status,
+                       "recommendation": None if rec is None else {
+                           "level": rec.level, "excluded": rec.to_json()["excluded"],
+                           "by_context": [{"context": T, "winner": w.label if w else None,
+                                           "no_winner_reason": rec.no_winner_reason(T),
+                                           "interval": w.interval.to_json() if w else None}
+                                          for T, w in ((T, rec.winner(T)) for T in rec.contexts)]},
+                       "validation": None if v is None else {k: x for k, x in v.to_json().items()
+                                                             if k != "predictions"},
+                       "validation_note": res.validation_note}, indent=2)

@@ -37,14 +37,24 @@ def _in(ids) -> str:
     return ", ".join("'" + i.replace("'", "") + "'" for i in ids)
 
 
-def steps_frame(db, runs):
-    from costlaw.analysis.store import query_df
+def _stacked(db, sql: str):
+    """One statement's rows from each store (a list or one), stacked; the runs' own rows, however many hold them."""
+    import pandas as pd
 
+    from costlaw.analysis.store import query_df
+    from costlaw.analysis.store.union import as_list
+
+    frames = [query_df(d, sql, engine="pandas") for d in as_list(db)]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def steps_frame(db, runs):
     ids = pick_runs(runs)
     if not ids:
         return runs.iloc[0:0].assign(tokens=[], loss=[])
-    df = query_df(db, f"SELECT run_id, step, tokens, loss FROM steps WHERE run_id IN ({_in(ids)}) "
-                      "ORDER BY run_id, step", engine="pandas")
+    df = _stacked(db, f"SELECT run_id, step, tokens, loss FROM steps WHERE run_id IN ({_in(ids)}) "
+                      "ORDER BY run_id, step")
+    df = df.drop_duplicates(["run_id", "step"])
     parts = []
     for _, g in df.groupby("run_id"):
         k = max(1, len(g) // MAX_CURVE_POINTS)
@@ -57,10 +67,9 @@ def steps_frame(db, runs):
 
 def position_frame(db, runs):
     """Loss by position at each run's largest evaluated context."""
-    from costlaw.analysis.store import query_df
-
-    df = query_df(db, "SELECT p.run_id, p.context, p.bucket, p.start_pos, p.end_pos, p.loss FROM position_loss p "
-                      "JOIN runs r USING (run_id) WHERE r.status = 'completed'", engine="pandas")
+    df = _stacked(db, "SELECT p.run_id, p.context, p.bucket, p.start_pos, p.end_pos, p.loss FROM position_loss p "
+                      "JOIN runs r USING (run_id) WHERE r.status = 'completed'")
+    df = df.drop_duplicates(["run_id", "context", "bucket"])
     if len(df):
         top = df.groupby("run_id")["context"].transform("max")
         df = df[df["context"] == top]
@@ -69,18 +78,16 @@ def position_frame(db, runs):
 
 
 def environment(db) -> dict:
-    """Distinct GPUs, torch versions, git commits, ... over all ingested runs, with counts; and run statuses."""
-    from costlaw.analysis.store import query_df
-
+    """Distinct GPUs, torch versions, git commits, ... over all ingested runs (of every store, each run once), with
+    counts; and run statuses and sweeps."""
+    cols = ("gpu", "device", "torch", "cuda", "python", "git_commit", "git_dirty", "hostname", "costlaw_version",
+            "corpus", "tokenizer")
+    df = _stacked(db, f"SELECT run_id, status, coalesce(sweep, '(none)') AS sweep, {', '.join(cols)} FROM runs")
+    df = df.drop_duplicates("run_id")
     out = {}
-    for col in ("gpu", "device", "torch", "cuda", "python", "git_commit", "git_dirty", "hostname", "costlaw_version",
-                "corpus", "tokenizer"):
-        df = query_df(db, f"SELECT {col} AS value, count(*) AS runs FROM runs GROUP BY 1 ORDER BY 2 DESC, 1",
-                      engine="pandas")
-        out[col] = [{"value": None if v != v else v, "runs": int(n)} for v, n in zip(df["value"], df["runs"])]
-    st = query_df(db, "SELECT status, count(*) AS runs FROM runs GROUP BY 1 ORDER BY 2 DESC", engine="pandas")
-    out["status"] = [{"value": s, "runs": int(n)} for s, n in zip(st["status"], st["runs"])]
-    sw = query_df(db, "SELECT coalesce(sweep, '(none)') AS value, count(*) AS runs FROM runs GROUP BY 1 ORDER BY 1",
-                  engine="pandas")
-    out["sweep"] = [{"value": s, "runs": int(n)} for s, n in zip(sw["value"], sw["runs"])]
+    for col in (*cols, "status", "sweep"):
+        counts = df[col].astype(object).where(df[col].notna(), None).value_counts(dropna=False)
+        items = sorted(((None if v != v else v, int(n)) for v, n in counts.items()),
+                       key=lambda t: (-t[1], str(t[0])) if col not in ("sweep",) else (str(t[0]),))
+        out[col] = [{"value": v.item() if hasattr(v, "item") else v, "runs": n} for v, n in items]
     return out

@@ -13,6 +13,12 @@ v4  runs gain `sparse_params` (the first sparse pattern's parameters as JSON, so
     column) and the code's provenance (`source_sha256`, `git_diff_sha256`); fits gain `data_fingerprint` (the
     runs and options a fit was made from, so a stored fit is reused only for the same data) and `doc` (the fit
     in the one fits format).
+v5  recommendations gain what a prediction interval needs to be checked: `level`, `interval_kind` (what
+    predicted_lo/hi cover: "prediction", a new run's loss with fit uncertainty and run-to-run noise, or "mean",
+    the law's mean only, which every row recorded before v5 holds: their 95% bootstrap intervals, back-filled
+    as level 0.95), the mean's interval (`mean_lo`, `mean_hi`), the noise (`noise_sd`, `noise_df`, of log loss),
+    the guards' flags when the user allowed them (`weak_law`, `outside_envelope`) and `fit_run_ids` (the runs
+    the law was fitted to, so `closed_loop` tells a held-out run from one of them).
 """
 
 from __future__ import annotations
@@ -162,12 +168,27 @@ def _v4(con) -> None:
         con.execute(f"ALTER TABLE fits ADD COLUMN {column}")
 
 
+V5_RECOMMENDATION_COLUMNS = (("level", "DOUBLE"), ("interval_kind", "VARCHAR"), ("mean_lo", "DOUBLE"),
+                             ("mean_hi", "DOUBLE"), ("noise_sd", "DOUBLE"), ("noise_df", "DOUBLE"),
+                             ("weak_law", "VARCHAR"), ("outside_envelope", "VARCHAR"), ("fit_run_ids", "VARCHAR[]"))
+
+
+def _v5(con) -> None:
+    for name, typ in V5_RECOMMENDATION_COLUMNS:
+        con.execute(f"ALTER TABLE recommendations ADD COLUMN {name} {typ}")
+    # rows recorded before v5 hold the law's bootstrap 95% interval (fit uncertainty only) in predicted_lo/hi
+    con.execute("UPDATE recommendations SET level = 0.95, interval_kind = 'mean', mean_lo = predicted_lo, "
+                "mean_hi = predicted_hi WHERE predicted_lo IS NOT NULL")
+
+
 # (description, function): entry i upgrades version i to i + 1
 MIGRATIONS: list[tuple[str, Callable]] = [
     ("runs, steps, evals", _v1),
     ("evals tag columns (context, bucket, depth, policy, keep, budget, batch); fits", _v2),
     ("recommendations", _v3),
     ("runs: sparse_params, source_sha256, git_diff_sha256; fits: data_fingerprint, doc", _v4),
+    ("recommendations: level, interval_kind, mean_lo/hi, noise_sd/df, weak_law, outside_envelope, fit_run_ids",
+     _v5),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

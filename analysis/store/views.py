@@ -97,18 +97,26 @@ VIEWS: dict[str, tuple[str, str]] = {
         )
         """),
     "closed_loop": (
-        "recorded recommendations with the completed runs of their model_id: predicted vs measured loss",
+        "recorded recommendations with the completed runs of their model_id: predicted vs measured loss, inside the "
+        "interval, held out",
         """
         SELECT rec.rec_id, rec.recorded_at, rec.candidate, rec.model_id, rec.context, rec.target_loss,
-               rec.predicted_loss, rec.predicted_lo, rec.predicted_hi,
-               r.run_id, r.sweep, r.seq_len, r.tokens, r.val_loss, r.final_loss, r.loss,
+               rec.predicted_loss AS predicted, rec.predicted_lo AS lower, rec.predicted_hi AS upper,
+               r.loss AS measured,
                r.loss BETWEEN rec.predicted_lo AND rec.predicted_hi AS inside,
+               rec.level, rec.interval_kind, rec.mean_lo, rec.mean_hi,
+               r.loss BETWEEN rec.mean_lo AND rec.mean_hi AS inside_mean,
+               CASE WHEN r.run_id IS NULL OR rec.fit_run_ids IS NULL THEN NULL
+                    ELSE NOT list_contains(rec.fit_run_ids, r.run_id) END AS held_out,
+               r.run_id, r.sweep, r.seed, r.seq_len, r.tokens, r.val_loss, r.final_loss, r.loss,
+               rec.predicted_loss, rec.predicted_lo, rec.predicted_hi, rec.noise_sd, rec.weak_law,
+               rec.outside_envelope,
                r.loss - rec.predicted_loss AS error,
                (r.loss - rec.predicted_loss) / nullif(rec.predicted_loss, 0) AS rel_error
         FROM recommendations rec
         LEFT JOIN (
             -- the loss the laws were fitted to: val_loss, else final_loss (analysis/recommend/fromstore.py)
-            SELECT run_id, model_id, sweep, seq_len, tokens, val_loss, final_loss,
+            SELECT run_id, model_id, sweep, seed, seq_len, tokens, val_loss, final_loss,
                    coalesce(val_loss, final_loss) AS loss
             FROM runs WHERE status = 'completed'
         ) r USING (model_id)

@@ -13,7 +13,7 @@ from costlaw.analysis.store.flatten import runs_schema
 from costlaw.analysis.store.recommendations import REC_COLUMNS
 from costlaw.analysis.store.schema import MIGRATIONS, migrate
 from costlaw.analysis.store.views import VIEWS
-from costlaw.costmodel import ModelConfig
+from costlaw.costmodel import ModelConfig, params_non_embedding
 from tests.support.synth_runs import write_run
 
 from .conftest import load_data
@@ -76,7 +76,17 @@ def test_record_then_train_then_compare(store, tmp_path, cli):
         assert json.loads(r["model_json"]) == ctx["winner_config"]
         assert r["target_loss"] == 1.9
         assert r["predicted_loss"] == pytest.approx(ctx["predicted_loss"], rel=1e-12)
-        assert [r["predicted_lo"], r["predicted_hi"]] == pytest.approx(ctx["predicted_loss_ci95"], rel=1e-12)
+        iv = ctx["predicted_loss_interval"]  # the interval a trained run is checked against: a new run's
+        assert (r["level"], r["interval_kind"]) == (0.9, "prediction")
+        assert [r["predicted_lo"], r["predicted_hi"]] == pytest.approx([iv["new_run"]["lo"], iv["new_run"]["hi"]],
+                                                                       rel=1e-12)
+        assert [r["mean_lo"], r["mean_hi"]] == pytest.approx([iv["mean"]["lo"], iv["mean"]["hi"]], rel=1e-12)
+        assert r["noise_sd"] == pytest.approx(iv["new_run"]["noise_sd_log"]) and r["weak_law"] is None
+        assert r["outside_envelope"] is None
+        cfg = ctx["winner_config"]  # the law was fitted to every fixture run of the winner's head config
+        ladder = rows(store, f"SELECT run_id FROM runs WHERE family = '{win['family']}' AND n_heads = "
+                             f"{cfg['n_heads']} AND n_kv_heads = {cfg['n_kv_heads']} ORDER BY run_id")
+        assert r["fit_run_ids"] == [x["run_id"] for x in ladder] and len(ladder) == 4
         assert r["params_non_embedding"] == win["n_params"] and r["n_star"] == pytest.approx(win["n_star"])
         assert r["m_infer_bytes"] == ctx["winner_prices"]["m_infer_bytes"]
         assert r["c_infer_flops_per_token"] == ctx["winner_prices"]["c_infer_flops_per_token"]
@@ -106,19 +116,23 @@ def test_record_then_train_then_compare(store, tmp_path, cli):
     assert rc == 0, err
     assert rows(store, "SELECT count(*) AS n FROM recommendations") == [{"n": 3}]
 
-    # not trained yet: one row per recommendation, run columns NULL
+    # the 128-token winner is not trained yet: one row, run columns NULL
     loop = rows(store, "SELECT * FROM closed_loop WHERE target_loss = 1.9 ORDER BY context")
-    assert [(r["rec_id"], r["run_id"], r["inside"], r["error"]) for r in loop] == [
-        (r["rec_id"], None, None, None) for r in recs]
-    # unless the config is one the ladder already trained (the laws are exact here, so it sits on its law)
+    assert [(r["rec_id"], r["run_id"], r["inside"], r["error"], r["held_out"]) for r in loop[:1]] == [
+        (recs[0]["rec_id"], None, None, None, None)]
+    # the 32K winner is a config the ladder trained (kept inside the ladder's shapes, the smallest that reaches N*
+    # is a rung); the laws are exact here, so it sits on its law, and that run is one the law was fitted to: not
+    # held out, it tests nothing
+    assert len(loop) == 2 and loop[1]["rec_id"] == recs[1]["rec_id"] and loop[1]["sweep"] == "fixture"
+    assert loop[1]["error"] == pytest.approx(0, abs=1e-9) and loop[1]["held_out"] is False
     for r in rows(store, "SELECT * FROM closed_loop WHERE target_loss = 1.95 AND run_id IS NOT NULL"):
-        assert r["sweep"] == "fixture" and r["error"] == pytest.approx(0, abs=1e-9)
+        assert r["sweep"] == "fixture" and r["error"] == pytest.approx(0, abs=1e-9) and r["held_out"] is False
 
     # train the 128-token winner three times (its TOML from --toml-out): below, inside and above the interval
     first = recs[0]
     toml128 = tmp_path / "rec-128.toml"
     lo, hi = first["predicted_lo"], first["predicted_hi"]
-    assert lo - 1e-12 <= first["predicted_loss"] <= hi + 1e-12  # the fixture's laws are exact: a zero-width interval
+    assert lo - 1e-12 <= first["predicted_loss"] <= hi + 1e-12  # the fixture's laws are exact: a near-zero width
     losses = [lo - 0.05, (lo + hi) / 2, hi + 0.05]
     root = tmp_path / "trained"
     for seed, loss in enumerate(losses):
@@ -129,31 +143,35 @@ def test_record_then_train_then_compare(store, tmp_path, cli):
     got = rows(store, f"SELECT * FROM closed_loop WHERE rec_id = '{first['rec_id']}' ORDER BY val_loss")
     assert [r["val_loss"] for r in got] == losses
     assert [r["inside"] for r in got] == [False, True, False]
+    assert [r["measured"] for r in got] == losses and all(r["held_out"] is True for r in got)
+    assert all((r["predicted"], r["lower"], r["upper"]) == (first["predicted_loss"], lo, hi) for r in got)
+    assert [r["seed"] for r in got] == [0, 1, 2]
     assert {r["sweep"] for r in got} == {"closed"} and all(r["tokens"] > 0 for r in got)
     for r in got:
         assert r["final_loss"] == pytest.approx(r["val_loss"] + 0.01)
         assert r["error"] == pytest.approx(r["val_loss"] - first["predicted_loss"], abs=1e-12)
         assert r["rel_error"] == pytest.approx((r["val_loss"] - first["predicted_loss"]) / first["predicted_loss"])
     assert got[2]["error"] == pytest.approx(hi + 0.05 - first["predicted_loss"])
-    # the 32K winner is another config: still untrained
-    other = rows(store, f"SELECT run_id, inside FROM closed_loop WHERE rec_id = '{recs[1]['rec_id']}'")
-    assert other == [{"run_id": None, "inside": None}]
-    # trained at the laws' context (128), not at the 32K it was priced for: it still joins, by model_id
+    # a new seed of the 32K winner, trained at the laws' context (128), not at the 32K it was priced for: it joins
+    # by model_id beside the ladder's run, and is held out
     root2 = tmp_path / "trained-32k"
-    assert train(root2, tmp_path / "rec-32768.toml", recs[1]["predicted_hi"] + 0.1) == recs[1]["model_id"]
+    assert train(root2, tmp_path / "rec-32768.toml", recs[1]["predicted_hi"] + 0.1, seed=5) == recs[1]["model_id"]
     ingest(root2, store)
-    [r] = rows(store, f"SELECT * FROM closed_loop WHERE rec_id = '{recs[1]['rec_id']}'")
-    assert (r["seq_len"], r["context"], r["inside"]) == (128, 32768, False)
+    [r] = rows(store, f"SELECT * FROM closed_loop WHERE rec_id = '{recs[1]['rec_id']}' AND held_out")
+    assert (r["seq_len"], r["context"], r["inside"], r["seed"]) == (128, 32768, False, 5)
     assert r["error"] == pytest.approx(recs[1]["predicted_hi"] + 0.1 - recs[1]["predicted_loss"])
 
 
-def test_without_bootstrap_the_interval_and_inside_are_null(store, tmp_path, cli):
+def test_without_bootstrap_the_interval_covers_the_noise_only(store, tmp_path, cli):
     toml = tmp_path / "rec.toml"
-    rc, _, err = cli("recommend", "--db", store, "--target-loss", "1.9", "--context", "128", "--bootstrap", "0",
-                     "--record", "--toml-out", toml, "--sweep", "fixture")
+    rc, out, err = cli("recommend", "--db", store, "--target-loss", "1.9", "--context", "128", "--bootstrap", "0",
+                       "--record", "--toml-out", toml, "--sweep", "fixture", "--json")
     assert rc == 0, err
+    iv = json.loads(out)["by_context"][0]["predicted_loss_interval"]
+    assert iv["mean"]["lo"] is None and "run-to-run noise only" in iv["new_run"]["covers"]
     [rec] = rows(store, "SELECT * FROM recommendations")
-    assert rec["predicted_lo"] is None and rec["predicted_hi"] is None and rec["sweep"] == "fixture"
+    assert rec["mean_lo"] is None and rec["interval_kind"] == "prediction" and rec["sweep"] == "fixture"
+    assert rec["predicted_lo"] <= rec["predicted_loss"] <= rec["predicted_hi"]
     train(tmp_path / "trained", toml, rec["predicted_loss"] + 0.02)
     # no val_loss: compared on final_loss, the loss the laws fall back to as well
     train(tmp_path / "trained", toml, None, seed=1, final_loss=rec["predicted_loss"] - 0.03)
@@ -162,7 +180,87 @@ def test_without_bootstrap_the_interval_and_inside_are_null(store, tmp_path, cli
     assert [r["val_loss"] for r in got] == [None, rec["predicted_loss"] + 0.02]
     assert [r["loss"] for r in got] == [rec["predicted_loss"] - 0.03, rec["predicted_loss"] + 0.02]
     assert [r["error"] for r in got] == pytest.approx([-0.03, 0.02])
-    assert all(r["run_id"] is not None and r["inside"] is None for r in got)
+    # the fixture's laws are exact, so its noise (from the residuals) is ~0: both runs miss
+    assert all(r["run_id"] is not None and r["inside"] is False and r["inside_mean"] is None for r in got)
+
+
+def test_spec_out_trains_the_winners_with_the_ladders_recipe_on_a_new_seed(store, tmp_path, cli):
+    from costlaw.sweeps.expand import expand
+    from costlaw.sweeps.spec import load
+
+    recipe = tmp_path / "ladder.toml"
+    recipe.write_text(LADDER_SPEC)
+    spec = tmp_path / "loop.toml"
+    args = ("--spec-out", spec, "--recipe-from", recipe, "--train-seed")
+    rc, out, err = cli("recommend", "--db", store, *ARGS, "--record", *args, "0")
+    assert rc == 2 and "--train-seed: seed 0 trained" in err and "pick a seed no ladder run used" in err
+    rc, out, err = cli("recommend", "--db", store, *ARGS, "--record", "--json", *args, "7")
+    assert rc == 0, err
+    doc = json.loads(out)
+    winners = [ModelConfig.from_dict(c["winner_config"]) for c in doc["by_context"]]
+    planned = expand(load(spec), tmp_path / "root")
+    assert [r.config.model for r in planned] == winners and {r.seed for r in planned} == {7}
+    assert doc["spec"]["run_ids"] == [r.run_id for r in planned] and doc["spec"]["points"] == 2
+    for r in planned:  # the recipe's settings and formulas, at the recommended N
+        cfg = r.config
+        assert cfg.data.seq_len == 128 and cfg.train.lr == 3e-3 and cfg.eval.val_tokens == 4096
+        assert cfg.train.tokens == 20 * params_non_embedding(cfg.model)
+        assert cfg.train.batch_size == (2 if cfg.model.d_model < 192 else 4)
+    text = spec.read_text()
+    assert text.startswith("# costlaw recommend --spec-out") and "model.ffn_dim" in text  # dropped, and said so
+    # another call adds its winner; one already there is not added twice
+    rc, out, err = cli("recommend", "--db", store, "--target-loss", "1.95", "--context", "128", "--bootstrap", "8",
+                       "--json", *args, "7")
+    assert rc == 0, err
+    assert json.loads(out)["spec"]["points"] == 3 and len(expand(load(spec), tmp_path / "root")) == 3
+    rc, out, err = cli("recommend", "--db", store, *ARGS, "--json", *args, "7")
+    assert rc == 0 and json.loads(out)["spec"]["added"] == [] and json.loads(out)["spec"]["points"] == 3
+    rc, _, err = cli("recommend", "--db", store, *ARGS, *args, "8")
+    assert rc == 2 and "was written from recipe" in err
+    rc, _, err = cli("recommend", "--db", store, *ARGS, "--spec-out", spec)
+    assert rc == 2 and "needs --recipe-from" in err
+
+
+LADDER_SPEC = """
+[sweep]
+name = "fixture-ladder"
+runs_cap = 20
+contexts = [128, "32K"]
+
+[base]
+seed = 0
+
+[base.model]
+d_model = 64
+n_layers = 2
+n_heads = 4
+n_kv_heads = 4
+head_dim = 16
+ffn_dim = 192
+vocab_size = 257
+
+[base.data]
+seq_len = 128
+
+[base.train]
+tokens = 100000
+lr = 3e-3
+
+[base.eval]
+val_tokens = 4096
+position_buckets = 4
+
+[[axes]]
+zip = { "model.d_model" = [64, 128], "model.n_layers" = [2, 3] }
+
+[derived]
+"model.ffn_dim" = "paper_ffn(model.d_model)"
+"train.tokens" = "20 * N"
+"train.batch_size" = "2 if model.d_model < 192 else 4"
+
+[resources]
+cpus = 1
+"""
 
 
 def test_budgets_are_recorded(store, cli):
@@ -225,3 +323,34 @@ def test_a_fresh_store_gets_the_table_and_view(tmp_path):
     assert rows(db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'recommendations' "
                     "ORDER BY ordinal_position") == [{"column_name": c} for c in REC_COLUMNS]
     assert rows(db, "SELECT count(*) AS n FROM closed_loop") == [{"n": 0}]
+
+
+def test_a_version_4_recommendation_keeps_what_it_claimed(tmp_path, monkeypatch, cli):
+    """Rows recorded before v5 hold the law's bootstrap 95% interval (fit only): the migration says so (level 0.95,
+    interval_kind 'mean', the mean's bounds), and closed_loop checks them against what they claimed."""
+    ingest_mod = sys.modules["costlaw.analysis.store.ingest"]
+    with monkeypatch.context() as m:  # ingest as the v4 release did (its closed_loop had no v5 columns)
+        m.setattr(ingest_mod, "migrate", lambda con, db: migrate(con, db, target=4))
+        m.setattr(ingest_mod, "create_views", _old_views)
+        db = FX.build_store(tmp_path)
+    con = duckdb.connect(str(db))
+    cols = REC_COLUMNS[:REC_COLUMNS.index("model_json") + 1]  # the v3/v4 columns
+    model = FX.model("4,4", 4, 128)
+    values = {"rec_id": "old0", "recorded_at": None, "model_id": model.config_id, "candidate": "4,4", "family": "gqa",
+              "context": 128, "target_loss": 1.9, "predicted_loss": 1.89, "predicted_lo": 1.87, "predicted_hi": 1.91,
+              "model_json": json.dumps(model.to_dict())}
+    con.execute(f"INSERT INTO recommendations ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                [values.get(c) if c != "recorded_at" else "2026-01-01 00:00:00" for c in cols])
+    con.close()
+    train(tmp_path / "trained", _toml(tmp_path, model), 1.905)
+    ingest(tmp_path / "trained", db)  # migrates to v5
+    [r] = rows(db, "SELECT * FROM closed_loop WHERE rec_id = 'old0'")
+    assert (r["level"], r["interval_kind"], r["mean_lo"], r["mean_hi"]) == (0.95, "mean", 1.87, 1.91)
+    assert (r["lower"], r["upper"], r["measured"], r["inside"], r["inside_mean"]) == (1.87, 1.91, 1.905, True, True)
+    assert r["held_out"] is None  # which runs its law was fitted to was not recorded then
+
+
+def _toml(tmp_path, model) -> Path:
+    p = tmp_path / "old.toml"
+    p.write_text(model.to_toml())
+    return p

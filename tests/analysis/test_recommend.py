@@ -46,8 +46,11 @@ def test_winner_has_the_lowest_z_recomputed_independently(recommend_json):
         for c in ok:
             assert c["n_params"] >= c["n_star"]
             assert c["predicted_loss"] <= 2.55 + 1e-9
-            lo, hi = c["predicted_loss_ci95"]
-            assert lo <= c["predicted_loss"] <= hi
+            iv = c["predicted_loss_interval"]
+            assert iv["level"] == 0.9 and iv["point"] == c["predicted_loss"]
+            assert iv["mean"]["lo"] <= c["predicted_loss"] <= iv["mean"]["hi"]
+            # a fits file without runs has no run-to-run noise: no interval for a new run, and it says so
+            assert iv["new_run"]["lo"] is None and "no run-to-run noise" in iv["new_run"]["covers"]
 
 
 def test_winner_toml_prices_identically_through_costlaw_cost(tmp_path, recommend_json):
@@ -121,26 +124,62 @@ def test_extrapolation_is_reported_and_warned(cli, recommend_json):
     assert ctx["extrapolation"] > 4 and any("extrapolated far" in w for w in doc["warnings"])
 
 
-def test_a_winner_whose_law_misses_its_runs_is_warned(cli, tmp_path):
-    """A law below R² 0.98 on its own runs (gqa-aspect's (1,1): 0.956) still prices, but its winner is flagged."""
+def test_a_law_below_the_r2_bar_does_not_win_unless_allowed(cli, tmp_path):
+    """A law below R² 0.98 on its points (gqa-aspect's (1,1): 0.956) is weak: listed with why, never the winner;
+    --allow-weak-laws lets it win, flagged."""
     doc = json.loads(FITS.read_text())
     rc, out, err = cli("recommend", "--fits", FITS, "--target-loss", "2.6", "--context", "128K", "--json")
-    win = json.loads(out)["by_context"][0]["winner"]
-    assert rc == 0 and not any("R²" in w for w in json.loads(out)["warnings"])
+    first = json.loads(out)
+    win, runner = first["by_context"][0]["winner"], first["by_context"][0]["runner_up"]
+    assert rc == 0 and first["excluded"] == [] and not any("weak" in w for w in first["warnings"])
     for c in doc["candidates"]:
-        c["r2"], c["n_points"] = (0.956, 21) if f"{c['n_heads']},{c['n_kv_heads']}" == win else (0.999, 14)
+        c["r2"], c["n_points"] = (0.956, 7) if f"{c['n_heads']},{c['n_kv_heads']}" == win else (0.999, 7)
     low = tmp_path / "fits.json"
     low.write_text(json.dumps(doc))
     rc, out, err = cli("recommend", "--fits", low, "--target-loss", "2.6", "--context", "128K", "--json")
     assert rc == 0, err
     res = json.loads(out)
-    assert res["by_context"][0]["winner"] == win  # a warning, not a change of pick
-    assert [w for w in res["warnings"] if "R²" in w] == [
-        f"context 131072: the winner {win}'s law fits its own 21 runs at R² 0.956, below 0.98; its predicted loss "
-        "and interval assume a curve those runs do not follow, so check the fit (costlaw fit --plot) before "
-        "training it"]
+    assert res["by_context"][0]["winner"] == runner  # the weak law's candidate is out, the next cheapest wins
+    assert res["excluded"] == [{"label": win, "why": "weak law (R² 0.956 < 0.98 on the 7 points fitted)"}]
+    row = next(c for c in res["candidates"] if c["label"] == win)
+    assert row["status"] == "ok" and row["weak"] == ["R² 0.956 < 0.98 on the 7 points fitted"]
     rc, out, _ = cli("recommend", "--fits", low, "--target-loss", "2.6", "--context", "128K")
-    assert f"WARNING: the winner {win}'s law fits its own 21 runs at R² 0.956" in out
+    assert "excluded: weak law (R² 0.956 < 0.98 on the 7 points fitted)" in out
+    rc, out, err = cli("recommend", "--fits", low, "--target-loss", "2.6", "--context", "128K", "--json",
+                       "--allow-weak-laws")
+    allowed = json.loads(out)
+    assert rc == 0 and allowed["by_context"][0]["winner"] == win and allowed["excluded"] == []
+    assert allowed["by_context"][0]["weak_law"] == ["R² 0.956 < 0.98 on the 7 points fitted"]
+    assert [w for w in allowed["warnings"] if "weak" in w] == [
+        f"context 131072: the winner {win}'s law is weak (R² 0.956 < 0.98 on the 7 points fitted); it won only "
+        "because --allow-weak-laws was given, and its predicted loss and interval rest on a law the runs do not pin "
+        "down"]
+
+
+def test_no_identified_law_means_no_winner_and_why(cli, tmp_path):
+    """Every law weak (E at its bound, R² 0.73: the quickstart's laws before its ladder was checked): exit 0, no
+    winner, the reason per candidate; --allow-weak-laws names one."""
+    doc = json.loads(FITS.read_text())
+    for c in doc["candidates"]:
+        c["r2"], c["n_points"] = 0.734, 8
+    doc["kv_policies"] = []
+    weak = tmp_path / "weak.json"
+    weak.write_text(json.dumps(doc))
+    rc, out, err = cli("recommend", "--fits", weak, "--target-loss", "2.6", "--context", "8K,128K", "--json")
+    assert rc == 0, err
+    res = json.loads(out)
+    for ctx in res["by_context"]:
+        assert ctx["winner"] is None and ctx["winner_config"] is None and ctx["predicted_loss"] is None
+        assert ctx["no_winner_reason"].startswith("every candidate within the budgets is excluded: a weak law (1,1, ")
+        assert ctx["no_winner_reason"].endswith("The data cannot support a recommendation; --allow-weak-laws "
+                                                "would use them anyway")
+    assert len(res["excluded"]) == 21
+    assert all(e["why"] == "weak law (R² 0.734 < 0.98 on the 8 points fitted)" for e in res["excluded"])
+    rc, out, err = cli("recommend", "--fits", weak, "--target-loss", "2.6", "--context", "8K,128K")
+    assert rc == 0 and "== context 8192: no winner: every candidate within the budgets is excluded" in out
+    rc, out, err = cli("recommend", "--fits", weak, "--target-loss", "2.6", "--context", "8K,128K", "--json",
+                       "--allow-weak-laws")
+    assert rc == 0 and all(ctx["winner"] for ctx in json.loads(out)["by_context"])
 
 
 def test_paper_candidates_and_standard_savings(recommend_json):

@@ -31,7 +31,8 @@ def test_fits_recover_the_known_laws(fitset):
         assert c.params["a"] == pytest.approx(a, rel=1e-3)
         assert c.params["b"] == pytest.approx(b, rel=1e-3)
         assert c.params["E"] == pytest.approx(E, rel=1e-4)
-        assert c.samples is not None and len(c.samples["a"]) == 8
+        # draws of the resamples of its configs that identify the law (fitting/bootstrap.py leaves out the others)
+        assert c.fit_extra["n_bootstrap"] == 8 and 2 <= len(c.samples["a"]) == c.fit_extra["n_used"] <= 8
         assert c.n_max == max(params_non_embedding(FX.model(label, L, d)) for L, d in FX.SHAPES)
     assert by["4,1 full=0.50 sink_window(4,32)"].family == "hybrid"
     assert not by["8,2"].fitted and "3 size(s)" in by["8,2"].reason  # listed, not dropped
@@ -65,7 +66,11 @@ def test_recommend_from_the_db_and_fits_round_trip(store, fitset, tmp_path, cli)
         T = ctx["context"]
         assert again.winner(T).label == ctx["winner"]
         assert again.winner(T).predicted == pytest.approx(ctx["predicted_loss"], rel=1e-12)
-        assert list(again.winner(T).ci95) == pytest.approx(ctx["predicted_loss_ci95"], rel=1e-12)
+        # the fits file carries the bootstrap draws and the noise: the same two intervals come back
+        got, want = again.winner(T).interval.to_json(), ctx["predicted_loss_interval"]
+        for part in ("mean", "new_run"):
+            assert [got[part]["lo"], got[part]["hi"]] == pytest.approx([want[part]["lo"], want[part]["hi"]], rel=1e-12)
+        assert want["new_run"]["covers"].startswith("one new training run")
 
 
 def test_mha_standard_when_no_8_kv_heads(fitset):

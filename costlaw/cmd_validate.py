@@ -1,0 +1,84 @@
+"""`costlaw validate`: cross-validate a store's laws; the share of left-out runs inside their intervals."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EPILOG = """\
+what it does:
+  for each candidate (as costlaw recommend groups the runs), leave out one config at a time (all its seeds;
+  --mode config) or the candidate's largest size (--mode largest), refit the law to the rest exactly as
+  recommend fits it (config means, bootstrap over configs, run-to-run noise), predict each left-out run with
+  its --level interval for a new run and for the law's mean, and report per candidate and overall:
+  coverage (share of left-out runs inside the new-run interval; a calibrated interval gives about --level),
+  coverage of the mean's interval, mean and worst relative error ((measured - predicted) / predicted; > 0:
+  the law under-predicts) and the median interval width. "usable laws" totals the candidates whose law,
+  fitted to all their runs, passes recommend's guards (the ones it may pick).
+  Folds that leave fewer than 4 sizes are skipped and listed.
+
+examples:
+  costlaw validate --db studies/gqa-heads-steps/results.duckdb --level 0.9 --json
+  costlaw validate --db a.duckdb --db b.duckdb --mode largest --figure cv.png
+  costlaw validate --db a.duckdb --law gqa-size-shape     # the shape-aware law, for comparison
+"""
+
+
+def add_arguments(p):
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = EPILOG
+    p.add_argument("--db", action="append", required=True,
+                   help="a results file (repeat to read several as one)")
+    p.add_argument("--level", type=float, default=0.9, help="the intervals' level (default 0.9)")
+    p.add_argument("--mode", choices=("config", "largest"), default="config",
+                   help="leave out each config (default) or each candidate's largest size")
+    p.add_argument("--bootstrap", type=int, default=200,
+                   help="bootstrap resamples of the configs per fit (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise", choices=("constant", "size"), default="constant",
+                   help="seed noise constant in N (default, as recommend) or log-linear in N")
+    p.add_argument("--lack-of-fit", action="store_true",
+                   help="add the config means' scatter beyond seed noise to the noise (off by default, as recommend)")
+    p.add_argument("--law", choices=("gqa-size", "gqa-size-shape"), default="gqa-size",
+                   help="gqa-size (recommend's) or gqa-size-shape: (a/N)^b (d/L)^g + E")
+    p.add_argument("--families", default="gqa,hybrid,compressed", help="comma-separated: gqa,hybrid,compressed")
+    p.add_argument("--train-context", type=int, help="runs trained at this seq_len (default: the most common)")
+    p.add_argument("--sweep", help="only runs of this sweep")
+    p.add_argument("--json", action="store_true", help="one JSON object (coverage, per candidate, every prediction)")
+    p.add_argument("--figure", help="also draw measured vs predicted with the intervals (PNG + SVG)")
+
+
+def log(msg: str) -> None:
+    print(f"[validate] {msg}", file=sys.stderr, flush=True)
+
+
+def main(args) -> int:
+    from costlaw.analysis.recommend.candidates import FAMILIES
+    from costlaw.analysis.validate import validate_stores
+    from costlaw.analysis.validate.render import render_text
+    from costlaw.costmodel.core.errors import CostlawError
+
+    families = tuple(f.strip() for f in args.families.split(",") if f.strip())
+    bad = [f for f in families if f not in FAMILIES]
+    if bad or not families:
+        raise CostlawError(f"--families: unknown family {bad[0] if bad else '(none)'!r}; "
+                           f"choose from {', '.join(FAMILIES)}")
+    v = validate_stores(args.db, sweep=args.sweep, mode=args.mode, level=args.level, n_boot=args.bootstrap,
+                        seed=args.seed, noise=args.noise, lack_of_fit=args.lack_of_fit, law=args.law,
+                        families=families,
+                        train_context=args.train_context, progress=None if args.json else log)
+    figure = None
+    if args.figure:
+        from costlaw.analysis.validate.figure import validation_figure
+
+        figure = [str(p) for p in validation_figure(v, args.figure)]
+    if args.json:
+        doc = v.to_json()
+        doc["figure"] = figure
+        print(json.dumps(doc, indent=2))
+    else:
+        print(render_text(v))
+        if figure:
+            print(f"wrote {figure[0]} and {figure[1]}")
+    return 0
