@@ -5,7 +5,14 @@
 2. ingest DIR into DIR/results.duckdb;
 3. fit each head configuration's L(N) = (a/N)^b + E with bootstrap intervals, and store the fits in the
    database's `fits` table;
-4. recommend: the cheapest config at 8K and 128K context for a target loss every fitted candidate reached;
+4. recommend: the cheapest config at 8K and 128K context for a target loss every fitted candidate reached,
+   from the laws that pass recommend's guards. The quickstart's own ladder cannot give such laws: 13 runs of
+   150 steps on 2 CPU cores leave each law's floor and scale unidentified (E at its bound, intervals spanning
+   decades, R² well below 0.98), and a CPU ladder that would pin them down (measured: five sizes of 20 tokens
+   per parameter, 175 s of training for three candidates, still unidentified) does not fit in a few minutes.
+   So the quickstart says plainly that its data cannot support a recommendation, shows why per law, and
+   names the command that would use the laws anyway; the loop (sweep, store, fits, guards, report) is the
+   point here, the answer needs a GPU ladder (studies/gqa-heads-steps);
 5. write the report: DIR/report/index.html (self-contained), DIR/report/report.md, DIR/report/fits.json;
 6. print the next commands to try.
 
@@ -163,6 +170,10 @@ def run_quickstart(out: str | Path = "quickstart", jobs: int | None = None, *, s
     log(f"  {len(ids)} laws written to the fits table; unfit: "
         + (", ".join(f"{c.label} ({c.reason})" for c in fits.candidates if not c.fitted) or "none"))
 
+    for c in fits.candidates:
+        if c.fitted and not c.base:
+            log(f"  {c.label}: " + (f"weak law ({'; '.join(c.weak)})" if c.weak else "passes recommend's guards"))
+
     steps.start("recommend", "recommend the cheapest config at 8K and 128K context")
     target, note = default_target(fits)
     if target is None:
@@ -171,6 +182,10 @@ def run_quickstart(out: str | Path = "quickstart", jobs: int | None = None, *, s
     rec = recommend(fits, target, list(CONTEXTS), Objective())
     for line in render_text(rec).splitlines():
         log("  " + line)
+    supported = any(rec.winner(T) is not None for T in rec.contexts)
+    if not supported:
+        for line in unsupported_lines(db, target):
+            log(line)
 
     steps.start("report", f"write the report to {report_dir}")
     res = build_report(db, report_dir, contexts=PAPER_CONTEXTS, fits=fits, progress=lambda m: log("  " + m))
@@ -184,6 +199,9 @@ def run_quickstart(out: str | Path = "quickstart", jobs: int | None = None, *, s
     log(f"quickstart finished in {total:.0f} s ("
         + ", ".join(f"{k} {v:.0f} s" for k, v in steps.marks.items() if k != "done")
         + f"): {len(rep.ingested) + len(rep.replaced) + len(rep.unchanged)} runs in {db}, report at {res.html}")
+    if not supported:
+        log("no recommendation: this quickstart's data cannot support one (see step 4); the report and commands "
+            "below show the loop")
     log("next:")
     for cmd in next_commands(out, db, res, target, winner, toml):
         log(f"  {cmd}")
@@ -191,11 +209,25 @@ def run_quickstart(out: str | Path = "quickstart", jobs: int | None = None, *, s
                             {"ingested": len(rep.ingested), "unchanged": len(rep.unchanged)})
 
 
+def unsupported_lines(db: Path, target: float) -> list[str]:
+    """What the quickstart says when no law passes the guards: plainly, why, and what would."""
+    return ["  THE QUICKSTART'S DATA CANNOT SUPPORT A RECOMMENDATION. Its 13 runs (150 steps each, on CPU) leave "
+            "every law unidentified (the reasons per law are above), and a winner named from such laws would be a "
+            "guess. That is expected of a few-minute CPU demo: it shows the loop (sweep, store, fits, guards, "
+            "report), not an answer.",
+            "  A ladder that supports one has >= 5 sizes per candidate at ~20 tokens per parameter and two seeds "
+            "where runs spread, trained on a GPU: studies/gqa-heads-steps (91 runs; check its intervals with "
+            "costlaw validate --db studies/gqa-heads-steps/results.duckdb).",
+            f"  To see what the recommender would pick from these laws anyway (not a supported recommendation): "
+            f"costlaw recommend --db {db} --target-loss {target:g} --context 8K,128K --allow-weak-laws"]
+
+
 def next_commands(out: Path, db: Path, res, target: float, winner, toml: Path) -> list[str]:
     cmds = [f"open {res.html}                       # the report (figures, fits, recommendation)",
             f"costlaw query --db {db} \"SELECT n_heads, n_kv_heads, d_model, n_layers, n_params, val_loss "
             "FROM run_summary ORDER BY n_heads, n_params\"",
             f"costlaw recommend --db {db} --target-loss {target:g} --context 8K,32K,128K",
+            f"costlaw validate --db {db}        # how often left-out runs land inside their intervals",
             f"costlaw recommend --fits {res.fits} --target-loss {target:g} --context 128K --memory-budget 64MiB --json",
             f"costlaw frontier --db {db} --context 128K --plot {out / 'frontier.png'}"]
     if winner is not None and toml.is_file():

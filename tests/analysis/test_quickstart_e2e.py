@@ -1,5 +1,9 @@
-"""The README's main command, end to end on CPU: sweep -> ingest -> fit -> recommend -> report, then resumed."""
+"""The README's main command, end to end on CPU: sweep -> ingest -> fit -> recommend -> report, then resumed.
 
+Its 13 short CPU runs cannot identify any law, so the quickstart names no winner and says so plainly; the
+recommender's pick from those laws is shown only when asked for (--allow-weak-laws), flagged."""
+
+import json
 import re
 import subprocess
 import sys
@@ -26,7 +30,12 @@ def test_quickstart_end_to_end(tmp_path):
         assert f"step {step}/6" in text
     assert "sweep quickstart: 13 completed" in text
     assert "  [13/13] " in text  # the in-process sweep's own lines join the log when no terminal shows a bar
-    assert "== context 131072: winner" in text and "next:" in text and "costlaw recommend --db" in text
+    assert "== context 131072: no winner: every candidate within the budgets is excluded: a weak law" in text
+    assert "THE QUICKSTART'S DATA CANNOT SUPPORT A RECOMMENDATION" in text
+    assert "no recommendation: this quickstart's data cannot support one" in text
+    assert "next:" in text and "costlaw recommend --db" in text and "costlaw validate --db" in text
+    for label in ("4,4", "4,1", "1,1"):
+        assert f"  {label}: weak law (" in text
     print(f"quickstart took {seconds:.0f} s")
 
     from costlaw.analysis.store import query_df
@@ -39,12 +48,16 @@ def test_quickstart_end_to_end(tmp_path):
 
     html = (out / "report" / "index.html").read_text()
     n_img = len(re.findall(r'<img src="data:image/png;base64,', html))
-    assert n_img >= 6 and "Recommendation" in html
-    toml = out / "report" / "recommended" / "model-131072.toml"
-    assert toml.is_file()
-    c = subprocess.run([sys.executable, "-m", "costlaw", "cost", "--config", str(toml), "--context", "128K"],
+    assert n_img >= 6 and "Recommendation" in html and "Not allowed to win" in html and "Validation" in html
+    assert not (out / "report" / "recommended").exists()  # no winner, no TOML
+    target = re.search(r"--target-loss (\S+) --context 8K,128K --allow-weak-laws", text).group(1)
+    c = subprocess.run([sys.executable, "-m", "costlaw", "recommend", "--db", str(db), "--target-loss", target,
+                        "--context", "8K,128K", "--allow-weak-laws", "--allow-outside-envelope", "--json"],
                        capture_output=True, text=True, cwd=ROOT)
     assert c.returncode == 0, c.stderr
+    asked = json.loads(c.stdout)
+    assert all(ctx["winner"] and ctx["weak_law"] for ctx in asked["by_context"])
+    assert any("won only because --allow-weak-laws was given" in w for w in asked["warnings"])
 
     # run again: the quickstart resumes, training nothing and ingesting nothing new
     again = subprocess.run([sys.executable, "-m", "costlaw", "quickstart", "--out", str(out)], capture_output=True,
