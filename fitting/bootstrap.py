@@ -145,17 +145,18 @@ def bootstrap(law, X, y, res: FitResult, n: int = 1000, seed: int = 0,
     k = len(space.free)
     with np.errstate(all="ignore"):
         _, J = linearise(prob.model, res.z, prob.space)
-    check = bool(np.all(np.isfinite(J)))  # a Jacobian that overflows at the optimum says nothing of identification
+    W = counts if w is None else counts * w
     z = np.empty((n, k))
     ok = np.zeros(n, dtype=bool)
     failed = unidentified = 0
     with threadpool_limits(limits=1, user_api="blas"):  # see fitting/__init__.py
+        # A Jacobian that overflows at the optimum says nothing of identification.
+        identified = _identified(J, W) if np.all(np.isfinite(J)) else np.ones(n, dtype=bool)
         for b in range(n):
-            cw = counts[b] if w is None else counts[b] * w
-            if check and not _identifies(J, cw, k):
+            if not identified[b]:
                 unidentified += 1
             else:
-                sub = prob.with_weights(cw)
+                sub = prob.with_weights(W[b])
                 run = minimise(sub, res.z, precondition=True, ftol=BOOTSTRAP_FTOL)
                 good = run.success or run.grad_norm <= max(STUCK_RGRAD * abs(run.fun), sub.grad_floor(run.x))
                 z[b], ok[b] = run.x, good and np.isfinite(run.fun)
@@ -196,19 +197,31 @@ def bootstrap(law, X, y, res: FitResult, n: int = 1000, seed: int = 0,
                            grouped=groups is not None, warnings=warnings)
 
 
-def _identifies(J: np.ndarray, w: np.ndarray, k: int) -> bool:
-    """Whether rows weighted by w (0 for rows not drawn) determine all k free coordinates at the optimum: the
-    Gauss-Newton matrix J'WJ, scaled to a unit diagonal, has no eigenvalue below IDENT_RTOL² of the largest (the
-    Gram form is ~5x cheaper than an SVD of the rows and runs once per resample)."""
-    if np.count_nonzero(w) < k:
-        return False
-    G = (J.T * w) @ J
-    d = G.diagonal()
-    if d.min() <= 0:
-        return False
-    s = 1.0 / np.sqrt(d)
-    ev = np.linalg.eigvalsh(G * np.outer(s, s))
-    return bool(ev[0] > IDENT_RTOL ** 2 * ev[-1])
+def _identified(J: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """(n,) bool: whether the rows weighted by each row of W (m, n_points; 0 for rows not drawn) determine all k
+    free coordinates at the optimum, i.e. the Gauss-Newton matrix G = J'WJ, scaled to a unit diagonal, has no
+    eigenvalue below IDENT_RTOL² of the largest. All resamples at once: each G from the rows' outer products, and
+    the eigenvalues only where the determinant of the scaled G (the product of its eigenvalues, each at most k)
+    cannot already rule a small one out."""
+    n_pts, k = J.shape
+    tol = IDENT_RTOL ** 2
+    out = np.count_nonzero(W, axis=1) >= k
+    outer = np.einsum("ni,nj->nij", J, J).reshape(n_pts, k * k)
+    for lo in range(0, len(W), 256):  # bounds the (rows, k, k) stack
+        Wb = W[lo:lo + 256]
+        G = (Wb @ outer).reshape(len(Wb), k, k)
+        d = np.diagonal(G, axis1=1, axis2=2)
+        ok = out[lo:lo + 256] & (d.min(axis=1) > 0)
+        s = 1.0 / np.sqrt(np.where(d > 0, d, 1.0))
+        Gs = G * s[:, :, None] * s[:, None, :]
+        with np.errstate(all="ignore"):
+            sure = np.linalg.det(Gs) > tol * float(k) ** k
+        check = np.flatnonzero(ok & ~sure)
+        if len(check):
+            ev = np.linalg.eigvalsh(Gs[check])
+            ok[check] = ev[:, 0] > tol * ev[:, -1]
+        out[lo:lo + 256] = ok
+    return out
 
 
 def _call(fn, params, name) -> float:

@@ -135,7 +135,9 @@ def fit(law, X, y, loss: str = "huber", delta: float = 1e-3, starts=None, seed: 
     chosen = [i for i in chosen if np.isfinite(score[i])]
     with threadpool_limits(limits=1, user_api="blas"):  # see fitting/__init__.py
         runs = [minimise(prob, Z[i]) for i in chosen]
-    best = min(runs, key=lambda r: r.fun)
+        best = min(runs, key=lambda r: r.fun)
+        # Inside the one-thread limit too: a threaded LAPACK call leaves OpenBLAS's threads spinning afterwards.
+        unident, cond = diagnose.identification(prob, best.x, space.free)
     objs = [r.fun for r in runs]
     n_at_best = int(sum(o <= best.fun + prob.agree_tol(best.fun) for o in objs))
     ok, reason = diagnose.converged(prob, best, n_at_best, len(runs))
@@ -147,7 +149,6 @@ def fit(law, X, y, loss: str = "huber", delta: float = 1e-3, starts=None, seed: 
     pred = law.bind(F).predict(theta[None, :])[0]
     ss_tot = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - float(np.sum((y - pred) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
-    unident, cond = diagnose.identification(prob, best.x, space.free)
     settings = {"loss": loss, "delta": float(delta), "starts": starts, "seed": seed, "refine": refine,
                 "residuals": residuals, "fix": fix, "tie": tie, "bounds": bounds, "init": init,
                 "start_box": start_box, "random_starts": random_starts}

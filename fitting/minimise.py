@@ -68,8 +68,11 @@ class Problem:
         self.bounded = bool(np.isfinite(self.lo).any() or np.isfinite(self.hi).any())
 
     def with_weights(self, w) -> Problem:
-        return Problem(self.model, self.target, w, self.loss, self.delta, self.space, self.lo, self.hi, self.r_unit,
-                       self.diag_scale)
+        # Once per bootstrap refit: a copy without __init__'s checks, which are the same for any weights.
+        out = object.__new__(Problem)
+        out.__dict__.update(self.__dict__)
+        out.w = w
+        return out
 
     def many(self, Z: np.ndarray) -> np.ndarray:
         return objective_many(self.model, Z, self.target, self.w, self.loss, self.delta, self.space)
@@ -136,8 +139,7 @@ def minimise(prob: Problem, z0: np.ndarray, precondition: bool = False, ftol: fl
 def _lbfgsb(prob: Problem, z0, loss, delta, unit, precondition, ftol) -> Run:
     """`unit` multiplies the objective (1/d for the l1 continuation); the reported gradient includes it."""
     model, target, w, space = prob.model, prob.target, prob.w, prob.space
-    with np.errstate(all="ignore"):
-        f0 = unit * value_and_grad(model, z0, target, w, loss, delta, space)[0]
+    f0 = unit * value_and_grad(model, z0, target, w, loss, delta, space)[0]
     scale = unit / f0 if np.isfinite(f0) and f0 > 0 else unit
     floor = len(target) * unit * float(rho(np.array(AGREE_R * prob.r_unit), loss, delta))
     x, nit = np.asarray(z0, dtype=float), 0
@@ -145,9 +147,9 @@ def _lbfgsb(prob: Problem, z0, loss, delta, unit, precondition, ftol) -> Run:
         x = np.clip(x, prob.lo, prob.hi)
     for attempt in range(RESTARTS + 1):
         T = _metric(prob, x, diagonal=not precondition) if precondition or prob.diag_scale else None
-        s = np.ones(len(x)) if T is None else np.diag(T)
         ubounds = None
         if prob.bounded:
+            s = np.ones(len(x)) if T is None else np.diag(T)
             ubounds = [(None if not np.isfinite(lo) else (lo - xi) / si,
                         None if not np.isfinite(hi) else (hi - xi) / si)
                        for lo, hi, xi, si in zip(prob.lo, prob.hi, x, s)]
@@ -187,7 +189,7 @@ def _metric(prob: Problem, x, diagonal: bool = False):
     p = len(x)
     eye = np.eye(p)
     with np.errstate(all="ignore"):
-        _, J = linearise(prob.model, x, prob.space)
+        _, J = prob.model.linearise(x) if prob.space == "log" else prob.model.linearise_raw(x)
         if prob.w is not None:
             J = J * np.sqrt(prob.w)[:, None]
         H = J.T @ J
