@@ -99,8 +99,8 @@ def main(argv=None) -> int:
         "runs": [{k: round(v, 3) for k, v in r.items()} for r in runs],
         "fit": {"objective": res.objective, "params": res.params, "grad_norm": res.grad_norm,
                 "n_at_best": res.n_at_best, "r2": res.r2, "success": res.success},
-        "bootstrap": {"n_failed": boot.n_failed, "stderr": boot.stderr, "ci95": boot.ci95,
-                      "estimates": boot.estimates},
+        "bootstrap": {"n_failed": boot.n_failed, "n_unidentified": boot.n_unidentified, "n_used": boot.n_used,
+                      "stderr": boot.stderr, "ci95": boot.ci95, "estimates": boot.estimates},
         "epoch_se": EPOCH_SE,
         "se_ratio_to_epoch": {k: boot.stderr[k] / v for k, v in EPOCH_SE.items()},
     }
@@ -123,7 +123,8 @@ def markdown(r: dict) -> str:
              "",
              f"Objective {r['fit']['objective']:.11g}, |grad| {r['fit']['grad_norm']:.1e}, "
              f"{r['fit']['n_at_best']}/{r['settings']['refined']} refined starts at the best, "
-             f"{r['bootstrap']['n_failed']} bootstrap refits not converged.",
+             f"{r['bootstrap']['n_failed']} bootstrap refits not converged, "
+             f"{r['bootstrap']['n_unidentified']} resamples unable to identify the law.",
              "",
              "| param | estimate | bootstrap SE | Epoch SE | ratio | 95% CI |", "|---|---|---|---|---|---|"]
     b = r["bootstrap"]
