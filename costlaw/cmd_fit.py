@@ -301,10 +301,15 @@ def _law(args, df, file_laws):
         from costlaw.fitting.dual import FUNCTIONS
         from costlaw.fitting.formula import formula_law
 
+        names = E.parse(args.formula, "--formula", functions=FUNCTIONS, constants={}).names
         if args.x:
             variables = _columns(args.x, "--x")
+            # A column read as a parameter would be fitted as one number: almost certainly a forgotten --x entry.
+            clash = [n for n in names if n in df.columns and n not in variables]
+            if clash:
+                raise CostlawError(f"--formula: {', '.join(clash)} is a data column but not in --x, so it would be "
+                                   f"fitted as a parameter; add it to --x, or rename the parameter")
         else:
-            names = E.parse(args.formula, "--formula", functions=FUNCTIONS, constants={}).names
             variables = [n for n in names if n in df.columns]
             if not variables:
                 raise CostlawError(f"--formula: no name in {args.formula!r} is a column ({_cols(df)}); name the data "
