@@ -195,6 +195,9 @@ def main(args) -> int:
     points = [_point(s, law) for s in args.predict or []]
     if args.inverse and len(law.variables) != 1:
         raise CostlawError(f"--inverse: law {law.name} has {len(law.variables)} variables; inverse needs one")
+    if args.inverse and not law.invertible:
+        raise CostlawError(f"--inverse: law {law.name} has no closed-form inverse; use --predict, or a built-in law "
+                           "of one variable (gqa-size, power-plus-constant, compute, linear)")
     fix, tie = specs.values(args.fix, "--fix"), specs.ties(args.tie)
     bounds = specs.ranges(args.bounds, "--bounds")
     init = specs.values(args.init, "--init")

@@ -177,6 +177,10 @@ class Law:
             out = self.bind(self.features(X)).predict(np.atleast_2d(theta))
         return out[0] if theta.ndim == 1 else out
 
+    @property
+    def invertible(self) -> bool:
+        return self._inverse is not None
+
     def inverse(self, params: Mapping, y, strict: bool = True):
         """The x at which the law reaches loss y (single-variable laws), e.g. gqa-size N* = a/(y-E)^(1/b).
 
@@ -185,6 +189,9 @@ class Law:
         otherwise unreachable entries are +inf (never reached at any finite x).
         """
         if self._inverse is None:
+            if len(self.variables) == 1:
+                raise CostlawError(f"inverse: law {self.name} has no closed-form inverse; ask for targets with a "
+                                   "built-in law of one variable (gqa-size, power-plus-constant, compute, linear)")
             raise CostlawError(f"inverse: law {self.name} has {len(self.variables)} variables "
                                f"({', '.join(self.variables)}) and no inverse; inverse needs one variable")
         y = np.asarray(y, dtype=float)

@@ -112,6 +112,7 @@ def test_fix_tie_bounds_init_and_random_starts(chinchilla, capsys):
     (["--best-of", "loss"], "--best-of: needs --by"),
     (["--formula", "A/N**a", "--law", "chinchilla"], "--formula: give either --law NAME or --formula EXPR"),
     (["--formula", "A/Q**a"], "--formula: no name in 'A/Q**a' is a column"),
+    (["--formula", "E + A/N**a", "--inverse", "2"], "--inverse: law formula(N): E + A/N**a has no closed-form inverse"),
     (["--formula", "A/N**a + B/D**b", "--x", "N"], "--formula: D is a data column but not in --x"),
     (["--method", "varpro", "--fix", "E=1"], "--method varpro: searches every exponent itself"),
     (["--eval-at", "a=1", "--bootstrap", "5"], "--eval-at: evaluates given parameters without fitting"),
