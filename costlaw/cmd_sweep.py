@@ -210,7 +210,7 @@ def _after(args, root: Path, executor: str, sub: dict, only: set | None) -> int:
         from costlaw.sweeps.interrupt import Interrupts, SweepInterrupted
 
         with Interrupts() as interrupts:
-            st = status.wait(root, poll_s=args.poll, echo=_log, stop=interrupts.event)
+            st = status.wait(root, poll_s=args.poll, echo=_log, stop=interrupts)
         if interrupts.is_set():
             raise SweepInterrupted(f"stopped waiting ({interrupts.name}); the Slurm jobs run on: "
                                    f"`costlaw sweep status --root {root} --watch` follows them")

@@ -2,10 +2,12 @@
 submitter asks its running trainers to checkpoint, records what happened in sweep.json and exits with
 exitcodes.INTERRUPTED and one line; a later resubmit continues from the checkpoints.
 
-`Interrupts` turns the two signals into an event the submitter polls (in the main thread only: Python runs signal
-handlers there). `deferred()` holds them around a step that must not be cut in half, an sbatch call and the record
-of the job ids it returned: they stay pending and arrive when the step is done, and sbatch, started inside,
-inherits the block, so a Ctrl-C at the terminal reaches neither half way.
+`Interrupts` turns the two signals into a count the submitter polls (in the main thread only: Python runs signal
+handlers there). The handler takes no lock, not even an Event's: a second signal landing inside the first handler's
+critical section would wait on a lock its own thread holds, forever (Ctrl-C twice, or a job's SIGTERM forwarded by
+its controller beside the one sent to its group). `deferred()` holds the signals around a step that must not be cut
+in half, an sbatch call and the record of the job ids it returned: they stay pending and arrive when the step is
+done, and sbatch, started inside, inherits the block, so a Ctrl-C at the terminal reaches neither half way.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -23,8 +26,9 @@ class SweepInterrupted(KeyboardInterrupt):
 
 
 class Interrupts:
+    SLICE_S = 0.05  # how often sleep() looks at the count
+
     def __init__(self):
-        self.event = threading.Event()
         self.count = 0
         self.signum: int | None = None
         self._previous: dict = {}
@@ -44,12 +48,19 @@ class Interrupts:
     def _handle(self, signum, frame) -> None:
         self.count += 1
         self.signum = signum
-        self.event.set()
         for callback in list(self._callbacks):
             callback()
 
     def is_set(self) -> bool:
-        return self.event.is_set()
+        return self.count > 0
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, less when a signal comes meanwhile; whether one did."""
+        seen = self.count
+        deadline = time.monotonic() + seconds
+        while self.count == seen and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(self.SLICE_S, left))
+        return self.count != seen
 
     @property
     def name(self) -> str:
@@ -57,7 +68,8 @@ class Interrupts:
 
     @contextlib.contextmanager
     def calling(self, callback):
-        """Call `callback()` on each signal while inside (the debug executor stops its in-process trainer)."""
+        """Call `callback()` on each signal while inside (the debug executor stops its in-process trainer); it runs
+        in the signal handler, so it must take no lock (RunTask.request_stop sets a plain flag)."""
         self._callbacks.append(callback)
         try:
             yield

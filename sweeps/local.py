@@ -183,8 +183,8 @@ def run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_pa
                 ex.update_parameters(timeout_min=r.resources.time_min, signal_delay_s=r.resources.signal_delay_s,
                                      tasks_per_node=max(1, r.resources.gpus), gpus_per_node=r.resources.gpus,
                                      visible_gpus=g, setup=list(r.resources.setup))
-                # no signal can come between these lines: the handler only sets an event (and the controller must
-                # not inherit a blocked SIGTERM, as it would from interrupts.deferred)
+                # no signal can come between these lines: the handler only counts (and the controller must not
+                # inherit a blocked SIGTERM, as it would from interrupts.deferred)
                 job = ex.submit(tasks_for(r))
                 rec = note(r.run_id, job.job_id, "local", folder / "%j", pgid=int(job.job_id), gpus=list(g))
                 running[r.run_id] = (job, rec, g, r)
@@ -192,7 +192,7 @@ def run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_pa
                 bar.log(f"[costlaw sweep] started {r.run_id} {r.stage} {r.label or ''} (pid {job.job_id})")
                 record.save(root, doc)
             if busy():
-                interrupts.event.wait(0.5)
+                interrupts.sleep(0.5)
         if interrupts.is_set():
             mine = {**running, **{rid: (None, watched[rid], [], r) for rid, r in orphaned.items() if rid in watched}}
             _preempt(mine, pending, outcome, root, doc, interrupts, bar)
@@ -232,8 +232,7 @@ def _preempt(running: dict, pending: list, outcome: dict, root: Path, doc: dict,
             if not _alive(root, rid, rec):
                 del alive[rid]
                 outcome[rid] = _final(root, rid)
-        interrupts.event.clear()
-        interrupts.event.wait(0.2)
+        interrupts.sleep(0.2)
     for rid in running:
         if rid not in alive and rid not in outcome:
             outcome[rid] = _final(root, rid)

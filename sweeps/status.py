@@ -273,7 +273,8 @@ def running_lines(st: dict) -> list[str]:
 
 
 def wait(root: str | Path, poll_s: float = 5.0, timeout_s: float | None = None, echo=None, stop=None) -> dict:
-    """Poll until no run is pending or running (one batched poll per interval), or `stop` (an Event) is set."""
+    """Poll until no run is pending or running (one batched poll per interval), or a signal comes to `stop` (a
+    sweeps.interrupt.Interrupts)."""
     t0 = time.monotonic()
     last = None
     while True:
@@ -288,7 +289,7 @@ def wait(root: str | Path, poll_s: float = 5.0, timeout_s: float | None = None, 
         if timeout_s is not None and time.monotonic() - t0 > timeout_s:
             return st
         if stop is not None:
-            if stop.wait(poll_s):
+            if stop.sleep(poll_s) or stop.is_set():
                 return st
         else:
             time.sleep(poll_s)

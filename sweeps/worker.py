@@ -60,6 +60,7 @@ class RunTask(submitit.helpers.Checkpointable):
 
     def _runtime(self):
         self._stop = threading.Event()
+        self._stop_asked = False  # set by signal handlers, which must take no lock; the waiting loop passes it on
         self._thread: threading.Thread | None = None
         self._result: dict | None = None
         self._error: BaseException | None = None
@@ -106,14 +107,16 @@ class RunTask(submitit.helpers.Checkpointable):
                                         daemon=True)
         self._thread.start()
         while self._thread.is_alive():  # join in slices: signal handlers run between them
-            self._thread.join(0.5)
+            self._thread.join(0.25)
+            if self._stop_asked and not self._stop.is_set():
+                self._stop.set()
         if self._error is not None:
             raise self._error
         summary = self._result or {}
         status = summary.get("status")
         if status == "failed":
             raise RuntimeError(f"run {self.run_id} failed: {summary.get('error')}")
-        if status == "preempted" and not self._stop.is_set():
+        if status == "preempted" and not (self._stop.is_set() or self._stop_asked):
             raise RuntimeError(f"run {self.run_id} stopped as preempted without a stop request")
         return summary
 
@@ -124,8 +127,10 @@ class RunTask(submitit.helpers.Checkpointable):
             self._error = e
 
     def request_stop(self) -> None:
-        """Stop at the next step boundary: the trainer checkpoints and writes a "preempted" summary."""
-        self._stop.set()
+        """Stop at the next step boundary: the trainer checkpoints and writes a "preempted" summary. Safe in a
+        signal handler: it only sets a flag, which the loop waiting for the trainer passes on (an Event's set()
+        takes a lock that a second signal, arriving inside the first handler, would wait on forever)."""
+        self._stop_asked = True
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Called by submitit on preemption or timeout: stop at the next step boundary (the trainer writes

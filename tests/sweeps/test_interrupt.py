@@ -276,3 +276,55 @@ def test_ctrl_c_during_slurm_submission_records_what_was_submitted(tmp_path, mon
     monkeypatch.setattr(FakeSlurm, "ctrl_c_in_array", 0)
     assert submit.resubmit(root, "slurm", train_fn=FAKE, progress=False)["submitted"] == 2
     assert sorted(dep for dep, _ in FakeSlurm.arrays[1:]) == ["afterok:101_0", "afterok:101_1"]
+
+
+BURST = """
+import os, signal, subprocess, sys, threading, time
+os.environ["SUBMITIT_EXECUTOR"] = "local"  # the task's SIGTERM handler is the local executor's
+from costlaw.runs.config import RunConfig
+from costlaw.sweeps.worker import RunTask
+cfg = RunConfig.from_dict({"model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "head_dim": 16,
+                                     "ffn_dim": 64, "vocab_size": 257}, "data": {"seq_len": 16},
+                           "train": {"steps": 100000, "checkpoint_every": 0}})
+task = RunTask(sys.argv[1], cfg.to_dict(), cfg.run_id, train_fn=sys.argv[2])
+
+def burst():  # from another process, as a controller's forward comes: it needs no turn at this one's GIL
+    while not (task.run_dir / "metrics.jsonl").exists():
+        time.sleep(0.01)
+    code = f"import os, signal; [os.kill({os.getpid()}, signal.SIGTERM) for _ in range(20000)]"
+    subprocess.run([sys.executable, "-c", code])
+
+threading.Thread(target=burst, daemon=True).start()
+print(task()["status"])
+"""
+
+
+def test_a_burst_of_stop_signals_cannot_deadlock_the_task(tmp_path, job_env):
+    """A job's SIGTERM comes twice at once (to its group, and forwarded by its controller): a handler that took a
+    lock (an Event's set()) is re-entered inside its own critical section and waits forever, as this burst showed
+    two times in three before RunTask.request_stop only set a flag. The task stops and returns."""
+    from .conftest import REPO
+
+    p = subprocess.run([sys.executable, "-c", BURST, str(tmp_path), FAKE], cwd=REPO, capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0 and p.stdout.strip() == "preempted", p.stderr
+
+
+SUBMITTER_BURST = """
+import os, subprocess, sys
+from costlaw.sweeps.interrupt import Interrupts
+with Interrupts() as interrupts:
+    code = (f"import os, signal; [os.kill({os.getpid()}, s) for _ in range(10000) "
+            "for s in (signal.SIGINT, signal.SIGTERM)]")
+    child = subprocess.Popen([sys.executable, "-c", code])
+    while child.poll() is None:
+        interrupts.sleep(0.01)
+print(interrupts.is_set(), interrupts.count > 1)
+"""
+
+
+def test_a_burst_of_ctrl_c_cannot_deadlock_the_submitter(tmp_path):
+    from .conftest import REPO
+
+    p = subprocess.run([sys.executable, "-c", SUBMITTER_BURST], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and p.stdout.split() == ["True", "True"], p.stderr
