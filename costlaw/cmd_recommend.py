@@ -252,17 +252,18 @@ def write_spec(rec, fs, args) -> tuple[dict, str]:
 
     lines = merge_points(args.spec_out, args.recipe_from, args.train_seed)
     have = {line.split("  # ", 1)[0] for line in lines}
-    added = []
-    for T in rec.contexts:
+    added, contexts = [], {}
+    for T in rec.contexts:  # one point per config, whatever contexts it won
         w = rec.winner(T)
-        if w is None:
-            continue
+        if w is not None:
+            contexts.setdefault(w.shape.config.config_id, (w, []))[1].append(T)
+    for w, Ts in contexts.values():
         used = sorted({p["seed"] for p in w.cand.ladder if "seed" in p})
         if args.train_seed in used:
             raise CostlawError(f"--train-seed: seed {args.train_seed} trained {w.label}'s ladder runs; pick a seed no "
                                f"ladder run used (they used {', '.join(map(str, used))})")
-        iv = w.interval
-        note = (f"{w.label} at context {T}, target {rec.target:g}: predicted {w.predicted:.4g}, {iv.text()}"
+        note = (f"{w.label} at context {', '.join(map(str, Ts))}, target {rec.target:g}: predicted {w.predicted:.4g}, "
+                f"{w.interval.text()}"
                 + (f", ΔNLL of {w.cand.template.kv_policy} to evaluate with costlaw kv-eval" if w.cand.base else ""))
         line = point_line(w.shape.config.to_dict(), note)
         key = line.split("  # ", 1)[0]

@@ -133,7 +133,7 @@ class Candidate:
             d["reason"] = self.reason
         if self.samples is not None:
             d["bootstrap"] = {k: [float(x) for x in np.asarray(v)] for k, v in self.samples.items()}
-            d["bootstrap_by"] = "config"
+            d["bootstrap_over"] = "configs"  # the points are config means: resampling them resamples configs
         if self.ci95 is not None:
             d["ci95"] = {k: [float(x) for x in v] for k, v in self.ci95.items()}
         if self.r2 is not None:

@@ -16,7 +16,7 @@ store's fits table holds in `doc`). What recommend reads of it:
         "params": {"a": 1.2e7, "b": 0.3, "E": 2.1},     # the law's parameters; absent: listed as unfit
         "reason": "3 sizes",                  # why there are no params (optional)
         "bootstrap": {"a": [...], "b": [...], "E": [...]},   # optional samples -> the interval of the mean
-                                              # (recommend writes draws over configs: "bootstrap_by": "config")
+                                              # (recommend writes draws over configs: "bootstrap_over": "configs")
         "ci95": {"a": [lo, hi], ...},         # optional, shown only
         "r2": 0.999, "n_points": 8,           # optional; r2 and the draws feed the guards (guards.py)
         "n_runs": 14,                         # optional: runs behind the n_points config means

@@ -46,7 +46,7 @@ def weaknesses(cand) -> list[str]:
         if not (math.isfinite(lo) and math.isfinite(hi)):
             out.append(f"{k}'s bootstrap 95% interval [{lo:.3g}, {hi:.3g}] is not finite")
         elif k in SCALE_PARAMS and lo > 0 and math.log10(hi / lo) > SPAN_DECADES:
-            out.append(f"{k}'s bootstrap 95% interval [{lo:.3g}, {hi:.3g}] spans {math.log10(hi / lo):.1f} decades")
+            out.append(f"{k}'s bootstrap 95% interval [{lo:.3g}, {hi:.3g}] spans {math.log10(hi / lo):.2f} decades")
         elif k in SCALE_PARAMS and lo <= 0:
             out.append(f"{k}'s bootstrap 95% interval [{lo:.3g}, {hi:.3g}] reaches 0")
         elif k == "b" and lo <= 0:

@@ -26,15 +26,14 @@ def validation_figure(v, path) -> list:
             label = f"{c}" + (f" ({100 * cov:.0f}% inside)" if cov is not None else "")
             ax.errorbar(x, y, xerr=np.vstack([lo, hi]), linestyle="none", marker=marker(i), color=colour(i),
                         elinewidth=0.8, capsize=2, alpha=0.85, label=label)
-        allv = [p.measured for p in v.predictions] + [p.predicted for p in v.predictions]
-        lim = (min(allv) * 0.97, max(allv) * 1.03)
+        allv = [x for p in v.predictions for x in (p.measured, p.predicted, p.lo, p.hi) if x is not None]
+        lim = (min(allv) * 0.97, max(allv) * 1.03)  # linear: losses span a factor of ~3, and read as numbers
         ax.plot(lim, lim, color="#000000", linewidth=0.8, linestyle="--", label="measured = predicted")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
         ax.set_xlim(*lim)
         ax.set_ylim(*lim)
-        ax.set_xlabel(f"predicted loss, bar: {100 * v.level:g}% interval for a new run")
+        ax.set_xlabel(f"predicted loss (bar: {100 * v.level:g}% interval for a new run)")
         ax.set_ylabel("measured loss of the left-out run")
+        ax.set_aspect("equal")
         o = v.overall()
         ax.set_title(f"left out: {'each config' if v.mode == 'config' else 'the largest size'}; "
                      f"{100 * o['coverage']:.0f}% of {o['runs']} runs inside")

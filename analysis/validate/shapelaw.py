@@ -6,8 +6,10 @@ The reducible part scales with the aspect ratio; the floor does not (a config's 
 falls with N, not where it ends). Fitted in log-sum-exp form like gqa-size: log L = LSE(b·log a - b·log N +
 g·log r, log E). With every run of a candidate at one d/L, g is not identified and the law is gqa-size.
 
-Measured against gqa-size with `costlaw validate` (numbers in analysis/validate/__init__.py): on the committed
-ladders it predicts held-out runs worse, so recommend keeps L(N) and stays inside the shapes it was trained at.
+Measured against gqa-size with `costlaw validate` (numbers in analysis/validate/__init__.py): on gqa-heads-steps,
+gqa-aspect and gqa-depth together it predicts held-out runs worse, and where it does better (gqa-heads-steps alone)
+the gain is one candidate's whose law the guards exclude; so recommend keeps L(N) and stays inside the shapes
+each candidate was trained at.
 """
 
 from __future__ import annotations

@@ -61,6 +61,10 @@ def test_size_dependent_seed_noise_recovers_its_slope():
     n = estimate(g, law, 3, kind="size")
     assert n.kind == "size" and n.slope == pytest.approx(-0.5, abs=0.15)
     assert n.sd(1e5) > 2 * n.sd(1e8)
+    # measured over N 1e5-1e8: held at its ends beyond (no evidence for the trend there)
+    assert n.n_range == (pytest.approx(1e5), pytest.approx(1e8))
+    assert n.sd(1e10) == n.sd(1e8) and n.sd(1e3) == n.sd(1e5)
+    assert Noise.from_json(n.to_json()) == n
     with pytest.raises(CostlawError, match="--noise"):
         estimate(g, law, 3, kind="linear")
 
