@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 
 
 def pid_alive(pid) -> bool:
@@ -32,10 +33,34 @@ def _cmdline(pid: str) -> str:
         return ""
 
 
+_GROUPS_TTL_S = 0.5  # a status over many runs reads /proc once, not once per run
+_groups: tuple[float, frozenset] = (float("-inf"), frozenset())
+
+
+def _live_groups(marker: str) -> frozenset:
+    """Process groups holding a live (not zombie) process of this user whose command line holds `marker`."""
+    uid = os.getuid()
+    out = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if fields[0] == "Z" or entry.stat().st_uid != uid or int(fields[2]) in out:
+                continue
+        except (OSError, IndexError, ValueError):
+            continue
+        if marker in _cmdline(entry.name):
+            out.add(int(fields[2]))
+    return frozenset(out)
+
+
 def group_alive(pgid, marker: str = "submitit") -> bool:
     """Whether a live (not zombie) process of this user whose command line holds `marker` is in process group
     `pgid`. A group whose only member is an exited, unreaped controller answers kill(0) but trains nothing, and
     the marker keeps a recycled group id from passing for a job. Without /proc, kill(0) answers."""
+    global _groups
     try:
         pgid = int(pgid)
     except (TypeError, ValueError):
@@ -48,20 +73,18 @@ def group_alive(pgid, marker: str = "submitit") -> bool:
         except (ProcessLookupError, PermissionError):
             return False
         return True
-    uid = os.getuid()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid or fields[0] == "Z" or entry.stat().st_uid != uid:
-                continue
-        except (OSError, IndexError, ValueError):
-            continue
-        if marker in _cmdline(entry.name):
-            return True
-    return False
+    at, groups = _groups
+    if marker != "submitit" or time.monotonic() - at > _GROUPS_TTL_S:
+        groups = _live_groups(marker)
+        if marker == "submitit":
+            _groups = (time.monotonic(), groups)
+    return pgid in groups
+
+
+def forget_groups() -> None:
+    """Drop the /proc snapshot (after starting a job, whose group the snapshot cannot hold yet)."""
+    global _groups
+    _groups = (float("-inf"), frozenset())
 
 
 def this_host() -> str:

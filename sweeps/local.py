@@ -32,7 +32,7 @@ from costlaw.costmodel.core.rundir import RunDir, run_path
 from costlaw.costmodel.core.runlock import trainer_alive
 from costlaw.sweeps import record
 from costlaw.sweeps.interrupt import Interrupts, SweepInterrupted
-from costlaw.sweeps.jobs import group_alive, local_job_alive
+from costlaw.sweeps.jobs import forget_groups, group_alive, local_job_alive
 from costlaw.sweeps.preflight import default_parallel, visible_gpus
 from costlaw.sweeps.select import largest_first
 
@@ -186,6 +186,7 @@ def run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_pa
                 # no signal can come between these lines: the handler only counts (and the controller must not
                 # inherit a blocked SIGTERM, as it would from interrupts.deferred)
                 job = ex.submit(tasks_for(r))
+                forget_groups()
                 rec = note(r.run_id, job.job_id, "local", folder / "%j", pgid=int(job.job_id), gpus=list(g))
                 running[r.run_id] = (job, rec, g, r)
                 pending.remove(r)
