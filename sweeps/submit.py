@@ -24,7 +24,7 @@ from costlaw.costmodel.core.rundir import DONE, RunDir, run_path
 from costlaw.costmodel.core.runlock import trainer_alive
 from costlaw.sweeps import record
 from costlaw.sweeps.interrupt import Interrupts, SweepInterrupted
-from costlaw.sweeps.jobs import slurm_states, this_host
+from costlaw.sweeps.jobs import local_job_alive, slurm_states, this_host
 from costlaw.sweeps.preflight import check_device, check_executor, check_memory, check_root
 from costlaw.sweeps.select import select
 from costlaw.sweeps.worker import TRAIN_FN
@@ -177,11 +177,16 @@ def _submit(doc, runs, root, executor, only, max_parallel, device, train_fn, pro
         elif executor == "local":
             from costlaw.sweeps.local import run_local
 
-            # a live run of this submission's scope that stops at a checkpoint meanwhile is continued here
-            resumable = {rid: by_id[rid] for rid in active if rid in by_id and (only is None or rid in only
-                                                                                or continue_live)}
+            # trainers alive on this machine count against max_parallel (a run merely queued by another live
+            # submission is that one's to start); one of this submission's scope that stops at a checkpoint
+            # meanwhile is continued here
+            training = {rid: job for rid, job in active.items()
+                        if trainer_alive(run_path(root, rid)) is not None or (job or {}).get("executor") == "local"
+                        and local_job_alive(job)}
+            resumable = {rid: by_id[rid] for rid in training if rid in by_id and (only is None or rid in only
+                                                                                  or continue_live)}
             sub["outcome"] = run_local(todo, tasks_for, note, folder, root, doc, max_parallel, progress,
-                                       runs_per_gpu, active, resumable, interrupts)
+                                       runs_per_gpu, training, resumable, interrupts)
         else:
             sub["outcome"] = _run_debug(todo, tasks_for, note, folder, root, doc, interrupts)
     finally:
