@@ -20,15 +20,16 @@ from costlaw.costmodel.core import exitcodes
 
 EXECUTORS = ("slurm", "local", "debug")
 EXIT_CODES = f"""exit codes (costmodel/core/exitcodes.py, the same for every verb):
-  {exitcodes.OK}   all that was asked succeeded: plan printed; submit / resubmit: every run of the sweep completed
-      (local, debug, slurm with --wait) or was queued (slurm); status: no run failed or diverged
-  {exitcodes.FAILED}   some of the work failed: a run failed, diverged, or (once its executor is done with it) did not
-      complete
-  {exitcodes.INPUT}   bad input (a spec key, a flag's value, a device this machine lacks, a run too large for its
-      device): one line naming it and the fix; nothing was submitted
-  {exitcodes.INTERRUPTED}   interrupted (Ctrl-C or SIGTERM on submit / resubmit): running trainers were asked to
-      checkpoint and sweep.json records it; `sweep resubmit --failed` continues
-  {exitcodes.USAGE}  usage: an unknown flag or a missing argument (argparse reports 2)
+  {exitcodes.OK}  all that was asked succeeded: plan printed; submit: every run of the sweep (of --where's selection)
+     completed (local, debug, slurm --wait) or was queued (slurm); resubmit: every run it took on completed or
+     was queued; status: no run failed or diverged (runs may still be pending or running)
+  {exitcodes.FAILED}  some of the work failed: a run failed, diverged, or (once its executor is done with it) did not
+     complete
+  {exitcodes.INPUT}  bad input (a spec key, a flag's value, a device this machine lacks, a run too large for its
+     device): one line naming it and the fix; nothing was submitted
+  {exitcodes.INTERRUPTED}  interrupted (Ctrl-C or SIGTERM on submit / resubmit): running trainers were asked to
+     checkpoint and sweep.json records it; `sweep resubmit --failed` continues
+  a usage error (an unknown flag, a missing argument) is one line from the command line parser
 """
 
 
