@@ -96,3 +96,35 @@ def test_too_few_sizes_everywhere(tmp_path, cli):
     db = FX.build_store(tmp_path, labels=("8,2",))
     rc, _, err = cli("recommend", "--db", db, "--target-loss", "2", "--context", "8K", "--bootstrap", "0")
     assert rc == 2 and "none of the 1 selected candidates has a fitted law" in err and "8,2" in err
+
+
+def test_a_store_whose_laws_are_not_identified_gives_no_winner(tmp_path, cli):
+    """Runs that fall as a pure power law (no floor) over four sizes: every law's E runs to its bound, so recommend
+    exits 0 with no winner and says why; --allow-weak-laws names one, flagged."""
+    from costlaw.analysis.store.ingest import ingest
+    from tests.support.synth_runs import write_run
+
+    for label in ("4,4", "4,1"):
+        for L, d in FX.SHAPES:
+            cfg = FX.model(label, L, d)
+            loss = 3.0 * (params_non_embedding(cfg) / 1e5) ** -0.05 * (1.0 if label == "4,4" else 1.02)
+            write_run(tmp_path / "root", FX.run_config(cfg), sweep="flat", final_loss=loss + 0.01,
+                      evals=[{"eval": "val_loss", "tags": {"context": 128}, "metrics": {"loss": loss, "tokens": 4096}}])
+    db = tmp_path / "flat.duckdb"
+    ingest(tmp_path / "root", db)
+    args = ("recommend", "--db", db, "--target-loss", "2.75", "--context", "128,32K", "--bootstrap", "50")
+    rc, out, err = cli(*args, "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert [ctx["winner"] for ctx in doc["by_context"]] == [None, None]
+    for ctx in doc["by_context"]:
+        assert ctx["no_winner_reason"].startswith("every candidate within the budgets is excluded: a weak law (")
+        assert "--allow-weak-laws would use them" in ctx["no_winner_reason"]
+    assert {e["label"] for e in doc["excluded"]} == {"4,4", "4,1"}
+    assert all("is at its bound" in e["why"] and "the runs show no floor" in e["why"] for e in doc["excluded"])
+    rc, out, err = cli(*args)
+    assert rc == 0 and "no winner: every candidate within the budgets is excluded" in out
+    rc, out, err = cli(*args, "--json", "--allow-weak-laws")
+    assert rc == 0, err
+    asked = json.loads(out)
+    assert all(ctx["winner"] and ctx["weak_law"] for ctx in asked["by_context"])
