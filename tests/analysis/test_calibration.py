@@ -181,7 +181,7 @@ def test_recommend_cli_prices_the_winner_with_its_family_rates(measured, tmp_pat
 
 BAD = [
     (lambda d: d.update(format="costlaw-calibration/1"), "format: expected"),
-    (lambda d: d.update(gpu_key="B200"), "gpu_key: unknown GPU 'B200'"),
+    (lambda d: d.update(gpu_key="XPU-9000"), "gpu_key: unknown GPU 'XPU-9000'"),
     (lambda d: d.update(rows=[]), "rows: missing or empty"),
     (lambda d: d["rows"][1].update(decode_s=-1.0), r"rows\[1\]\.decode_s: must be > 0"),
     (lambda d: d["rows"][0].pop("peak_bytes"), r"rows\[0\]\.peak_bytes: missing"),
