@@ -28,6 +28,7 @@ class _CheckoutFinder:
         return importlib.machinery.PathFinder.find_spec(fullname, [str(_CHECKOUT)])
 
 
-if (_CHECKOUT / "setup.py").is_file() and not any(isinstance(f, _CheckoutFinder) or f is _CheckoutFinder
-                                                    for f in sys.meta_path):
-    sys.meta_path.append(_CheckoutFinder)
+# First in line: the subpackages come from the checkout this file was loaded from, even where an editable
+# install of another checkout would map them elsewhere (a run must not mix two trees' code).
+if (_CHECKOUT / "setup.py").is_file() and _CheckoutFinder not in sys.meta_path:
+    sys.meta_path.insert(0, _CheckoutFinder)
