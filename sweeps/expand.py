@@ -207,7 +207,9 @@ def _model_dict(d: dict, where: str, origins: dict) -> dict:
     return md
 
 
-def lookup(d: dict, name: str, where: str, origins: dict):
+def lookup(d: dict, name: str, where: str, origins: dict, *, text: bool = False):
+    """The value of a point name or field path at this point; a number, or with `text` (a --where, which may
+    compare strings) also a string or None."""
     if name == "seed":
         return d.get("seed", 0)
     if name in ("N", "N_total", "N_embedding"):
@@ -228,12 +230,16 @@ def lookup(d: dict, name: str, where: str, origins: dict):
         cur = d.get(sec, {})
         defaults = _section_defaults(sec)
     for j, k in enumerate(rest):
+        if text and cur is None and j > 0:  # a field of an absent table (no kv_policy): compares unequal
+            return None
         if isinstance(cur, dict) and k in cur:
             cur = cur[k]
         elif j == 0 and k in defaults and defaults[k] is not dataclasses.MISSING:
             cur = defaults[k]
         else:
             raise ConfigError(where, f"{name} is not set at this point; give it in [base] or an axis")
+    if text and (cur is None or isinstance(cur, str)):
+        return cur
     if isinstance(cur, bool) or not isinstance(cur, (int, float)):
         raise ConfigError(where, f"{name} is {cur!r}, not a number; formulas read numeric fields")
     return cur

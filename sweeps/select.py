@@ -1,8 +1,9 @@
 """`--where EXPR`: the part of a sweep a round submits (a study on one GPU runs its sizes over several rounds).
 
-EXPR is a sweep formula (sweeps.formula) read against each run's own config, e.g. `model.d_model <= 320` or
-`N < 5e6 and model.n_kv_heads == 1`. A selected run brings its parent stages along, because a child cannot
-start from a parent that never ran.
+EXPR is costlaw's one expression language (costmodel/core/expr.py; `costlaw fit --where` reads the same) with a
+sweep formula's names and functions (sweeps.formula), read against each run's own config, e.g.
+`model.d_model <= 320`, `N < 5e6 and model.n_kv_heads == 1` or `model.kv_policy.method == 'snapkv'`. A selected
+run brings its parent stages along, because a child cannot start from a parent that never ran.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ WHERE = "--where"
 
 def select(runs, expr: str) -> set[str]:
     """Run ids of `runs` (PlannedRuns) whose config satisfies `expr`, plus their ancestors."""
-    f = compile_formula(expr, WHERE)
+    f = compile_formula(expr, WHERE, strings=True)
     by_id = {r.run_id: r for r in runs}
     chosen: set[str] = set()
     for r in runs:
         d = r.config.to_dict()
-        if evaluate(f, lambda name, d=d: lookup(d, name, WHERE, {}), WHERE):
+        if evaluate(f, lambda name, d=d: lookup(d, name, WHERE, {}, text=True), WHERE):
             rid = r.run_id
             while rid is not None and rid not in chosen:
                 chosen.add(rid)

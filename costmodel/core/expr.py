@@ -1,5 +1,22 @@
 """One safe expression language for formulas, filters and derived columns: parsed with `ast`, checked against a
-whitelist, evaluated by walking the tree (never eval()).
+whitelist, evaluated by walking the tree (never eval()). Every expression a user types into costlaw is this
+language: `costlaw fit --formula/--assign/--where/--holdout-where` (over a table's columns), `costlaw sweep ...
+--where` and a sweep spec's [derived] formulas (over a run config's field paths, sweeps/formula.py). Only the
+names and functions differ by place; each place's help lists its own.
+
+The language:
+
+    numbers          3, 0.5, 1e21 (no True/False: write a comparison)
+    names            loss, N, `Training FLOP` (backquotes quote a name with spaces or symbols),
+                     model.d_model (dotted field paths, where the place reads a config)
+    strings          'completed', only to compare with (fit --where, sweep --where)
+    arithmetic       + - * / // % **   (** refuses exponents beyond +-1000)
+    comparisons      < <= > >= == !=, chained as in Python: 1 < x <= 4
+    logic            and, or, not;  a if cond else b
+    calls            f(a, b) to the place's functions, positional arguments only
+
+Anything else (attribute access on values, subscripts, lambdas, comprehensions, keyword arguments, walrus, bit
+operators) is refused when the expression is parsed, in one line naming the flag or key and the fix.
 
 Allowed: numbers; strings where the caller allows them (filters compare `status == 'completed'`); names (free
 names are resolved by the caller's `lookup`; `` `Training FLOP` `` quotes a name with spaces); dotted field paths
@@ -14,7 +31,9 @@ the caller passes the functions (`SCALAR_FUNCTIONS` below for scalars; costlaw.f
 costlaw.analysis.fits.rows hold numpy tables).
 
 `**` with two Python numbers refuses exponents above MAX_EXPONENT in magnitude, so `10**10**10` cannot hang the
-process building a huge integer; array powers overflow to inf like any numpy arithmetic.
+process building a huge integer; array powers overflow to inf like any numpy arithmetic. A place that evaluates
+user text once per item (a sweep's formulas, per point) also bounds every value and the time taken (`Limits`), and
+`parse(max_chars=...)` bounds the text; an expression nested too deeply for the parser is refused in one line.
 
     e = parse("E + A/N**alpha", "--formula", functions=SCALAR_FUNCTIONS)
     e.names                                   # ('E', 'A', 'N', 'alpha')
@@ -27,6 +46,7 @@ import ast
 import math
 import operator
 import re
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
@@ -70,15 +90,30 @@ class Expr:
 def parse(text: str, where: str = "expression", *, functions: Collection[str] = SCALAR_FUNCTIONS,
           constants: Mapping[str, float] = CONSTANTS,
           names: Collection[str] | Callable[[str], str | None] | None = None, dotted: bool = False,
-          strings: bool = False) -> Expr:
+          strings: bool = False, max_chars: int | None = None) -> Expr:
     """Parse and check `text`; every error is one line `where: problem; fix` (a ConfigError).
 
     functions: the names that may be called; constants: names with fixed values; names: the free names allowed
     (a collection, or a callable returning an error text for a bad name and None for a good one; None: any);
-    dotted: `a.b.c` is one name (field paths); strings: string constants are allowed (comparisons in filters).
+    dotted: `a.b.c` is one name (field paths); strings: string constants are allowed (comparisons in filters);
+    max_chars: the longest text accepted.
     """
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(where, "empty expression; write one such as \"loss < 4\"")
+    if max_chars is not None and len(text) > max_chars:
+        raise ConfigError(where, f"the expression of {len(text)} characters is longer than {max_chars}; split it into "
+                                 "steps or set the value directly")
+    try:
+        return _parse(text, where, functions, constants, names, dotted, strings)
+    except (RecursionError, MemoryError):  # the parser's and the checker's recursion: "-" * 900 + "1"
+        raise ConfigError(where, f"{_short(text)!r} nests too deeply; write it flatter") from None
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _parse(text, where, functions, constants, names, dotted, strings) -> Expr:
     quoted: dict[str, str] = {}
 
     def unquote(m):
@@ -190,24 +225,70 @@ def is_array(v) -> bool:
     return getattr(v, "ndim", 0) > 0
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one evaluation of scalars: every number on the way (constants, intermediates, the result) within
+    +-magnitude, a power refused before it is computed when it would leave that range, and the whole evaluation
+    within `seconds`. None: no bound."""
+
+    magnitude: float | None = None
+    seconds: float | None = None
+
+
+class _OutOfBounds(ArithmeticError):
+    pass
+
+
 def evaluate(expr: Expr, lookup: Callable[[str], object], functions: Mapping[str, Callable] = SCALAR_FUNCTIONS,
-             where: str = "expression", constants: Mapping[str, float] = CONSTANTS):
+             where: str = "expression", constants: Mapping[str, float] = CONSTANTS, limits: Limits | None = None):
     """The value of `expr`; lookup(name) resolves free names (as in Expr.names). Failures of the arithmetic
-    (a log of a negative scalar, a division by zero, a too-large power) are one-line ConfigErrors naming `where`."""
-    ev = _Evaluator(expr, lookup, functions, constants)
+    (a log of a negative scalar, a division by zero, a too-large power) and values beyond `limits` are one-line
+    ConfigErrors naming `where`."""
+    ev = _Evaluator(expr, lookup, functions, constants, limits)
     try:
         return ev.eval(expr.tree)
     except ConfigError:
         raise
+    except _OutOfBounds as e:
+        raise ConfigError(where, f"{_short(expr.text)!r} is out of bounds: {e}; check its arithmetic") from None
+    except RecursionError:
+        raise ConfigError(where, f"{_short(expr.text)!r} nests too deeply; write it flatter") from None
     except (ArithmeticError, ValueError, TypeError) as e:
         raise ConfigError(where, f"{expr.text!r} fails: {e}; check the values it reads") from None
 
 
+def _magnitude(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return f"about 1e{len(str(abs(v))) - 1}" if abs(v) < 10 ** 4300 else "more than 1e4300"
+
+
 class _Evaluator:
-    def __init__(self, expr, lookup, functions, constants):
+    def __init__(self, expr, lookup, functions, constants, limits=None):
         self.expr, self.lookup, self.functions, self.constants = expr, lookup, functions, constants
+        self.limits = limits
+        self.deadline = None
+        if limits is not None and limits.seconds is not None:
+            self.deadline = time.monotonic() + limits.seconds
 
     def eval(self, node):
+        v = self._value(node)
+        if self.limits is not None:
+            mag = self.limits.magnitude
+            if mag is not None and _number(v) and abs(v) > mag:
+                raise _OutOfBounds(f"an intermediate value reaches {_magnitude(v)}, beyond +-{mag:g}")
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise _OutOfBounds(f"evaluation took more than {self.limits.seconds:g} s")
+        return v
+
+    def _power_fits(self, a, b) -> bool:
+        """Whether a ** b stays within the magnitude bound, decided from logarithms before it is computed."""
+        mag = self.limits.magnitude if self.limits is not None else None
+        if mag is None or not (_number(a) and _number(b)) or b <= 0 or abs(a) <= 1:
+            return True  # a negative exponent shrinks; a non-number fails in the operator itself
+        return b * math.log10(abs(a)) <= math.log10(mag)
+
+    def _value(self, node):
         if isinstance(node, ast.Constant):
             return node.value
         if isinstance(node, ast.Name):
@@ -218,8 +299,12 @@ class _Evaluator:
             return self.lookup(dotted_name(node))
         if isinstance(node, ast.BinOp):
             a, b = self.eval(node.left), self.eval(node.right)
-            if isinstance(node.op, ast.Pow) and _number(a) and _number(b) and abs(b) > MAX_EXPONENT:
-                raise ValueError(f"exponent {b} is larger than {MAX_EXPONENT} in magnitude")
+            if isinstance(node.op, ast.Pow) and _number(a) and _number(b):
+                if abs(b) > MAX_EXPONENT:
+                    raise ValueError(f"exponent {b} is larger than {MAX_EXPONENT} in magnitude")
+                if not self._power_fits(a, b):
+                    shown = f"({a!r})" if a < 0 else repr(a)
+                    raise _OutOfBounds(f"{shown} ** {b!r} is beyond +-{self.limits.magnitude:g}")
             return BINOPS[type(node.op)](a, b)
         if isinstance(node, ast.UnaryOp):
             v = self.eval(node.operand)
