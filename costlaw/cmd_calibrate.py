@@ -26,14 +26,16 @@ example:
 
 
 def add_arguments(p):
+    from costlaw import options
+
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = EPILOG
     p.add_argument("measurements", help="a costlaw-calibration-measurements/1 JSON file")
     p.add_argument("--out", required=True, help="directory for calibration.json, .md, .png and measurements.csv")
     p.add_argument("--gpu", help="the GPU the rates describe, a costmodel.hardware.GPUS key such as H100-SXM "
                                  "(default: the file's gpu_key)")
-    p.add_argument("--json", action="store_true",
-                   help="print {gpu, written, laws, rates} as JSON instead of the summary")
+    options.add_json(p, "print {gpu, written, laws, rates} as JSON instead of the summary")
+    options.add_wide(p)
 
 
 def _rate_rows(fits: dict) -> list[dict]:
@@ -51,12 +53,11 @@ def _rate_rows(fits: dict) -> list[dict]:
 
 
 def main(args) -> int:
-    from pathlib import Path
-
     from costlaw.analysis.calibration import write_outputs
     from costlaw.costmodel.core.errors import ConfigError, CostlawError
-    from costlaw.costmodel.core.units import table
+    from costlaw.costmodel.core.units import table, terminal_width
     from costlaw.costmodel.hardware import gpu as find_gpu
+    from costlaw.options import input_file, output_dir
 
     gpu = None
     if args.gpu:
@@ -64,8 +65,8 @@ def main(args) -> int:
             gpu = find_gpu(args.gpu).name
         except ConfigError as e:
             raise CostlawError(f"--gpu: {e.problem}") from None
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise CostlawError(f"--out: {args.out} is a file; give a directory for the calibration's files")
+    input_file(args.measurements, "measurements", "the JSON benchmarks/calibrate_infer_gpu.py wrote")
+    output_dir(args.out, "--out", "the calibration's files")
     res = write_outputs(args.measurements, args.out, gpu=gpu)
     if args.json:
         print(json.dumps({"gpu": res.gpu, "written": {k: str(v) for k, v in res.written.items()},
@@ -75,7 +76,7 @@ def main(args) -> int:
         contexts = sorted({r["context"] for r in res.rows})
         print(f"{len(res.rows)} measurements ({', '.join(fams)}; contexts {contexts[0]}–{contexts[-1]}) on "
               f"{res.gpu or 'no named GPU'}; rates (decode s/token = overhead + bytes / bytes/s):")
-        print(table(_rate_rows(res.fits)))
+        print(table(_rate_rows(res.fits), width=None if args.wide else terminal_width()))
         for p in res.written.values():
             print(f"wrote {p}")
         if res.calibration is not None:

@@ -50,13 +50,11 @@ def _summary(i: int, p: dict) -> list[str]:
 
 
 def main(args) -> int:
-    from pathlib import Path
-
     from costlaw.analysis.hybrid import write_outputs
-    from costlaw.costmodel.core.errors import CostlawError
+    from costlaw.options import input_dbs, output_dir
 
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise CostlawError(f"--out: {args.out} is a file; give a directory for the comparison's files")
+    input_dbs(args.db)
+    output_dir(args.out, "--out", "the comparison's files")
     res = write_outputs(args.db, args.out)
     if args.json:
         print(json.dumps(res.result, indent=1))

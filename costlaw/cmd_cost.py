@@ -11,7 +11,7 @@ import json
 import typing
 from pathlib import Path
 
-from costlaw.costmodel.core.units import binary_bytes, parse_tokens, si, table
+from costlaw.costmodel.core.units import MAX_TOKENS, binary_bytes, parse_tokens, si, table, terminal_width
 
 # the short flags some ModelConfig fields have always had; every other field's flag is --FIELD-NAME
 SHORT_FLAGS = {"n_layers": "--layers", "n_heads": "--heads", "n_kv_heads": "--kv-heads", "vocab_size": "--vocab"}
@@ -38,6 +38,7 @@ def pattern_flag(name: str) -> str:
 
 
 def add_arguments(p):
+    from costlaw import options
     from costlaw.costmodel.hardware import GPUS
     from costlaw.costmodel.hf.families import FAMILIES, TEXT_MODEL_TYPES
 
@@ -86,8 +87,10 @@ def add_arguments(p):
     out.add_argument("--dtype", default="bf16", help="bf16 | fp16 | fp32 | fp8 for weights and KV cache bytes")
     out.add_argument("--generate", type=int, default=0, help="also price G decoded tokens after the prompt")
     out.add_argument("--gpu", help=f"roofline prefill/decode times on this GPU ({', '.join(GPUS)})")
-    out.add_argument("--json", action="store_true", help="one JSON object (a list for several contexts)")
+    out.add_argument("--json", action="store_true", help="one JSON object (a list for several contexts; with "
+                                                         "--list-presets, the names)")
     out.add_argument("--toml", action="store_true", help="print the resolved model config as TOML and exit")
+    options.add_wide(out)
 
 
 def resolve_model(args):
@@ -168,12 +171,13 @@ def _resolve(args):
     if len(given) > 1:
         raise ConfigError(given[1], f"give one of --config, --preset or --hf-config, not {' and '.join(given)}")
     hf = None
+    from costlaw.options import input_file
+
     if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError("--config", f"no such file {args.config!r}")
+        path = input_file(args.config, "--config", "a model config TOML (or a run config with a [model] table)")
         cfg = _read_config(path)
     elif args.hf_config:
+        input_file(args.hf_config, "--hf-config", "a Hugging Face config.json")
         hf = _read_hf(args.hf_config)
         cfg = hf.config
     elif args.preset:
@@ -228,15 +232,18 @@ def main(args) -> int:
     from costlaw.costmodel.hf import hf_costs
 
     if args.list_presets:
-        print("\n".join(preset_names()))
+        print(json.dumps(list(preset_names()), indent=1) if args.json else "\n".join(preset_names()))
         return 0
     cfg, hf = resolve_model(args)
     if args.toml:  # the cost model's config alone: what an HF architecture adds is not a ModelConfig field
         print(cfg.to_toml(), end="")
         return 0
-    contexts = [parse_tokens(c) for arg in (args.context or ["8192"]) for c in arg.split(",") if c.strip()]
-    if args.generate < 0:
-        raise ConfigError("--generate", f"must be >= 0, got {args.generate}")
+    contexts = [parse_tokens(c, "--context") for arg in (args.context or ["8192"]) for c in arg.split(",")
+                if c.strip()]
+    if not contexts:
+        raise ConfigError("--context", "empty; give a context length such as 8192 or 128K")
+    if not 0 <= args.generate <= MAX_TOKENS:
+        raise ConfigError("--generate", f"must be 0 to {MAX_TOKENS:,} tokens, got {args.generate}")
     price = hf_costs if hf is not None else costs
     rows = [price(hf if hf is not None else cfg, T, dtype=args.dtype, generate=args.generate, gpu=args.gpu)
             for T in contexts]
@@ -280,5 +287,5 @@ def main(args) -> int:
             row[f"prefill s ({r['gpu']})"] = f"{r['prefill_s']:.3g}"
             row["decode tok/s"] = f"{r['decode_tokens_per_s']:.4g}"
         out.append(row)
-    print(table(out))
+    print(table(out, width=None if args.wide else terminal_width()))
     return 0

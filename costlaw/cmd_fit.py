@@ -20,11 +20,12 @@ from costlaw.costmodel.core.errors import CostlawError
 from costlaw.costmodel.core.units import table
 
 EPILOG = """\
-expressions (--formula, --assign, --where, --holdout-where) are one safe language, never eval(): numbers, column
-and parameter names (`Training FLOP` quotes a name with spaces), + - * / // % **, comparisons, and/or/not,
-'a if c else b', strings in comparisons ('completed'), and the functions exp, log, log2, log10, sqrt, abs, minimum,
-maximum, where(c, a, b); --where/--assign/--holdout-where add largest(x, k) and smallest(x, k) (the k-th largest /
-smallest value of a column, as sorted(x)[-k]).
+expressions (--formula, --assign, --where, --holdout-where) are costlaw's one expression language, never eval()
+(costmodel/core/expr.py states it; `costlaw sweep --where` reads the same): numbers, column and parameter names
+(`Training FLOP` quotes a name with spaces), + - * / // % **, comparisons, and/or/not, 'a if c else b', strings in
+comparisons ('completed'), and here the functions exp, log, log2, log10, sqrt, abs, minimum, maximum,
+where(c, a, b); --where/--assign/--holdout-where add largest(x, k) and smallest(x, k) (the k-th largest / smallest
+value of a column, as sorted(x)[-k]).
 
 examples:
   # Chinchilla (Epoch's 240 rows: the five largest losses dropped), Approach 3 with 1,000 bootstrap refits
@@ -57,6 +58,8 @@ examples:
 
 
 def add_arguments(p):
+    from costlaw import options
+
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = EPILOG
     src = p.add_argument_group("data (--data, or --db with --sql)")
@@ -72,7 +75,7 @@ def add_arguments(p):
                      help="add a column, before --where; repeatable. E.g. 'D = `Training FLOP` / (6 * `Model Size`)'")
     src.add_argument("--where", metavar="EXPR",
                      help="keep the rows where EXPR holds, e.g. \"n_kv_heads <= 4 and status == 'completed'\" or "
-                          "Epoch's 'loss < largest(loss, 5)'")
+                          "Epoch's 'loss < largest(loss, 5)' (the expression language below)")
     src.add_argument("--best-of", metavar="COL",
                      help="keep, per --by group, only the row with the least COL (e.g. each size's best learning "
                           "rate: --best-of loss --by N,D); ties broken once, by the other columns' values")
@@ -118,7 +121,7 @@ def add_arguments(p):
     fitg.add_argument("--init", action="append", metavar="NAME=VALUE",
                       help="start values in natural units, always refined (every free parameter: one start; some: the "
                            "law's grid with those values), e.g. --init A=400,alpha=0.3")
-    fitg.add_argument("--random-starts", type=int, default=0, metavar="K",
+    fitg.add_argument("--random-starts", type=int, default=0, metavar="K",  # range: _check_options
                       help="K extra seeded random starts, uniform in fit space within --start-box (elsewhere within "
                            "finite bounds, else the grid's range)")
     fitg.add_argument("--start-box", action="append", metavar="NAME=LO:HI",
@@ -129,15 +132,17 @@ def add_arguments(p):
                       help="joint: the start grid and L-BFGS-B over every parameter (default); varpro: variable "
                            "projection for laws linear in their coefficients once the exponents are fixed (search "
                            "the exponents, coefficients profiled out), e.g. --law chinchilla --method varpro")
-    fitg.add_argument("--seed", type=int, default=0, help="seed for random starts and bootstrap resamples")
+    options.bounded(fitg.add_argument("--seed", type=int, default=0,
+                                      help="seed for random starts and bootstrap resamples"), 0, 2**63 - 1)
     fitg.add_argument("--eval-at", action="append", metavar="NAME=VALUE,...",
                       help="do not fit: report the objective, R² and each row's prediction at these parameters (every "
                            "parameter; --fix values count), e.g. a paper's: --eval-at A=406.4,B=410.7,E=1.69,"
                            "alpha=0.34,beta=0.28")
     unc = p.add_argument_group("uncertainty and validation")
-    unc.add_argument("--bootstrap", type=int, default=0, metavar="K",
-                     help="K bootstrap refits, resampling runs (rows); resamples that cannot identify the law or do "
-                          "not converge are counted and left out of the intervals")
+    unc.add_argument("--bootstrap", type=int, metavar="K",
+                     help=f"K bootstrap refits, resampling runs (rows) (default {options.DEFAULT_BOOTSTRAP}, the same "
+                          "for every verb that bootstraps, none with --eval-at; 0: none); resamples that cannot "
+                          "identify the law or do not converge are counted and left out of the intervals")
     unc.add_argument("--bootstrap-by", metavar="COL",
                      help="resample groups of rows sharing COL's value instead of rows (seeds, LR-sweep rows or "
                           "checkpoints of one run), e.g. --bootstrap-by run_name")
@@ -158,7 +163,7 @@ def add_arguments(p):
                           "(measured and predicted) and measured vs predicted")
     out.add_argument("--json", action="store_true",
                      help="print the fits document (format costlaw-fits/1): per group params (natural units), "
-                          "objective, r2, stderr, ci95, held-out rows' y_true and y_pred")
+                          "objective, r2, stderr, ci95, held-out rows' y_true and y_pred (with --list-laws: the laws)")
     out.add_argument("--out", metavar="FILE.json", help="also write the fits document here")
 
 
@@ -168,11 +173,14 @@ def main(args) -> int:
     file_laws, law_sha = {}, None
     if args.law_file:
         from costlaw.fitting.lawfile import load_law_file
+        from costlaw.options import input_file
 
+        input_file(args.law_file, "--law-file", "a Python file that defines laws")
         file_laws, law_sha = load_law_file(args.law_file)
     if args.list_laws:
-        print(table([{"law": k, "variables": ",".join(v.variables), "params": ",".join(v.params),
-                      "formula": v.formula} for k, v in sorted(laws().items())]))
+        rows = [{"law": k, "variables": ",".join(v.variables), "params": ",".join(v.params), "formula": v.formula}
+                for k, v in sorted(laws().items())]
+        print(json.dumps(rows, indent=1) if args.json else table(rows))
         return 0
     _check_source(args)  # before the heavy imports, so a mistyped path fails at once
     _check_options(args)
@@ -331,59 +339,62 @@ def _law(args, df, file_laws):
 
 
 def _check_source(args) -> None:
+    from costlaw.options import input_dbs, input_file
+
     if args.data and args.db:
         raise CostlawError("--db: reads rows from a results file, --data from a table; give one of them")
     if args.db:
         if not args.sql:
             raise CostlawError("--sql: required with --db; give one SELECT returning one row per run with run_id, "
                                "e.g. \"SELECT * FROM run_summary\"")
-        from costlaw.analysis.store.query import existing_db
-
-        for db in args.db:
-            existing_db(db)
+        input_dbs(args.db)
     elif args.sql:
         raise CostlawError("--sql: queries a results file; give --db RESULTS.duckdb too")
     elif not args.data:
         raise CostlawError("--data: required; give a CSV, Parquet or JSON-lines file of runs, or --db RESULTS.duckdb "
                            "with --sql")
-    elif not Path(args.data).is_file():
-        raise CostlawError(f"--data: no such file {args.data!r}")
+    else:
+        input_file(args.data, "--data", "a CSV, Parquet or JSON-lines file of runs", text=False, max_bytes=None)
 
 
 def _check_options(args) -> None:
-    if args.bootstrap and args.bootstrap < 2:
-        raise CostlawError(f"--bootstrap: need at least 2 resamples, got {args.bootstrap}")
+    from costlaw.options import DEFAULT_BOOTSTRAP, MAX_BOOTSTRAP, output_file
+
+    asked_bootstrap = args.bootstrap is not None
+    if args.bootstrap is None:  # --eval-at fits nothing, so there is nothing to resample
+        args.bootstrap = 0 if args.eval_at else DEFAULT_BOOTSTRAP
+    if args.bootstrap and not 2 <= args.bootstrap <= MAX_BOOTSTRAP:
+        raise CostlawError(f"--bootstrap: must be 0 or 2 to {MAX_BOOTSTRAP:,} resamples, got {args.bootstrap}")
     if args.bootstrap_by and not args.bootstrap:
         raise CostlawError("--bootstrap-by: groups the resamples of --bootstrap K; add --bootstrap K")
     if args.holdout_largest is not None and args.holdout_largest < 1:
         raise CostlawError(f"--holdout-largest: must be >= 1, got {args.holdout_largest}")
     if args.holdout_largest and args.holdout_where:
         raise CostlawError("--holdout-where: give either --holdout-largest K or --holdout-where EXPR, not both")
-    for flag, value in (("--starts", args.starts), ("--refine", args.refine)):
-        if value is not None and value < 1:
-            raise CostlawError(f"{flag}: must be >= 1, got {value}")
-    if args.random_starts < 0:
-        raise CostlawError(f"--random-starts: must be >= 0, got {args.random_starts}")
+    # the start grid and each random start cost a law evaluation over every row: beyond these it would not finish
+    for flag, value, lo, hi in (("--starts", args.starts, 1, 10**7), ("--refine", args.refine, 1, 10**5),
+                                ("--random-starts", args.random_starts, 0, 10**7)):
+        if value is not None and not lo <= value <= hi:
+            raise CostlawError(f"{flag}: must be {lo} to {hi:,}, got {value}")
     if args.start_box and not args.random_starts:
         raise CostlawError("--start-box: is the box of --random-starts K; add --random-starts K")
     if not args.delta > 0:
         raise CostlawError(f"--delta: must be > 0, got {args.delta}; the convention is 1e-3")
     if bool(args.best_of) != bool(args.by):
         raise CostlawError("--best-of: needs --by COL[,COL] (the groups to pick from), and --by needs --best-of COL")
-    if args.eval_at and (args.bootstrap or args.holdout_largest or args.holdout_where or args.method != "joint"):
+    if args.eval_at and ((asked_bootstrap and args.bootstrap) or args.holdout_largest or args.holdout_where
+                         or args.method != "joint"):
         raise CostlawError("--eval-at: evaluates given parameters without fitting; drop --bootstrap, --holdout-* and "
                            "--method")
     if args.method == "varpro" and (args.fix or args.tie or args.bounds or args.init or args.random_starts):
         raise CostlawError("--method varpro: searches every exponent itself; drop --fix/--tie/--bounds/--init/"
                            "--random-starts, or use --method joint")
     if args.plot:
-        plot = Path(args.plot)
+        plot = output_file(args.plot, "--plot", "the figure")
         if plot.suffix.lower() not in (".png", ".pdf", ".svg", ".jpg", ".jpeg"):
             raise CostlawError(f"--plot: {plot.name} needs a .png, .pdf, .svg or .jpg suffix")
-        if not plot.parent.is_dir():
-            raise CostlawError(f"--plot: no directory {str(plot.parent)!r}; create it first")
-    if args.out and not Path(args.out).parent.is_dir():
-        raise CostlawError(f"--out: no directory {str(Path(args.out).parent)!r}; create it first")
+    if args.out:
+        output_file(args.out, "--out", "the fits document")
 
 
 def _rows(args):
@@ -399,7 +410,7 @@ def _rows(args):
 
     for text in args.assign or []:
         df = rows.assign(df, text)
-    if args.where:
+    if args.where is not None:
         df = rows.keep(df, args.where)
     notes = []
     if args.best_of:
@@ -475,10 +486,14 @@ def _check_columns(df, cols, flag, numeric: bool):
 
 
 def _point(spec: str, law) -> list[float]:
+    import math
+
     try:
         vals = [float(v) for v in spec.split(",")]
     except ValueError:
         raise CostlawError(f"--predict: {spec!r} is not comma-separated numbers") from None
+    if not all(math.isfinite(v) for v in vals):
+        raise CostlawError(f"--predict: {spec!r} holds a value that is not finite; give finite numbers, e.g. 1e9")
     if len(vals) != len(law.variables):
         raise CostlawError(f"--predict: {spec!r} has {len(vals)} value(s); {law.name} needs one per variable "
                            f"({', '.join(law.variables)})")

@@ -6,13 +6,16 @@ import json
 
 
 def add_arguments(p):
+    from costlaw import options
+
     p.add_argument("--db", required=True, help="a results file (costlaw ingest)")
     p.add_argument("--context", action="append", required=True,
                    help="context length(s) T to price every run at: 8192, 8K, 128K (repeat or comma-separate)")
     p.add_argument("--dtype", default="bf16", help="bytes of weights and KV cache: bf16 | fp16 | fp32 | fp8")
     p.add_argument("--sweep", help="only runs of this sweep")
     p.add_argument("--all-points", action="store_true", help="list every point, not only the Pareto sets")
-    p.add_argument("--json", action="store_true", help="one JSON object: points and Pareto sets")
+    options.add_json(p, "one JSON object: points and Pareto sets")
+    options.add_wide(p)
     p.add_argument("--plot", help="write the frontier figure here (PNG and SVG, one pair per context: "
                                   "FILE for one context, FILE-<T>.png for several)")
 
@@ -22,11 +25,16 @@ def main(args) -> int:
 
     from costlaw.analysis.frontier import COSTS, pareto_sets, points
     from costlaw.cmd_recommend import parse_contexts
-    from costlaw.costmodel.core.units import binary_bytes, si, table
+    from costlaw.costmodel.core.units import binary_bytes, si, table, terminal_width
     from costlaw.costmodel.costs import dtype_bytes
+    from costlaw.options import input_dbs, output_file
 
     contexts = parse_contexts(args.context)
     dtype_bytes(args.dtype)
+    input_dbs(args.db)
+    if args.plot:
+        output_file(args.plot, "--plot", "the frontier figure")
+    width = None if args.wide else terminal_width()
     df = points(args.db, contexts, args.dtype, args.sweep)
     sets = pareto_sets(df)
     plots = []
@@ -61,7 +69,7 @@ def main(args) -> int:
                              "cost": binary_bytes(cost) if name == "memory" else si(cost),
                              "pareto (family)": "yes" if getattr(r, f"pareto_{name}") else "",
                              "pareto (all)": "yes" if getattr(r, f"pareto_{name}_all") else ""})
-            print(table(rows))
+            print(table(rows, width=width))
     for p in plots:
         print(f"wrote {p}")
     return 0

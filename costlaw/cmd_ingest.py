@@ -25,14 +25,19 @@ def add_arguments(p):
         "     batches committed before the failure stay, a batch is never half written\n\n"
         "symlinks: symlinked directories (a runs/ on a scratch disk) are followed; each real directory is read\n"
         "once, and a link back into what was already read is reported as skipped")
-    p.add_argument("--root", required=True, help="directory to scan (recursively) for run directories")
+    from costlaw import options
+
+    p.add_argument("--root", required=True, metavar="DIR",
+                   help="the results root to scan (recursively) for run directories")
     p.add_argument("--db", required=True, help="the DuckDB results file (created if absent)")
-    p.add_argument("--wait", type=float, default=10.0,
-                   help="seconds to wait for another ingest or reader to let go of the file (default 10)")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object (same exit status)")
+    options.bounded(p.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                                   help="seconds to wait for another ingest or reader to let go of the file "
+                                        "(default 10)"), 0, 86_400)
+    options.add_json(p, "print the report as one JSON object (same exit status)")
 
 
 def main(args) -> int:
+    from costlaw import options
     from costlaw.analysis.store import ingest
     from costlaw.analysis.store.reading import shown
     from costlaw.costmodel.core.units import table
@@ -40,6 +45,8 @@ def main(args) -> int:
     def progress(line: str) -> None:
         print(f"ingest: {line}", file=sys.stderr)
 
+    options.input_dir(args.root, "--root", "a results root holding run directories (DIR/runs/<run_id>/)")
+    options.output_file(args.db, "--db", "the results file")
     report = ingest(args.root, args.db, wait=args.wait, progress=progress)
     status = FAILED if report.failed else OK
     if args.json:
@@ -53,6 +60,7 @@ def main(args) -> int:
                          ("skipped", report.skipped), ("unreadable (not searched)", report.unreadable)):
         if items:
             print(f"{title}:")
+            # every reason in full, however wide: it is what the user has to fix
             print(table([{"dir": i["dir"], "run_id": i["run_id"], "reason": i["reason"]} for i in items]))
     print(report.line())
     if report.failed:

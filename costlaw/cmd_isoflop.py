@@ -14,7 +14,7 @@ from costlaw.costmodel.core.units import si, table
 
 EPILOG = """\
 examples:
-  # 8 budgets on a log grid over the range at least 3 runs' curves cover; 1,000 bootstrap resamples of the runs
+  # 8 budgets on a log grid over the range at least 3 runs' curves cover; 200 bootstrap resamples of the runs
   costlaw isoflop --db results.duckdb
   # given budgets, one family, a figure and JSON
   costlaw isoflop --db results.duckdb --budgets 1e15,3e15,1e16 --plot isoflop.png --json \\
@@ -24,6 +24,7 @@ examples:
 
 
 def add_arguments(p):
+    from costlaw import options
     from costlaw.analysis.isoflop import DEFAULT_SQL
 
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -37,21 +38,26 @@ def add_arguments(p):
     p.add_argument("--c-per-token", default="c_train_flops_per_token", metavar="COL",
                    help="training FLOPs per token (default c_train_flops_per_token); C = tokens x this")
     p.add_argument("--budgets", metavar="C[,C]", help="FLOP budgets, e.g. 1e15,3e15,1e16 (default: a log grid)")
-    p.add_argument("--n-budgets", type=int, default=8, metavar="K",
-                   help="budgets on the default grid (default 8), over the range at least --min-runs curves cover")
-    p.add_argument("--min-runs", type=int, default=3, help="runs a budget needs for its parabola (default 3)")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="K",
-                   help="resamples of the runs for the power laws' intervals (default 1000; 0: none)")
-    p.add_argument("--seed", type=int, default=0)
+    options.bounded(p.add_argument("--n-budgets", type=int, default=8, metavar="K",
+                                   help="budgets on the default grid (default 8), over the range at least --min-runs "
+                                        "curves cover"), None, 10_000)
+    options.bounded(p.add_argument("--min-runs", type=int, default=3,
+                                   help="runs a budget needs for its parabola (default 3)"), None, 1_000_000)
+    options.add_bootstrap(p, what="resamples of the runs for the power laws' intervals")
+    options.bounded(p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)"),
+                    0, 2**63 - 1)
     p.add_argument("--plot", metavar="FILE.png", help="loss vs N per budget with its parabola; N*(C) and D*(C)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    options.add_json(p, "print the result as JSON")
+    options.add_wide(p)
 
 
 def main(args) -> int:
-    from costlaw.analysis.store.query import existing_db
+    import math
 
-    for db in args.db:
-        existing_db(db)
+    from costlaw.costmodel.core.units import terminal_width
+    from costlaw.options import input_dbs, output_file
+
+    input_dbs(args.db)
     if args.min_runs < 3:
         raise CostlawError(f"--min-runs: a parabola needs 3 runs or more, got {args.min_runs}")
     if args.n_budgets < 2:
@@ -62,14 +68,16 @@ def main(args) -> int:
         plot = Path(args.plot)
         if plot.suffix.lower() not in (".png", ".pdf", ".svg"):
             raise CostlawError(f"--plot: {plot.name} needs a .png, .pdf or .svg suffix")
-        if not plot.parent.is_dir():
-            raise CostlawError(f"--plot: no directory {str(plot.parent)!r}; create it first")
+        output_file(plot, "--plot", "the figure")
     budgets = None
     if args.budgets:
         try:
             budgets = [float(b) for b in args.budgets.split(",")]
         except ValueError:
             raise CostlawError(f"--budgets: {args.budgets!r} is not comma-separated numbers, e.g. 1e15,3e15") from None
+        if not all(math.isfinite(b) and b > 0 for b in budgets):
+            raise CostlawError(f"--budgets: {args.budgets!r} holds a budget that is not a finite number > 0; write "
+                               "e.g. 1e15,3e15")
     from costlaw.analysis.isoflop import load_curves
     from costlaw.fitting.isoflop import budget_grid, isoflop
 
@@ -90,7 +98,7 @@ def main(args) -> int:
                   "N*": si(t["N_star"]) if t["N_star"] is not None else "-",
                   "D*": si(t["D_star"]) if t["D_star"] is not None else "-",
                   "loss*": f"{t['loss_star']:.4f}" if t["loss_star"] is not None else "-",
-                  "note": t["reason"] or ""} for t in doc["budgets"]]))
+                  "note": t["reason"] or ""} for t in doc["budgets"]], width=None if args.wide else terminal_width()))
     for name, law in (("N*", doc["N_star"]), ("D*", doc["D_star"])):
         ci = law.get("ci95")
         interval = (f" (95% {ci['exponent'][0]:.3f}-{ci['exponent'][1]:.3f}; coefficient {ci['coefficient'][0]:.3g}-"

@@ -1,4 +1,4 @@
-"""`costlaw kv-eval BASE_RUN_DIR --policies ... --keep ... --out ROOT`: evaluate KV-cache policies on a trained
+"""`costlaw kv-eval BASE_RUN_DIR --policies ... --keep ... --root ROOT`: evaluate KV-cache policies on a trained
 dense run, across keep ratios, into a new run directory ROOT/runs/<run_id>/ (stage "compress").
 
 For every policy and keep ratio: continuation NLL with the context compressed and its increase over the full
@@ -19,47 +19,61 @@ import json
 from costlaw.costmodel.core.errors import CostlawError
 
 
-def _csv(kind):
+def _csv(kind, flag: str, example: str):
     def parse(text):
         try:
-            return [kind(x) for x in text.split(",") if x.strip()]
+            values = [kind(x) for x in text.split(",") if x.strip()]
         except ValueError:
-            raise CostlawError(f"expected a comma-separated list of {kind.__name__}s, got {text!r}") from None
+            raise CostlawError(f"{flag}: {text!r} is not a comma-separated list of {kind.__name__}s; write e.g. "
+                               f"{example}") from None
+        if not values:
+            raise CostlawError(f"{flag}: empty; write e.g. {example}")
+        return values
 
     return parse
 
 
 def add_arguments(p):
+    from costlaw import options
+
     p.add_argument("base", metavar="BASE_RUN_DIR", help="a finished dense run directory (its checkpoint is evaluated)")
     p.add_argument("--policies", default="streaming,snapkv,h2o,random,infinipot",
                    help="comma-separated methods: streaming, snapkv, h2o, random, locret, kv_distill, infinipot")
     p.add_argument("--keep", default="1,0.5,0.25,0.1,0.05", help="comma-separated keep ratios in (0, 1]")
     p.add_argument("--policy-run", action="append", default=[], metavar="METHOD=RUN_DIR",
                    help="a trained policy run for locret / kv_distill (repeatable)")
-    p.add_argument("--out", required=True, help="results root: written to OUT/runs/<run_id>/")
-    p.add_argument("--context", type=int, help="context tokens compressed (default: seq_len - continuation)")
-    p.add_argument("--continuation", type=int, help="tokens scored after the context (default: seq_len / 8)")
-    p.add_argument("--samples", type=int, default=16, help="val windows scored per policy and keep ratio")
-    p.add_argument("--batch", type=int, default=8, help="windows per batch")
-    p.add_argument("--retrieval-samples", type=int, default=16, help="passkey probe samples per depth (0 = off)")
-    p.add_argument("--decode-tokens", type=int, default=32, help="tokens decoded when timing (0 = no timing)")
+    options.add_root(p, "results root: written to DIR/runs/<run_id>/")
+    options.bounded(p.add_argument("--context", type=int,
+                                   help="context tokens compressed (default: seq_len - continuation)"), 1)
+    options.bounded(p.add_argument("--continuation", type=int,
+                                   help="tokens scored after the context (default: seq_len / 8)"), 1)
+    options.bounded(p.add_argument("--samples", type=int, default=16,
+                                   help="val windows scored per policy and keep ratio"), 1, 1_000_000)
+    options.bounded(p.add_argument("--batch", type=int, default=8, help="windows per batch"), 1, 65_536)
+    options.bounded(p.add_argument("--retrieval-samples", type=int, default=16,
+                                   help="passkey probe samples per depth (0 = off)"), 0, 1_000_000)
+    options.bounded(p.add_argument("--decode-tokens", type=int, default=32,
+                                   help="tokens decoded when timing (0 = no timing)"), 0, 1_000_000)
     p.add_argument("--device", default="auto", help="cuda | cpu | auto")
-    p.add_argument("--json", action="store_true", help="print the summary and rows as JSON")
+    options.add_json(p, "print the summary and rows as JSON")
+    options.add_wide(p)
 
 
 def main(args) -> int:
-    from costlaw.costmodel.core.units import table
+    import math
+
+    from costlaw.costmodel.core.units import table, terminal_width
+    from costlaw.options import input_dir, output_dir
     from costlaw.runs.kv.harness import kv_eval_run, parse_policy_runs
 
-    policies = _csv(str)(args.policies)
-    keeps = _csv(float)(args.keep)
-    for name, v in (("--samples", args.samples), ("--batch", args.batch)):
-        if v < 1:
-            raise CostlawError(f"{name}: must be >= 1, got {v}")
-    for name, v in (("--retrieval-samples", args.retrieval_samples), ("--decode-tokens", args.decode_tokens)):
-        if v < 0:
-            raise CostlawError(f"{name}: must be >= 0, got {v}")
-    out = kv_eval_run(args.base, args.out, policies, keeps, parse_policy_runs(args.policy_run), context=args.context,
+    policies = _csv(str, "--policies", "snapkv,h2o")(args.policies)
+    keeps = _csv(float, "--keep", "1,0.5,0.25")(args.keep)
+    bad = [k for k in keeps if not (math.isfinite(k) and 0 < k <= 1)]
+    if bad:
+        raise CostlawError(f"--keep: {bad[0]} is not a keep ratio in (0, 1]; write e.g. 1,0.5,0.25")
+    input_dir(args.base, "BASE_RUN_DIR", "a finished run directory (config.json, DONE, checkpoint.pt)")
+    root = output_dir(args.root, "--root", "the results root (written to DIR/runs/<run_id>/)")
+    out = kv_eval_run(args.base, root, policies, keeps, parse_policy_runs(args.policy_run), context=args.context,
                       continuation=args.continuation, samples=args.samples, batch=args.batch,
                       retrieval_samples=args.retrieval_samples, decode_tokens=args.decode_tokens, device=args.device)
     if args.json:
@@ -73,5 +87,5 @@ def main(args) -> int:
                      "KV bytes": m["kv_bytes"], "analytic": m["kv_bytes_analytic"], "prefill s": m.get("prefill_s"),
                      "decode tok/s": m.get("decode_tokens_per_s")})
     print(f"kv-eval {out['run_id']} of base {out['base_run_id']} -> {out['run_dir']}")
-    print(table(rows))
+    print(table(rows, width=None if args.wide else terminal_width()))
     return 0

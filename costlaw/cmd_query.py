@@ -38,13 +38,18 @@ def add_arguments(p):
                 "  costlaw query --db results.duckdb \"SELECT n_heads, n_kv_heads, avg(final_loss) "
                 "FROM run_summary GROUP BY ALL\"\n"
                 "  costlaw query --db results.duckdb \"SELECT * FROM closed_loop\"")
+    from costlaw import options
+
     p.add_argument("--db", required=True, help="the DuckDB results file written by costlaw ingest")
     p.add_argument("sql", nargs="?", help="one read-only statement (SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+    p.add_argument("--json", dest="format", action="store_const", const="json",
+                   help="the rows as a JSON list of objects (the same as --format json)")
     p.add_argument("--out", help="write to this file instead of stdout (required for parquet)")
     p.add_argument("--list", action="store_true", help="list the tables and views with their row counts")
-    p.add_argument("--wait", type=float, default=10.0,
-                   help="seconds to wait while an ingest holds the file (default 10)")
+    options.bounded(p.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                                   help="seconds to wait while an ingest holds the file (default 10)"), 0, 86_400)
+    options.add_wide(p)
 
 
 def _write(out: str, data: bytes) -> None:
@@ -61,14 +66,18 @@ def main(args) -> int:
     from costlaw.analysis.store.query import list_objects, query_arrow, query_rows, sql_errors
     from costlaw.costmodel.core.errors import CostlawError
     from costlaw.costmodel.core.files import clean_json
-    from costlaw.costmodel.core.units import table
+    from costlaw.costmodel.core.units import table, terminal_width
+    from costlaw.options import input_dbs, output_file
 
+    input_dbs(args.db)
     if args.out:
-        out, db = Path(args.out).resolve(), Path(args.db).resolve()
+        out, db = output_file(args.out, "--out", "the query's result").resolve(), Path(args.db).resolve()
         if out in (db, db.with_name(db.name + ".wal"), db.with_name(db.name + ".lock")):
             raise CostlawError(f"--out: {args.out} is the database itself; choose another file")
+    width = None if args.wide or args.out else terminal_width()
     if args.list:
-        print(table(list_objects(args.db, wait=args.wait)))
+        objects = list_objects(args.db, wait=args.wait)
+        print(json.dumps(objects, default=_json_default) if args.format == "json" else table(objects, width=width))
         return 0
     if not args.sql:
         raise CostlawError("sql: missing; give one statement, e.g. \"SELECT * FROM run_summary\", or --list")
@@ -85,7 +94,7 @@ def main(args) -> int:
         return 0
     cols, rows = query_rows(args.db, args.sql, wait=args.wait)
     if args.format == "table":
-        text = (table([dict(zip(cols, r)) for r in rows], columns=cols) if rows
+        text = (table([dict(zip(cols, r)) for r in rows], columns=cols, width=width) if rows
                 else f"(no rows; columns: {', '.join(cols)})") + "\n"
     elif args.format == "json":
         # strict JSON: NaN and infinities are null, as everywhere in costlaw

@@ -2,28 +2,43 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 
 def add_arguments(p):
-    p.add_argument("--out", default="quickstart",
-                   help="directory for the runs, results.duckdb and report/ (default ./quickstart; reused: finished "
-                        "runs are not trained again)")
-    p.add_argument("--jobs", type=int, help="runs trained at a time (default: one per CPU)")
+    from costlaw import options
+
+    options.add_root(p, "results root for the runs (DIR/runs/), results.duckdb and report/ (default ./quickstart; "
+                        "reused: finished runs are not trained again)", required=False, default="quickstart")
+    options.bounded(p.add_argument("--jobs", type=int, help="runs trained at a time (default: one per CPU)"), 1, 1024)
     p.add_argument("--spec", help="a sweep spec to run instead of sweeps/examples/quickstart.toml")
-    p.add_argument("--bootstrap", type=int, default=50, help="bootstrap resamples per law (default 50)")
+    options.add_bootstrap(p, what="bootstrap resamples of the configs per law")
+    options.add_json(p, "print {root, db, report, seconds, steps, target, counts, winners} as JSON at the end (the "
+                        "progress goes to stderr)")
 
 
 def main(args) -> int:
-    from costlaw.costmodel.core.errors import CostlawError
+    from costlaw import options
     from costlaw.quickstart import run_quickstart
 
-    if args.bootstrap < 0:
-        raise CostlawError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
+    root = options.output_dir(args.root, "--root", "the quickstart's runs, results.duckdb and report/")
+    if args.spec:
+        options.input_file(args.spec, "--spec", "a sweep spec TOML")
 
     def log(msg: str) -> None:
-        print(f"[quickstart] {msg}" if not msg.startswith("  ") else msg, flush=True)
+        print(f"[quickstart] {msg}" if not msg.startswith("  ") else msg, flush=True,
+              file=sys.stderr if args.json else sys.stdout)
 
-    run_quickstart(args.out, args.jobs, spec=args.spec, n_boot=args.bootstrap, log=log)
+    res = run_quickstart(root, args.jobs, spec=args.spec, n_boot=args.bootstrap, log=log)
+    if args.json:
+        rec = res.recommendation
+        winners = {}
+        for T in getattr(rec, "contexts", []):
+            w = rec.winner(T)
+            winners[str(T)] = None if w is None else w.label
+        print(json.dumps({"root": str(res.out), "db": str(res.db), "report": str(res.report),
+                          "seconds": round(res.seconds, 1), "steps": res.step_seconds, "target": res.target,
+                          "counts": res.counts, "winners": winners}, indent=1))
     sys.stdout.flush()
     return 0

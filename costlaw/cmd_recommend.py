@@ -69,9 +69,12 @@ examples:
 
 
 def add_arguments(p):
+    from costlaw import options
+
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = EPILOG
-    p.add_argument("--target-loss", type=float, required=True, help="the loss L* to reach")
+    options.bounded(p.add_argument("--target-loss", type=float, required=True, help="the loss L* to reach"), 0,
+                    above=True)
     p.add_argument("--context", action="append", required=True,
                    help="context length(s) T in tokens: 8192, 8K, 128K (repeat or comma-separate)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -97,24 +100,26 @@ def add_arguments(p):
     obj.add_argument("--memory-budget", help="hard limit on M_infer, e.g. 16GiB or 8GB")
     obj.add_argument("--flops-budget", help="hard limit on C_infer FLOPs per token, e.g. 5e9 or 5G")
     obj.add_argument("--gpu", help="price batch-1 decode latency on this GPU (H100, H200, A100, A800, RTX-4090)")
-    obj.add_argument("--latency-target-ms", type=float, help="hard limit on decode ms per token (needs --gpu)")
+    options.bounded(obj.add_argument("--latency-target-ms", type=float,
+                                     help="hard limit on decode ms per token (needs --gpu)"), 0, above=True)
     obj.add_argument("--calibration", help="measured decode rates per GPU (JSON, below) instead of the roofline")
     p.add_argument("--standard", default="d/d_h,8",
                    help="the baseline at the same loss: 'd/d_h,8' (Llama-3 style, default), 'd/d_h,d/d_h' (MHA) "
                         "or a candidate label such as 32,8")
-    p.add_argument("--d-multiple", type=int,
-                   help="d_model is a multiple of this (default 64, or the gcd of a candidate's ladder widths when "
-                        "they are not multiples of 64)")
+    options.bounded(p.add_argument("--d-multiple", type=int,
+                                   help="d_model is a multiple of this (default 64, or the gcd of a candidate's "
+                                        "ladder widths when they are not multiples of 64)"), 1, 65_536)
     fitg = p.add_argument_group("fitting from --db")
-    fitg.add_argument("--bootstrap", type=int, default=200,
-                      help="bootstrap resamples of the configs per law (default 200; 0: none, and no fit uncertainty)")
+    options.add_bootstrap(p, what="bootstrap resamples of the configs per law", group=fitg)
     fitg.add_argument("--noise", choices=("constant", "size"), default="constant",
                       help="seed noise constant in N (default: the better calibrated, analysis/recommend/noise.py) "
                            "or log-linear in N")
     fitg.add_argument("--lack-of-fit", action="store_true",
                       help="add the config means' scatter beyond seed noise to a new run's noise (off by default)")
-    fitg.add_argument("--seed", type=int, default=0)
-    fitg.add_argument("--train-context", type=int, help="fit runs trained at this seq_len (default: the most common)")
+    options.bounded(fitg.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)"),
+                    0, 2**63 - 1)
+    options.bounded(fitg.add_argument("--train-context", type=int,
+                                      help="fit runs trained at this seq_len (default: the most common)"), 1)
     fitg.add_argument("--sweep", help="only runs of this sweep")
     fitg.add_argument("--refit", action="store_true",
                       help="fit every law again, even those the store's fits table holds for the same runs and "
@@ -122,6 +127,7 @@ def add_arguments(p):
     fitg.add_argument("--fits-out", help="also write the fitted laws as a fits JSON")
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="one JSON object")
+    options.add_wide(out)
     out.add_argument("--toml-out", help="write the winner's ModelConfig TOML here (several contexts: FILE-<T>.toml)")
     out.add_argument("--record", action="store_true",
                      help="record each context's winner in --db's recommendations table; once its config is trained "
@@ -151,13 +157,19 @@ def parse_contexts(values) -> list[int]:
 
 
 def build_objective(args):
+    import math
+
     from costlaw.analysis.objective import Objective, load_calibration, parse_number
+    from costlaw.costmodel.core.errors import CostlawError
     from costlaw.costmodel.core.units import parse_bytes
 
     cal = load_calibration(args.calibration) if args.calibration else {}
+    flops = parse_number(args.flops_budget, "--flops-budget") if args.flops_budget else None
+    if flops is not None and not math.isfinite(flops):
+        raise CostlawError(f"--flops-budget: {args.flops_budget!r} is not a finite number; write e.g. 5e9 or 5G")
     return Objective(lam=args.lam, alpha=args.alpha, beta=args.beta, dtype=args.dtype,
                      memory_budget=parse_bytes(args.memory_budget) if args.memory_budget else None,
-                     flops_budget=parse_number(args.flops_budget, "--flops-budget") if args.flops_budget else None,
+                     flops_budget=flops,
                      gpu=args.gpu, latency_target_ms=args.latency_target_ms, calibration=cal)
 
 
@@ -165,10 +177,30 @@ def log(msg: str) -> None:
     print(f"[recommend] {msg}", file=sys.stderr, flush=True)
 
 
+def check_files(args) -> None:
+    """Every file recommend reads is a readable file and every path it writes has a directory, before any work."""
+    from costlaw import options
+
+    if args.db:
+        options.input_dbs(args.db)
+    if args.fits:
+        options.input_file(args.fits, "--fits", "a fits JSON (format costlaw-fits/1)")
+    if args.calibration:
+        options.input_file(args.calibration, "--calibration", "a calibration JSON (format costlaw-calibration/1)")
+    if args.recipe_from:
+        options.input_file(args.recipe_from, "--recipe-from", "the ladder's sweep spec TOML")
+    for flag, path, what in (("--toml-out", args.toml_out, "the winner's model TOML"),
+                             ("--spec-out", args.spec_out, "the sweep spec of the winners"),
+                             ("--fits-out", args.fits_out, "the fits JSON")):
+        if path:
+            options.output_file(path, flag, what)
+
+
 def main(args) -> int:
     from costlaw.analysis.recommend import FAMILIES, fit_store, load_fits, recommend, render_text, write_tomls
     from costlaw.analysis.recommend.intervals import check_level
     from costlaw.costmodel.core.errors import CostlawError
+    from costlaw.costmodel.core.units import table_width, terminal_width
 
     contexts = parse_contexts(args.context)
     families = tuple(f.strip() for f in args.families.split(",") if f.strip())
@@ -179,10 +211,9 @@ def main(args) -> int:
     if args.record and not args.db:
         raise CostlawError("--record: writes to the results file's recommendations table, and --fits has none; "
                            "give --db RESULTS.duckdb instead of --fits, or drop --record")
-    if args.bootstrap < 0:
-        raise CostlawError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
     check_level(args.level)
     check_spec_args(args)
+    check_files(args)
     objective = build_objective(args)
     if args.fits:
         if args.fits_out:
@@ -216,7 +247,8 @@ def main(args) -> int:
             log(spec[1])
         print(json.dumps(doc, indent=2, default=_default))
     else:
-        print(render_text(rec))
+        with table_width(None if args.wide else terminal_width()):
+            print(render_text(rec))
         for p in written:
             print(f"wrote {p}")
         if recorded is not None:

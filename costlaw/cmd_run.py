@@ -1,4 +1,4 @@
-"""`costlaw run RUN.toml --out ROOT`: train and evaluate one run config into ROOT/runs/<run_id>/.
+"""`costlaw run RUN.toml --root ROOT`: train and evaluate one run config into ROOT/runs/<run_id>/.
 
 Every kind of run goes through runs.train.train_run: pretraining and later LM stages, and KV policy runs
 (`train.trainable = "policy"`, trained by their method's task). The run directory follows
@@ -8,7 +8,7 @@ that names this run and loads safely (runs/checkpoint.py). A finished run (DONE)
 directory another trainer holds (trainer.lock) is refused, and so is a run whose estimated training memory
 exceeds the device's (runs.config.check_memory), before anything is written. Exit codes (costmodel/core/
 exitcodes.py): 0 completed, 1 diverged or failed (a failure prints its traceback; the run directory records it as
-"failed"), 2 bad input (a refused checkpoint, run directory, device or size included), 3 preempted.
+"failed"), 2 bad input (a refused checkpoint, run directory, device or size included), 3 preempted, 64 usage.
 """
 
 from __future__ import annotations
@@ -25,41 +25,60 @@ STATUS_CODES = {"completed": exitcodes.OK, "diverged": exitcodes.FAILED, "failed
 
 
 def add_arguments(p):
+    from costlaw import options
+
     p.add_argument("config", help="a run config TOML (or a run directory's config.json)")
-    p.add_argument("--out", required=True, help="results root: the run is written to OUT/runs/<run_id>/")
+    options.add_root(p, "results root: the run is written to DIR/runs/<run_id>/")
     p.add_argument("--device", default="auto", help="cuda | cpu | auto (cuda when available); cuda:N picks a GPU")
     p.epilog = ("exit codes: " + "; ".join(f"{c} {what}" for c, what in exitcodes.TABLE))
     p.add_argument("--resume", action="store_true",
                    help="continue from the run directory's checkpoint (default: start the run over)")
     p.add_argument("--sweep", help="sweep name recorded in config.json")
-    p.add_argument("--threads", type=int,
-                   help="torch CPU threads (default on --device cpu: 1 unless OMP_NUM_THREADS is set, as tiny CPU "
-                        "models run fastest single-threaded and parallel runs do not oversubscribe; 0 = torch's "
-                        "default)")
+    options.bounded(p.add_argument(
+        "--threads", type=int, help="torch CPU threads (default on --device cpu: 1 unless OMP_NUM_THREADS is set, as "
+                                    "tiny CPU models run fastest single-threaded and parallel runs do not "
+                                    "oversubscribe; 0 = torch's default)"), 0, 4096)
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    options.add_json(p, "print the summary as JSON")
+    options.add_wide(p)
+
+
+def load_config(path: str):
+    """The RunConfig in a TOML file, or in a run directory's config.json (its "config" object, or the whole
+    document); a file that is not text, not JSON or not an object is refused in one line."""
+    from costlaw import options
+    from costlaw.costmodel.core.errors import CostlawError
+    from costlaw.runs.config import RunConfig
+
+    what = "a run config TOML or a run directory's config.json"
+    if not path.endswith(".json"):
+        options.input_file(path, "config", what)
+        return RunConfig.load(path)
+    doc = options.json_object(path, "config", what)
+    inner = doc.get("config", doc)
+    if not isinstance(inner, dict):
+        raise CostlawError(f"config: {path!r} has a \"config\" that is a JSON {type(inner).__name__}, not an "
+                           f"object; give {what}")
+    return RunConfig.from_dict(inner)
 
 
 def main(args) -> int:
     import signal
     import threading
 
-    from costlaw.costmodel.core.units import binary_bytes, si, table
-    from costlaw.runs.config import RunConfig
+    from costlaw.costmodel.core.units import binary_bytes, si, table, terminal_width
+    from costlaw.options import output_dir
 
-    cfg = RunConfig.load(args.config)
+    cfg = load_config(args.config)
+    root = output_dir(args.root, "--root", "the results root (the run goes to DIR/runs/<run_id>/)")
     threads = args.threads
     if threads is None and args.device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         threads = 1
     if threads:
-        if threads < 0:
-            from costlaw.costmodel import ConfigError
-
-            raise ConfigError("--threads", f"must be >= 0, got {threads}")
         import torch
 
         torch.set_num_threads(threads)
-    run_dir = run_path(args.out, cfg.run_id)
+    run_dir = run_path(root, cfg.run_id)
     rd = RunDir(run_dir)
     if rd.is_done():
         summary = rd.summary()
@@ -86,5 +105,5 @@ def main(args) -> int:
                "val loss": summary.get("val_loss"), "tok/s": si(summary.get("tokens_per_s")),
                "MFU": f"{summary['mfu']:.1%}" if summary.get("mfu") else None,
                "peak mem": binary_bytes(summary.get("peak_memory_bytes")), "wall s": summary.get("wall_s")}
-        print(table([row]))
+        print(table([row], width=None if args.wide else terminal_width()))
     return STATUS_CODES.get(summary["status"], exitcodes.FAILED)

@@ -26,6 +26,8 @@ examples:
 
 
 def add_arguments(p):
+    from costlaw import options
+
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = EPILOG
     p.add_argument("--db", action="append", required=True,
@@ -33,9 +35,9 @@ def add_arguments(p):
     p.add_argument("--level", type=float, default=0.9, help="the intervals' level (default 0.9)")
     p.add_argument("--mode", choices=("config", "largest"), default="config",
                    help="leave out each config (default) or each candidate's largest size")
-    p.add_argument("--bootstrap", type=int, default=200,
-                   help="bootstrap resamples of the configs per fit (default 200)")
-    p.add_argument("--seed", type=int, default=0)
+    options.add_bootstrap(p, what="bootstrap resamples of the configs per fit")
+    options.bounded(p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)"),
+                    0, 2**63 - 1)
     p.add_argument("--noise", choices=("constant", "size"), default="constant",
                    help="seed noise constant in N (default, as recommend) or log-linear in N")
     p.add_argument("--lack-of-fit", action="store_true",
@@ -43,10 +45,12 @@ def add_arguments(p):
     p.add_argument("--law", choices=("gqa-size", "gqa-size-shape"), default="gqa-size",
                    help="gqa-size (recommend's) or gqa-size-shape: (a/N)^b (d/L)^g + E")
     p.add_argument("--families", default="gqa,hybrid,compressed", help="comma-separated: gqa,hybrid,compressed")
-    p.add_argument("--train-context", type=int, help="runs trained at this seq_len (default: the most common)")
+    options.bounded(p.add_argument("--train-context", type=int,
+                                   help="runs trained at this seq_len (default: the most common)"), 1)
     p.add_argument("--sweep", help="only runs of this sweep")
     p.add_argument("--json", action="store_true", help="one JSON object (coverage, per candidate, every prediction)")
     p.add_argument("--figure", help="also draw measured vs predicted with the intervals (PNG + SVG)")
+    options.add_wide(p)
 
 
 def log(msg: str) -> None:
@@ -55,10 +59,17 @@ def log(msg: str) -> None:
 
 def main(args) -> int:
     from costlaw.analysis.recommend.candidates import FAMILIES
+    from costlaw.analysis.recommend.intervals import check_level
     from costlaw.analysis.validate import validate_stores
     from costlaw.analysis.validate.render import render_text
     from costlaw.costmodel.core.errors import CostlawError
+    from costlaw.costmodel.core.units import table_width, terminal_width
+    from costlaw.options import input_dbs, output_file
 
+    check_level(args.level)
+    input_dbs(args.db)
+    if args.figure:
+        output_file(args.figure, "--figure", "the figure")
     families = tuple(f.strip() for f in args.families.split(",") if f.strip())
     bad = [f for f in families if f not in FAMILIES]
     if bad or not families:
@@ -78,7 +89,8 @@ def main(args) -> int:
         doc["figure"] = figure
         print(json.dumps(doc, indent=2))
     else:
-        print(render_text(v))
+        with table_width(None if args.wide else terminal_width()):
+            print(render_text(v))
         if figure:
             print(f"wrote {figure[0]} and {figure[1]}")
     return 0

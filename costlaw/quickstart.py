@@ -1,7 +1,7 @@
 """`costlaw quickstart`: the whole loop on this machine in a few minutes, CPU is enough.
 
 1. run `sweeps/examples/quickstart.toml` with the local executor (`costlaw.sweeps.submit.submit_spec`, as
-   `costlaw sweep submit` does) into DIR (run directories under DIR/runs/);
+   `costlaw sweep submit` does) into DIR (--root) (run directories under DIR/runs/);
 2. ingest DIR into DIR/results.duckdb;
 3. fit each head configuration's L(N) = (a/N)^b + E with bootstrap intervals, and store the fits in the
    database's `fits` table;
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from costlaw.costmodel.core.errors import CostlawError
+from costlaw.options import DEFAULT_BOOTSTRAP
 
 CONTEXTS = (8192, 131072)
 STEPS = 6
@@ -117,15 +118,11 @@ def run_sweep(spec: Path, out: Path, jobs: int | None, log: Callable[[str], None
     log(f"  (as costlaw sweep submit {spec} --executor local --root {out} --device cpu"
         + (f" --max-parallel {jobs})" if jobs else ")"))
     terminal = sys.stdout.isatty() and sys.stderr.isatty()
-    try:
-        with contextlib.ExitStack() as stack:
-            if not terminal:
-                stack.enter_context(contextlib.redirect_stderr(stack.enter_context(contextlib.closing(_LineLog(log)))))
-            submit_spec(spec, out, "local", max_parallel=jobs, device="cpu")
-    except CostlawError as e:
-        # the sweep's root is the quickstart's --out, so a complaint about the root is about that flag
-        msg = str(e)
-        raise (CostlawError("--out: " + msg.removeprefix("--root: ")) if msg.startswith("--root: ") else e) from None
+    # the sweep's root is the quickstart's --root, so a complaint about the sweep's root already names that flag
+    with contextlib.ExitStack() as stack:
+        if not terminal:
+            stack.enter_context(contextlib.redirect_stderr(stack.enter_context(contextlib.closing(_LineLog(log)))))
+        submit_spec(spec, out, "local", max_parallel=jobs, device="cpu")
     st = collect(out)
     counts = {k: v for k, v in st["counts"].items() if v}
     log(f"  sweep {st['name']}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
@@ -137,7 +134,7 @@ def run_sweep(spec: Path, out: Path, jobs: int | None, log: Callable[[str], None
 
 
 def run_quickstart(out: str | Path = "quickstart", jobs: int | None = None, *, spec: str | Path | None = None,
-                   n_boot: int = 50, log: Callable[[str], None] = print) -> QuickstartResult:
+                   n_boot: int = DEFAULT_BOOTSTRAP, log: Callable[[str], None] = print) -> QuickstartResult:
     from costlaw.analysis.objective import Objective
     from costlaw.analysis.recommend import fit_store, recommend, render_text
     from costlaw.analysis.report import PAPER_CONTEXTS, build_report, default_target
@@ -145,7 +142,7 @@ def run_quickstart(out: str | Path = "quickstart", jobs: int | None = None, *, s
 
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
-        raise CostlawError(f"--out: {out} is a file; give a directory (it will hold runs/, results.duckdb, report/)")
+        raise CostlawError(f"--root: {out} is a file; give a directory (it will hold runs/, results.duckdb, report/)")
     if jobs is not None and jobs < 1:
         raise CostlawError(f"--jobs: must be >= 1, got {jobs}")
     spec = Path(spec) if spec else spec_path()

@@ -541,8 +541,9 @@ class Trainer:
         self.rd.write_summary(summary)
         if status != "preempted":
             self.rd.write_done(self.cfg.run_id, status)
-        self._log(f"{status}: steps {summary['steps']}, final loss {summary['final_loss']}, "
-                  f"val loss {summary.get('val_loss')}, {summary.get('tokens_per_s') or 0:,.0f} tok/s")
+        shown = {k: "-" if summary.get(k) is None else f"{summary[k]:.4f}" for k in ("final_loss", "val_loss")}
+        self._log(f"{status}: steps {summary['steps']}, final loss {shown['final_loss']}, "
+                  f"val loss {shown['val_loss']}, {summary.get('tokens_per_s') or 0:,.0f} tok/s")
         return self.rd.summary()
 
     def _summary(self, status, error, extra) -> dict:

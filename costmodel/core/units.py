@@ -33,7 +33,7 @@ def parse_tokens(text, field: str = "context") -> int:
             x = int(num) * mult if num.lstrip("+-").isdigit() else float(num) * mult
         except ValueError:
             raise ConfigError(field, f"{text!r} is not a token count; write e.g. 8192, 128K or 1M") from None
-        if not math.isfinite(x):  # inf, nan and 1e400 parse as floats; none is a count
+        if isinstance(x, float) and not math.isfinite(x):  # inf, nan and 1e400 parse as floats; none is a count
             raise ConfigError(field, f"{text!r} is not a finite token count; write e.g. 8192, 128K or 1M")
         if x != int(x):
             raise ConfigError(field, f"{text!r} is not a whole number of tokens; write e.g. 8192, 128K or 1M")
@@ -43,7 +43,8 @@ def parse_tokens(text, field: str = "context") -> int:
     if v < 1:
         raise ConfigError(field, f"must be >= 1, got {v}")
     if v > MAX_TOKENS:
-        raise ConfigError(field, f"{v:.3g} tokens is beyond {MAX_TOKENS:,} (2**40); give a context or count in "
+        shown = f"{v:.3g}" if v < 10**300 else f"a {len(str(v))}-digit number of"  # past a float's range
+        raise ConfigError(field, f"{shown} tokens is beyond {MAX_TOKENS:,} (2**40); give a context or count in "
                                  "tokens, e.g. 128K or 1M")
     return v
 

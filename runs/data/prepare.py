@@ -212,11 +212,18 @@ def _locked(path: Path):
 
 
 def prepare(spec: str, tokenizer: str = "byte", long_docs: bool = True, out: str | Path | None = None,
-            workers: int | None = None, progress: bool = True) -> Path:
-    """Prepare `spec` into `out` (default: the cache, reused when present). Returns the corpus directory."""
+            workers: int | None = None, progress: bool = True, reused=None) -> Path:
+    """Prepare `spec` into `out` (default: the cache, reused when present). Returns the corpus directory.
+    reused(path), when given, is called when the cache already held the corpus and nothing was prepared, so a
+    caller can say so rather than return at once in silence."""
     if tokenizer not in ("byte", "gpt2"):
         raise ConfigError("tokenizer", f"{tokenizer!r} is not one of byte, gpt2")
     source = sources.resolve(spec)
+    # refused before the lock file and the output directory exist, so a bad source leaves nothing behind
+    if sum(1 for f in source.files if f.size) < 2:
+        raise ConfigError("corpus", f"{spec!r} has {sum(1 for f in source.files if f.size)} non-empty file(s); a "
+                                    "train/val split needs at least 2")
+    get_tokenizer(tokenizer)  # a missing gpt2.tiktoken fails here, with the fix
     if out is None:
         final = cache_dir() / "corpora" / cache_key(source, tokenizer, long_docs)
     else:
@@ -225,10 +232,14 @@ def prepare(spec: str, tokenizer: str = "byte", long_docs: bool = True, out: str
             raise CostlawError(f"--out: {str(final)!r} exists and is not a prepared corpus; choose an empty or new "
                                "directory")
     if (final / MANIFEST).is_file() and out is None:
+        if reused is not None:
+            reused(final)
         return final
     with _locked(final.parent / f".{final.name}.lock"):
         if (final / MANIFEST).is_file() and out is None:
-            return final  # another process prepared it while we waited
+            if reused is not None:  # another process prepared it while we waited
+                reused(final)
+            return final
         tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             prepare_into(tmp, source, tokenizer, long_docs, workers, progress)

@@ -40,26 +40,31 @@ def test_bad_options_fail_with_one_line(tmp_path, capsys):
 
     f = tmp_path / "file"
     f.write_text("x")
-    for args, expect in [(["--out", str(f)], "--out:"), (["--out", str(tmp_path / "q"), "--jobs", "0"], "--jobs:"),
-                         (["--out", str(tmp_path / "q"), "--spec", str(tmp_path / "none.toml")], "--spec: no such"),
-                         (["--out", str(tmp_path / "q"), "--bootstrap", "-1"], "--bootstrap:")]:
+    for args, expect in [(["--root", str(f)], "--root:"), (["--root", str(tmp_path / "q"), "--jobs", "0"], "--jobs:"),
+                         (["--root", str(tmp_path / "q"), "--spec", str(tmp_path / "none.toml")], "--spec: no such"),
+                         (["--root", str(tmp_path / "q"), "--bootstrap", "-1"], "--bootstrap:")]:
         assert main(["quickstart", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expect in err[0], err
     assert not (tmp_path / "q").exists()  # nothing was started
+    # the old spelling still works, with a one-line note before the answer
+    assert main(["quickstart", "--out", str(f)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "costlaw quickstart: note: --out is now --root; --out still works for now", err
+    assert len(err) == 2 and err[1].startswith("costlaw quickstart: error: --root: "), err
 
 
-def test_out_holding_another_sweep_is_an_out_error(tmp_path, capsys):
-    """The sweep runs in this process, so its complaint about the root reaches the user as one about --out."""
+def test_root_holding_another_sweep_is_a_root_error(tmp_path, capsys):
+    """The sweep runs in this process on the quickstart's --root, so its complaint about the root names that flag."""
     from costlaw.cli import main
 
     out = tmp_path / "q"
     out.mkdir()
     (out / "sweep.json").write_text(json.dumps({"format": 1, "name": "another-study", "runs": []}))
-    assert main(["quickstart", "--out", str(out)]) == 2
+    assert main(["quickstart", "--root", str(out)]) == 2
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("costlaw quickstart: error: --out: ") and "another-study" in err[0], err
+    assert len(err) == 1 and err[0].startswith("costlaw quickstart: error: --root: ") and "another-study" in err[0], err
     assert "step 1/6" in captured.out and "step 2/6" not in captured.out
     assert sorted(p.name for p in out.iterdir()) == ["sweep.json"]  # nothing trained, the record untouched
 

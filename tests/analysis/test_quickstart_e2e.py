@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quickstart_end_to_end(tmp_path):
     out = tmp_path / "qs"
     t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "costlaw", "quickstart", "--out", str(out)], capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "costlaw", "quickstart", "--root", str(out)], capture_output=True,
                        text=True, cwd=ROOT, timeout=1800)
     seconds = time.monotonic() - t0
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -60,7 +60,7 @@ def test_quickstart_end_to_end(tmp_path):
     assert any("won only because --allow-weak-laws was given" in w for w in asked["warnings"])
 
     # run again: the quickstart resumes, training nothing and ingesting nothing new
-    again = subprocess.run([sys.executable, "-m", "costlaw", "quickstart", "--out", str(out)], capture_output=True,
+    again = subprocess.run([sys.executable, "-m", "costlaw", "quickstart", "--root", str(out)], capture_output=True,
                            text=True, cwd=ROOT, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "skipping 13 finished runs" in again.stdout and "unchanged 13" in again.stdout

@@ -146,7 +146,7 @@ def test_sigkilled_training_run_is_incomplete_then_resubmitted(tmp_path):
     run_toml = tmp_path / "tiny-gqa-short.toml"
     run_toml.write_text(dumps(spec))
     out, db = tmp_path / "out", tmp_path / "r.duckdb"
-    cmd = [sys.executable, "-m", "costlaw", "run", str(run_toml), "--out", str(out), "--device", "cpu", "--quiet"]
+    cmd = [sys.executable, "-m", "costlaw", "run", str(run_toml), "--root", str(out), "--device", "cpu", "--quiet"]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
         deadline = time.monotonic() + 900

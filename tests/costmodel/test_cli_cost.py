@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from costlaw.costmodel import ModelConfig, costs
+from costlaw.costmodel.core import exitcodes
 
 
 def cost(*args):
@@ -73,9 +74,17 @@ def test_config_file_round_trip(tmp_path):
     (["--preset", "gqa-19m", "--dtype", "int3"], "dtype"),
     (["--preset", "gqa-19m", "--gpu", "TPU"], "gpu"),
     (["--config", "/nonexistent.toml"], "--config"),
-    (["--preset", "gqa-19m", "--heads", "many"], "--heads"),
+    (["--preset", "gqa-19m", "--context", "inf"], "--context"),
+    (["--preset", "gqa-19m", "--kv-keep", "nan"], "--kv-keep"),
 ])
 def test_bad_input_is_one_line_exit_2(args, field):
     rc, out, err = cost(*args)
     assert rc == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and field in err and "Traceback" not in err
+
+
+def test_a_value_argparse_cannot_read_is_a_usage_error():
+    rc, out, err = cost("--preset", "gqa-19m", "--heads", "many")
+    assert rc == exitcodes.USAGE and out == ""
+    assert err.strip() == ("costlaw cost: error: argument --heads: invalid int value: 'many' (see costlaw cost "
+                           "--help)")

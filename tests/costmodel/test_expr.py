@@ -92,3 +92,28 @@ def test_callers_name_checks_and_constants():
 
     with pytest.raises(CostlawError, match="'Bad' must be lower case"):
         E.parse("ok + Bad", "t", names=only_lower)
+
+
+def test_limits_bound_every_value_and_the_time():
+    """A place that evaluates user text per item bounds magnitudes and time (sweep formulas use this)."""
+    lim = E.Limits(magnitude=1e30, seconds=1.0)
+
+    def bounded(text, **names):
+        return E.evaluate(E.parse(text, "f"), names.__getitem__, E.SCALAR_FUNCTIONS, "f", limits=lim)
+
+    assert bounded("2 ** 60 * 1000") == 2**60 * 1000
+    for text, problem in [("((10 ** 1000) ** 1000) ** 1000", r"10 \*\* 1000 is beyond \+-1e\+30"),
+                          ("(2 ** 60) * (2 ** 60) * (2 ** 60)", "an intermediate value reaches about 1e36"),
+                          ("(-7) ** 999", r"\(-7\) \*\* 999 is beyond"),
+                          ("1e300 / 1e290", "an intermediate value reaches 1e\\+300")]:
+        with pytest.raises(CostlawError, match=f"^f: .* is out of bounds: {problem}"):
+            bounded(text)
+    assert E.evaluate(E.parse("10 ** 40", "f"), {}.__getitem__) == 10**40  # no limits: as before
+
+
+def test_length_and_nesting_are_refused_in_one_line():
+    with pytest.raises(CostlawError, match="f: the expression of 1201 characters is longer than 1000"):
+        E.parse("1" + " + 1" * 300, "f", max_chars=1000)
+    with pytest.raises(CostlawError, match="nests too deeply; write it flatter") as e:
+        E.parse("-" * 5000 + "1", "f")
+    assert "\n" not in str(e.value)

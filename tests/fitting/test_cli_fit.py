@@ -12,6 +12,7 @@ import pytest
 
 from costlaw.cli import main
 from costlaw.fitting import get_law
+from costlaw.options import DEFAULT_BOOTSTRAP
 
 GROUP_TRUTH = {(4, 1): {"a": 9.5e7, "b": 0.30, "E": 1.95}, (4, 4): {"a": 8.8e7, "b": 0.32, "E": 1.90},
                (8, 1): {"a": 9.0e7, "b": 0.31, "E": 1.93}}
@@ -56,7 +57,8 @@ def test_json_single_fit(runs, capsys):
     assert r["n_points"] == 8 and r["success"] and r["group"] == {}
     for k, v in GROUP_TRUTH[(4, 1)].items():
         assert r["params"][k] == pytest.approx(v, rel=0.05)
-    assert "stderr" not in r and "holdout" not in r and "bootstrap" not in r
+    # the bootstrap every verb shares by default; no holdout unless asked
+    assert doc["options"]["bootstrap"] == DEFAULT_BOOTSTRAP and "bootstrap" in r and "holdout" not in r
 
 
 def test_group_by_with_bootstrap_and_holdout(runs, capsys):
@@ -180,9 +182,12 @@ BAD = [
      "--assign: 'loss \\+ 1' is not NAME = EXPR"),
     (["--x", "params_non_embedding", "--where", "status == 'completed'", "--group-by", "n_heads,n_kv_heads",
       "--holdout-largest", "6"], r"group n_heads=4,n_kv_heads=1: --holdout-largest: 6 of 8 runs leaves fewer"),
-    (["--starts", "0"], "--starts: must be >= 1, got 0"),
+    (["--starts", "0"], "--starts: must be 1 to 10,000,000, got 0"),
+    (["--starts", "10000000000"], "--starts: must be 1 to 10,000,000, got 10000000000"),
     (["--plot", "fit.gif"], "--plot: fit.gif needs a .png"),
-    (["--bootstrap", "1"], "--bootstrap: need at least 2 resamples"),
+    (["--bootstrap", "1"], "--bootstrap: must be 0 or 2 to 100,000 resamples, got 1"),
+    (["--delta", "nan"], "--delta: must be a finite number, got nan"),
+    (["--inverse", "1e400"], "--inverse: must be a finite number, got inf"),
 ]
 
 
@@ -203,7 +208,8 @@ def test_errors_through_the_console_entry():
     p = subprocess.run([sys.executable, "-m", "costlaw", "fit", "--data", "/nonexistent/runs.csv", "--law",
                         "gqa-size"], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert p.returncode == 2 and p.stdout == ""
-    assert p.stderr == "costlaw fit: error: --data: no such file '/nonexistent/runs.csv'\n"
+    assert p.stderr == ("costlaw fit: error: --data: no such file '/nonexistent/runs.csv'; give a CSV, Parquet or "
+                        "JSON-lines file of runs\n")
 
 
 def test_data_is_required(capsys):

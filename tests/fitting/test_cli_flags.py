@@ -43,8 +43,7 @@ def three(tmp_path_factory):
 
 
 def test_help_documents_every_flag_with_an_example(capsys):
-    with pytest.raises(SystemExit):
-        main(["fit", "--help"])
+    assert main(["fit", "--help"]) == 0
     text = capsys.readouterr().out
     flags = ["--formula", "--law-file", "--residuals", "--loss", "--weights", "--fix", "--tie", "--bounds", "--init",
              "--random-starts", "--start-box", "--eval-at", "--bootstrap-by", "--db", "--sql", "--holdout-where",
@@ -108,7 +107,7 @@ def test_fix_tie_bounds_init_and_random_starts(chinchilla, capsys):
     (["--bounds", "alpha=1"], "--bounds: alpha='1' is not LO:HI"),
     (["--tie", "beta=0.3"], "--tie: beta='0.3': name a parameter on the right"),
     (["--start-box", "alpha=0.1:0.3"], "--start-box: is the box of --random-starts K"),
-    (["--bootstrap-by", "K"], "--bootstrap-by: groups the resamples of --bootstrap K"),
+    (["--bootstrap-by", "K", "--bootstrap", "0"], "--bootstrap-by: groups the resamples of --bootstrap K"),
     (["--best-of", "loss"], "--best-of: needs --by"),
     (["--formula", "A/N**a", "--law", "chinchilla"], "--formula: give either --law NAME or --formula EXPR"),
     (["--formula", "A/Q**a"], "--formula: no name in 'A/Q**a' is a column"),

@@ -54,7 +54,7 @@ def test_planted_pickle_is_refused_on_resume(tmp_path):
     marker = tmp_path / "pwned"
     RunDir(rd).write_config(cfg)
     plant(rd / CHECKPOINT, cfg.run_id, marker, "zip")
-    p = _cli([str(toml), "--out", str(tmp_path), "--device", "cpu", "--resume"])
+    p = _cli([str(toml), "--root", str(tmp_path), "--device", "cpu", "--resume"])
     _, err = p.communicate(timeout=300)
     assert p.returncode == 2 and err.count("\n") == 1, err
     assert "error: checkpoint: " in err and "load safely" in err and "io.open" in err
@@ -108,7 +108,7 @@ def test_planted_pickle_is_refused_by_kv_eval(tmp_path, capsys):
     marker = tmp_path / "pwned"
     _, base_dir = _finished_base(tmp_path, marker, "header")
     out = tmp_path / "eval"
-    rc = cli(["kv-eval", str(base_dir), "--policies", "streaming", "--keep", "0.5", "--out", str(out),
+    rc = cli(["kv-eval", str(base_dir), "--policies", "streaming", "--keep", "0.5", "--root", str(out),
               "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "error: BASE_RUN_DIR: " in err, err

@@ -109,7 +109,7 @@ def test_kv_eval_cli_writes_kv_policy_rows(env, trained, capsys):
     runs = {m: rd for m, (_, rd, _) in trained.items()}
     rc = cli(["kv-eval", str(env["base_dir"]), "--policies", ALL, "--keep", "1,0.25",
               "--policy-run", f"locret={runs['locret']}", "--policy-run", f"kv_distill={runs['kv_distill']}",
-              "--out", str(out), "--samples", "4", "--batch", "4", "--retrieval-samples", "2", "--decode-tokens", "2",
+              "--root", str(out), "--samples", "4", "--batch", "4", "--retrieval-samples", "2", "--decode-tokens", "2",
               "--device", "cpu", "--json"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
@@ -136,7 +136,7 @@ def test_kv_eval_user_errors_are_one_line(env, capsys):
     for argv, field in [(["--policies", "locret"], "--policies"), (["--policies", "nope"], "--policies"),
                         (["--keep", "0"], "--keep"), (["--policy-run", "snapkv=x"], "--policy-run"),
                         (["--policies", "locret", "--policy-run", f"locret={env['base_dir']}"], "--policy-run locret")]:
-        rc = cli(["kv-eval", str(env["base_dir"]), "--out", str(env["root"] / "bad"), "--device", "cpu", *argv])
+        rc = cli(["kv-eval", str(env["base_dir"]), "--root", str(env["root"] / "bad"), "--device", "cpu", *argv])
         err = capsys.readouterr().err
         assert rc == 2 and err.count("\n") == 1 and f"error: {field}" in err, err
 
@@ -219,7 +219,7 @@ def test_kv_eval_refuses_a_planted_policy_checkpoint(env, trained, tmp_path, cap
     torch.save({"run_id": json.loads((rd / "config.json").read_text())["run_id"], "model": Planted(marker)},
                rd / CHECKPOINT)
     rc = cli(["kv-eval", str(env["base_dir"]), "--policies", "locret", "--keep", "0.25", "--policy-run",
-              f"locret={rd}", "--out", str(tmp_path / "eval"), "--device", "cpu"])
+              f"locret={rd}", "--root", str(tmp_path / "eval"), "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "error: --policy-run locret: " in err and "load safely" in err, err
     assert not marker.exists() and not (tmp_path / "eval").exists()

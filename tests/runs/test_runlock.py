@@ -84,7 +84,7 @@ def test_two_trainers_on_one_run_directory(tmp_path):
     toml = tmp_path / "run.toml"
     toml.write_text(cfg.to_toml())
     rd = run_dir(tmp_path, cfg)
-    first = _cli([str(toml), "--out", str(tmp_path), "--device", "cpu", "--quiet"])
+    first = _cli([str(toml), "--root", str(tmp_path), "--device", "cpu", "--quiet"])
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not (rd / "metrics.jsonl").exists():
@@ -92,7 +92,7 @@ def test_two_trainers_on_one_run_directory(tmp_path):
         alive = trainer_alive(rd)
         assert alive is not None and alive["pid"] == first.pid, alive
         created = json.loads((rd / "config.json").read_text())["created"]
-        second = _cli([str(toml), "--out", str(tmp_path), "--device", "cpu", "--resume"])
+        second = _cli([str(toml), "--root", str(tmp_path), "--device", "cpu", "--resume"])
         _, err = second.communicate(timeout=120)
         assert second.returncode == 2 and err.count("\n") == 1, err
         assert f"is being trained by pid {first.pid} " in err

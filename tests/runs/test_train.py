@@ -144,12 +144,12 @@ def test_kill_and_resume_is_exact(tmp_path):
     toml = tmp_path / "run.toml"
     toml.write_text(cfg.to_toml())
     ref_root, kill_root = tmp_path / "ref", tmp_path / "kill"
-    ref = _cli([str(toml), "--out", str(ref_root), "--device", "cpu", "--json"])
+    ref = _cli([str(toml), "--root", str(ref_root), "--device", "cpu", "--json"])
     out, err = ref.communicate(timeout=600)
     assert ref.returncode == 0, err
     want = json.loads(out)
     # the same run, killed with SIGKILL after its first checkpoints, then resumed
-    p = _cli([str(toml), "--out", str(kill_root), "--device", "cpu", "--quiet"])
+    p = _cli([str(toml), "--root", str(kill_root), "--device", "cpu", "--quiet"])
     rd = run_dir(kill_root, cfg)
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -162,7 +162,7 @@ def test_kill_and_resume_is_exact(tmp_path):
     assert not (rd / "DONE").exists(), "the run finished before it was killed"
     killed_at = torch.load(rd / CHECKPOINT, weights_only=True)["step"]
     assert 0 < killed_at < 60
-    r = _cli([str(toml), "--out", str(kill_root), "--device", "cpu", "--resume", "--json"])
+    r = _cli([str(toml), "--root", str(kill_root), "--device", "cpu", "--resume", "--json"])
     out, err = r.communicate(timeout=600)
     assert r.returncode == 0, err
     got = json.loads(out)
@@ -291,7 +291,7 @@ def test_ave_token_normalisation_across_accumulation():
 def test_cli_run_errors_are_one_line(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[model]\npreset = "gqa-3m"\nvocab_size = 257\n[train]\nsteps = 0\n')
-    p = _cli([str(bad), "--out", str(tmp_path)])
+    p = _cli([str(bad), "--root", str(tmp_path)])
     _, err = p.communicate(timeout=120)
     assert p.returncode == 2 and err.count("\n") == 1 and "train.tokens" in err
 

@@ -10,6 +10,7 @@ import pytest
 
 from costlaw.cli import main
 from costlaw.costmodel import ConfigError
+from costlaw.costmodel.core import exitcodes
 from costlaw.sweeps import expand, preflight, spec
 from costlaw.sweeps.formula import MAX_CHARS
 
@@ -142,7 +143,7 @@ def test_costlaw_run_refuses_absurd_configs_before_writing(tmp_path, capsys, val
     cfg.write_text(RUN.format(**fields))
     out = tmp_path / "out"
     t0 = time.monotonic()
-    rc = main(["run", str(cfg), "--out", str(out), "--device", "cpu"])
+    rc = main(["run", str(cfg), "--root", str(out), "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 2 and time.monotonic() - t0 < 20
     line = one_line(err)
@@ -191,10 +192,10 @@ def test_device_cuda_without_a_gpu_submits_nothing(tmp_path, capsys, monkeypatch
     assert rc == 2 and line.startswith("costlaw sweep: error: --device: cuda asked for, but this machine shows no "
                                        "GPU"), line
     assert not root.exists()
-    with pytest.raises(SystemExit) as e:  # as the issue typed it: argparse wants --root first
-        main(["sweep", "submit", str(TINY), "--executor", "local", "--device", "cuda"])
-    assert e.value.code == 2 and one_line(capsys.readouterr().err).endswith("the following arguments are required: "
-                                                                           "--root")
+    # as the issue typed it: the command line lacks --root, a usage error (one line, exit USAGE)
+    rc = main(["sweep", "submit", str(TINY), "--executor", "local", "--device", "cuda"])
+    assert rc == exitcodes.USAGE and one_line(capsys.readouterr().err).startswith(
+        "costlaw sweep submit: error: one of the arguments --root is required")
 
 
 def test_device_values_are_checked_at_submit(tmp_path, capsys, monkeypatch):

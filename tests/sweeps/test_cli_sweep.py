@@ -56,7 +56,7 @@ def test_plan_table(capsys):
 
 @pytest.mark.parametrize("argv,key", [
     (["sweep", "plan", str(TINY), "--mfu", "0"], "--mfu"),
-    (["sweep", "plan", str(TINY), "--gpu", "TPU"], "gpu"),
+    (["sweep", "plan", str(TINY), "--gpu", "TPU"], "--gpu"),
     (["sweep", "status", "--root", "/nonexistent/root"], "--root"),
     (["sweep", "resubmit", "--root", "/nonexistent/root", "--failed"], "--root"),
     (["sweep", "submit", str(TINY), "--executor", "local", "--root", "/tmp/never-made", "--max-parallel", "0"],

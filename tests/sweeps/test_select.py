@@ -47,3 +47,21 @@ def test_largest_first_orders_by_training_flops(tmp_path, write_spec):
     runs = [r for r in _runs(write_spec(), tmp_path / "root") if r.stage == "pretrain"]
     ordered = largest_first(runs)
     assert [r.config.model.n_heads for r in ordered] == [4, 2]  # more heads, more FLOPs per token
+
+
+def test_where_compares_strings_as_fit_where_does():
+    """--where is costlaw's one expression language: strings compare, and a field of an absent table
+    (no kv_policy on a pretrain run) compares unequal instead of failing."""
+    from pathlib import Path
+
+    runs = expand.expand(spec.load(Path(__file__).resolve().parents[2] / "sweeps/examples/compress_stage.toml"),
+                         "/tmp/r")
+    by_id = {r.run_id: r for r in runs}
+    chosen = select(runs, "model.kv_policy.method == 'locret' and model.d_model == 512")
+    assert {by_id[i].stage for i in chosen} == {"compress", "pretrain"}  # the compress runs and their parent
+    assert all(by_id[i].config.model.d_model == 512 for i in chosen)
+    compress = {i for i, r in by_id.items() if r.stage == "compress"}
+    assert compress <= select(runs, "train.trainable == 'policy'") and compress.isdisjoint(
+        select(runs, "train.trainable != 'policy'"))
+    with pytest.raises(ConfigError, match="selects none of the"):
+        select(runs, "model.d_model == 'x'")  # parses, selects nothing: one line naming --where

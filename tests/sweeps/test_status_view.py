@@ -162,11 +162,12 @@ def test_watch_flag_is_checked(tmp_path, capsys):
 
 
 def test_sweep_help_documents_the_exit_codes_and_the_verbs(capsys):
-    with pytest.raises(SystemExit):
-        main(["sweep", "--help"])
+    assert main(["sweep", "--help"]) == exitcodes.OK
     out = capsys.readouterr().out
-    for code in (exitcodes.OK, exitcodes.FAILED, exitcodes.INPUT, exitcodes.INTERRUPTED):
+    for code in (exitcodes.OK, exitcodes.FAILED, exitcodes.INPUT, exitcodes.INTERRUPTED, exitcodes.USAGE):
         assert re.search(rf"^  {code} +\S", out, re.M), out
     assert main(["--help"]) == 0
     verbs = capsys.readouterr().out
     assert "sweep watch" not in verbs and "watch and" not in verbs and "--watch" in verbs
+    for action in ("plan", "submit", "status", "resubmit"):  # the subcommands listed are the parser's own
+        assert f"    sweep {action} " in verbs
