@@ -5,8 +5,8 @@ with points coloured by the second and the law drawn at three values of the seco
 percentiles), and observed against predicted. Three or more: one row per fit: a panel per variable (observed y as
 dots, the law's prediction at each point as rings, the other variables held at each point's values) and observed
 against predicted. An axis is logarithmic where its data are positive and span more than a decade. Parameter names
-are printed with Greek letters (alpha -> α). Works for `FitResult`s and `Evaluation`s (--eval-at). Uses the Agg
-canvas directly (no pyplot state, no display needed).
+are printed with Greek letters (alpha -> α). Works for `FitResult`s and `Evaluation`s (--eval-at). Drawn in the
+project's one figure style (fitting/style.py: the report's and the studies' figures use it too).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from costlaw.costmodel.core.errors import CostlawError
-from costlaw.costmodel.core.files import atomic_file
+from costlaw.fitting.style import SEQUENTIAL, colour, new_figure, save_as, style
 
 GREEK = {name: chr(code) for name, code in (
     ("alpha", 0x3B1), ("beta", 0x3B2), ("gamma", 0x3B3), ("delta", 0x3B4), ("epsilon", 0x3B5), ("zeta", 0x3B6),
@@ -46,23 +46,23 @@ def plot_fits(path, items, x_names=None, y_name: str = "loss", title: str | None
 
     items: list of (label, FitResult or Evaluation, X (n, k), y (n,), BootstrapResult or None); all of one law.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     if not items:
         raise CostlawError("plot: nothing to plot")
+    with style():
+        fig = _draw(items, x_names, y_name, title)
+    return save_as(fig, path)
+
+
+def _draw(items, x_names, y_name: str, title: str | None):
     law = items[0][1].law
     k = len(law.variables)
     names = list(x_names) if x_names is not None else list(law.variables)
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower() or "png"
     if k == 1:
-        fig = Figure(figsize=(7, 5), layout="constrained")
-        ax = fig.add_subplot()
+        fig, (ax,) = new_figure(7, 5)
         xs = np.concatenate([np.asarray(X, float).reshape(len(y), -1)[:, 0] for _, _, X, y, _ in items])
         logx = _log_scale(xs)
         for i, (label, res, X, y, boot) in enumerate(items):
-            _one_variable(ax, f"C{i % 10}", label, res, np.asarray(X, float).reshape(len(y), -1), np.asarray(y),
+            _one_variable(ax, colour(i), label, res, np.asarray(X, float).reshape(len(y), -1), np.asarray(y),
                           boot, logx)
         ax.set_xscale("log" if logx else "linear")
         if _log_scale(np.concatenate([np.asarray(y) for *_, y, _ in items])):
@@ -72,12 +72,12 @@ def plot_fits(path, items, x_names=None, y_name: str = "loss", title: str | None
         ax.legend(fontsize="small")
         ax.grid(alpha=0.3, which="both")
     elif k == 2:
-        fig = Figure(figsize=(12, 4.5 * len(items)), layout="constrained")
+        fig, _ = new_figure(12, 4.5 * len(items), ncols=0)
         axes = fig.subplots(len(items), 2, squeeze=False)
         for row, (label, res, X, y, boot) in zip(axes, items):
             _two_variables(fig, row, label, res, np.asarray(X, float), np.asarray(y), boot, names, y_name)
     else:
-        fig = Figure(figsize=(4.2 * (k + 1), 4.2 * len(items)), layout="constrained")
+        fig, _ = new_figure(4.2 * (k + 1), 4.2 * len(items), ncols=0)
         axes = fig.subplots(len(items), k + 1, squeeze=False)
         for row, (label, res, X, y, boot) in zip(axes, items):
             _many_variables(row, label, res, np.asarray(X, float), np.asarray(y), boot, names, y_name)
@@ -85,10 +85,7 @@ def plot_fits(path, items, x_names=None, y_name: str = "loss", title: str | None
     what = law.formula if law.name.startswith("formula(") else f"{law.name}: {law.formula}"
     loss = f"huber(δ={res0.delta:g})" if res0.loss == "huber" else res0.loss
     fig.suptitle(title or f"{what}  ({loss} on {getattr(res0, 'residuals', 'log')} residuals)")
-    FigureCanvasAgg(fig)
-    with atomic_file(path) as f:
-        fig.savefig(f, format=fmt, dpi=120)
-    return path
+    return fig
 
 
 def _one_variable(ax, colour, label, res, X, y, boot, logx):
@@ -106,7 +103,7 @@ def _two_variables(fig, row, label, res, X, y, boot, names, y_name):
 
     ax, parity = row
     norm = LogNorm(X[:, 1].min(), X[:, 1].max()) if _log_scale(X[:, 1]) else None
-    sc = ax.scatter(X[:, 0], y, c=X[:, 1], s=14, cmap="viridis", norm=norm, zorder=3)
+    sc = ax.scatter(X[:, 0], y, c=X[:, 1], s=14, cmap=SEQUENTIAL, norm=norm, zorder=3)
     fig.colorbar(sc, ax=ax, label=names[1])
     logx = _log_scale(X[:, 0])
     grid = (np.geomspace(X[:, 0].min() / 1.25, X[:, 0].max() * 1.25, 200) if logx
@@ -131,8 +128,8 @@ def _two_variables(fig, row, label, res, X, y, boot, names, y_name):
 def _many_variables(row, label, res, X, y, boot, names, y_name):
     pred = res.predict(X)
     for j, ax in enumerate(row[:-1]):
-        ax.scatter(X[:, j], y, s=16, color="C0", zorder=3, label="observed")
-        ax.scatter(X[:, j], pred, s=28, facecolors="none", edgecolors="C3", zorder=4, label="predicted")
+        ax.scatter(X[:, j], y, s=16, color=colour(0), zorder=3, label="observed")
+        ax.scatter(X[:, j], pred, s=28, facecolors="none", edgecolors=colour(3), zorder=4, label="predicted")
         ax.set_xscale("log" if _log_scale(X[:, j]) else "linear")
         ax.set_xlabel(names[j])
         ax.set_ylabel(y_name)
@@ -148,7 +145,7 @@ def _parity(ax, res, X, y, boot, y_name):
         lo, hi = boot.band(X)
         # A percentile band of few resamples need not contain the full-data fit: draw the side it lies beyond as 0.
         ax.errorbar(pred, y, xerr=np.clip([pred - lo, hi - pred], 0, None), fmt="none", ecolor="0.6", linewidth=0.8)
-    ax.scatter(pred, y, s=12, color="C0", zorder=3)
+    ax.scatter(pred, y, s=12, color=colour(0), zorder=3)
     ends = [min(pred.min(), y.min()), max(pred.max(), y.max())]
     ax.plot(ends, ends, color="k", linewidth=0.8)
     if _log_scale(np.concatenate([pred, y])):

@@ -12,7 +12,7 @@ def figure(rows, fits: dict, path, gpu: str | None = None) -> list[Path]:
     roofline dashed, calibrated solid) against T, per family (one colour and marker each). PNG and SVG."""
     from matplotlib.lines import Line2D
 
-    from costlaw.analysis.figures.style import colour, marker, new_figure, plain_log_ticks, save, style
+    from costlaw.analysis.figures.style import AXES, colour, marker, new_figure, plain_log_ticks, save, style
 
     tab = table(rows, fits, gpu)
     families = list(dict.fromkeys(t["family"] for t in tab))
@@ -54,7 +54,7 @@ def figure(rows, fits: dict, path, gpu: str | None = None) -> list[Path]:
             ax.set_xticks(contexts)
             ax.set_xticklabels([ctx_label(T) for T in contexts])
             plain_log_ticks(ax, "y")
-            ax.set_xlabel("context T (tokens)")
+            ax.set_xlabel(AXES["T"])
             ax.set_ylabel(ylab)
             ax.set_title(title)
             ax.legend(handles=fam_keys + kinds, loc="best")

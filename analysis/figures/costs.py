@@ -5,7 +5,20 @@ from __future__ import annotations
 import numpy as np
 
 from costlaw.analysis.figures.laws import check_frame
-from costlaw.analysis.figures.style import bytes_unit, colour, marker, new_figure, no_data, plain_log_ticks, save, style
+from costlaw.analysis.figures.style import (
+    AXES,
+    DEFAULT_UNIT,
+    axis_label,
+    bytes_unit,
+    colour,
+    loss_label,
+    marker,
+    new_figure,
+    no_data,
+    plain_log_ticks,
+    save,
+    style,
+)
 
 BAR_COLUMNS = ("context", "which", "label", "m_invariant_bytes", "kv_cache_bytes", "c_invariant_flops",
                "c_attention_flops")
@@ -72,11 +85,11 @@ def cost_bars(df, path, dtype: str = "bf16") -> list:
                                     textcoords="offset points", ha="center", va="bottom", fontsize=9)
         for ax in (axm, axc):
             ax.set_xticks(x, [_ctx(int(T)) for T in contexts])
-            ax.set_xlabel("context length T (tokens)")
+            ax.set_xlabel(AXES["T"])
             ax.margins(y=0.12)
         axc.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: si_label(v)))
-        axm.set_ylabel(f"inference memory M_infer ({unit}, {dtype})")
-        axc.set_ylabel("inference FLOPs per token C_infer")
+        axm.set_ylabel(axis_label("M", unit=f"{unit}, {dtype}"))
+        axc.set_ylabel(AXES["C"])
         axm.set_title("Memory: weights + KV cache")
         axc.set_title("FLOPs per token: 2N + attention")
         handles, labels = axm.get_legend_handles_labels()
@@ -85,10 +98,10 @@ def cost_bars(df, path, dtype: str = "bf16") -> list:
         return save(fig, path)
 
 
-def frontier(df, path, context: int | None = None) -> list:
+def frontier(df, path, context: int | None = None, loss_unit: str = DEFAULT_UNIT) -> list:
     """Loss vs M_infer and vs C_infer at one context: every point by family, each family's Pareto set joined
     by a step line, points on the cross-family Pareto set ringed in black. df: `analysis.frontier.points`
-    rows (one context)."""
+    rows (one context); loss_unit: the runs' (style.loss_unit_of)."""
     check_frame(df, ("family", "loss", "m_infer_bytes", "c_infer_flops_per_token", "pareto_memory",
                      "pareto_flops", "pareto_memory_all", "pareto_flops_all"), "frontier")
     if context is not None and "context" in df.columns:
@@ -110,13 +123,13 @@ def frontier(df, path, context: int | None = None) -> list:
             ax.plot(allp[col] / div, allp["loss"], linestyle="none", marker="o", markersize=11,
                     markerfacecolor="none", markeredgecolor="#000000", label="Pareto, all families")
             ax.set_xscale("log")
-            ax.set_ylabel("validation loss (nats/token)")
+            ax.set_ylabel(loss_label("validation", loss_unit))
             if name == "memory":
                 plain_log_ticks(ax)
-                ax.set_xlabel(f"inference memory M_infer ({unit_m}, log scale)")
+                ax.set_xlabel(axis_label("M", log=True, unit=unit_m))
             else:
                 plain_log_ticks(ax, si=True)
-                ax.set_xlabel("inference FLOPs per token C_infer (log scale)")
+                ax.set_xlabel(axis_label("C", log=True))
             ax.set_title(f"Loss vs {unit}" + (f" at T = {context}" if context else ""))
         axes[0].legend()
         return save(fig, path)

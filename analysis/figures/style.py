@@ -1,64 +1,91 @@
-"""Print-readable figure style: >= 9 pt text, labelled axes with units, Okabe-Ito colours (colour-blind safe)
-with a distinct marker per series, so a figure still reads in greyscale. Figures are drawn on the Agg canvas
-(no pyplot state, no display) and saved as PNG and SVG side by side."""
+"""The figure style every analysis and study figure uses (fitting/style.py, re-exported: fitting may not import
+analysis, so the rcParams, colours and writers live there once), the one name of each quantity on an axis, and
+the loss's unit read from the runs' tokenizer."""
 
 from __future__ import annotations
 
-import contextlib
-from pathlib import Path
+import json
 
 from costlaw.costmodel.core.errors import CostlawError
-from costlaw.costmodel.core.files import atomic_file
+from costlaw.fitting.style import (
+    LINESTYLES,
+    MARKERS,
+    PALETTE,
+    RC,
+    SEQUENTIAL,
+    colour,
+    linestyle,
+    marker,
+    new_figure,
+    outputs,
+    save,
+    save_as,
+    sequential,
+    style,
+)
 
-# Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision deficiencies
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-RC = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
-      "legend.fontsize": 9, "figure.titlesize": 11, "axes.grid": True, "grid.alpha": 0.3, "lines.linewidth": 1.6,
-      "lines.markersize": 6, "svg.fonttype": "path", "savefig.dpi": 150}
+__all__ = ["AXES", "DEFAULT_UNIT", "LINESTYLES", "MARKERS", "PALETTE", "RC", "SEQUENTIAL", "axis_label",
+           "bytes_unit", "colour", "linestyle", "loss_label", "loss_unit", "loss_unit_of", "marker", "new_figure",
+           "no_data", "outputs", "plain_log_ticks", "save", "save_as", "sequential", "si_label", "size_colours",
+           "style"]
 
-
-def colour(i: int) -> str:
-    return PALETTE[i % len(PALETTE)]
-
-
-def marker(i: int) -> str:
-    return MARKERS[i % len(MARKERS)]
-
-
-@contextlib.contextmanager
-def style():
-    import matplotlib
-
-    with matplotlib.rc_context(RC):
-        yield
-
-
-def new_figure(width: float = 7.0, height: float = 4.2, ncols: int = 1):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
-    return fig, axes
-
-
-def outputs(path) -> tuple[Path, Path]:
-    """FILE.png / FILE.svg for `path` (its suffix, if any, is replaced)."""
-    p = Path(path)
-    stem = p.with_suffix("") if p.suffix.lower() in (".png", ".svg") else p
-    return stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")
+# One name per quantity, whichever figure draws it.
+AXES = {
+    "N": "non-embedding parameters N",
+    "T": "context T (tokens)",
+    "tokens": "training tokens seen",
+    "tpp": "training tokens per non-embedding parameter",
+    "n_h": "query heads n_h",
+    "position": "position in the context (tokens, bucket midpoint)",
+    "M": "inference memory M_infer",
+    "C": "inference FLOPs per token C_infer",
+}
+TOKEN_UNITS = {"byte": "nats per byte"}  # a byte-level tokenizer's token is a byte: the loss is per byte
+DEFAULT_UNIT = "nats per token"  # true of every tokenizer's cross-entropy; the byte name is the sharper one
 
 
-def save(fig, path) -> list[Path]:
-    """Write PNG and SVG (each to a temporary name, then moved into place); returns both paths."""
-    paths = outputs(path)
-    paths[0].parent.mkdir(parents=True, exist_ok=True)
-    for p in paths:
-        with atomic_file(p) as f:
-            fig.savefig(f, format=p.suffix[1:])
-    return list(paths)
+def axis_label(key: str, log: bool = False, unit: str | None = None) -> str:
+    """AXES[key], with its unit in brackets and "log scale" where the axis is logarithmic."""
+    extra = ", ".join(x for x in (unit, "log scale" if log else None) if x)
+    return AXES[key] + (f" ({extra})" if extra else "")
+
+
+def loss_unit(tokenizers) -> str:
+    """The loss's unit for runs of these tokenizers: nats per byte when every run is byte-level, else nats per
+    token (several tokenizers: each run's own token, which the name says)."""
+    names = {t for t in tokenizers if t}
+    if len(names) == 1:
+        return TOKEN_UNITS.get(next(iter(names)), DEFAULT_UNIT)
+    return DEFAULT_UNIT + (" of each run's tokenizer" if len(names) > 1 else "")
+
+
+def loss_unit_of(runs) -> str:
+    """loss_unit of a runs frame: its `tokenizer` column, else each run's config_json (the store's runs)."""
+    if runs is None or not len(runs):
+        return DEFAULT_UNIT
+    if "tokenizer" in runs.columns:
+        return loss_unit(runs["tokenizer"].dropna())
+    if "config_json" in runs.columns:
+        return loss_unit(tokenizer_of(c) for c in runs["config_json"])
+    return DEFAULT_UNIT
+
+
+def tokenizer_of(config_json: str | None) -> str | None:
+    if not config_json:
+        return None
+    return json.loads(config_json).get("config", {}).get("data", {}).get("tokenizer")
+
+
+def loss_label(kind: str = "validation", unit: str = DEFAULT_UNIT) -> str:
+    """"validation loss (nats per byte)", "training loss (nats per token)", ..."""
+    return f"{kind} loss ({unit})"
+
+
+def size_colours(sizes) -> dict:
+    """Distinct model sizes -> colours along the sequential colormap by rank: the smallest darkest, the largest
+    palest, every size its own colour."""
+    ordered = sorted(set(float(s) for s in sizes))
+    return dict(zip(ordered, sequential(len(ordered))))
 
 
 def no_data(figure: str, what: str, fix: str):
@@ -76,7 +103,7 @@ def bytes_unit(max_bytes: float) -> tuple[float, str]:
 def si_label(v: float) -> str:
     for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(v) >= factor:
-            return f"{v / factor:g}{prefix}"
+            return f"{v / factor:.3g}{prefix}"
     return f"{v:g}"
 
 

@@ -19,8 +19,19 @@ def _speed_bars(p: dict) -> list[tuple[str, float | None, float | None, float | 
 
 def figure(result: dict, path) -> list[Path]:
     """Per pair: loss by position (dense vs hybrid), its difference, and measured vs ideal speedups.
-    Writes PNG and SVG (analysis.figures.style.save); returns both paths."""
-    from costlaw.analysis.figures.style import colour, marker, new_figure, no_data, save, style
+    Writes PNG and SVG (analysis.figures.style.save); returns both paths. The loss is in nats per token, the
+    name true of every tokenizer: the comparison's result does not record which one the runs used."""
+    from costlaw.analysis.figures.style import (
+        AXES,
+        DEFAULT_UNIT,
+        colour,
+        loss_label,
+        marker,
+        new_figure,
+        no_data,
+        save,
+        style,
+    )
 
     pairs = result["pairs"]
     if not pairs:
@@ -36,8 +47,8 @@ def figure(result: dict, path) -> list[Path]:
             for i, name in enumerate(("dense", "hybrid")):
                 a_pos.plot(mids, [b[name] for b in buckets], color=colour(i), marker=marker(i),
                            label=f"{name}: {p[name]['label']}")
-            a_pos.set_xlabel("position in the context (tokens, bucket midpoint)")
-            a_pos.set_ylabel("validation loss (nats/token)")
+            a_pos.set_xlabel(AXES["position"])
+            a_pos.set_ylabel(loss_label("validation", DEFAULT_UNIT))
             a_pos.set_title(f"Loss by position, T = {ctx_label(p['seq_len'])}{tag}")
             a_pos.legend(fontsize=8)
             a_delta.bar(mids, [b["delta"] for b in buckets], width=width, color=colour(1))
@@ -48,8 +59,8 @@ def figure(result: dict, path) -> list[Path]:
                 for ax in (a_pos, a_delta):
                     ax.set_xticks(edges)
                     ax.set_xticklabels([ctx_label(int(e)) for e in edges])
-            a_delta.set_xlabel("position in the context (tokens, bucket midpoint)")
-            a_delta.set_ylabel("hybrid − dense loss (nats/token)")
+            a_delta.set_xlabel(AXES["position"])
+            a_delta.set_ylabel(f"hybrid − dense validation loss ({DEFAULT_UNIT})")
             a_delta.set_title("Loss difference by position")
 
             bars = _speed_bars(p)

@@ -51,6 +51,10 @@ def default_target(fs) -> tuple[float | None, str]:
               if c.fitted and not c.base and not c.weak and any("loss" in p for p in c.ladder)
               and c.params.get("E", -math.inf) < min(p["loss"] for p in c.ladder if "loss" in p)]
     reached = strong or reached
+    if not any(c.fitted and not c.base for c in fs.candidates):
+        why = "; ".join(f"{c.label}: {c.reason}" for c in fs.candidates if not c.base and c.reason)
+        return None, "no candidate has a fitted law" + (f" ({why})" if why else "") + ", so no target loss could " \
+                     "be chosen and nothing recommended"
     if not reached:
         return None, "no fitted candidate's law reaches its own best run, so no target loss could be chosen; pass " \
                      "--target-loss"
@@ -72,11 +76,13 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
     --allow-weak-laws, --allow-outside-envelope. `validate`: leave each config out and report the coverage of
     the intervals (`costlaw validate`), with its figure."""
     from costlaw.analysis import figures as F
+    from costlaw.analysis.figures.style import loss_unit_of
     from costlaw.analysis.frontier import pareto_sets, points_from
     from costlaw.analysis.objective import Objective
     from costlaw.analysis.recommend import fit_store, kv_policy_rows, load_runs, recommend
     from costlaw.analysis.recommend.candidates import fit_status_line
     from costlaw.analysis.recommend.fromstore import stores_text
+    from costlaw.analysis.recommend.guards import R2_MIN
     from costlaw.analysis.report.data import environment, labelled_runs, position_frame, steps_frame
     from costlaw.analysis.report.render import to_html, to_markdown
     from costlaw.analysis.store.union import as_list
@@ -122,12 +128,18 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
                 notes.append(f"no recommendation: {e}")
     res.recommendation, res.target = rec, target
 
+    unit = loss_unit_of(runs)
+
+    def skip(name: str, why: str):
+        """A figure with nothing to draw: its place in the report says why instead."""
+        res.skipped.append(f"{name}: {why}")
+        return ("p", f"Figure {name} not drawn: {why}.")
+
     def figure(name: str, caption: str, fn, *a, **kw):
         try:
             png, _svg = fn(*a, path=figdir / name, **kw)
         except CostlawError as e:
-            res.skipped.append(f"{name}: {e}")
-            return None
+            return skip(name, str(e).removeprefix(f"figure {name}: "))
         res.figures.append(png)
         say(f"figure {png.name}")
         return ("figure", str(png), caption)
@@ -149,38 +161,50 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
     figs = []
     if fits is not None:
         figs.append(figure("law-curves", "Loss vs non-embedding parameters per candidate: ladder runs (points), "
-                           "fitted L(N) = (a/N)^b + E (lines) and bootstrap 95% bands.", F.law_curves, fits))
-    figs.append(figure("loss-vs-heads", "Loss vs query heads at one model shape with the power-plus-constant fit "
-                       "a*n_h^b + c (the GQA paper's App. I form).", F.loss_vs_heads, runs))
-    if rec is not None:
+                           "fitted L(N) = (a/N)^b + E (lines; dashed: a weak law, which may not win) and bootstrap "
+                           "95% bands.", F.law_curves, fits, loss_unit=unit))
+    else:
+        figs.append(skip("law-curves", "no laws were fitted, so there are none to draw"))
+    figs.append(figure("loss-vs-heads", "Loss vs query heads at one model shape: each head count's mean over its "
+                       "runs (bars: ±1 sd where seeds repeat). The power-plus-constant fit a*n_h^b + c (the GQA "
+                       f"paper's App. I form) to the means is drawn only where it is a law by recommend's bar: more "
+                       f"head counts than its 3 parameters and R² >= {R2_MIN}.", F.loss_vs_heads, runs,
+                       loss_unit=unit))
+    if rec is not None and any(rec.winner(T) is not None for T in rec.contexts):
         figs.append(figure("cost-bars", f"Inference memory and FLOPs per token at target loss {target:g}: the "
                            "standard config vs each context's recommended config, split into the time-invariant "
                            "part (weights, 2N) and the part growing with context (KV cache, attention).",
                            F.cost_bars, F.bars_frame(rec), dtype=objective.dtype))
+    else:
+        figs.append(skip("cost-bars", "no context has a recommended config to compare with the standard (see "
+                                      "Recommendation)"))
     kv = kv_policy_rows(dbs, sweep)
     pts = points_from(runs, kv, sorted({contexts[0], contexts[-1]}), objective.dtype)
     for T in sorted(pts["context"].unique()):
         figs.append(figure(f"frontier-{T}", f"Loss vs inference memory and FLOPs per token at context {T}, every "
                            "run (and its measured KV policies) by family; lines: each family's Pareto set; rings: "
-                           "the Pareto set across families.", F.frontier, pts, context=int(T)))
+                           "the Pareto set across families.", F.frontier, pts, context=int(T), loss_unit=unit))
     if res.validation is not None:
         from costlaw.analysis.validate.figure import validation_figure
 
         figs.append(figure("validation", f"Each config left out in turn and predicted by the law refitted without "
                            f"it: measured vs predicted loss of every left-out run, bars: its {100 * level:g}% interval "
-                           "for a new run.", validation_figure, res.validation))
+                           "for a new run.", validation_figure, res.validation, loss_unit=unit))
+    else:
+        figs.append(skip("validation", f"cross-validation {res.validation_note}"))
     steps = steps_frame(dbs, runs)
-    figs.append(figure("training-curves", "Training loss vs tokens seen, one line per run, coloured by config.",
-                       F.training_curves, steps))
+    figs.append(figure("training-curves", "Training loss vs tokens seen: one panel per config, one line per run, "
+                       "coloured by its size N (non-embedding parameters).", F.training_curves, steps,
+                       loss_unit=unit))
     pos = position_frame(dbs, runs)
-    figs.append(figure("position-loss", "Validation loss by position in the context (bucket midpoints), one line "
-                       "per run.", F.position_loss, pos))
-    figs = [f for f in figs if f is not None]
+    figs.append(figure("position-loss", "Validation loss by position in the context (bucket midpoints): one panel "
+                       "per config, one line per run, coloured by its size N.", F.position_loss, pos,
+                       loss_unit=unit))
 
     sections = []
     summary = [("p", f"{len(runs)} completed runs from {', '.join(dbs)}; "
                      f"{', '.join(f'{k} {v}' for k, v in runs['family'].value_counts().items())}; trained at seq_len "
-                     f"{', '.join(str(int(x)) for x in sorted(runs['seq_len'].unique()))}."),]
+                     f"{', '.join(str(int(x)) for x in sorted(runs['seq_len'].unique()))}; losses in {unit}."),]
     if fits is not None:
         summary.append(("p", f"Laws: {fits.source}."))
         if fit_status_line(fits.fit_status):
@@ -191,13 +215,10 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
     if rec is not None:
         sections.append(("Recommendation", _recommendation_blocks(rec, res)))
         res.tomls = _write_tomls(rec, out)
-    elif notes:
-        sections.append(("Recommendation", [("p", n) for n in notes if n.startswith("no ")]))
+    else:
+        sections.append(("Recommendation", _no_recommendation_blocks(fits, res, notes)))
     sections.append(("Validation", _validation_blocks(res)))
-    fig_blocks = list(figs)
-    if res.skipped:
-        fig_blocks.append(("list", [f"not drawn: {s}" for s in res.skipped]))
-    sections.append(("Figures", fig_blocks))
+    sections.append(("Figures", figs))
     if fits is not None:
         sections.append(("Fits", _fit_blocks(fits)))
     sections.append(("Frontier", _frontier_blocks(pareto_sets(pts))))
@@ -218,45 +239,76 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
 
 
 def _recommendation_blocks(rec, res) -> list:
+    """The recommendation in two narrow tables (per context: the winner and its costs; per winner: its config,
+    loss and intervals), so it reads at a laptop's width; then why any context has none, the warnings once each,
+    the winners' TOML and every candidate at the longest context."""
     from costlaw.analysis.recommend import candidate_rows, toml_text
 
     obj = rec.objective.describe()
     doc = rec.to_json()
-    blocks = [("p", res.target_note), ("p", f"Objective: {obj['z']} (M = {obj['M']}, C = {obj['C']})."),
-              ("p", doc["shape_rule"] + "."), ("p", doc["intervals"] + "."), ("p", "Guards: " + doc["guards"] + "."),
-              ("p", rec.standard_note + ".")]
+    blocks = []
+    reasons = _grouped(rec.contexts, {T: rec.no_winner_reason(T) for T in rec.contexts})
+    none = all(rec.winner(T) is None for T in rec.contexts)
+    if none:
+        blocks.append(("p", "No recommendation at any context: " + (reasons[0][0] if len(reasons) == 1 else "; ".join(
+            f"{_context_text(Ts, rec.contexts)}: {why}" for why, Ts in reasons)) + "."))
+    blocks.append(("p", res.target_note))
+    pct = f"{100 * rec.level:g}%"
+    per_context, winners = [], {}
+    for T in rec.contexts:
+        w, ru, s = rec.winner(T), rec.runner_up(T), rec.savings(T)
+        if w is None:
+            per_context.append({"context": T, "winner": "none (below)"})
+            continue
+        p = w.prices[T]
+        per_context.append({"context": T, "winner": w.label, "runner-up": ru.label if ru else "-",
+                            "M_infer": binary_bytes(p["m_infer_bytes"]),
+                            "C_infer (FLOP/token)": si(p["c_infer_flops_per_token"]),
+                            "memory vs standard": f"{-100 * s['memory']:+.1f}%" if s else "-",
+                            "FLOPs vs standard": f"{-100 * s['flops']:+.1f}%" if s else "-"})
+        key = (w.label, w.shape.config.config_id)
+        if key not in winners:
+            iv = w.interval
+            winners[key] = {"winner": w.label, "contexts": [], "L x d": f"{w.shape.config.n_layers}x"
+                            f"{w.shape.config.d_model}", "N": si(w.shape.n_params),
+                            "N*/largest run": f"{w.extrapolation:.2f}x" if w.extrapolation else "-",
+                            "predicted loss": f"{w.predicted:.4g}",
+                            f"{pct} new run": f"{iv.lo:.4g}-{iv.hi:.4g}" if iv.lo is not None else "-",
+                            f"{pct} mean": f"{iv.mean_lo:.4g}-{iv.mean_hi:.4g}" if iv.mean_lo is not None else "-"}
+        winners[key]["contexts"].append(T)
+    if not none:
+        blocks.append(("p", "Per context: the winner (cheapest by the objective among the laws that pass the "
+                            "guards), the runner-up, the winner's inference costs and its saving over the standard "
+                            "config."))
+        blocks.append(("table", per_context, ["context", "winner", "runner-up", "M_infer", "C_infer (FLOP/token)",
+                                              "memory vs standard", "FLOPs vs standard"], "recommendation"))
+    if not none and any(why for why, _ in reasons):
+        blocks.append(("list", [f"no winner at {_context_text(Ts, rec.contexts)}: {why}" for why, Ts in reasons
+                                if why]))
+    if winners:
+        for row in winners.values():
+            row["contexts"] = ", ".join(str(T) for T in row["contexts"])
+        blocks.append(("p", f"Per winner: its config, size (N*/largest run: how far the law is extrapolated), "
+                            f"predicted loss and {pct} intervals for a new training run and for the law's mean."))
+        blocks.append(("table", list(winners.values()), ["winner", "contexts", "L x d", "N", "N*/largest run",
+                                                          "predicted loss", f"{pct} new run", f"{pct} mean"],
+                       "recommendation-winners"))
+    if rec.excluded():
+        blocks.append(("p", "Not allowed to win (listed with why; --allow-weak-laws / --allow-outside-envelope "
+                            "would let them):"))
+        blocks.append(("list", [f"{r.label}: {r.blocked(rec.allow_weak, rec.allow_outside)}" for r in rec.excluded()]))
+    warnings = merged_warnings(rec)
+    if warnings:
+        blocks.append(("list", [f"warning: {w}" for w in warnings]))
+    # how the winners were chosen: after the answer, which is what a reader comes for
+    blocks += [("p", f"Objective: {obj['z']} (M = {obj['M']}, C = {obj['C']})."), ("p", doc["shape_rule"] + "."),
+               ("p", doc["intervals"] + "."), ("p", "Guards: " + doc["guards"] + "."), ("p", rec.standard_note + ".")]
     own = [n for n in rec.notes if n not in res_notes(rec)]
     if own:
         blocks.append(("list", [f"note: {n}" for n in own]))
     if any(r.cand.base and r.status == "ok" for r in rec.rows):
         blocks.append(("p", "Compressed candidates: predicted loss = the dense candidate's law + the ΔNLL its KV "
                             "policy measured at that keep ratio."))
-    pct = f"{100 * rec.level:g}%"
-    rows = []
-    for T in rec.contexts:
-        w, ru, s = rec.winner(T), rec.runner_up(T), rec.savings(T)
-        if w is None:
-            rows.append({"context": T, "winner": "none", "runner-up": rec.no_winner_reason(T)})
-            continue
-        p, iv = w.prices[T], w.interval
-        rows.append({"context": T, "winner": w.label, "runner-up": ru.label if ru else "-",
-                     "L x d": f"{w.shape.config.n_layers}x{w.shape.config.d_model}", "N": si(w.shape.n_params),
-                     "predicted loss": f"{w.predicted:.4g}",
-                     f"{pct} new run": f"{iv.lo:.4g}-{iv.hi:.4g}" if iv.lo is not None else "-",
-                     f"{pct} mean": f"{iv.mean_lo:.4g}-{iv.mean_hi:.4g}" if iv.mean_lo is not None else "-",
-                     "N*/largest run": f"{w.extrapolation:.2f}x" if w.extrapolation else "-",
-                     "M_infer": binary_bytes(p["m_infer_bytes"]), "C_infer FLOP/tok": si(p["c_infer_flops_per_token"]),
-                     "memory vs standard": f"{-100 * s['memory']:+.1f}%" if s else "-",
-                     "FLOPs vs standard": f"{-100 * s['flops']:+.1f}%" if s else "-"})
-    blocks.append(("table", rows, ["context", "winner", "runner-up", "L x d", "N", "predicted loss", f"{pct} new run",
-                                   f"{pct} mean", "N*/largest run", "M_infer", "C_infer FLOP/tok",
-                                   "memory vs standard", "FLOPs vs standard"]))
-    if rec.excluded():
-        blocks.append(("p", "Not allowed to win (listed with why; --allow-weak-laws / --allow-outside-envelope "
-                            "would let them):"))
-        blocks.append(("list", [f"{r.label}: {r.blocked(rec.allow_weak, rec.allow_outside)}" for r in rec.excluded()]))
-    if rec.warnings():
-        blocks.append(("list", [f"warning: {w}" for w in rec.warnings()]))
     seen = set()
     for T in rec.contexts:
         w = rec.winner(T)
@@ -267,8 +319,62 @@ def _recommendation_blocks(rec, res) -> list:
     blocks.append(("p", f"All candidates at context {T} (cheapest first; excluded, unfit and unreachable ones last, "
                         "with why):"))
     cand_rows = candidate_rows(rec, T)
-    blocks.append(("table", cand_rows, list(cand_rows[0])))
+    blocks.append(("table", cand_rows, list(cand_rows[0]), "candidates"))
     return blocks
+
+
+def _no_recommendation_blocks(fits, res, notes: list[str]) -> list:
+    """Why there is no recommendation at all (no laws, no target, or recommend refused), and each law's verdict."""
+    why = [n.removeprefix("no recommendation: ") for n in notes if n.startswith(("no laws fitted", "no recommend"))]
+    if fits is not None and res.target is None:
+        why.append(res.target_note)
+    blocks = [("p", "No recommendation: " + ("; ".join(why) if why else "no laws were fitted") + ".")]
+    if fits is not None:
+        verdicts = []
+        for c in fits.candidates:
+            if c.base:
+                continue
+            if not c.fitted:
+                verdicts.append(f"{c.label}: no law ({c.reason})")
+            elif c.weak:
+                verdicts.append(f"{c.label}: weak law, may not win without --allow-weak-laws ({'; '.join(c.weak)})")
+            else:
+                verdicts.append(f"{c.label}: passes the guards")
+        if verdicts:
+            blocks += [("p", "The candidates' laws:"), ("list", verdicts)]
+    return blocks
+
+
+def merged_warnings(rec) -> list[str]:
+    """rec.warnings() with each text once: a warning that holds at several contexts (the same winner at each)
+    names them all instead of repeating per context. No-winner reasons are left out: the section says them once,
+    beside the tables."""
+    import re
+
+    texts: dict[str, list[int]] = {}
+    for w in rec.warnings():
+        m = re.fullmatch(r"context (\d+): (.*)", w, flags=re.S)
+        T, text = (int(m.group(1)), m.group(2)) if m else (None, w)
+        if text.startswith("no winner: "):
+            continue
+        texts.setdefault(text, [])
+        if T is not None:
+            texts[text].append(T)
+    return [f"{_context_text(Ts, rec.contexts)}: {text}" if Ts else text for text, Ts in texts.items()]
+
+
+def _grouped(contexts, by_context: dict) -> list[tuple]:
+    """[(value, [contexts with it]), ...] in first-seen order."""
+    out: dict = {}
+    for T in contexts:
+        out.setdefault(by_context[T], []).append(T)
+    return list(out.items())
+
+
+def _context_text(Ts, contexts) -> str:
+    if len(Ts) > 1 and list(Ts) == list(contexts):
+        return f"every context ({', '.join(str(T) for T in Ts)})"
+    return ("contexts " if len(Ts) > 1 else "context ") + ", ".join(str(T) for T in Ts)
 
 
 def _validation_blocks(res) -> list:

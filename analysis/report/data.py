@@ -11,13 +11,17 @@ MAX_CURVE_POINTS = 300  # per run
 
 
 def labelled_runs(runs):
-    """The store's completed runs (analysis.recommend.load_runs) with a config label per run."""
+    """The store's completed runs (analysis.recommend.load_runs) with a config label and the tokenizer per run
+    (the loss's unit: analysis.figures.style.loss_unit_of)."""
     runs = runs.copy()
-    labels = []
+    labels, tokenizers = [], []
     for r in runs.itertuples():
-        model = json.loads(r.config_json)["config"]["model"] if r.config_json else {}
+        config = json.loads(r.config_json)["config"] if r.config_json else {}
+        model = config.get("model", {})
         labels.append(run_label(r.n_heads, r.n_kv_heads, r.family, r.layout, model.get("kv_policy")))
+        tokenizers.append(config.get("data", {}).get("tokenizer"))
     runs["label"] = labels
+    runs["tokenizer"] = tokenizers
     return runs
 
 
@@ -51,7 +55,7 @@ def _stacked(db, sql: str):
 def steps_frame(db, runs):
     ids = pick_runs(runs)
     if not ids:
-        return runs.iloc[0:0].assign(tokens=[], loss=[])
+        return runs.iloc[0:0].assign(tokens=[], loss=[], N=[])
     df = _stacked(db, f"SELECT run_id, step, tokens, loss FROM steps WHERE run_id IN ({_in(ids)}) "
                       "ORDER BY run_id, step")
     df = df.drop_duplicates(["run_id", "step"])
@@ -62,7 +66,7 @@ def steps_frame(db, runs):
     import pandas as pd
 
     df = pd.concat(parts) if parts else df
-    return df.merge(runs[["run_id", "label"]], on="run_id")
+    return df.merge(_sizes(runs), on="run_id")
 
 
 def position_frame(db, runs):
@@ -74,7 +78,12 @@ def position_frame(db, runs):
         top = df.groupby("run_id")["context"].transform("max")
         df = df[df["context"] == top]
         df = df[df["run_id"].isin(pick_runs(runs))]  # pick_runs draws from `runs`: a --sweep filter holds here
-    return df.merge(runs[["run_id", "label"]], on="run_id")
+    return df.merge(_sizes(runs), on="run_id")
+
+
+def _sizes(runs):
+    """run_id, label and N (non-embedding parameters) per run: what the per-run figures colour and group by."""
+    return runs[["run_id", "label", "params_non_embedding"]].rename(columns={"params_non_embedding": "N"})
 
 
 def environment(db) -> dict:

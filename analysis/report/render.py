@@ -3,7 +3,8 @@
 
   ("p", text)                     a paragraph
   ("list", [text, ...])           a bullet list
-  ("table", rows, columns)        rows are dicts; cells are shown as given (strings or numbers)
+  ("table", rows, columns[, id])  rows are dicts; cells are shown as given (strings or numbers); id: the HTML
+                                  table's id (what a browser test measures)
   ("figure", png_path, caption)   the PNG (its SVG sits next to it)
   ("pre", text)                   preformatted text (the winner's TOML)
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 from string import Template
 
@@ -47,16 +49,26 @@ def _html_block(b) -> str:
         return f"<pre>{html.escape(b[1])}</pre>"
     if kind == "table":
         rows, cols = b[1], b[2]
+        tid = f' id="{html.escape(b[3])}"' if len(b) > 3 else ""
         head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-        trs = "".join("<tr>" + "".join(f"<td>{html.escape(cell(r.get(c)))}</td>" for c in cols) + "</tr>"
-                      for r in rows)
-        return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table></div>'
+        trs = "".join("<tr>" + "".join(f"<td>{html.escape(_unit_glued(cell(r.get(c))))}</td>" for c in cols)
+                      + "</tr>" for r in rows)
+        return f'<div class="scroll"><table{tid}><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table></div>'
     if kind == "figure":
         png, caption = Path(b[1]), b[2]
         data = base64.b64encode(png.read_bytes()).decode()
         return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
                 f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     raise ValueError(f"unknown block {kind!r}")
+
+
+_UNIT = re.compile(r"(\d) (?=(?:[kMGTP]i?)?B\b|[kMGTP]\b|bytes\b)")
+
+
+def _unit_glued(text: str) -> str:
+    """A number and its unit ("32.7 MiB", "1.15 M") joined by a no-break space: a cell wraps between words,
+    never inside a value."""
+    return _UNIT.sub("\\1\u00a0", text)
 
 
 def _md_escape(s: str) -> str:

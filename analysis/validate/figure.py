@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from costlaw.analysis.figures.style import colour, marker, new_figure, no_data, save, style
+from costlaw.analysis.figures.style import DEFAULT_UNIT, colour, marker, new_figure, no_data, save, style
 
 
-def validation_figure(v, path) -> list:
+def validation_figure(v, path, loss_unit: str = DEFAULT_UNIT) -> list:
+    """loss_unit: the runs' (analysis.figures.style.loss_unit_of)."""
     if not v.predictions:
         no_data("validate", "no left-out run was predicted", "cross-validate a store with >= 5 sizes per candidate")
     with style():
@@ -31,8 +32,8 @@ def validation_figure(v, path) -> list:
         ax.plot(lim, lim, color="#000000", linewidth=0.8, linestyle="--", label="measured = predicted")
         ax.set_xlim(*lim)
         ax.set_ylim(*lim)
-        ax.set_xlabel(f"predicted loss (bar: {100 * v.level:g}% interval for a new run)")
-        ax.set_ylabel("measured loss of the left-out run")
+        ax.set_xlabel(f"predicted validation loss ({loss_unit}; bar: {100 * v.level:g}% interval for a new run)")
+        ax.set_ylabel(f"measured validation loss of the left-out run ({loss_unit})")
         ax.set_aspect("equal")
         o = v.overall()
         ax.set_title(f"left out: {'each config' if v.mode == 'config' else 'the largest size'}; "

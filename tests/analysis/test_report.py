@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from .conftest import load_data
+from .conftest import DATA, load_data
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +40,16 @@ def test_report_content(report):
     for text in (html, md):
         for needle in ("Recommendation", "chosen automatically", "Fits", "4,1 full=0.50 sink_window(4,32)",
                        "runs at 3 size(s)", "NVIDIA H100 80GB HBM3", "2.13.0", "0123abcd", "Pareto", "snapkv",
-                       "R² ceiling"):
+                       "R² ceiling", "losses in nats per byte",
+                       # a figure with nothing to draw says why where it would have been
+                       "Figure validation not drawn: cross-validation no fold could be fitted"):
             assert needle in text, needle
+    # the recommendation in two narrow tables: per context, and per winner with the contexts it wins
+    assert '<table id="recommendation">' in html and '<table id="recommendation-winners">' in html
+    assert "| 4,1 full=0.50 sink_window(4,32) | 32768, 131072 | 3x192 |" in md
+    figures = md[md.index("## Figures"):md.index("## Fits")]
+    assert figures.index("frontier-131072") < figures.index("Figure validation not drawn") < \
+        figures.index("training-curves")
     for rel in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (out / rel).is_file()
     assert len(re.findall(r"!\[", md)) == 7
@@ -86,3 +94,76 @@ def test_report_sweep_filter(report, tmp_path, capsys):
     assert main(["report", "--db", str(mixed), "--out", str(tmp_path / "none"), "--sweep", "nothing"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no completed runs in sweep 'nothing'" in err[0]
+
+
+def test_each_warning_once(tmp_path):
+    """A warning that holds at several contexts (the same winner at each) is listed once, naming them."""
+    from costlaw.analysis.recommend import load_fits
+    from costlaw.analysis.report import build_report
+
+    db = load_data("fixtures").build_store(tmp_path)
+    fits = load_fits(DATA / "paper_like_fits.json")  # laws without runs: no measured noise, a warning per context
+    res = build_report(db, tmp_path / "r", fits=fits, target=2.6, standard="32,8", n_boot=4, validate=False)
+    raw = res.recommendation.warnings()
+    assert len(raw) == 5 and len({w.split(": ", 1)[1] for w in raw}) == 2  # five contexts, two distinct texts
+    md = res.markdown.read_text()
+    warned = [line for line in md.splitlines() if line.startswith("- warning: ")]
+    assert warned == ["- warning: context 8192: the winner 32,2 has no measured run-to-run noise, so its interval "
+                      "covers the fit only",
+                      "- warning: contexts 16384, 32768, 65536, 131072: the winner 32,1 has no measured run-to-run "
+                      "noise, so its interval covers the fit only"]
+    assert md.count("| 32,1 | 16384, 32768, 65536, 131072 |") == 1  # one row per winner, not one per context
+
+
+def test_merged_warnings_name_every_context_once():
+    from types import SimpleNamespace
+
+    from costlaw.analysis.report.build import merged_warnings
+
+    ctx = [8192, 131072]
+    rec = SimpleNamespace(contexts=ctx, warnings=lambda: [f"context {T}: {w}" for w in ("A", "B") for T in ctx]
+                          + ["context 8192: no winner: why", "unscoped"])
+    assert merged_warnings(rec) == ["every context (8192, 131072): A", "every context (8192, 131072): B", "unscoped"]
+
+
+def _flat_store(tmp_path):
+    """Runs that fall as a pure power law over four sizes: every law's E runs to its bound (a weak law)."""
+    from costlaw.analysis.store.ingest import ingest
+    from costlaw.costmodel import params_non_embedding
+    from tests.support.synth_runs import write_run
+
+    fx = load_data("fixtures")
+    for label in ("4,4", "4,1"):
+        for L, d in fx.SHAPES:
+            cfg = fx.model(label, L, d)
+            loss = 3.0 * (params_non_embedding(cfg) / 1e5) ** -0.05 * (1.0 if label == "4,4" else 1.02)
+            write_run(tmp_path / "root", fx.run_config(cfg), sweep="flat", final_loss=loss + 0.01,
+                      evals=[{"eval": "val_loss", "tags": {"context": 128}, "metrics": {"loss": loss, "tokens": 4096}}])
+    ingest(tmp_path / "root", tmp_path / "flat.duckdb")
+    return tmp_path / "flat.duckdb"
+
+
+def test_no_recommendation_says_why(tmp_path):
+    """The Recommendation section is always there: with weak laws it names them and the flag that would use them;
+    with no law at all it says so, and the figures that would need one say why they are missing."""
+    from costlaw.analysis.report import build_report
+
+    res = build_report(_flat_store(tmp_path), tmp_path / "weak", n_boot=4, validate=False, contexts=[8192, 131072])
+    md = res.markdown.read_text()
+    rec = md[md.index("## Recommendation"):md.index("## Validation")]
+    assert "No recommendation at any context: every candidate within the budgets is excluded: a weak law (4,4, 4,1)" \
+        in rec and "--allow-weak-laws would use them anyway" in rec
+    assert "- 4,4: weak law (E = " in rec and "the runs show no floor" in rec
+    assert '<table id="recommendation"' not in res.html.read_text()  # no table of 'none' rows
+    assert "law-curves.png" in md  # weak laws are still laws: drawn (dashed)
+    assert "Figure cost-bars not drawn: no context has a recommended config" in md
+    assert not res.tomls
+
+    few = load_data("fixtures").build_store(tmp_path / "few", labels=("8,2",))
+    res = build_report(few, tmp_path / "none", n_boot=4, validate=False)
+    md = res.markdown.read_text()
+    rec = md[md.index("## Recommendation"):md.index("## Validation")]
+    assert "No recommendation: no candidate has a fitted law (8,2: runs at 3 size(s); a fit needs >= 4)" in rec
+    assert "- 8,2: no law (runs at 3 size(s); a fit needs >= 4)" in rec
+    assert "Figure law-curves not drawn: no data (no candidate has a fitted law: 8,2: runs at 3 size(s)" in md
+    assert "law-curves.png" not in md and res.recommendation is None
