@@ -53,8 +53,9 @@ class DataConfig:
     corpus: str = "stdlib"  # stdlib | site-packages | a directory | a glob | a prepared corpus dir | synthetic
     tokenizer: str = bounded("byte", choices=TOKENIZER_VOCAB)
     seq_len: int = bounded(256, lo=8, hi=MAX_SEQ_LEN)
-    # balanced (HBP-style attention balance) | greedy | none (one document per row)
-    packing: str = bounded("balanced", choices=("balanced", "greedy", "none"))
+    # balanced (HBP-style attention balance) | greedy | none (one document per row) | uniform (each row a window of
+    # the whole train stream at a random offset: runs.packing.UniformPieces)
+    packing: str = bounded("balanced", choices=("balanced", "greedy", "none", "uniform"))
     doc_mask: bool = True  # packed documents do not attend to each other
     curriculum: str = bounded("none", choices=("none", "short-first"))
     curriculum_frac: float = bounded(0.1, lo=0, hi=1)  # share of steps that see short documents first
@@ -65,6 +66,9 @@ class DataConfig:
         conform(self)
         if not self.corpus:
             raise ConfigError("corpus", "empty; use stdlib, site-packages, a directory or a glob")
+        if self.packing == "uniform" and self.curriculum != "none":
+            raise ConfigError("curriculum", f"{self.curriculum!r} orders documents, and packing \"uniform\" draws "
+                                            "windows, not documents; set curriculum = \"none\" or another packing")
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,9 @@ class EvalConfig:
     kv_keep: tuple[float, ...] = bounded((), lo=0, hi=1, lo_open=True)  # compressed harness: keep ratios
     policies: tuple[str, ...] = ()  # compressed harness: KV policy methods to evaluate
     policy_runs: tuple[str, ...] = ()  # compressed harness: METHOD=RUN_ID of the trained policies evaluated
+    # which val rows: longest (windows of the longest val documents first) | spread (one window at a seeded offset
+    # in each of val_tokens / seq_len equal stretches of the val split: the same rows for every run on the corpus)
+    val_sample: str = bounded("longest", choices=("longest", "spread"))
 
     def validate(self):
         conform(self)
@@ -133,6 +140,10 @@ class LogConfig:
         if not self.wandb_project.strip():
             raise ConfigError("wandb_project", "empty; name the W&B project, e.g. \"costlaw\"")
 
+
+# Fields added after runs were recorded, as (section, field): to_dict leaves each out while it holds its default, so
+# every earlier run's config.json and run id stay what they were (as it does the whole of an unused `log`).
+LATER_FIELDS = frozenset({("eval", "val_sample")})
 
 SECTIONS = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig, "log": LogConfig}  # tables besides model
 
@@ -172,10 +183,11 @@ class RunConfig:
         d = {
             "name": self.name, "seed": self.seed, "stage": self.stage,
             "model": self.model.to_dict(),
-            "data": _section_dict(self.data), "train": _section_dict(self.train), "eval": _section_dict(self.eval),
+            "data": _section_dict(self.data, "data"), "train": _section_dict(self.train, "train"),
+            "eval": _section_dict(self.eval, "eval"),
         }
         if self.log != LogConfig():  # off, it is absent: every run's config.json and id stay what they were
-            d["log"] = _section_dict(self.log)
+            d["log"] = _section_dict(self.log, "log")
         return d
 
     @property
@@ -271,8 +283,14 @@ def check_memory(cfg: RunConfig, available: int, where: str, *, device: str = "c
 
 
 # ---------------------------------------------------------------- helpers
-def _section_dict(obj) -> dict:
-    return {f.name: list(v) if isinstance(v := getattr(obj, f.name), tuple) else v for f in dataclasses.fields(obj)}
+def _section_dict(obj, section: str) -> dict:
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if (section, f.name) in LATER_FIELDS and v == f.default:
+            continue
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
 def _section_from_dict(cls, d, prefix: str):

@@ -1,8 +1,10 @@
 """End-of-training evaluation, written to evals.jsonl (names and fields: docs/run-directory.md).
 
-- `val_loss`: mean loss over `eval.val_tokens` of the val split at the training length. Rows are whole
-  seq_len windows of single val documents (long documents first), topped up with doc-masked packed rows
-  when the split has too few long documents.
+- `val_loss`: mean loss over `eval.val_tokens` of the val split at the training length, with its standard
+  errors. `eval.val_sample = "longest"`: rows are whole seq_len windows of single val documents (long documents
+  first), topped up with doc-masked packed rows when the split has too few long documents. `"spread"`: one
+  window at a seeded offset in each of n_rows equal stretches of the whole split (the same for every run), so
+  the loss is the split's up to a sampling error that `loss_se` measures.
 - `position_loss`: the same tokens' loss by position *within their document*, in `eval.position_buckets`
   equal buckets of the sequence (does the model use long context?).
 - `retrieval`: passkey accuracy at each `eval.retrieval_depths`, greedy-decoding the key through the KV
@@ -29,7 +31,15 @@ import torch
 
 from costlaw.costmodel import kv_cache_bytes
 from costlaw.costmodel.core.rundir import EVALS
-from costlaw.runs.packing import PAD_TARGET, MicroBatch, Packer, materialize, passkey_sequence, passkey_tokens
+from costlaw.runs.packing import (
+    PAD_TARGET,
+    MicroBatch,
+    Packer,
+    materialize,
+    passkey_sequence,
+    passkey_tokens,
+    stream_pieces,
+)
 
 
 def _autocast(device, dtype):
@@ -48,9 +58,18 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 # ---------------------------------------------------------------- validation rows
-def val_rows(val, T: int, n_rows: int, eot: int):
-    """HostBatch of `n_rows` rows: seq_len windows of single documents (longest documents first), then packed
-    rows of the remaining documents. Deterministic."""
+SPREAD_SEED = 0  # one seed for the spread rows' offsets, not the run's: every run on a corpus scores the same tokens
+
+
+def _rows_plan(T: int, n_rows: int, rows, cols, docs, starts, lens) -> MicroBatch:
+    return MicroBatch(0, n_rows, T, np.asarray(rows, np.int64), np.asarray(cols, np.int64), np.asarray(docs, np.int64),
+                      np.asarray(starts, np.int64), np.asarray(lens, np.int64), np.zeros(n_rows, bool),
+                      np.zeros(n_rows, np.int64), np.zeros(n_rows))
+
+
+def longest_plan(val, T: int, n_rows: int) -> MicroBatch:
+    """`n_rows` rows: seq_len windows of single documents (longest documents first), then packed rows of the
+    remaining documents. Deterministic."""
     m = val.positions
     order = np.argsort(-m, kind="stable")
     full = m[order] // T
@@ -64,42 +83,132 @@ def val_rows(val, T: int, n_rows: int, eot: int):
         if len(docs) == n_rows:
             break
     n_full = len(docs)
-    rows = np.arange(n_full, dtype=np.int64)
-    mb = MicroBatch(0, n_rows, T, rows, np.zeros(n_full, np.int64), np.asarray(docs, np.int64),
-                    np.asarray(starts, np.int64), np.full(n_full, T, np.int64), np.zeros(n_rows, bool),
-                    np.zeros(n_rows, np.int64), np.zeros(n_rows))
+    mb = _rows_plan(T, n_rows, np.arange(n_full), np.zeros(n_full), docs, starts, np.full(n_full, T))
     if n_full < n_rows:  # top up with packed rows of whatever is left
         packer = Packer(m, T, n_rows - n_full, 1, mode="greedy", seed=0, window_rows=1)
         extra = packer.next_step()[0]
-        mb = MicroBatch(0, n_rows, T, np.concatenate([rows, extra.row + n_full]), np.concatenate([mb.col, extra.col]),
+        mb = _rows_plan(T, n_rows, np.concatenate([mb.row, extra.row + n_full]), np.concatenate([mb.col, extra.col]),
                         np.concatenate([mb.doc, extra.doc]), np.concatenate([mb.start, extra.start]),
-                        np.concatenate([mb.length, extra.length]), mb.passkey, mb.keys, mb.depths)
-    return materialize(val, mb, eot)
+                        np.concatenate([mb.length, extra.length]))
+    return mb
+
+
+def spread_plan(val, T: int, n_rows: int) -> tuple[MicroBatch, float]:
+    """Rows spread over the whole val split: its stream (the documents' input positions back to back) cut into
+    `n_rows` equal stretches, one seq_len window at a seeded offset inside each (windows never overlap; documents
+    meeting inside one are separate segments). A split of at most n_rows * seq_len positions is scored whole, in
+    consecutive windows. Returns the plan, in stream order, and the share of the split's positions it scores."""
+    end = np.cumsum(val.positions)
+    start = end - val.positions
+    P = int(end[-1])
+    if n_rows * T >= P:
+        n_rows = -(-P // T)
+        g = np.arange(n_rows, dtype=np.int64) * T
+    else:
+        width = P / n_rows
+        u = np.random.default_rng(SPREAD_SEED).random(n_rows)
+        g = np.floor(np.arange(n_rows) * width + u * (width - T)).astype(np.int64)
+    parts = [stream_pieces(start, end, int(a), min(int(a) + T, P)) for a in g.tolist()]
+    rows = np.repeat(np.arange(n_rows), [len(p[0]) for p in parts])
+    docs, starts, lens, cols = (np.concatenate([p[k] for p in parts]) for k in range(4))
+    return _rows_plan(T, n_rows, rows, cols, docs, starts, lens), min(1.0, n_rows * T / P)
+
+
+def val_plan(val, T: int, n_rows: int, sample: str = "longest") -> tuple[MicroBatch, float | None]:
+    """The val rows of `eval.val_sample` and, for `spread`, the share of the split they score (None for `longest`,
+    whose rows are the longest documents rather than a sample of the split)."""
+    if sample == "spread":
+        return spread_plan(val, T, n_rows)
+    return longest_plan(val, T, n_rows), None
+
+
+def val_rows(val, T: int, n_rows: int, eot: int, sample: str = "longest"):
+    """HostBatch of the val rows (`val_plan`) with their tokens."""
+    return materialize(val, val_plan(val, T, n_rows, sample)[0], eot)
+
+
+def rows_of(mb: MicroBatch, lo: int, hi: int) -> MicroBatch:
+    """Rows [lo, hi) of a plan as a plan of their own (rows renumbered from 0)."""
+    sel = (mb.row >= lo) & (mb.row < hi)
+    return _rows_plan(mb.seq_len, hi - lo, mb.row[sel] - lo, mb.col[sel], mb.doc[sel], mb.start[sel], mb.length[sel])
+
+
+def doc_map(mb: MicroBatch) -> np.ndarray:
+    """[rows, seq_len] int64: the val document of each position's piece (-1 where there is none)."""
+    out = np.full((mb.rows, mb.seq_len), -1, dtype=np.int64)
+    for r, c, d, n in zip(mb.row.tolist(), mb.col.tolist(), mb.doc.tolist(), mb.length.tolist()):
+        out[r, c:c + n] = d
+    return out
+
+
+def se_successive(sums, counts, sampled: float) -> float | None:
+    """Standard error of the ratio mean Σ sums / Σ counts over rows that are a stratified sample, one row per
+    equal stretch of the split in stream order: the variance comes from differences of neighbouring rows (Wolter's
+    successive-difference estimator for a systematic sample), so what neighbours share — a document, a package —
+    cancels instead of counting as independent evidence, times the finite-population factor 1 - `sampled`.
+    Rows are linearised as (sum - mean * count) / mean count. None for fewer than two rows."""
+    s, n = np.asarray(sums, np.float64), np.asarray(counts, np.float64)
+    R = len(s)
+    if R < 2 or n.sum() == 0:
+        return None
+    z = (s - s.sum() / n.sum() * n) / (n.sum() / R)
+    var = max(0.0, 1.0 - sampled) / R * float(np.sum(np.diff(z) ** 2)) / (2 * (R - 1))
+    return float(np.sqrt(var))
+
+
+def se_clusters(sums, counts) -> float | None:
+    """Cluster-robust standard error of the ratio mean Σ sums / Σ counts with clusters (documents) as the sampled
+    units, drawn with replacement: sqrt(G / (G - 1) · Σ_g (S_g - mean · n_g)²) / Σ n. None for fewer than two."""
+    s, n = np.asarray(sums, np.float64), np.asarray(counts, np.float64)
+    keep = n > 0
+    s, n = s[keep], n[keep]
+    G = len(s)
+    if G < 2:
+        return None
+    N = n.sum()
+    return float(np.sqrt(G / (G - 1) * np.sum((s - s.sum() / N * n) ** 2)) / N)
 
 
 @torch.no_grad()
 def val_loss(model, cfg, corpus, device, dtype, batch_size: int) -> tuple[dict, list[dict]]:
+    """The `val_loss` row — loss, tokens, its standard errors (`loss_se` against the whole val split, for the
+    spread rows; `loss_se_docs` with the documents as the sampled units) and the documents scored — and the
+    `position_loss` rows."""
     T = cfg.data.seq_len
     n_rows = max(1, -(-cfg.eval.val_tokens // T))
-    hb = val_rows(corpus.val, T, n_rows, corpus.eot)
+    plan, sampled = val_plan(corpus.val, T, n_rows, cfg.eval.val_sample)
+    n_rows = plan.rows
     nb = cfg.eval.position_buckets
     bucket = (np.arange(T) * nb) // T  # equal buckets of the sequence
     loss_by_pos = np.zeros(T)
     count_by_pos = np.zeros(T)
+    row_sum, row_count = np.zeros(n_rows), np.zeros(n_rows)
+    doc_sum, doc_count = np.zeros(corpus.val.n_docs), np.zeros(corpus.val.n_docs)
     for i in range(0, n_rows, batch_size):
-        sl = slice(i, i + batch_size)
-        idx = torch.from_numpy(hb.idx[sl]).to(device)
-        tgt = torch.from_numpy(hb.targets[sl]).to(device)
-        doc = torch.from_numpy(hb.doc_ids[sl]).to(device) if cfg.data.doc_mask else None
+        part = rows_of(plan, i, min(i + batch_size, n_rows))
+        hb = materialize(corpus.val, part, corpus.eot)
+        idx = torch.from_numpy(hb.idx).to(device)
+        tgt = torch.from_numpy(hb.targets).to(device)
+        doc = torch.from_numpy(hb.doc_ids).to(device) if cfg.data.doc_mask else None
         with _autocast(device, dtype):
             losses = model(idx, targets=tgt, doc_ids=doc, reduction="none")
-        losses = losses.float().cpu().numpy()
-        mask = hb.targets[sl] != PAD_TARGET
-        pos = hb.positions[sl] if cfg.data.doc_mask else np.broadcast_to(np.arange(T), mask.shape)
-        np.add.at(loss_by_pos, pos[mask], losses[mask])
-        np.add.at(count_by_pos, pos[mask], 1)
+        losses = losses.float().cpu().numpy().astype(np.float64)
+        mask = hb.targets != PAD_TARGET
+        pos = hb.positions if cfg.data.doc_mask else np.broadcast_to(np.arange(T), mask.shape)
+        loss_by_pos += np.bincount(pos[mask], weights=losses[mask], minlength=T)
+        count_by_pos += np.bincount(pos[mask], minlength=T)
+        row_sum[i:i + part.rows] = np.where(mask, losses, 0.0).sum(1)
+        row_count[i:i + part.rows] = mask.sum(1)
+        docs = doc_map(part)[mask]
+        doc_sum += np.bincount(docs, weights=losses[mask], minlength=len(doc_sum))
+        doc_count += np.bincount(docs, minlength=len(doc_count))
     total, count = loss_by_pos.sum(), count_by_pos.sum()
-    results = {"eval": "val_loss", "tags": {"context": T}, "metrics": {"loss": total / count, "tokens": int(count)}}
+    metrics = {"loss": total / count, "tokens": int(count),
+               "loss_se": se_successive(row_sum, row_count, sampled) if sampled is not None else None,
+               "loss_se_docs": se_clusters(doc_sum, doc_count), "docs": int((doc_count > 0).sum())}
+    # an error the rows cannot measure is left out, not null: evals.jsonl's val_loss metrics are all numbers
+    results = {"eval": "val_loss", "tags": {"context": T},
+               "metrics": {k: v for k, v in metrics.items() if v is not None}}
     buckets = []
     for b in range(nb):
         sel = bucket == b
@@ -250,7 +359,9 @@ def evaluate(model, cfg, corpus, device, rd=None, tokenizer=None, dtype=None, lo
             vl, buckets = val_loss(model, cfg, corpus, device, dtype, cfg.train.batch_size)
             emit(vl)
             emit(buckets)
-            log(f"val loss {vl['metrics']['loss']:.4f} over {vl['metrics']['tokens']} tokens")
+            se = vl["metrics"].get("loss_se")
+            log(f"val loss {vl['metrics']['loss']:.4f}" + (f" ± {se:.4f}" if se is not None else "")
+                + f" over {vl['metrics']['tokens']} tokens of {vl['metrics']['docs']} documents")
         kv_measured = None
         if cfg.model.kv_policy is None:
             if cfg.eval.retrieval_samples and tokenizer is not None:

@@ -1,7 +1,8 @@
 """The LM task: pretraining and every later LM stage (`train.trainable = "all"`), the Trainer's default.
 
-Batches are packed rows of the train split (runs.packing's Packer, planned and prefetched by a thread through
-runs.data.loader.StepLoader; a document mask when `data.doc_mask`, passkey rows when `data.retrieval_mix`). The
+Batches are packed rows of the train split (runs.packing's Packer, or its UniformPieces for `data.packing =
+"uniform"`, planned and prefetched by a thread through runs.data.loader.StepLoader; a document mask when
+`data.doc_mask`, passkey rows when `data.retrieval_mix`). The
 loss is the model's summed next-token cross-entropy over a micro-batch's targets, normalised by the step's target
 count (Ave-Token). Every parameter trains. The evaluation is runs/evaluate.py. A checkpoint keeps the packer's
 position (`data`) and the packing statistics (`pack_stats`).
@@ -46,7 +47,7 @@ class LMTask(Task):
 
     def setup(self, trainer) -> None:
         from costlaw.runs.data import get_tokenizer
-        from costlaw.runs.packing import Packer, passkey_min_len
+        from costlaw.runs.packing import Packer, UniformPieces, passkey_min_len
 
         cfg, d = self.cfg, self.cfg.data
         self.trainer = trainer
@@ -61,9 +62,13 @@ class LMTask(Task):
         # fixed masks and the RoPE table are built here, outside the compiled graph
         trainer.model.attention_masks(d.seq_len, device=trainer.device)
         curriculum_steps = round(d.curriculum_frac * cfg.total_steps) if d.curriculum == "short-first" else 0
-        self.packer = Packer(trainer.corpus.train.positions, d.seq_len, cfg.train.batch_size,
-                             cfg.train.grad_accum, mode=d.packing, seed=cfg.seed,
-                             curriculum_steps=curriculum_steps, retrieval_mix=d.retrieval_mix)
+        if d.packing == "uniform":
+            self.packer = UniformPieces(trainer.corpus.train.positions, d.seq_len, cfg.train.batch_size,
+                                        cfg.train.grad_accum, seed=cfg.seed, retrieval_mix=d.retrieval_mix)
+        else:
+            self.packer = Packer(trainer.corpus.train.positions, d.seq_len, cfg.train.batch_size,
+                                 cfg.train.grad_accum, mode=d.packing, seed=cfg.seed,
+                                 curriculum_steps=curriculum_steps, retrieval_mix=d.retrieval_mix)
         self.vocab_log = math.log(trainer.corpus.vocab_size)
 
     # ---- batches

@@ -22,6 +22,11 @@ micro-batch i (HBP, arXiv 2503.07680), and `abr_step`, the mean ABR among the mi
 Ave-Token loss normalisation (sum over every micro-batch of a step, divided once by the step's target
 count) is the trainer's; the plan tells it the count up front.
 
+`uniform` (`UniformPieces`) draws no documents at all: every row is a seq_len window of the whole train stream
+(the documents' input positions back to back) at a random offset, so consecutive steps see text from anywhere
+in the corpus rather than from the few hundred documents a shuffled window holds. Documents meeting inside a
+window are separate segments, as in a packed row (the document mask keeps them apart).
+
 Rows may also carry a synthetic passkey (`retrieval_mix`): the row becomes one segment of its own text with
 "The pass key is 48213. Remember it." inserted at a random depth and "What is the pass key? 48213" at its
 end, so the retrieval probe (runs.evaluate) means something at small scale.
@@ -33,6 +38,8 @@ import heapq
 from dataclasses import dataclass
 
 import numpy as np
+
+from costlaw.costmodel.core.errors import ConfigError
 
 WINDOW_ROWS = 256  # a packing window spans whole steps holding at least this many rows
 BALANCED_SLACK = 0.1  # balanced offers best-fit this much more than a window holds, so it has choice
@@ -326,11 +333,7 @@ class Packer:
         self.mb_next += n_mb
 
     def _passkeys(self, gi: int):
-        rng = np.random.default_rng([self.seed, 4, gi])
-        draw = rng.random(self.B)
-        keys = rng.integers(10000, 100000, self.B)
-        depths = rng.random(self.B)
-        return (draw < self.retrieval_mix) if self.retrieval_mix > 0 else np.zeros(self.B, bool), keys, depths
+        return passkey_draw(self.seed, gi, self.B, self.retrieval_mix)
 
     def _place(self, doc, start, length, n_carry, R):
         T = self.T
@@ -395,6 +398,100 @@ class Packer:
         return (np.concatenate([rows[placed], srow]), np.concatenate([cols[placed], scol]),
                 np.concatenate([doc[placed], sdoc]), np.concatenate([start[placed], sstart]),
                 np.concatenate([length[placed], slen]))
+
+
+def passkey_draw(seed: int, gi: int, rows: int, mix: float):
+    """Which rows of micro-batch `gi` carry a passkey, their keys and depths (seeded by run and micro-batch)."""
+    rng = np.random.default_rng([seed, 4, gi])
+    draw = rng.random(rows)
+    keys = rng.integers(10000, 100000, rows)
+    depths = rng.random(rows)
+    return (draw < mix) if mix > 0 else np.zeros(rows, bool), keys, depths
+
+
+# ---------------------------------------------------------------- uniform pieces
+def stream_pieces(doc_start: np.ndarray, doc_end: np.ndarray, a: int, b: int, col: int = 0):
+    """The pieces (doc, start in its stream, length, column) of stream positions [a, b), where document d holds
+    positions [doc_start[d], doc_end[d]); the first piece lands at column `col`."""
+    d0 = int(np.searchsorted(doc_end, a, side="right"))
+    d1 = int(np.searchsorted(doc_start, b, side="left"))
+    docs = np.arange(d0, d1, dtype=np.int64)
+    lo = np.maximum(doc_start[docs], a)
+    hi = np.minimum(doc_end[docs], b)
+    return docs, lo - doc_start[docs], hi - lo, col + lo - a
+
+
+class UniformPieces:
+    """packing = "uniform": each row a seq_len window of the train stream at a random offset.
+
+    The stream is circular (a window may run off its end into its start), so every position is equally likely.
+    Epoch e tiles it with K = P // seq_len windows from a random phase and deals them in a random order (both
+    seeded by the run's seed and e): within an epoch no token repeats and all but the < seq_len positions past
+    the last tile are seen once, a different stretch each epoch. Row r of the run is window r % K of epoch
+    r // K, so a row's text depends on the seed and its step alone and the state is the step count."""
+
+    def __init__(self, positions: np.ndarray, seq_len: int, batch_size: int, grad_accum: int = 1, seed: int = 0,
+                 retrieval_mix: float = 0.0):
+        self.m = np.asarray(positions, dtype=np.int64)
+        if self.m.size == 0 or self.m.min() < 1:
+            raise ValueError("every document needs at least one position")
+        self.doc_end = np.cumsum(self.m)
+        self.doc_start = self.doc_end - self.m
+        self.P = int(self.doc_end[-1])
+        self.T, self.B, self.A = seq_len, batch_size, grad_accum
+        if self.P < seq_len:
+            raise ConfigError("data.packing", f"uniform draws windows of {seq_len} positions from a train split of "
+                                              f"{self.P}; use a larger corpus or a shorter seq_len")
+        self.K = self.P // seq_len
+        self.seed, self.retrieval_mix = seed, retrieval_mix
+        self.step = 0
+        self._epoch_cache: tuple[int, int, np.ndarray] | None = None
+
+    # ---- state
+    def state_dict(self) -> dict:
+        return {"mode": "uniform", "step": self.step}
+
+    def load_state_dict(self, d: dict) -> None:
+        if d.get("mode") != "uniform":
+            raise ValueError("the checkpoint's data position is not a uniform one")
+        self.step = int(d["step"])
+
+    @property
+    def epochs(self) -> float:
+        """Rows handed out, in epochs of K windows."""
+        return self.step * self.A * self.B / self.K
+
+    # ---- windows
+    def _epoch(self, e: int) -> tuple[int, np.ndarray]:
+        if self._epoch_cache is None or self._epoch_cache[0] != e:
+            rng = np.random.default_rng([self.seed, 5, e])
+            phase = int(rng.integers(0, self.P))
+            self._epoch_cache = (e, phase, rng.permutation(self.K))
+        return self._epoch_cache[1:]
+
+    def window_start(self, row: int) -> int:
+        """The stream position where the run's row `row` (0-based over the whole run) starts."""
+        phase, perm = self._epoch(row // self.K)
+        return int((phase + int(perm[row % self.K]) * self.T) % self.P)
+
+    def _row_pieces(self, g: int):
+        first = stream_pieces(self.doc_start, self.doc_end, g, min(g + self.T, self.P))
+        if g + self.T <= self.P:
+            return first
+        wrap = stream_pieces(self.doc_start, self.doc_end, 0, g + self.T - self.P, col=self.P - g)
+        return tuple(np.concatenate([x, y]) for x, y in zip(first, wrap))
+
+    def next_step(self) -> list[MicroBatch]:
+        out = []
+        for a in range(self.A):
+            gi = self.step * self.A + a
+            parts = [self._row_pieces(self.window_start(gi * self.B + r)) for r in range(self.B)]
+            row = np.repeat(np.arange(self.B, dtype=np.int64), [len(p[0]) for p in parts])
+            doc, start, length, col = (np.concatenate([p[k] for p in parts]) for k in range(4))
+            passkey, keys, depths = passkey_draw(self.seed, gi, self.B, self.retrieval_mix)
+            out.append(MicroBatch(gi, self.B, self.T, row, col, doc, start, length, passkey, keys, depths))
+        self.step += 1
+        return out
 
 
 def _stratified_take(length: np.ndarray, T: int, want: int) -> np.ndarray:

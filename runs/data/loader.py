@@ -1,4 +1,5 @@
-"""Training batches on the device: plans from runs.packing, tokens from the corpus, prefetched.
+"""Training batches on the device: plans from runs.packing (a Packer or UniformPieces), tokens from the corpus,
+prefetched.
 
 A background thread plans and gathers the next steps (numpy, a few vectorised calls per micro-batch) and
 pins them; the training thread only issues non-blocking host-to-device copies, so the GPU never waits on
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from costlaw.runs.models.varlen import cu_seqlens
-from costlaw.runs.packing import HostBatch, MicroBatch, Packer, materialize
+from costlaw.runs.packing import HostBatch, MicroBatch, Packer, UniformPieces, materialize
 
 
 @dataclass
@@ -39,8 +40,8 @@ class Step:
 
 
 class StepLoader:
-    def __init__(self, split, packer: Packer, eot: int, device: torch.device, tokenizer=None, doc_mask: bool = True,
-                 rank: int = 0, world: int = 1, prefetch: int = 4):
+    def __init__(self, split, packer: Packer | UniformPieces, eot: int, device: torch.device, tokenizer=None,
+                 doc_mask: bool = True, rank: int = 0, world: int = 1, prefetch: int = 4):
         self.split, self.packer, self.eot, self.tokenizer = split, packer, eot, tokenizer
         self.device = torch.device(device)
         self.doc_mask = doc_mask

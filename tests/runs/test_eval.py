@@ -1,4 +1,5 @@
-"""Evaluation: validation rows, loss by position, the passkey probe through the KV cache, inference KV bytes."""
+"""Evaluation: validation rows (longest, spread), the val loss's standard errors, loss by position, the passkey
+probe through the KV cache, inference KV bytes."""
 
 import json
 import sysconfig
@@ -10,12 +11,14 @@ import torch
 
 from costlaw.costmodel import ModelConfig, kv_cache_bytes
 from costlaw.costmodel.core.rundir import RunDir
+from costlaw.runs import evaluate as ev
 from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
 from costlaw.runs.data.prepare import load
 from costlaw.runs.data.shards import Split
 from costlaw.runs.data.tokenizers import ByteTokenizer
-from costlaw.runs.evaluate import evaluate, greedy_decode, val_rows
+from costlaw.runs.evaluate import evaluate, greedy_decode, se_clusters, se_successive, spread_plan, val_loss, val_rows
 from costlaw.runs.models import build_model
+from costlaw.runs.packing import materialize
 
 EMAIL = str(Path(sysconfig.get_paths()["stdlib"]) / "email")
 
@@ -117,3 +120,115 @@ def test_kv_policy_runs_skip_cache_evals(tmp_path):
     corpus = load(EMAIL, "byte")
     out = evaluate(build_model(model), cfg, corpus, torch.device("cpu"), None, ByteTokenizer())
     assert out["kv_bytes_measured"] is None and out["evals"] == 5
+
+
+# ---------------------------------------------------------------- spread rows and standard errors
+def _doc_split(n=200, mean_len=2000, seed=0):
+    rng = np.random.default_rng(seed)
+    return _split(np.maximum(1, rng.lognormal(np.log(mean_len), 1.0, n)).astype(np.int64), seed)
+
+
+def test_spread_rows_one_window_per_stretch_of_the_split():
+    split = _split([40, 300, 20, 130, 10, 500, 70])
+    P = int(split.positions.sum())
+    plan, sampled = spread_plan(split, 32, 10)
+    assert plan.rows == 10 and sampled == pytest.approx(320 / P)
+    width = P / 10
+    start = np.cumsum(split.positions) - split.positions
+    for r in range(10):
+        sel = plan.row == r
+        first = int(start[plan.doc[sel][0]] + plan.start[sel][0])
+        assert r * width <= first and first + 32 <= (r + 1) * width  # inside its stretch: windows never overlap
+        assert plan.length[sel].sum() == 32 and plan.col[sel][0] == 0
+    hb = val_rows(split, 32, 10, 256, "spread")
+    assert (hb.targets != -100).all()  # whole windows: every position is scored
+    again, _ = spread_plan(split, 32, 10)
+    assert plan.doc.tolist() == again.doc.tolist() and plan.start.tolist() == again.start.tolist()
+    whole, share = spread_plan(split, 32, 1000)  # asked for more than the split holds: all of it, once
+    assert share == 1.0 and whole.rows == -(-P // 32) and int(whole.length.sum()) == P
+
+
+class TokenLoss(torch.nn.Module):
+    """A stand-in model whose loss at a position is a fixed function of its target token (plus its document's
+    offset when `effect` is given through `doc_of`), so the val split's true mean loss is known."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.register_buffer("table", torch.as_tensor(table, dtype=torch.float32))
+
+    def forward(self, idx, targets=None, doc_ids=None, reduction="none"):
+        return torch.where(targets >= 0, self.table[targets.clamp(min=0)], torch.zeros(()))
+
+
+def test_spread_val_rows_are_the_same_for_every_run():
+    corpus = load(EMAIL, "byte", long_docs=False)  # a file a document: several in val
+    table = np.random.default_rng(1).random(257) * 2
+    outs = []
+    for seed in (0, 1, 5):
+        cfg = _cfg(GQA, val_sample="spread", val_tokens=2048).replace(seed=seed)
+        outs.append(val_loss(TokenLoss(table), cfg, corpus, torch.device("cpu"), None, 4))
+    assert outs[0] == outs[1] == outs[2]
+    m = outs[0][0]["metrics"]
+    assert m["tokens"] == 2048 and m["docs"] > 1 and m["loss_se"] > 0 and m["loss_se_docs"] > 0
+    longest = val_loss(TokenLoss(table), _cfg(GQA, val_tokens=2048), corpus, torch.device("cpu"), None, 4)[0]
+    assert "loss_se" not in longest["metrics"]  # its rows are the longest documents, not a sample of the split
+    assert longest["metrics"]["loss"] != m["loss"]
+
+
+def test_successive_difference_se_matches_the_spread_of_redrawn_rows(monkeypatch):
+    """Redraw the spread rows' offsets 300 times on a split whose documents differ in level (sd `tau`): the
+    reported se tracks the estimates' real spread — equal to it without document effects, larger (conservative)
+    with them — and ±2 se holds the split's true mean at least 93% of the time."""
+    split = _doc_split()
+    rng = np.random.default_rng(2)
+    table = rng.random(257) * 2
+    T, R = 64, 100
+    full, _ = spread_plan(split, T, 10**9)
+    for tau, lo, hi in ((0.0, 0.85, 1.15), (0.3, 0.9, 1.6)):
+        effect = rng.normal(0, tau, split.n_docs)
+
+        def losses(plan, effect=effect):
+            hb = materialize(split, plan, 256)
+            return np.where(hb.targets >= 0, table[np.maximum(hb.targets, 0)] + effect[ev.doc_map(plan)], 0.0)
+
+        truth = losses(full).sum() / split.positions.sum()
+        est, se = [], []
+        for seed in range(300):
+            monkeypatch.setattr(ev, "SPREAD_SEED", seed)
+            plan, sampled = spread_plan(split, T, R)
+            rows = losses(plan).sum(1)
+            est.append(rows.sum() / (R * T))
+            se.append(se_successive(rows, np.full(R, T), sampled))
+        est, se = np.array(est), np.array(se)
+        assert lo < se.mean() / est.std() < hi
+        assert np.mean(np.abs(est - truth) < 2 * se) >= 0.93
+
+
+def test_cluster_se_on_documents_of_known_variance():
+    """G equal documents whose mean losses scatter with sd tau around mu: the mean's standard error is
+    tau / sqrt(G), and the cluster estimate averages to it (and is None for one document)."""
+    rng = np.random.default_rng(3)
+    G, n, mu, tau = 50, 400, 1.0, 0.2
+    est, se = [], []
+    for _ in range(2000):
+        means = mu + rng.normal(0, tau, G)
+        est.append(means.mean())
+        se.append(se_clusters(means * n, np.full(G, n)))
+    assert np.mean(se) == pytest.approx(tau / np.sqrt(G), rel=0.03)
+    assert np.std(est) == pytest.approx(tau / np.sqrt(G), rel=0.06)
+    assert se_clusters([3.0], [3]) is None and se_clusters([3.0, 0.0], [3, 0]) is None
+    assert se_successive([1.0], [1], 0.0) is None
+    assert se_successive([1.0, 2.0, 5.0], [1, 1, 1], 1.0) == 0.0  # the whole split: nothing left to sample
+
+
+def test_spread_val_loss_scores_the_whole_split_when_asked_for_all_of_it():
+    corpus = load(EMAIL, "byte")
+    val = corpus.val
+    table = np.random.default_rng(4).random(257) * 2
+    cfg = _cfg(GQA, val_sample="spread", val_tokens=10**8)
+    vl, buckets = val_loss(TokenLoss(table), cfg, corpus, torch.device("cpu"), None, 16)
+    targets = np.concatenate([np.r_[val.doc_tokens(d), 256] for d in range(val.n_docs)])
+    m = vl["metrics"]
+    assert m["tokens"] == len(targets) and m["docs"] == val.n_docs and m["loss_se"] == 0.0
+    assert m["loss"] == pytest.approx(table[targets].mean(), rel=1e-6)
+    assert sum(b["metrics"]["tokens"] for b in buckets) == m["tokens"]

@@ -1,4 +1,5 @@
-"""StepLoader: the batches it hands over, and the document offsets it computes on the host."""
+"""StepLoader: the batches it hands over (packed and uniform rows), the document offsets it computes on the host,
+and where a uniform run resumes."""
 
 import numpy as np
 import torch
@@ -6,7 +7,7 @@ import torch
 from costlaw.runs.data.loader import StepLoader
 from costlaw.runs.data.shards import Split
 from costlaw.runs.models import varlen
-from costlaw.runs.packing import Packer, materialize
+from costlaw.runs.packing import Packer, UniformPieces, materialize
 
 
 def _split():
@@ -45,3 +46,37 @@ def test_no_offsets_without_document_masks():
         assert mb.doc_ids is None and mb.cu_seqlens is None
     finally:
         loader.close()
+
+
+def test_uniform_pieces_through_the_loader_resume_where_they_stopped():
+    """The loader hands over UniformPieces' rows as they materialise, with the document offsets of their
+    segments, and the state a step carries restarts a fresh loader at the very next rows."""
+    split = _split()
+    loader = StepLoader(split, UniformPieces(split.positions, 32, 4, 2, seed=3), 256, "cpu")
+    twin = UniformPieces(split.positions, 32, 4, 2, seed=3)
+    try:
+        states = []
+        for _ in range(6):
+            step = loader.next()
+            states.append(step.state)
+            for mb, plan in zip(step.micro, twin.next_step()):
+                hb = materialize(split, plan, eot=256)
+                assert torch.equal(mb.idx, torch.from_numpy(hb.idx))
+                assert torch.equal(mb.targets, torch.from_numpy(hb.targets))
+                assert torch.equal(mb.cu_seqlens, varlen.cu_seqlens(mb.doc_ids))
+            assert step.tokens == 2 * 4 * 32
+        assert any(len(mb.cu_seqlens) > 2 for mb in step.micro)  # windows that cross documents
+        expected = [loader.next() for _ in range(3)]
+    finally:
+        loader.close()
+    resumed_packer = UniformPieces(split.positions, 32, 4, 2, seed=3)
+    resumed_packer.load_state_dict(states[-1])
+    resumed = StepLoader(split, resumed_packer, 256, "cpu")
+    try:
+        for want in expected:
+            got = resumed.next()
+            assert all(torch.equal(a.idx, b.idx) and torch.equal(a.doc_ids, b.doc_ids)
+                       for a, b in zip(got.micro, want.micro))
+            assert got.state == want.state
+    finally:
+        resumed.close()

@@ -1,21 +1,27 @@
-"""Packing: no token lost or duplicated, correct document segments, ABR, balance, determinism, resume."""
+"""Packing: no token lost or duplicated, correct document segments, ABR, balance, determinism, resume; uniform
+pieces: whole windows of the stream, an epoch covering it once, determinism per seed, exact resume, document
+segments."""
 
 from collections import Counter
 
 import numpy as np
 import pytest
 
+from costlaw.costmodel.core.errors import ConfigError
 from costlaw.runs.data.shards import Corpus, Split
 from costlaw.runs.packing import (
     PAD_TARGET,
+    MicroBatch,
     Packer,
     PackStats,
+    UniformPieces,
     abr,
     abr_from,
     materialize,
     passkey_min_len,
     passkey_sequence,
     passkey_tokens,
+    stream_pieces,
 )
 
 
@@ -189,3 +195,109 @@ def test_passkey_rows():
     assert len(seq) == 128 and passkey_min_len(tok) == len(intro) + len(q) + len(a)
     with pytest.raises(ValueError):
         passkey_sequence(np.arange(10), intro, q, a, 0.5, 20)
+
+
+# ---------------------------------------------------------------- uniform pieces
+def _uniform_split(n_docs=30, seed=3):
+    rng = np.random.default_rng(seed)
+    lens = rng.integers(1, 200, size=n_docs)
+    toks = rng.integers(0, 250, size=int(lens.sum())).astype(np.uint16)
+    docs = np.stack([np.zeros(n_docs, np.int64), np.cumsum(lens) - lens, lens], 1)
+    return Split("train", [toks], docs, eot=256)
+
+
+def _stream_positions(p: UniformPieces, mb) -> list[int]:
+    """The global stream position of every input position of a micro-batch, row by row."""
+    out = []
+    for d, s, n in zip(mb.doc.tolist(), mb.start.tolist(), mb.length.tolist()):
+        out += range(int(p.doc_start[d]) + s, int(p.doc_start[d]) + s + n)
+    return out
+
+
+def test_uniform_rows_are_whole_windows_of_the_circular_stream():
+    split = _uniform_split()
+    p = UniformPieces(split.positions, 48, 4, 2, seed=1)
+    for _ in range(40):
+        for mb in p.next_step():
+            assert mb.tokens == 4 * 48 and mb.pad == 0  # every position predicts a target
+            for r in range(4):
+                sel = mb.row == r
+                cols, lens = mb.col[sel], mb.length[sel]
+                assert cols[0] == 0 and np.all(cols[1:] == cols[:-1] + lens[:-1]) and lens.sum() == 48
+                pos = _stream_positions(p, MicroBatch(0, 1, 48, mb.row[sel], cols, mb.doc[sel], mb.start[sel], lens,
+                                                      mb.passkey, mb.keys, mb.depths))
+                assert pos == [(pos[0] + k) % p.P for k in range(48)]  # one window, wrapping at the stream's end
+
+
+def test_uniform_epoch_covers_the_stream_once():
+    """Within an epoch no position repeats and all but fewer than seq_len are seen; the uncovered stretch moves
+    between epochs (a new phase each)."""
+    split = _uniform_split()
+    T, B, A = 40, 3, 2
+    p = UniformPieces(split.positions, T, B, A, seed=5)
+    K = p.P // T
+    rows_per_step = B * A
+    steps = -(-3 * K // rows_per_step)
+    seen = [Counter() for _ in range(4)]
+    for s in range(steps):
+        for a, mb in enumerate(p.next_step()):
+            for r in range(B):
+                row = (s * A + a) * B + r
+                sel = mb.row == r
+                sub = MicroBatch(0, 1, T, mb.row[sel], mb.col[sel], mb.doc[sel], mb.start[sel], mb.length[sel],
+                                 mb.passkey, mb.keys, mb.depths)
+                seen[row // K].update(_stream_positions(p, sub))
+    for e in range(3):
+        assert max(seen[e].values()) == 1
+        assert p.P - T < len(seen[e]) <= p.P
+    missing = [set(range(p.P)) - set(seen[e]) for e in range(3)]
+    assert len({frozenset(m) for m in missing}) == 3
+
+
+def test_uniform_deterministic_per_seed_and_resumes_exactly():
+    split = _uniform_split()
+    kw = dict(seq_len=32, batch_size=4, grad_accum=2, seed=7, retrieval_mix=0.25)
+    a, b = UniformPieces(split.positions, **kw), UniformPieces(split.positions, **kw)
+    first = _plans(a, 15)
+    assert first == _plans(b, 15)
+    state = a.state_dict()
+    rest = _plans(a, 25)
+    assert (15 * 8) // a.K < (40 * 8) // a.K  # the resumed stretch crosses an epoch
+    c = UniformPieces(split.positions, **kw)
+    c.load_state_dict(state)
+    assert _plans(c, 25) == rest
+    assert _plans(UniformPieces(split.positions, **{**kw, "seed": 8}), 15) != first
+    with pytest.raises(ValueError):
+        c.load_state_dict(Packer(split.positions, 32, 4, 2).state_dict())
+
+
+def test_uniform_rows_keep_documents_apart():
+    """Documents meeting inside a window are separate segments: targets never cross a document and the document
+    mask's ids change exactly where a document does."""
+    split = _uniform_split(n_docs=60, seed=9)
+    p = UniformPieces(split.positions, 64, 4, 1, seed=2)
+    crossings = 0
+    for _ in range(30):
+        mb = p.next_step()[0]
+        hb = materialize(split, mb, eot=256)
+        for r, c, d, s, n in zip(mb.row, mb.col, mb.doc, mb.start, mb.length):
+            stream = np.concatenate([[256], split.doc_tokens(d), [256]])
+            assert list(hb.idx[r, c:c + n]) == list(stream[s:s + n])
+            assert list(hb.targets[r, c:c + n]) == list(stream[s + 1:s + n + 1])
+            assert list(hb.positions[r, c:c + n]) == list(range(n))
+        for r in range(4):
+            starts = set(mb.col[mb.row == r].tolist())
+            changes = {0} | {t for t in range(1, 64) if hb.doc_ids[r, t] != hb.doc_ids[r, t - 1]}
+            assert changes == starts
+            crossings += len(starts) - 1
+        assert hb.tokens == int((hb.targets != PAD_TARGET).sum()) == 4 * 64
+    assert crossings > 20  # the test saw many document boundaries inside windows
+
+
+def test_stream_pieces_and_a_split_smaller_than_a_row():
+    start, end = np.array([0, 5, 6]), np.array([5, 6, 20])
+    doc, s, n, col = stream_pieces(start, end, 3, 9, col=2)
+    assert doc.tolist() == [0, 1, 2] and s.tolist() == [3, 0, 0] and n.tolist() == [2, 1, 3]
+    assert col.tolist() == [2, 4, 5]
+    with pytest.raises(ConfigError, match="^data.packing: "):
+        UniformPieces(np.array([5, 6]), 64, 2)
