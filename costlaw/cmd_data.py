@@ -79,7 +79,6 @@ def main(args) -> int:
         print(json.dumps(rows, indent=2) if args.json else table(rows, width=width) if rows
               else f"no prepared corpora in {root}")
         return 0
-    from costlaw.costmodel.core.errors import ConfigError
     from costlaw.runs.data.prepare import prepare
     from costlaw.runs.data.shards import Corpus
 
@@ -92,11 +91,8 @@ def main(args) -> int:
         print(f"costlaw data: note: reusing the corpus already prepared in the cache at {path} (same files, "
               "tokenizer and document rules); delete that directory to prepare it again", file=sys.stderr)
 
-    try:
-        path = prepare(args.source, args.tokenizer, args.long_docs, out=args.out, workers=args.workers,
-                       progress=not args.json, reused=note)
-    except ConfigError as e:
-        raise (ConfigError("--source", e.problem) if e.field == "corpus" else e) from None
+    path = prepare(args.source, args.tokenizer, args.long_docs, out=args.out, workers=args.workers,
+                   progress=not args.json, reused=note)
     row = _row(Corpus.open(path).manifest, path)
     print(json.dumps({**row, "reused": bool(reused)}, indent=2) if args.json else table([row], width=width))
     return 0

@@ -18,10 +18,10 @@ def add_arguments(p):
 
 
 def main(args) -> int:
-    from costlaw.options import input_dir, output_dir
+    from costlaw.options import output_dir
     from costlaw.runs.export_hf import export_hf
 
-    input_dir(args.run_dir, "run_dir", "a completed run directory (config.json, DONE, checkpoint.pt)")
+    # the run directory is checked by export_hf (what a completed run holds); the output here, before any work
     output_dir(args.hf, "--hf", "the Hugging Face checkpoint (config.json, model.safetensors)")
     done = export_hf(args.run_dir, args.hf, dtype=args.dtype, force=args.force)
     if args.json:

@@ -213,13 +213,13 @@ def main(args) -> int:
                            "give --db RESULTS.duckdb instead of --fits, or drop --record")
     check_level(args.level)
     check_spec_args(args)
+    if args.fits and args.fits_out:
+        raise CostlawError("--fits-out: writes fits fitted from --db; with --fits the file already exists")
+    if args.fits and args.refit:
+        raise CostlawError("--refit: refits the laws from --db's runs; --fits reads them from a file; drop one")
     check_files(args)
     objective = build_objective(args)
     if args.fits:
-        if args.fits_out:
-            raise CostlawError("--fits-out: writes fits fitted from --db; with --fits the file already exists")
-        if args.refit:
-            raise CostlawError("--refit: refits the laws from --db's runs; --fits reads them from a file; drop one")
         fs = load_fits(args.fits)
     else:
         fs = fit_store(args.db, families=families, n_boot=args.bootstrap, seed=args.seed,

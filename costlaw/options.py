@@ -177,8 +177,8 @@ def input_file(path, flag: str, what: str, *, text: bool = True, max_bytes: int 
         try:
             p.read_bytes().decode("utf-8")
         except UnicodeDecodeError as e:
-            raise CostlawError(f"{flag}: {str(path)!r} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
-                               f"{e.start}); give {what}, saved as UTF-8") from None
+            raise CostlawError(f"{flag}: {str(path)!r} is not a text file (not UTF-8: byte {e.object[e.start]:#04x} "
+                               f"at offset {e.start}); give {what}, saved as UTF-8") from None
         except OSError as e:
             raise CostlawError(f"{flag}: cannot read {str(path)!r} ({e.strerror}); give {what}") from None
     return p
@@ -204,8 +204,13 @@ def input_files(paths, flag: str, what: str, **kw) -> list[Path]:
 
 def input_dbs(paths, flag: str = "--db") -> list[Path]:
     """Results files to read: regular, non-empty files (a FIFO given as one would block DuckDB's open)."""
-    return [input_file(p, flag, "a results file written by costlaw ingest", text=False, max_bytes=None)
-            for p in ([paths] if isinstance(paths, str) else paths or [])]
+    out = []
+    for p in [paths] if isinstance(paths, str) else paths or []:
+        if str(p).strip() and not os.path.lexists(p):  # worded as the store's own check (analysis.store.query)
+            raise CostlawError(f"{flag}: no such results file {str(p)!r}; create it with costlaw ingest --root DIR "
+                               f"--db {p}")
+        out.append(input_file(p, flag, "a results file written by costlaw ingest", text=False, max_bytes=None))
+    return out
 
 
 def _given(path, flag: str, what: str) -> Path:
@@ -213,7 +218,7 @@ def _given(path, flag: str, what: str) -> Path:
         raise CostlawError(f"{flag}: empty path; give {what}")
     if "\0" in str(path):
         raise CostlawError(f"{flag}: the path holds a NUL byte; give {what}")
-    return Path(os.path.expanduser(str(path)))
+    return Path(str(path))  # as given, as the library that opens it sees it (a shell already expanded ~)
 
 
 # ---------------------------------------------------------------- output paths

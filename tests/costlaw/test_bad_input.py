@@ -132,7 +132,7 @@ CASES = [
     (["quickstart", "--root", "qs", "--jobs", "0"], INPUT, "--jobs: must be >= 1"),
     (["quickstart", "--root", "qs", "--bootstrap", "1"], INPUT, "--bootstrap: one resample"),
     (["quickstart", "--root", "qs", "--spec", "fifo"], INPUT, "--spec: 'fifo' is not a regular file"),
-    (["quickstart", "--root", "qs", "--spec", "bin.toml"], INPUT, "--spec: 'bin.toml' is not UTF-8"),
+    (["quickstart", "--root", "qs", "--spec", "bin.toml"], INPUT, "--spec: 'bin.toml' is not a text file"),
     (["quickstart", "--root", "qs", "--spec", "dir"], INPUT, "--spec: 'dir' is a directory"),
     (["quickstart", "--root", "qs", "--spec", "empty.toml"], INPUT, "--spec: 'empty.toml' is empty"),
     (["quickstart", "--root", "qs", "--spec", "missing.toml"], INPUT, "--spec: no such file"),
@@ -147,7 +147,7 @@ CASES = [
     (["cost", "--preset", "gqa-19m", "--context", "1" + "0" * 30], INPUT, "--context: 1e+30 tokens is beyond"),
     (["cost", "--preset", "gqa-19m", "--context", ","], INPUT, "--context: empty"),
     (["cost", "--preset", "gqa-19m", "--context", "lots"], INPUT, "--context: 'lots' is not a token count"),
-    (["cost", "--config", "bin.toml"], INPUT, "--config: 'bin.toml' is not UTF-8"),
+    (["cost", "--config", "bin.toml"], INPUT, "--config: 'bin.toml' is not a text file"),
     (["cost", "--config", "empty.toml"], INPUT, "--config: 'empty.toml' is empty"),
     (["cost", "--config", "dir"], INPUT, "--config: 'dir' is a directory"),
     (["cost", "--config", "fifo"], INPUT, "--config: 'fifo' is not a regular file"),
@@ -155,7 +155,7 @@ CASES = [
     (["cost", "--config", "données.toml"], INPUT, "--layers: missing"),
     (["cost", "--hf-config", "list.json"], INPUT, "--hf-config: must be a JSON object"),
     (["cost", "--hf-config", "trunc.json"], INPUT, "--hf-config: 'trunc.json' is not JSON"),
-    (["cost", "--hf-config", "bin.json"], INPUT, "--hf-config: 'bin.json' is not UTF-8"),
+    (["cost", "--hf-config", "bin.json"], INPUT, "--hf-config: 'bin.json' is not a text file"),
     (["cost", "--hf-config", "fifo"], INPUT, "--hf-config: 'fifo' is not a regular file"),
     (["cost", "--preset", "nope"], INPUT, "--preset: unknown preset 'nope'"),
     (["cost", "--preset", "gqa-19m", "--dtype", "fp7"], INPUT, "--dtype: unknown dtype 'fp7'"),
@@ -166,7 +166,7 @@ CASES = [
     (["cost", "--preset", "gqa-19m", "--heads", "many"], USAGE, "--heads"),
     (["cost", "--preset", "gqa-19m", "--config", "run.toml"], INPUT, "give one of --config, --preset or --hf-config"),
     # run
-    (["run", "bin.toml", "--root", "out"], INPUT, "config: 'bin.toml' is not UTF-8"),
+    (["run", "bin.toml", "--root", "out"], INPUT, "config: 'bin.toml' is not a text file"),
     (["run", "empty.toml", "--root", "out"], INPUT, "config: 'empty.toml' is empty"),
     (["run", "dir", "--root", "out"], INPUT, "config: 'dir' is a directory"),
     (["run", "fifo", "--root", "out"], INPUT, "config: 'fifo' is not a regular file"),
@@ -175,7 +175,7 @@ CASES = [
     (["run", "list.json", "--root", "out"], INPUT, "config: 'list.json' holds a JSON list, not an object"),
     (["run", "str.json", "--root", "out"], INPUT, "config: 'str.json' holds a JSON str, not an object"),
     (["run", "inner-list.json", "--root", "out"], INPUT, "config: 'inner-list.json' has a \"config\" that is a JSON"),
-    (["run", "bin.json", "--root", "out"], INPUT, "config: 'bin.json' is not UTF-8"),
+    (["run", "bin.json", "--root", "out"], INPUT, "config: 'bin.json' is not a text file"),
     (["run", "with space/run config.toml", "--root", "out"], INPUT, "config: 'with space/run config.toml' is not"),
     (["run", "spec.toml", "--root", "out"], INPUT, "axes: unknown key"),
     (["run", "run.toml", "--root", "file.txt"], INPUT, "--root: 'file.txt' is a file"),
@@ -187,11 +187,11 @@ CASES = [
     (["run", "run.toml", "--root", "out", "--out", "out"], USAGE, "not allowed with argument --root"),
     (["run"], USAGE, "required"),
     # data
-    (["data", "prepare", "--source", "missing"], INPUT, "--source: 'missing' is not stdlib"),
-    (["data", "prepare", "--source", "file.txt"], INPUT, "--source: 'file.txt' has 1 non-empty file(s)"),
-    (["data", "prepare", "--source", "dir"], INPUT, "--source: 'dir' holds no files"),
-    (["data", "prepare", "--source", "fifo"], INPUT, "--source: 'fifo' is not stdlib"),
-    (["data", "prepare", "--source", "*.nothing"], INPUT, "--source: '*.nothing' holds no files"),
+    (["data", "prepare", "--source", "missing"], INPUT, "corpus: 'missing' is not stdlib"),
+    (["data", "prepare", "--source", "file.txt"], INPUT, "corpus: 'file.txt' has 1 non-empty file(s)"),
+    (["data", "prepare", "--source", "dir"], INPUT, "corpus: 'dir' holds no files"),
+    (["data", "prepare", "--source", "fifo"], INPUT, "corpus: 'fifo' is not stdlib"),
+    (["data", "prepare", "--source", "*.nothing"], INPUT, "corpus: '*.nothing' holds no files"),
     (["data", "prepare", "--tokenizer", "nope"], INPUT, "--tokenizer: 'nope' is not one of byte, gpt2"),
     (["data", "prepare", "--workers", "0"], INPUT, "--workers: must be >= 1"),
     (["data", "prepare", "--out", "file.txt"], INPUT, "--out: 'file.txt' is a file"),
@@ -203,7 +203,7 @@ CASES = [
     (["data"], USAGE, "ACTION"),
     (["data", "nope"], USAGE, "invalid choice: 'nope'"),
     # sweep plan / submit / status / resubmit
-    (["sweep", "plan", "bin.toml"], INPUT, "spec: 'bin.toml' is not UTF-8"),
+    (["sweep", "plan", "bin.toml"], INPUT, "spec: 'bin.toml' is not a text file"),
     (["sweep", "plan", "empty.toml"], INPUT, "spec: 'empty.toml' is empty"),
     (["sweep", "plan", "dir"], INPUT, "spec: 'dir' is a directory"),
     (["sweep", "plan", "fifo"], INPUT, "spec: 'fifo' is not a regular file"),
@@ -257,7 +257,7 @@ CASES = [
     (["query", "--db", "fifo", "select 1"], INPUT, "--db: 'fifo' is not a regular file"),
     (["query", "--db", "dir", "select 1"], INPUT, "--db: 'dir' is a directory"),
     (["query", "--db", "empty.toml", "select 1"], INPUT, "--db: 'empty.toml' is empty"),
-    (["query", "--db", "missing.duckdb", "select 1"], INPUT, "--db: no such file"),
+    (["query", "--db", "missing.duckdb", "select 1"], INPUT, "--db: no such results file"),
     (["query", "--db", "notdb.duckdb", "select 1"], INPUT, "--db: cannot open"),
     (["query", "--db", "db.duckdb"], INPUT, "sql: missing"),
     (["query", "--db", "db.duckdb", "select 1; select 2"], INPUT, "SQL: 2 statements"),
@@ -303,7 +303,7 @@ CASES = [
     (["fit", "--data", "runs.csv", "--law", "gqa-size", "--x", "N", "--plot", "missing/fit.png"], INPUT,
      "--plot: no directory 'missing'"),
     (["fit", "--data", "runs.csv", "--law-file", "fifo"], INPUT, "--law-file: 'fifo' is not a regular file"),
-    (["fit", "--data", "runs.csv", "--law-file", "bin.toml"], INPUT, "--law-file: 'bin.toml' is not UTF-8"),
+    (["fit", "--data", "runs.csv", "--law-file", "bin.toml"], INPUT, "--law-file: 'bin.toml' is not a text file"),
     (["fit", "--data", "runs.csv", "--law-file", "dir"], INPUT, "--law-file: 'dir' is a directory"),
     (["fit", "--db", "fifo", "--sql", "select 1"], INPUT, "--db: 'fifo' is not a regular file"),
     (["fit", "--db", "db.duckdb", "--sql", "select 1", "--law", "gqa-size"], INPUT, "--sql: the result has no run_id"),
@@ -369,7 +369,7 @@ CASES = [
     (["validate", "--db", "db.duckdb", "--level", "0"], INPUT, "--level: must be a probability"),
     (["validate", "--db", "db.duckdb", "--bootstrap", "1"], INPUT, "--bootstrap: one resample"),
     (["validate", "--db", "fifo"], INPUT, "--db: 'fifo' is not a regular file"),
-    (["validate", "--db", "missing.duckdb"], INPUT, "--db: no such file"),
+    (["validate", "--db", "missing.duckdb"], INPUT, "--db: no such results file"),
     (["validate", "--db", "db.duckdb", "--families", "moe"], INPUT, "--families: unknown family 'moe'"),
     (["validate", "--db", "db.duckdb", "--figure", "missing/cv.png"], INPUT, "--figure: no directory 'missing'"),
     (["validate", "--db", "db.duckdb", "--mode", "every"], USAGE, "invalid choice: 'every'"),
@@ -405,7 +405,7 @@ CASES = [
     (["kv-eval", "dir", "--root", "out", "--policy-run", "locret"], INPUT, "--policy-run: 'locret' is not"),
     # calibrate
     (["calibrate", "fifo", "--out", "cal"], INPUT, "measurements: 'fifo' is not a regular file"),
-    (["calibrate", "bin.json", "--out", "cal"], INPUT, "measurements: 'bin.json' is not UTF-8"),
+    (["calibrate", "bin.json", "--out", "cal"], INPUT, "measurements: 'bin.json' is not a text file"),
     (["calibrate", "trunc.json", "--out", "cal"], INPUT, "measurements: trunc.json is not valid JSON"),
     (["calibrate", "list.json", "--out", "cal"], INPUT, "measurements: the document must be a JSON object"),
     (["calibrate", "dir", "--out", "cal"], INPUT, "measurements: 'dir' is a directory"),
@@ -415,13 +415,14 @@ CASES = [
     (["calibrate", "measurements.json", "--out", "cal", "--gpu", "TPU"], INPUT, "--gpu: unknown GPU"),
     # compare-hybrid
     (["compare-hybrid", "--db", "fifo", "--out", "hyb"], INPUT, "--db: 'fifo' is not a regular file"),
-    (["compare-hybrid", "--db", "missing.duckdb", "--out", "hyb"], INPUT, "--db: no such file"),
+    (["compare-hybrid", "--db", "missing.duckdb", "--out", "hyb"], INPUT, "--db: no such results file"),
     (["compare-hybrid", "--db", "dir", "--out", "hyb"], INPUT, "--db: 'dir' is a directory"),
     (["compare-hybrid", "--db", "db.duckdb", "--out", "file.txt"], INPUT, "--out: 'file.txt' is a file"),
     (["compare-hybrid", "--db", "db.duckdb", "--out", "missing/hyb"], INPUT, "--out: no directory 'missing'"),
     # export
-    (["export", "missing", "--hf", "hf"], INPUT, "run_dir: no such directory 'missing'"),
-    (["export", "file.txt", "--hf", "hf"], INPUT, "run_dir: 'file.txt' is not a directory"),
+    (["export", "missing", "--hf", "hf"], INPUT, "run_dir: 'missing' is not a completed run directory"),
+    (["export", "file.txt", "--hf", "hf"], INPUT, "run_dir: 'file.txt' is not a completed run directory"),
+    (["export", "fifo", "--hf", "hf"], INPUT, "run_dir: 'fifo' is not a completed run directory"),
     (["export", "dir", "--hf", "hf"], INPUT, "run_dir: 'dir' is not a completed run directory"),
     (["export", "dir", "--hf", "file.txt"], INPUT, "--hf: 'file.txt' is a file"),
     (["export", "dir", "--hf", "missing/hf"], INPUT, "--hf: no directory 'missing'"),
@@ -600,7 +601,7 @@ def test_huge_numbers_are_refused_in_one_line(ws, argv, field):
 
 def test_paths_with_spaces_and_non_ascii_names_are_quoted_in_the_line(ws):
     line = check(ws, ["sweep", "plan", "with space/run config.toml"], INPUT, "spec:")
-    assert "'with space/run config.toml' is not UTF-8" in line
+    assert "'with space/run config.toml' is not a text file" in line
     line = check(ws, ["fit", "--data", "données/runs.csv", "--law", "gqa-size"], INPUT, "--data:")
     assert "'données/runs.csv'" in line
 

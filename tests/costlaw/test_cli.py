@@ -203,3 +203,32 @@ def test_data_prepare_says_when_it_reuses_the_cache(tmp_path, capsys, monkeypatc
     assert rc == 0 and doc["reused"] is True
     assert err == (f"costlaw data: note: reusing the corpus already prepared in the cache at {doc['path']} (same "
                    "files, tokenizer and document rules); delete that directory to prepare it again\n")
+
+
+def test_help_names_only_flags_that_exist():
+    """Every `costlaw VERB [ACTION] ... --flag` a help text shows (examples, epilogs, the verb list) names a flag that
+    verb has, so a renamed flag leaves no stale example behind."""
+    import importlib
+
+    from costlaw.cli import OneLineParser, _usage
+
+    def flags(p):
+        return {o for a in p._actions for o in a.option_strings if a.help != argparse.SUPPRESS} | {"--help"}
+
+    texts = [p.format_help() for p in PARSERS.values()] + [_usage()]
+    for verb in ("sweep", "data"):
+        p = OneLineParser(prog=f"costlaw {verb}")
+        importlib.import_module(f"costlaw.cmd_{verb}").add_arguments(p)
+        texts.append(p.format_help())
+    named = 0
+    for text in texts:
+        for line in text.splitlines():
+            for m in re.finditer(r"costlaw ([a-z-]+)(?: ([a-z0-9-]+))?((?:(?!costlaw ).)*)", line):
+                verb, action, rest = m.groups()
+                key = (verb, action) if (verb, action) in PARSERS else (verb,)
+                if key not in PARSERS:
+                    continue
+                for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", rest):
+                    named += 1
+                    assert flag in flags(PARSERS[key]), f"help shows `costlaw {' '.join(key)} ... {flag}`: {line}"
+    assert named > 50
