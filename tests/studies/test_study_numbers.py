@@ -1349,6 +1349,50 @@ def test_noise_floor(cli):
     c.done()
 
 
+# ---------------------------------------------------------------------------------------------- long-context
+LONG = "long-context"
+LONG_RUNS = ('costlaw query --db studies/long-context/results.duckdb "select stage, d_model, n_layers, n_heads, '
+             "n_kv_heads, params_non_embedding as N, seq_len, tokens, val_loss, (select value from evals e where "
+             "e.run_id = r.run_id and e.eval = 'val_loss' and e.metric = 'loss_se') as val_loss_se, (select "
+             "avg(accuracy) from retrieval t where t.run_id = r.run_id) as retrieval, wall_s from runs r order by "
+             'stage desc, d_model, n_heads, n_kv_heads desc"')
+
+
+def test_long_context(cli):
+    text, c = readme(LONG), Check(f"studies/{LONG}/README.md")
+    runs = query(cli, LONG, LONG_RUNS)
+    assert len(runs) == 16 and {r["seq_len"] for r in runs if r["stage"] == "extend"} == {16384}
+    loss = {(r["stage"], r["d_model"], r["n_heads"], r["n_kv_heads"]): r["val_loss"] for r in runs}
+    t = Table(text, "config", "N", where=c.where)
+    changes = []
+    for r in (r for r in runs if r["stage"] == "pretrain"):
+        d, h, k = r["d_model"], r["n_heads"], r["n_kv_heads"]
+        key = f"({h},{k}) d {d} L {r['n_layers']}"
+        c.cell(t, key, "N", r["N"])
+        c.cell(t, key, "val loss at 2K (pretrain)", loss[("pretrain", d, h, k)])
+        c.cell(t, key, "val loss at 16K (extended)", loss[("extend", d, h, k)])
+        if h != k:
+            gap = [loss[(s, d, h, k)] - loss[(s, d, 8, 8)] for s in ("pretrain", "extend")]
+            c.cell(t, key, "− default at 2K", gap[0])
+            c.cell(t, key, "− default at 16K", gap[1])
+            c.cell(t, key, "change", gap[1] - gap[0])
+            changes.append(gap)
+    assert len(changes) == 6
+    widen = [abs(b) - abs(a) for a, b in changes if (a > 0) == (b > 0)]
+    c.equal("comparisons whose gap keeps its sign and widens", sum(w > 0 for w in widen), 6)
+    c.phrase(text, f"by {min(widen):.4f}–{max(widen):.4f} nats")
+    c.phrase(measured_row(LONG), f"all {len(widen)} gaps to the default widen, by {min(widen):.4f}–{max(widen):.4f} nats")
+    se = {s: [r["val_loss_se"] for r in runs if r["stage"] == s] for s in ("pretrain", "extend")}
+    c.phrase(text, f"The 16K val set's own error is {min(se['extend']):.4f}–{max(se['extend']):.4f}")
+    c.phrase(text, f"({min(se['pretrain']):.4f}–{max(se['pretrain']):.4f} here)")
+    c.equal("passkey accuracy", {r["retrieval"] for r in runs}, {0.0})
+    twin = query(cli, NOISE, NOISE_RUNS)
+    nf = next(r["val_loss"] for r in twin if r["seed"] == 0 and r["packing"] == "uniform")
+    c.phrase(text, f"{loss[('pretrain', 256, 8, 2)]:.4f} here, {nf:.4f} there, a difference of "
+                   f"{abs(nf - loss[('pretrain', 256, 8, 2)]):.4f}")
+    c.done()
+
+
 # ---------------------------------------------------------------------------------------------- the fits files
 @pytest.mark.slow
 @pytest.mark.parametrize("study, exports, command", [
