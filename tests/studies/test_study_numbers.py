@@ -1264,24 +1264,24 @@ def test_closed_loop_2(cli):
     rel = [r["rel_error"] for r in rows]
     worst = max(err, key=abs)
     row = measured_row(LOOP2)
-    words = "Zero One Two Three Four Five Six Seven Eight Nine Ten".split()
+    words = ["Zero", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten"]
     c.equal("runs inside their 90% new-run interval", inside, 10)  # the README's "All ten" and the row's "10 of 10"
     c.phrase(text, "All ten measured losses landed inside their 90% prediction interval for a new run")
     c.phrase(row, f"{inside} of 10 inside their 90% interval for a new run")
     c.phrase(text, f"{words[inside_mean]} of ten landed inside the interval of the mean")
     c.phrase(text, f"mean {sum(err) / 10:+.4f} nats ({sum(rel) / 10:+.1%}), mean |error| "
                    f"{sum(map(abs, err)) / 10:.4f}")
-    c.phrase(row, f"{inside_mean} of 10 inside the mean's; error mean {sum(err) / 10:+.4f} nats ({sum(rel) / 10:+.1%}), "
-                  f"worst {worst:+.4f}")
+    c.phrase(row, f"{inside_mean} of 10 inside the mean's; error mean {sum(err) / 10:+.4f} nats "
+                  f"({sum(rel) / 10:+.1%}), worst {worst:+.4f}")
     c.done()
 
 
 # ---------------------------------------------------------------------------------------------- noise-floor
 NOISE = "noise-floor"
-NOISE_RUNS = ('costlaw query --db studies/noise-floor/results.duckdb "select r.seed, json_extract_string(r.config_json, '
-              "'$.config.data.long_docs') as long_docs, r.packing, r.val_loss, e.value as val_loss_se, r.final_loss, "
-              "r.epochs, r.tokens_per_s, r.wall_s from runs r join evals e using (run_id) where e.eval = 'val_loss' and "
-              "e.metric = 'loss_se' order by 2 desc, 3, 1\"")
+NOISE_RUNS = ('costlaw query --db studies/noise-floor/results.duckdb "select r.seed, '
+              "json_extract_string(r.config_json, '$.config.data.long_docs') as long_docs, r.packing, r.val_loss, "
+              "e.value as val_loss_se, r.final_loss, r.epochs, r.tokens_per_s, r.wall_s from runs r join evals e "
+              "using (run_id) where e.eval = 'val_loss' and e.metric = 'loss_se' order by 2 desc, 3, 1\"")
 
 
 def noise_mode(row: dict) -> str:
@@ -1296,7 +1296,8 @@ def test_noise_floor(cli):
     text, c = readme(NOISE), Check(f"studies/{NOISE}/README.md")
     runs = query(cli, NOISE, NOISE_RUNS)
     assert len(runs) == 18
-    by = {m: sorted((r for r in runs if noise_mode(r) == m), key=lambda r: r["seed"]) for m in ("dirs", "files", "uniform")}
+    by = {m: sorted((r for r in runs if noise_mode(r) == m), key=lambda r: r["seed"])
+          for m in ("dirs", "files", "uniform")}
     t = Table(text, "mode", "val loss, seeds 0–5", where=c.where)
     loss = {m: [r["val_loss"] for r in rs] for m, rs in by.items()}
     for m, rs in by.items():
@@ -1381,7 +1382,8 @@ def test_long_context(cli):
     widen = [abs(b) - abs(a) for a, b in changes if (a > 0) == (b > 0)]
     c.equal("comparisons whose gap keeps its sign and widens", sum(w > 0 for w in widen), 6)
     c.phrase(text, f"by {min(widen):.4f}–{max(widen):.4f} nats")
-    c.phrase(measured_row(LONG), f"all {len(widen)} gaps to the default widen, by {min(widen):.4f}–{max(widen):.4f} nats")
+    c.phrase(measured_row(LONG),
+             f"all {len(widen)} gaps to the default widen, by {min(widen):.4f}–{max(widen):.4f} nats")
     se = {s: [r["val_loss_se"] for r in runs if r["stage"] == s] for s in ("pretrain", "extend")}
     c.phrase(text, f"The 16K val set's own error is {min(se['extend']):.4f}–{max(se['extend']):.4f}")
     c.phrase(text, f"({min(se['pretrain']):.4f}–{max(se['pretrain']):.4f} here)")
