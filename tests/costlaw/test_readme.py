@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -42,9 +43,9 @@ def script(text: str) -> tuple[str, list[str]]:
                                                          f"{TEST_COMMAND!r}: {first}"
     install, _, run = first[0].partition(" && ")
     assert INSTALL.match(install) and run.startswith("costlaw quickstart"), first[0]
-    lines = ["set -euo pipefail", run] + [ln for b in bs[1:] for ln in b]
-    return "\n".join(f"echo '+ {ln}' >&2\n{ln}" if not ln.startswith("set ") else ln for ln in lines), [install,
-                                                                                                       TEST_COMMAND]
+    lines = [run] + [ln for b in bs[1:] for ln in b]
+    body = "\n".join(f"echo {shlex.quote('+ ' + ln)} >&2\n{ln}" for ln in lines)
+    return "set -euo pipefail\n" + body, [install, TEST_COMMAND]
 
 
 def test_the_commands_left_to_ci_are_the_ones_ci_runs():
