@@ -10,6 +10,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 FAKE = "tests.sweeps.fake_trainer:train_run"
 
+# one tiny model on the byte vocabulary, the [base] tables the small specs of these tests share
+TINY_POINT = """[base.model]
+d_model = 32
+n_layers = 1
+n_heads = 2
+n_kv_heads = 1
+head_dim = 16
+ffn_dim = 64
+vocab_size = 257
+[base.data]
+seq_len = 16
+"""
+
 # two tiny points, pretrain -> extend; the fake trainer runs `steps` steps
 STAGED_SPEC = """
 [sweep]

@@ -14,23 +14,14 @@ from costlaw.costmodel.core import exitcodes
 from costlaw.sweeps import expand, preflight, spec
 from costlaw.sweeps.formula import MAX_CHARS
 
+from .conftest import TINY_POINT
 from .test_cli_sweep import TINY
 
 BASE = """
 [sweep]
 name = "b"
 {sweep}
-[base.model]
-d_model = 32
-n_layers = 1
-n_heads = 2
-n_kv_heads = 1
-head_dim = 16
-ffn_dim = 64
-vocab_size = 257
-[base.data]
-seq_len = 16
-[base.train]
+""" + TINY_POINT + """[base.train]
 steps = 10
 {rest}
 """

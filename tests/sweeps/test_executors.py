@@ -14,7 +14,7 @@ from costlaw.costmodel.core.rundir import RunDir
 from costlaw.sweeps import record, status, submit
 from costlaw.sweeps.worker import RunTask, distributed_env
 
-from .conftest import FAKE, STAGED_SPEC
+from .conftest import FAKE, STAGED_SPEC, TINY_POINT
 
 
 def _runs(root):
@@ -66,17 +66,7 @@ def test_root_of_another_sweep_is_refused(tmp_path, write_spec, job_env):
 LADDER = """
 [sweep]
 name = "thr"
-[base.model]
-d_model = 32
-n_layers = 1
-n_heads = 2
-n_kv_heads = 1
-head_dim = 16
-ffn_dim = 64
-vocab_size = 257
-[base.data]
-seq_len = 16
-[base.train]
+""" + TINY_POINT + """[base.train]
 steps = 25
 checkpoint_every = 5
 [[axes]]

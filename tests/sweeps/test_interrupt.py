@@ -22,22 +22,12 @@ from costlaw.costmodel.core.runlock import trainer_alive
 from costlaw.sweeps import record, status, submit
 from costlaw.sweeps.interrupt import SweepInterrupted
 
-from .conftest import FAKE
+from .conftest import FAKE, TINY_POINT
 
 FOUR = """
 [sweep]
 name = "four"
-[base.model]
-d_model = 32
-n_layers = 1
-n_heads = 2
-n_kv_heads = 1
-head_dim = 16
-ffn_dim = 64
-vocab_size = 257
-[base.data]
-seq_len = 16
-[base.train]
+""" + TINY_POINT + """[base.train]
 steps = {steps}
 checkpoint_every = 10
 [[axes]]

@@ -23,7 +23,7 @@ from costlaw.costmodel.core.runlock import trainer_alive
 from costlaw.sweeps import record, status, submit
 from costlaw.sweeps.jobs import pid_alive
 
-from .conftest import FAKE, REPO
+from .conftest import FAKE, REPO, TINY_POINT
 
 # the CLI itself, with the sweep's tasks pointed at the fake trainer
 DRIVER = f"""
@@ -38,17 +38,7 @@ sys.exit(main(sys.argv[1:]))
 ONE = """
 [sweep]
 name = "one"
-[base.model]
-d_model = 32
-n_layers = 1
-n_heads = 2
-n_kv_heads = 1
-head_dim = 16
-ffn_dim = 64
-vocab_size = 257
-[base.data]
-seq_len = 16
-[base.train]
+""" + TINY_POINT + """[base.train]
 steps = {steps}
 checkpoint_every = 10
 [resources]
