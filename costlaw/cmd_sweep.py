@@ -100,6 +100,10 @@ def _run_args(q):
                                                     "or GPUs / gpus per run)")
     q.add_argument("--runs-per-gpu", type=int, default=1,
                    help="local: pack this many runs on each GPU at once (default 1)")
+    q.add_argument("--fuse", action="store_true",
+                   help="train runs that differ only in their seed as one fused model on one GPU slot "
+                        "(runs/fusion.py); each keeps its run id and directory; runs that cannot fuse train as "
+                        "without the flag")
     q.add_argument("--device", default="auto", help="device the trainer uses: auto | cpu | cuda | cuda:N (default "
                                                     "auto); checked before anything is submitted")
     q.add_argument("--wait-jobs", action="store_true",
@@ -189,7 +193,8 @@ def _submit(args) -> int:
     _spec_file(args.spec)
     root = output_dir(args.root, "--root", "the sweep's run directories").resolve()
     sub = submit.submit_spec(args.spec, root, args.executor, max_parallel=args.max_parallel, device=args.device,
-                             gpu=args.gpu, mfu=args.mfu, runs_per_gpu=args.runs_per_gpu, where=args.where)
+                             gpu=args.gpu, mfu=args.mfu, runs_per_gpu=args.runs_per_gpu, where=args.where,
+                             fuse=args.fuse)
     only = None
     if args.where:
         from costlaw.sweeps import record
@@ -211,7 +216,7 @@ def _resubmit(args) -> int:
     _check_run_args(args)
     root = _sweep_root(args.root)
     sub = submit.resubmit(root, args.executor, max_parallel=args.max_parallel, device=args.device,
-                          runs_per_gpu=args.runs_per_gpu)
+                          runs_per_gpu=args.runs_per_gpu, fuse=args.fuse)
     return _after(args, root, sub["executor"], sub, set(sub["scope"]))  # answerable for the runs it took on
 
 

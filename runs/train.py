@@ -243,48 +243,64 @@ class Trainer:
 
     # ---- run
     def run(self) -> dict:
-        path = self.rd.file(CHECKPOINT)
-        resuming = self.resume and path.exists()
-        # another run's checkpoint, or a file that is no checkpoint, is refused before the directory is touched
-        ck = load_checkpoint(path, self.cfg.run_id) if resuming else None
+        ck = self.read_checkpoint()  # outside the try: a refused checkpoint leaves the directory untouched
         try:
-            self._barrier()  # every rank has looked before rank 0 touches the directory
-            if self.cfg.train.init_from:
-                base = RunDir(Path(os.path.expanduser(self.cfg.train.init_from))).config()
-                self.base_run_id = base["run_id"] if base else None
-            if self.main:
-                self.rd.clean_tmp()
-            if self.main and not resuming:
-                self.rd.reset()
-                self.rd.write_config(self.cfg, base_run_id=self.base_run_id, sweep=self.sweep)
-            self._log(f"run {self.cfg.run_id} ({self.cfg.name or 'unnamed'}, task {self.task.name}) on "
-                      f"{self.device}" + (f", rank 0 of {self.world}" if self.world > 1 else ""))
-            self._setup()
-            if ck is not None:
-                self._restore(ck)
-                ck = None  # the model and optimizer hold their copies now
-            if self.main:
-                self.trackers = trackers.Trackers(self.cfg, self.rd, self.step if resuming else None)
-            self.task.start(self)
-            status = self._train_loop()
-            if status == "preempted":
-                return self._finish("preempted")
-            if status == "diverged":
-                return self._finish("diverged")
-            return self._finish("completed", evaluate=True)
+            self.prepare(ck)
+            return self.conclude(self._train_loop())
         except BaseException as e:
-            if isinstance(e, KeyboardInterrupt) and self.main:
-                raise
-            last = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-            err = f"{type(e).__name__}: {last}"
-            if self.main:
-                with contextlib.suppress(Exception):
-                    self._finish("failed", error=err)
+            self.fail(e)
             raise
         finally:
-            self.task.close()
-            if self.trackers is not None:
-                self.trackers.close()  # after an error; _finish closed them with the summary otherwise
+            self.close()
+
+    # run()'s pieces, which runs/fusion.py calls for each member of a fused group around its shared loop
+    def read_checkpoint(self) -> dict | None:
+        """The checkpoint to resume from, or None; another run's checkpoint, or a file that is no checkpoint, is
+        refused here, before the directory is touched."""
+        path = self.rd.file(CHECKPOINT)
+        return load_checkpoint(path, self.cfg.run_id) if self.resume and path.exists() else None
+
+    def prepare(self, ck: dict | None) -> None:
+        """Write the config (a fresh run), build the model, optimizer and task, restore `ck`, start the batches."""
+        resuming = ck is not None
+        self._barrier()  # every rank has looked before rank 0 touches the directory
+        if self.cfg.train.init_from:
+            base = RunDir(Path(os.path.expanduser(self.cfg.train.init_from))).config()
+            self.base_run_id = base["run_id"] if base else None
+        if self.main:
+            self.rd.clean_tmp()
+        if self.main and not resuming:
+            self.rd.reset()
+            self.rd.write_config(self.cfg, base_run_id=self.base_run_id, sweep=self.sweep)
+        self._log(f"run {self.cfg.run_id} ({self.cfg.name or 'unnamed'}, task {self.task.name}) on "
+                  f"{self.device}" + (f", rank 0 of {self.world}" if self.world > 1 else ""))
+        self._setup()
+        if ck is not None:
+            self._restore(ck)
+            del ck  # the model and optimizer hold their copies now
+        if self.main:
+            self.trackers = trackers.Trackers(self.cfg, self.rd, self.step if resuming else None)
+        self.task.start(self)
+
+    def conclude(self, status: str) -> dict:
+        if status in ("preempted", "diverged"):
+            return self._finish(status)
+        return self._finish("completed", evaluate=True)
+
+    def fail(self, e: BaseException) -> None:
+        """Record a run that ended in an exception (rank 0; a Ctrl-C is left to the caller)."""
+        if isinstance(e, KeyboardInterrupt) and self.main:
+            return
+        last = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        if self.main:
+            with contextlib.suppress(Exception):
+                self._finish("failed", error=f"{type(e).__name__}: {last}")
+
+    def close(self) -> None:
+        self.task.close()
+        if self.trackers is not None:
+            self.trackers.close()  # after an error; _finish closed them with the summary otherwise
+            self.trackers = None
 
     # ---- setup
     def _setup(self):
@@ -338,88 +354,113 @@ class Trainer:
 
     # ---- the loop
     def _train_loop(self) -> str:
-        from costlaw.costmodel.core.progress import Progress
-
-        cfg, dev, task = self.cfg, self.device, self.task
-        total, log_every, ck_every = self.total_steps, cfg.train.log_every, cfg.train.checkpoint_every
-        tps = cfg.tokens_per_step
-        clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
-        session_t0 = time.perf_counter()
-        # a resumed interval's partial sums (already reduced over ranks) live on rank 0 only
-        keep = 1.0 if self.main else 0.0
-        loss_acc = torch.tensor(self.interval["loss_sum"] * keep, dtype=torch.float32, device=dev)
-        grad_acc = torch.tensor(self.interval["grad_sum"] * keep, dtype=torch.float32, device=dev)
-        first_step = self.step + 1
-        self._mark = None  # steady-state timing runs from the end of this session's first step
-        self._steady_tokens = 0
-        t_interval = time.perf_counter()
-        interval_tokens = 0
-        bar = Progress(total, f"train {cfg.run_id}", "steps", every_s=None, enabled=self.progress_on)
-        bar.set(self.step)
+        self._begin_session()
         try:
-            while self.step < total:
+            while self.step < self.total_steps:
                 if self.world == 1 and self.stop_event.is_set():
-                    return self._preempt(loss_acc, grad_acc)
-                step = self.step + 1
-                lr = lr_at(cfg, step)
-                for g in self.opt.param_groups:
-                    g["lr"] = lr
-                batch = task.next_batch()
-                scale = self.world / batch.tokens
-                n_micro = len(batch.micro)
-                for i, mb in enumerate(batch.micro):
-                    no_sync = self.world > 1 and task.ddp and i < n_micro - 1
-                    with self.net.no_sync() if no_sync else contextlib.nullcontext():
-                        loss_sum = task.loss(mb)
-                        (loss_sum * scale).backward()
-                    loss_acc += loss_sum.detach().float()
-                if self.world > 1 and not task.ddp:
-                    self._average_gradients()
-                grad_acc += torch.nn.utils.clip_grad_norm_(self.params, clip).detach().float()
-                self.opt.step()
-                self.opt.zero_grad(set_to_none=True)
-                task.stepped(batch)
-                self.step = step
-                self.interval["targets"] += batch.tokens
-                self.interval["steps"] += 1
-                interval_tokens += tps
-                if step == first_step:
-                    self._sync()
-                    now = time.perf_counter()
-                    if self.timing["compile_s"] is None:
-                        self.timing["compile_s"] = now - session_t0
-                    self.timing["train_s"] += now - session_t0
-                    self._mark = now
-                else:
-                    self._steady_tokens += tps
-                log_now = step % log_every == 0 or step == total
-                ck_now = bool(ck_every) and step % ck_every == 0 and step < total
-                stop_now = self.world > 1 and log_now and self._any_stop()
-                if log_now or ck_now or stop_now:
-                    self._sync_interval(loss_acc, grad_acc)
-                    self._account()
-                    self._check_divergence()
-                    if log_now:
-                        now = time.perf_counter()
-                        self._log_metrics(step, lr, now - t_interval, now - session_t0, interval_tokens, bar)
-                        t_interval, interval_tokens = now, 0
-                        loss_acc.zero_()
-                        grad_acc.zero_()
-                    if stop_now:
-                        return self._preempt(loss_acc, grad_acc)
-                    if ck_now:
-                        self._save()
-                        self._mark = time.perf_counter()  # checkpoint time is not training time
-                bar.set(step, info=f"loss {self.final_loss:.3f}" if self.final_loss is not None else "")
-            self._sync()
-            self._account()
-            self._sync_interval(loss_acc, grad_acc)
-            self._save()
-            return "completed"
+                    return self._preempt()
+                batch = self._start_step()
+                self._backward(batch)
+                if (status := self._end_step(batch)) is not None:
+                    return status
+            return self._end_session()
         except Diverged:
             return "diverged"
         finally:
-            bar.close()
+            self._bar.close()
+
+    # A step in pieces, so runs/fusion.py can drive several trainers through one fused forward and backward:
+    # _start_step (LR, batch), _backward (the gradients; fusion computes them for every member at once),
+    # _end_step (clip, optimizer, bookkeeping, logs, checkpoints).
+    def _begin_session(self) -> None:
+        from costlaw.costmodel.core.progress import Progress
+
+        dev = self.device
+        self._session_t0 = time.perf_counter()
+        # a resumed interval's partial sums (already reduced over ranks) live on rank 0 only
+        keep = 1.0 if self.main else 0.0
+        self.loss_acc = torch.tensor(self.interval["loss_sum"] * keep, dtype=torch.float32, device=dev)
+        self.grad_acc = torch.tensor(self.interval["grad_sum"] * keep, dtype=torch.float32, device=dev)
+        self._first_step = self.step + 1
+        self._mark = None  # steady-state timing runs from the end of this session's first step
+        self._steady_tokens = 0
+        self._t_interval = time.perf_counter()
+        self._interval_tokens = 0
+        self._bar = Progress(self.total_steps, f"train {self.cfg.run_id}", "steps", every_s=None,
+                             enabled=self.progress_on)
+        self._bar.set(self.step)
+
+    def _start_step(self):
+        self._lr = lr_at(self.cfg, self.step + 1)
+        for g in self.opt.param_groups:
+            g["lr"] = self._lr
+        return self.task.next_batch()
+
+    def _backward(self, batch) -> None:
+        task = self.task
+        scale = self.world / batch.tokens
+        n_micro = len(batch.micro)
+        for i, mb in enumerate(batch.micro):
+            no_sync = self.world > 1 and task.ddp and i < n_micro - 1
+            with self.net.no_sync() if no_sync else contextlib.nullcontext():
+                loss_sum = task.loss(mb)
+                (loss_sum * scale).backward()
+            self.loss_acc += loss_sum.detach().float()
+
+    def _end_step(self, batch) -> str | None:
+        """Everything after the gradients; "preempted" when the ranks agreed to stop; raises Diverged."""
+        cfg, task = self.cfg, self.task
+        total, log_every, ck_every = self.total_steps, cfg.train.log_every, cfg.train.checkpoint_every
+        tps = cfg.tokens_per_step
+        clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
+        step = self.step + 1
+        if self.world > 1 and not task.ddp:
+            self._average_gradients()
+        self.grad_acc += torch.nn.utils.clip_grad_norm_(self.params, clip).detach().float()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        task.stepped(batch)
+        self.step = step
+        self.interval["targets"] += batch.tokens
+        self.interval["steps"] += 1
+        self._interval_tokens += tps
+        if step == self._first_step:
+            self._sync()
+            now = time.perf_counter()
+            if self.timing["compile_s"] is None:
+                self.timing["compile_s"] = now - self._session_t0
+            self.timing["train_s"] += now - self._session_t0
+            self._mark = now
+        else:
+            self._steady_tokens += tps
+        log_now = step % log_every == 0 or step == total
+        ck_now = bool(ck_every) and step % ck_every == 0 and step < total
+        stop_now = self.world > 1 and log_now and self._any_stop()
+        if log_now or ck_now or stop_now:
+            self._sync_interval()
+            self._account()
+            self._check_divergence()
+            if log_now:
+                now = time.perf_counter()
+                self._log_metrics(step, self._lr, now - self._t_interval, now - self._session_t0,
+                                  self._interval_tokens, self._bar)
+                self._t_interval, self._interval_tokens = now, 0
+                self.loss_acc.zero_()
+                self.grad_acc.zero_()
+            if stop_now:
+                return self._preempt()
+            if ck_now:
+                self._save()
+                self._mark = time.perf_counter()  # checkpoint time is not training time
+        self._bar.set(step, info=f"loss {self.final_loss:.3f}" if self.final_loss is not None else "")
+        return None
+
+    def _end_session(self) -> str:
+        self._sync()
+        self._account()
+        self._sync_interval()
+        self._save()
+        return "completed"
 
     def _average_gradients(self):
         """The mean over ranks of the trainable gradients, for tasks whose loss bypasses DDP (it reduces only
@@ -448,10 +489,10 @@ class Trainer:
         self._steady_tokens = 0
         self._mark = now
 
-    def _preempt(self, loss_acc, grad_acc) -> str:
+    def _preempt(self) -> str:
         self._sync()
         self._account()
-        self._sync_interval(loss_acc, grad_acc)
+        self._sync_interval()
         self._save()
         self._log(f"preempted at step {self.step}; checkpoint written")
         return "preempted"
@@ -473,8 +514,9 @@ class Trainer:
         dist.all_reduce(flag)
         return bool(flag.item() > 0)
 
-    def _sync_interval(self, loss_acc, grad_acc):
+    def _sync_interval(self):
         """Bring the device accumulators to the host (the only host-device syncs of the loop)."""
+        loss_acc, grad_acc = self.loss_acc, self.grad_acc
         if self.world > 1:
             import torch.distributed as dist
 

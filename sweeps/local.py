@@ -31,6 +31,7 @@ from submitit.local.local import LocalJob
 from costlaw.costmodel.core.rundir import RunDir, run_path
 from costlaw.costmodel.core.runlock import trainer_alive
 from costlaw.sweeps import record
+from costlaw.sweeps.fuse import members
 from costlaw.sweeps.interrupt import Interrupts, SweepInterrupted
 from costlaw.sweeps.jobs import forget_groups, group_alive, local_job_alive
 from costlaw.sweeps.preflight import default_parallel, visible_gpus
@@ -105,14 +106,14 @@ def run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_pa
             if g in free_gpus:
                 free_gpus.remove(g)
     pending = largest_first(todo)
-    running: dict[str, tuple] = {}  # run id -> (job, its record, GPUs, PlannedRun)
+    running: dict[str, tuple] = {}  # run id (a fused group's id) -> (job, its record, GPUs, PlannedRun or group)
     orphaned: dict = {}  # run id -> PlannedRun of this submission's runs watched after their controller exited
     outcome: dict[str, str] = {}
-    ids = {r.run_id for r in todo}
+    ids = {m.run_id for r in todo for m in members(r)}
     t0 = time.monotonic()
-    bar = Progress(len(todo), f"{doc['name']} (local, {limit} at a time)", "runs", every_s=None,
+    bar = Progress(len(ids), f"{doc['name']} (local, {limit} at a time)", "runs", every_s=None,
                    bar=False if progress is False else None)
-    bar.log(f"[costlaw sweep] {bar.desc}: {len(todo)} runs"
+    bar.log(f"[costlaw sweep] {bar.desc}: {len(ids)} runs"
             + (f"; {len(watched)} trainers of an earlier submission still run and count" if watched else ""))
 
     sub = doc["submissions"][-1]
@@ -128,20 +129,23 @@ def run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_pa
         while busy():
             if interrupts.is_set():
                 break
-            for rid, (job, rec, g, r) in list(running.items()):
+            for key, (job, rec, g, unit) in list(running.items()):
                 if not job.done():
                     continue
-                del running[rid]
-                if _alive(root, rid, rec):  # the controller is gone but its trainer trains on: watch it
-                    holder = trainer_alive(run_path(root, rid)) or {}
-                    bar.log(f"[costlaw sweep] {rid}: its controller (pid {job.job_id}) exited but its trainer "
+                del running[key]
+                left = [m for m in members(unit) if _alive(root, m.run_id, rec)]
+                for m in left:  # the controller is gone but its trainer trains on: watch it
+                    holder = trainer_alive(run_path(root, m.run_id)) or {}
+                    bar.log(f"[costlaw sweep] {m.run_id}: its controller (pid {job.job_id}) exited but its trainer "
                             f"(pid {holder.get('pid', '?')}) still runs; watching it")
-                    watched[rid] = rec
-                    orphaned[rid] = r
-                    continue
-                free_gpus.extend(g)
-                outcome[rid] = _final(root, rid)
-                advance(f"{rid} {r.stage} {r.label or ''}: {outcome[rid]}")
+                    watched[m.run_id] = rec if m is left[0] else {**rec, "gpus": []}  # one holder of the GPUs
+                    orphaned[m.run_id] = m
+                if not left:
+                    free_gpus.extend(g)
+                for m in members(unit):
+                    if m not in left:
+                        outcome[m.run_id] = _final(root, m.run_id)
+                        advance(f"{m.run_id} {m.stage} {m.label or ''}: {outcome[m.run_id]}")
                 record.save(root, doc)
             for rid, rec in list(watched.items()):
                 if _alive(root, rid, rec):
@@ -195,7 +199,8 @@ def run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_pa
             if busy():
                 interrupts.sleep(0.5)
         if interrupts.is_set():
-            mine = {**running, **{rid: (None, watched[rid], [], r) for rid, r in orphaned.items() if rid in watched}}
+            mine = {m.run_id: (job, rec, g, m) for job, rec, g, unit in running.values() for m in members(unit)}
+            mine.update({rid: (None, watched[rid], [], r) for rid, r in orphaned.items() if rid in watched})
             _preempt(mine, pending, outcome, root, doc, interrupts, bar)
     finally:
         bar.close()

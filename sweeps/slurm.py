@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from costlaw.sweeps.fuse import members as unit_runs
 from costlaw.sweeps.interrupt import Interrupts
 
 
@@ -58,7 +59,7 @@ def submit_slurm(todo, tasks_for, note, folder: Path, sweep: str, active_jobs: d
         for stage in dict.fromkeys(r.stage for r in todo):
             _submit_stage(arrays, [r for r in todo if r.stage == stage], f"{sweep}-{stage}", active_jobs)
     except _Stop:
-        return [r for r in todo if r.run_id not in arrays.job_of]
+        return [r for r in todo if unit_runs(r)[0].run_id not in arrays.job_of]
     return []
 
 
@@ -83,9 +84,10 @@ class _Arrays:
             with ex.batch():
                 jobs = [ex.submit(self.tasks_for(r)) for r in runs]
             for i, (r, j) in enumerate(zip(runs, jobs)):
-                self.job_of[r.run_id] = j.job_id
-                if len(runs) > 1:
-                    self.array_of[r.run_id] = (j.job_id.split("_")[0], i, len(runs))
+                for m in unit_runs(r):  # a fused group's members all name its job (sweeps/fuse.py)
+                    self.job_of[m.run_id] = j.job_id
+                    if len(runs) > 1:
+                        self.array_of[m.run_id] = (j.job_id.split("_")[0], i, len(runs))
                 self.note(r.run_id, j.job_id, "slurm", self.folder / "%j")
         return jobs
 

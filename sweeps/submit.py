@@ -23,6 +23,7 @@ from pathlib import Path
 from costlaw.costmodel.core.rundir import DONE, RunDir, run_path
 from costlaw.costmodel.core.runlock import trainer_alive
 from costlaw.sweeps import record
+from costlaw.sweeps.fuse import members
 from costlaw.sweeps.interrupt import Interrupts, SweepInterrupted
 from costlaw.sweeps.jobs import local_job_alive, slurm_states, this_host
 from costlaw.sweeps.preflight import check_device, check_executor, check_memory, check_root
@@ -54,7 +55,8 @@ def new_record(spec, spec_path: str, spec_text: str, root: Path, rows: list[dict
 # ---------------------------------------------------------------- submit
 def submit_spec(spec_path: str | Path, root: str | Path, executor: str, *, max_parallel: int | None = None,
                 device: str = "auto", gpu: str = "H100", mfu: float = 0.35, train_fn: str = TRAIN_FN,
-                progress: bool | None = None, runs_per_gpu: int = 1, where: str | None = None) -> dict:
+                progress: bool | None = None, runs_per_gpu: int = 1, where: str | None = None,
+                fuse: bool = False) -> dict:
     """`costlaw sweep submit`: validate everything, then create the root, write sweep.json and submit.
     `where` (a formula over each run's config) submits only the runs it selects, and their parents."""
     from costlaw.costmodel import ConfigError
@@ -74,7 +76,7 @@ def submit_spec(spec_path: str | Path, root: str | Path, executor: str, *, max_p
     old = check_root(root, s.name)
     check_executor(executor)
     check_device(device, executor, scope)
-    check_memory(scope, executor, device, gpu, runs_per_gpu)
+    check_memory(scope, executor, device, gpu, runs_per_gpu * fused_width(scope, fuse))
     # everything is valid: now, and only now, the root appears
     root.mkdir(parents=True, exist_ok=True)
     doc = new_record(s, str(p), text, root, rows, runs, tot, old)
@@ -82,12 +84,21 @@ def submit_spec(spec_path: str | Path, root: str | Path, executor: str, *, max_p
     picked = f" ({len(only)} selected by --where)" if only is not None else ""
     log(f"sweep {s.name}: {len(runs)} runs planned{picked}, {tot['gpu_hours']:.3g} GPU-hours at MFU {mfu:g}")
     return submit(doc, runs, root, executor, only=only, max_parallel=max_parallel, device=device,
-                  train_fn=train_fn, progress=progress, runs_per_gpu=runs_per_gpu)
+                  train_fn=train_fn, progress=progress, runs_per_gpu=runs_per_gpu, fuse=fuse)
+
+
+def fused_width(scope, fuse: bool) -> int:
+    """Runs that share one GPU slot under --fuse: the largest fused group's size (1 without --fuse)."""
+    if not fuse:
+        return 1
+    from costlaw.sweeps.fuse import fuse as group
+
+    return max((len(members(u)) for u in group(scope)[0]), default=1)
 
 
 def submit(doc: dict, runs, root: Path, executor: str, *, only: set[str] | None = None, max_parallel: int | None = None,
            device: str = "auto", train_fn: str = TRAIN_FN, progress: bool | None = None,
-           runs_per_gpu: int = 1, continue_live: bool = False) -> dict:
+           runs_per_gpu: int = 1, continue_live: bool = False, fuse: bool = False) -> dict:
     """Submit the runs of `doc` that are neither done nor active (restricted to `only` run ids if given).
     `runs` are the PlannedRuns (same order as doc["runs"]). The local executor waits for live trainers of the
     scope (or of the whole sweep with `continue_live`) and continues those that stop at a checkpoint. Returns a
@@ -95,11 +106,11 @@ def submit(doc: dict, runs, root: Path, executor: str, *, only: set[str] | None 
     SIGTERM, after recording it."""
     with Interrupts() as interrupts:
         return _submit(doc, runs, root, executor, only, max_parallel, device, train_fn, progress, runs_per_gpu,
-                       continue_live, interrupts)
+                       continue_live, interrupts, fuse)
 
 
 def _submit(doc, runs, root, executor, only, max_parallel, device, train_fn, progress, runs_per_gpu,
-            continue_live: bool, interrupts: Interrupts) -> dict:
+            continue_live: bool, interrupts: Interrupts, fuse: bool = False) -> dict:
     from costlaw.sweeps.status import live_queue, run_state
 
     by_id = {r.run_id: r for r in runs}
@@ -144,21 +155,38 @@ def _submit(doc, runs, root, executor, only, max_parallel, device, train_fn, pro
         return sub
     for r in todo:  # resubmitting a failed run: it resumes from its checkpoint, so DONE must go
         RunDir(run_path(root, r.run_id)).file(DONE).unlink(missing_ok=True)
+    if fuse:
+        from costlaw.sweeps.fuse import fuse as group
+
+        units, why = group(todo)
+        n_groups = sum(len(members(u)) > 1 for u in units)
+        sub["fused"] = {u.run_id: [m.run_id for m in members(u)] for u in units if len(members(u)) > 1}
+        log(f"--fuse: {sum(len(members(u)) for u in units if len(members(u)) > 1)} runs in {n_groups} fused "
+            f"groups, {sum(len(members(u)) == 1 for u in units)} unfused" + "".join(f"; {w}" for w in why))
+        todo = units
     record.save(root, doc)
 
     def tasks_for(r):
-        from costlaw.sweeps.worker import RunTask
+        from costlaw.sweeps.worker import FusedRunTask, RunTask
 
         threads = r.resources.cpus if executor != "debug" else 0
+        if len(members(r)) > 1:
+            return FusedRunTask(str(root), [m.config.to_dict() for m in r.members], [m.run_id for m in r.members],
+                                sweep=doc["name"], threads=threads, device=device,
+                                checkpoint_wait_s=max(5.0, r.resources.signal_delay_s - 15.0))
         return RunTask(str(root), r.config.to_dict(), r.run_id, sweep=doc["name"], parent_id=r.parent_id,
                        threads=threads, device=device, gpus=r.resources.gpus,
                        checkpoint_wait_s=max(5.0, r.resources.signal_delay_s - 15.0), train_fn=train_fn)
 
     def note(run_id: str, job_id: str, ex: str, folder: Path, **extra) -> dict:
+        """Record the job of a run, or of every member of a fused group (`run_id` the group's)."""
         job = {"job_id": str(job_id), "executor": ex, "folder": str(folder), "submitted": record.now(),
                "host": this_host(), **extra}
-        recs[run_id]["jobs"].append(job)
+        for m in group_members.get(run_id, [run_id]):
+            recs[m]["jobs"].append(job)
         return job
+
+    group_members = {u.run_id: [m.run_id for m in members(u)] for u in todo if len(members(u)) > 1}
 
     folder = root / "submitit"
     try:
@@ -166,12 +194,14 @@ def _submit(doc, runs, root, executor, only, max_parallel, device, train_fn, pro
             from costlaw.sweeps.slurm import submit_slurm
 
             left = submit_slurm(todo, tasks_for, note, folder, doc["name"], active, interrupts)
+            left = [m for r in left for m in members(r)]
             if left:
-                sub["submitted"] = len(todo) - len(left)
+                n_todo = sum(len(members(r)) for r in todo)
+                sub["submitted"] = n_todo - len(left)
                 sub["interrupted"] = {"at": record.now(), "signal": interrupts.name,
                                       "not_submitted": [r.run_id for r in left]}
                 record.save(root, doc)
-                raise SweepInterrupted(f"interrupted ({interrupts.name}): {len(todo) - len(left)} run(s) submitted "
+                raise SweepInterrupted(f"interrupted ({interrupts.name}): {n_todo - len(left)} run(s) submitted "
                                        f"to Slurm and recorded, {len(left)} not submitted; `costlaw sweep resubmit "
                                        f"--root {root} --failed` submits the rest")
         elif executor == "local":
@@ -191,13 +221,13 @@ def _submit(doc, runs, root, executor, only, max_parallel, device, train_fn, pro
             sub["outcome"] = _run_debug(todo, tasks_for, note, folder, root, doc, interrupts)
     finally:
         sub["queued"] = []  # nothing waits in this process's queue any more
-        sub["scope"] = [r.run_id for r in todo] + sub.get("continued", [])
+        sub["scope"] = [m.run_id for r in todo for m in members(r)] + sub.get("continued", [])
         record.save(root, doc)
     return sub
 
 
 def resubmit(root: str | Path, executor: str | None = None, *, max_parallel: int | None = None, device: str = "auto",
-             train_fn: str = TRAIN_FN, progress: bool | None = None, runs_per_gpu: int = 1) -> dict:
+             train_fn: str = TRAIN_FN, progress: bool | None = None, runs_per_gpu: int = 1, fuse: bool = False) -> dict:
     """`costlaw sweep resubmit --failed`: the runs that failed, were preempted and are not running, or never
     finished, again under their run ids (they resume from their checkpoints). Default executor: the last one.
     A run whose trainer is alive (it holds the run's lock) is never resubmitted."""
@@ -212,7 +242,8 @@ def resubmit(root: str | Path, executor: str | None = None, *, max_parallel: int
     planned = planned_from_record(doc)
     scope = [r for r in planned if r.run_id in pick]
     check_device(device, executor, scope)
-    check_memory(scope, executor, device, doc.get("plan", {}).get("gpu", "H100"), runs_per_gpu)
+    check_memory(scope, executor, device, doc.get("plan", {}).get("gpu", "H100"),
+                 runs_per_gpu * fused_width(scope, fuse))
     live = [r for r in st["runs"] if r.get("trainer")]
     if not pick:
         for r in live[:SHOWN]:
@@ -223,7 +254,7 @@ def resubmit(root: str | Path, executor: str | None = None, *, max_parallel: int
         return {"executor": executor, "submitted": 0, "scope": []}
     log(f"resubmitting {len(pick)} runs with --executor {executor}")
     return submit(doc, planned, root, executor, only=pick, max_parallel=max_parallel, device=device,
-                  train_fn=train_fn, progress=progress, runs_per_gpu=runs_per_gpu, continue_live=True)
+                  train_fn=train_fn, progress=progress, runs_per_gpu=runs_per_gpu, continue_live=True, fuse=fuse)
 
 
 def planned_from_record(doc: dict):
@@ -251,17 +282,18 @@ def _run_debug(todo, tasks_for, note, folder: Path, root: Path, doc: dict, inter
 
     ex = submitit.AutoExecutor(folder=folder / "debug" / "%j", cluster="debug")
     outcome: dict[str, str] = {}
-    ids = {r.run_id for r in todo}
+    ids = {m.run_id for r in todo for m in members(r)}
     for i, r in enumerate(todo):
         if interrupts.is_set():
             sub = doc["submissions"][-1]
             sub["interrupted"] = {"at": record.now(), "signal": interrupts.name,
                                   "stopped": {k: v for k, v in outcome.items() if v == "preempted"},
-                                  "not_started": [x.run_id for x in todo[i:]]}
+                                  "not_started": [m.run_id for x in todo[i:] for m in members(x)]}
             record.save(root, doc)
             raise SweepInterrupted(f"interrupted ({interrupts.name}): "
                                    f"{sum(v == 'preempted' for v in outcome.values())} run(s) checkpointed "
-                                   f"(preempted), {len(todo) - i} not started; `costlaw sweep resubmit --root {root} "
+                                   f"(preempted), {sum(len(members(x)) for x in todo[i:])} not started; `costlaw sweep "
+                                   f"resubmit --root {root} "
                                    "--failed` continues them")
         if r.parent_id in ids and outcome.get(r.parent_id) != "completed":
             outcome[r.run_id] = "skipped"
@@ -273,9 +305,9 @@ def _run_debug(todo, tasks_for, note, folder: Path, root: Path, doc: dict, inter
         log(f"running {r.run_id} {r.stage} {r.label or ''} in-process")
         with interrupts.calling(task.request_stop):
             job.result()
-        rd = RunDir(run_path(root, r.run_id))
-        outcome[r.run_id] = dir_status(rd)
-        log(f"{r.run_id}: {outcome[r.run_id]}")
+        for m in members(r):
+            outcome[m.run_id] = dir_status(RunDir(run_path(root, m.run_id)))
+            log(f"{m.run_id}: {outcome[m.run_id]}")
     counts: dict[str, int] = {}
     for v in outcome.values():
         counts[v] = counts.get(v, 0) + 1

@@ -36,6 +36,7 @@ from costlaw.costmodel.core.rundir import DONE, run_path
 from costlaw.sweeps.legacy import new_name
 
 TRAIN_FN = "costlaw.runs.train:train_run"  # "module:function" a task calls
+COMPILE_CACHE = "compile-cache"  # under the sweep root
 
 
 class ParentNotCompleted(RuntimeError):
@@ -83,14 +84,10 @@ class RunTask(submitit.helpers.Checkpointable):
         return f"RunTask({self.run_id}, sweep={self.sweep!r})"
 
     def __call__(self) -> dict:
-        from costlaw.runs.config import RunConfig
-
-        cfg = RunConfig.from_dict(self.config)
-        if cfg.run_id != self.run_id:
-            raise RuntimeError(f"run {self.run_id}: the config now hashes to {cfg.run_id}; the code that defines "
-                               "RunConfig changed since the sweep was planned. Plan and submit it again.")
-        if self.parent_id is not None:
-            self._check_parent()
+        # one compile cache per sweep root: runs of one shape (seeds, stages, requeues, other nodes on a shared
+        # filesystem) reuse inductor's compiled kernels instead of compiling each anew; a user's own setting stands
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(self.root) / COMPILE_CACHE))
+        work = self._work()
         dist = distributed_env(self.gpus)
         if self.threads:  # the trainer's torch uses the CPUs the job was given, not every core of the node
             os.environ["OMP_NUM_THREADS"] = str(self.threads)
@@ -99,11 +96,10 @@ class RunTask(submitit.helpers.Checkpointable):
         if os.environ.get("SUBMITIT_EXECUTOR") == "local" and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda signum, frame: self.request_stop())
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # whoever started the job may block it
-        train = _resolve(self.train_fn)
         kwargs = {"device": self.device, "resume": True, "stop_event": self._stop, "sweep": self.sweep}
         if dist is not None:
             kwargs["distributed"] = dist
-        self._thread = threading.Thread(target=self._train, args=(train, cfg, kwargs), name=f"train-{self.run_id}",
+        self._thread = threading.Thread(target=self._train, args=(work, kwargs), name=f"train-{self.run_id}",
                                         daemon=True)
         self._thread.start()
         while self._thread.is_alive():  # join in slices: signal handlers run between them
@@ -112,17 +108,33 @@ class RunTask(submitit.helpers.Checkpointable):
                 self._stop.set()
         if self._error is not None:
             raise self._error
-        summary = self._result or {}
+        return self._check_result(self._result or {})
+
+    def _work(self):
+        """The training call, once the config is checked: kwargs -> the run's summary."""
+        from costlaw.runs.config import RunConfig
+
+        cfg = RunConfig.from_dict(self.config)
+        if cfg.run_id != self.run_id:
+            raise RuntimeError(f"run {self.run_id}: the config now hashes to {cfg.run_id}; the code that defines "
+                               "RunConfig changed since the sweep was planned. Plan and submit it again.")
+        if self.parent_id is not None:
+            self._check_parent()
+        train = _resolve(self.train_fn)
+        return lambda kwargs: train(cfg, self.run_dir, **kwargs)
+
+    def _check_result(self, summary: dict) -> dict:
         status = summary.get("status")
         if status == "failed":
-            raise RuntimeError(f"run {self.run_id} failed: {summary.get('error')}")
+            raise RuntimeError(f"run {summary.get('run_id', self.run_id)} failed: {summary.get('error')}")
         if status == "preempted" and not (self._stop.is_set() or self._stop_asked):
-            raise RuntimeError(f"run {self.run_id} stopped as preempted without a stop request")
+            raise RuntimeError(f"run {summary.get('run_id', self.run_id)} stopped as preempted without a stop "
+                               "request")
         return summary
 
-    def _train(self, train, cfg, kwargs):
+    def _train(self, work, kwargs):
         try:
-            self._result = train(cfg, self.run_dir, **kwargs)
+            self._result = work(kwargs)
         except BaseException as e:  # re-raised in the main thread, where submitit records it
             self._error = e
 
@@ -143,9 +155,11 @@ class RunTask(submitit.helpers.Checkpointable):
         alive = self._thread is not None and self._thread.is_alive()
         print(f"[costlaw sweep] run {self.run_id}: checkpoint requested; trainer "
               f"{'still busy after' if alive else 'stopped in'} {waited:.1f} s; requeueing", flush=True)
-        fresh = RunTask(self.root, self.config, self.run_id, self.sweep, self.parent_id, self.threads, self.device,
-                        self.gpus, self.checkpoint_wait_s, self.train_fn)
-        return submitit.helpers.DelayedSubmission(fresh, *args, **kwargs)
+        return submitit.helpers.DelayedSubmission(self._fresh(), *args, **kwargs)
+
+    def _fresh(self) -> RunTask:
+        return RunTask(self.root, self.config, self.run_id, self.sweep, self.parent_id, self.threads, self.device,
+                       self.gpus, self.checkpoint_wait_s, self.train_fn)
 
     def _check_parent(self):
         import json
@@ -158,6 +172,41 @@ class RunTask(submitit.helpers.Checkpointable):
         if status != "completed":
             raise ParentNotCompleted(f"run {self.run_id} starts from run {self.parent_id}, which ended {status}; "
                                      "it will not be continued")
+
+
+class FusedRunTask(RunTask):
+    """A fused group (runs/fusion.py: runs that differ only in their seed) as one job: the same stop, checkpoint
+    and requeue contract as RunTask, for every member at once. `run_id` is the first member's (for logs); each
+    member trains into its own run directory under its own id. A failed member fails the job."""
+
+    def __init__(self, root: str, configs: list[dict], run_ids: list[str], sweep: str | None = None,
+                 threads: int = 0, device: str = "auto", checkpoint_wait_s: float = 60.0):
+        self.configs, self.run_ids = configs, run_ids
+        super().__init__(root, configs[0], run_ids[0], sweep, None, threads, device, 1, checkpoint_wait_s)
+
+    def __repr__(self) -> str:
+        return f"FusedRunTask({', '.join(self.run_ids)}, sweep={self.sweep!r})"
+
+    def _work(self):
+        from costlaw.runs.config import RunConfig
+        from costlaw.runs.fusion import train_fused
+
+        cfgs = [RunConfig.from_dict(c) for c in self.configs]
+        for cfg, rid in zip(cfgs, self.run_ids):
+            if cfg.run_id != rid:
+                raise RuntimeError(f"run {rid}: the config now hashes to {cfg.run_id}; the code that defines "
+                                   "RunConfig changed since the sweep was planned. Plan and submit it again.")
+        dirs = [run_path(self.root, rid) for rid in self.run_ids]
+        return lambda kwargs: {"run_id": self.run_id, "members": train_fused(cfgs, dirs, **kwargs)}
+
+    def _check_result(self, summary: dict) -> dict:
+        for s in summary.get("members", []):
+            super()._check_result(s)
+        return summary
+
+    def _fresh(self) -> FusedRunTask:
+        return FusedRunTask(self.root, self.configs, self.run_ids, self.sweep, self.threads, self.device,
+                            self.checkpoint_wait_s)
 
 
 def distributed_env(gpus: int):
