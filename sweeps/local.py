@@ -208,7 +208,7 @@ def run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_pa
     for rid, v in outcome.items():
         if rid in ids:
             counts[v] = counts.get(v, 0) + 1
-    log(f"local: {len(todo)} runs in {time.monotonic() - t0:.1f} s: "
+    log(f"local: {len(ids)} runs in {time.monotonic() - t0:.1f} s: "
         + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     return counts
 

@@ -18,6 +18,11 @@ sweeps/local.py) is a stop request too: the trainer checkpoints at its next step
 and the task ends without requeueing, for a resubmit to continue. (On Slurm, submitit's handling stands: SIGTERM is
 logged and USR2 checkpoints and requeues.)
 
+`FusedRunTask` is the same contract for a fused group (`sweep submit --fuse`, runs/fusion.py): one job trains
+several runs that differ only in their seed, each into its own run directory. Every task points inductor's
+compile cache at the sweep root (`COMPILE_CACHE`, unless the user set TORCHINDUCTOR_CACHE_DIR), so runs of one
+shape, their requeues and other nodes on a shared filesystem reuse compiled kernels.
+
 Only this module imports torch (through runs.train), and only inside the job.
 """
 
