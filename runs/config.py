@@ -54,16 +54,33 @@ class DataConfig:
     tokenizer: str = bounded("byte", choices=TOKENIZER_VOCAB)
     seq_len: int = bounded(256, lo=8, hi=MAX_SEQ_LEN)
     # balanced (HBP-style attention balance) | greedy | none (one document per row) | uniform (each row a window of
-    # the whole train stream at a random offset: runs.packing.UniformPieces)
-    packing: str = bounded("balanced", choices=("balanced", "greedy", "none", "uniform"))
+    # the whole train stream at a random offset: runs.packing.UniformPieces) | hierarchical (HBP's pack groups by
+    # length, `pack_levels`: runs.hierarchical)
+    packing: str = bounded("balanced", choices=("balanced", "greedy", "none", "uniform", "hierarchical"))
     doc_mask: bool = True  # packed documents do not attend to each other
     curriculum: str = bounded("none", choices=("none", "short-first"))
     curriculum_frac: float = bounded(0.1, lo=0, hi=1)  # share of steps that see short documents first
     retrieval_mix: float = bounded(0.0, lo=0, hi=1)  # share of training rows with a synthetic passkey inserted
     long_docs: bool = True  # ProLong-style: the files of one directory concatenated in order
+    # packing "hierarchical": the pack groups' row lengths, ascending, the last = seq_len (e.g. [2048, 8192, 32768])
+    pack_levels: tuple[int, ...] = bounded((), lo=8, hi=MAX_SEQ_LEN)
+    # ProLong's long/short mix: this share of the trained positions from documents of >= long_min positions
+    # (0: seq_len), the rest from shorter ones; unset, documents come as the corpus has them
+    long_share: float | None = bounded(None, lo=0, hi=1)
+    long_min: int = bounded(0, lo=0, hi=MAX_SEQ_LEN)
 
     def validate(self):
         conform(self)
+        if self.long_share is not None and self.packing in ("uniform", "none"):
+            raise ConfigError("long_share", f"mixes documents, and packing {self.packing!r} "
+                                            + ("draws windows, not documents" if self.packing == "uniform" else
+                                               "puts one document per row unmixed")
+                                            + "; use packing \"balanced\", \"greedy\" or \"hierarchical\"")
+        if self.long_min and self.long_share is None:
+            raise ConfigError("long_min", "applies with long_share; set long_share or drop long_min")
+        if self.pack_levels and self.packing != "hierarchical":
+            raise ConfigError("pack_levels", f"applies to packing \"hierarchical\", not {self.packing!r}; set "
+                                             "packing = \"hierarchical\" or drop pack_levels")
         if not self.corpus:
             raise ConfigError("corpus", "empty; use stdlib, site-packages, a directory or a glob")
         if self.packing == "uniform" and self.curriculum != "none":
@@ -92,6 +109,9 @@ class TrainConfig:
     init_from: str = ""  # a finished run directory whose weights this run starts from
     # all | policy (only the KV policy's parameters; backbone frozen)
     trainable: str = bounded("all", choices=("all", "policy"))
+    # micro-batches whose rows are at least this long recompute their activations in the backward (0: never);
+    # with packing "hierarchical" that is HBP's per-group activation checkpointing
+    recompute_from: int = bounded(0, lo=0, hi=MAX_SEQ_LEN)
 
     def validate(self):
         conform(self)
@@ -118,9 +138,14 @@ class EvalConfig:
     # which val rows: longest (windows of the longest val documents first) | spread (one window at a seeded offset
     # in each of val_tokens / seq_len equal stretches of the val split: the same rows for every run on the corpus)
     val_sample: str = bounded("longest", choices=("longest", "spread"))
+    # the length val loss, loss by position, retrieval and the first inference context are scored at (0: the
+    # training length); ProLong trains longer than it evaluates
+    seq_len: int = bounded(0, lo=0, hi=MAX_SEQ_LEN)
 
     def validate(self):
         conform(self)
+        if 0 < self.seq_len < 8:
+            raise ConfigError("seq_len", f"{self.seq_len} is too short to score; use 0 (the training length) or >= 8")
 
 
 @dataclass(frozen=True)
@@ -143,7 +168,8 @@ class LogConfig:
 
 # Fields added after runs were recorded, as (section, field): to_dict leaves each out while it holds its default, so
 # every earlier run's config.json and run id stay what they were (as it does the whole of an unused `log`).
-LATER_FIELDS = frozenset({("eval", "val_sample")})
+LATER_FIELDS = frozenset({("eval", "val_sample"), ("data", "pack_levels"), ("train", "recompute_from"),
+                          ("data", "long_share"), ("data", "long_min"), ("eval", "seq_len")})
 
 SECTIONS = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig, "log": LogConfig}  # tables besides model
 
@@ -174,6 +200,8 @@ class RunConfig:
                                                   f"tokenizer's {need}; set vocab_size >= {need}")
         if self.train.trainable == "policy" and self.model.kv_policy is None:
             raise ConfigError("train.trainable", "\"policy\" needs model.kv_policy with a trained method")
+        if self.data.packing == "hierarchical":
+            check_levels(self.data.pack_levels, self.data.seq_len, self.train.batch_size)
         if self.stage != "pretrain" and not self.train.init_from:
             raise ConfigError("train.init_from", f"stage {self.stage!r} starts from a finished run; "
                                                  "set train.init_from to its run directory")
@@ -283,6 +311,25 @@ def check_memory(cfg: RunConfig, available: int, where: str, *, device: str = "c
 
 
 # ---------------------------------------------------------------- helpers
+def check_levels(levels, seq_len: int, batch_size: int, field: str = "data.pack_levels") -> tuple[int, ...]:
+    """Hierarchical packing's levels (runs/hierarchical.py), ascending, or a one-line ConfigError naming the fix."""
+    lv = tuple(int(x) for x in levels)
+    if not lv:
+        raise ConfigError(field, "packing \"hierarchical\" needs the pack groups' row lengths, e.g. "
+                                 f"[{max(8, seq_len // 16)}, {max(8, seq_len // 4)}, {seq_len}]")
+    if list(lv) != sorted(set(lv)):
+        raise ConfigError(field, f"{list(lv)} must be strictly ascending")
+    if lv[-1] != seq_len:
+        raise ConfigError(field, f"the last level {lv[-1]} must equal data.seq_len {seq_len}: it holds the longest "
+                                 "pieces")
+    positions = batch_size * seq_len
+    for x in lv:
+        if positions % x:
+            raise ConfigError(field, f"level {x} must divide train.batch_size × data.seq_len = {positions}, so its "
+                                     "micro-batches hold whole rows; use powers of two")
+    return lv
+
+
 def _section_dict(obj, section: str) -> dict:
     out = {}
     for f in dataclasses.fields(obj):

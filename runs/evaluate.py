@@ -1,5 +1,8 @@
 """End-of-training evaluation, written to evals.jsonl (names and fields: docs/run-directory.md).
 
+Everything is scored at the training length, or at `eval.seq_len` when it is set (ProLong trains longer than it
+evaluates); the val_loss row then carries that length as `seq_len`.
+
 - `val_loss`: mean loss over `eval.val_tokens` of the val split at the training length, with its standard
   errors. `eval.val_sample = "longest"`: rows are whole seq_len windows of single val documents (long documents
   first), topped up with doc-masked packed rows when the split has too few long documents. `"spread"`: one
@@ -22,6 +25,7 @@ below the context and needs the policy's hook, which `costlaw kv-eval` supplies.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import resource
 import statistics
 import time
@@ -342,6 +346,10 @@ def evaluate(model, cfg, corpus, device, rd=None, tokenizer=None, dtype=None, lo
     scratch: evaluation always reruns whole). Returns the summary fields it measured."""
     log = log or (lambda line: None)
     results: list[dict] = []
+    trained_at = cfg.data.seq_len
+    if cfg.eval.seq_len and cfg.eval.seq_len != trained_at:  # every evaluation below at eval.seq_len
+        cfg = cfg.replace(data=dataclasses.replace(cfg.data, seq_len=cfg.eval.seq_len, packing="balanced",
+                                                   pack_levels=()))
 
     def emit(rows):
         for r in rows if isinstance(rows, list) else [rows]:
@@ -357,6 +365,8 @@ def evaluate(model, cfg, corpus, device, rd=None, tokenizer=None, dtype=None, lo
         vl = None
         if cfg.eval.val_tokens:
             vl, buckets = val_loss(model, cfg, corpus, device, dtype, cfg.train.batch_size)
+            if cfg.data.seq_len != trained_at:
+                vl["metrics"]["seq_len"] = cfg.data.seq_len
             emit(vl)
             emit(buckets)
             se = vl["metrics"].get("loss_se")

@@ -63,6 +63,12 @@ def check_fusable(cfgs) -> None:
                                           "(its attention uses dense masks); train long-context stages unfused")
     if cfg.train.init_from:
         raise ConfigError("train.init_from", "a fused group starts from scratch; train later stages unfused")
+    if cfg.data.packing == "hierarchical":
+        raise ConfigError("data.packing", "\"hierarchical\" gives each seed micro-batches of other row lengths, "
+                                          "which do not stack; train these runs unfused")
+    if cfg.train.recompute_from:
+        raise ConfigError("train.recompute_from", "a fused group keeps its activations; set recompute_from = 0 or "
+                                                  "train these runs unfused")
 
 
 class FusedLoss:

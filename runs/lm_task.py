@@ -19,7 +19,7 @@ from costlaw.runs.task import DIVERGE_FACTOR, Task, register_task
 from costlaw.runs.train import autocast
 
 
-def model_loss(fwd, batch, dtype, device, model=None):
+def model_loss(fwd, batch, dtype, device, model=None, recompute: bool = False):
     """Summed loss of one micro-batch (the model's reduction="sum"). Document masks' block indices are built
     here, eagerly, so a compiled `fwd` gets them as tensors instead of tracing the builder."""
     extra = {}
@@ -28,6 +28,8 @@ def model_loss(fwd, batch, dtype, device, model=None):
             index = model.document_block_index(batch.doc_ids, batch.cu_seqlens)
             if index is not None:
                 extra["block_index"] = index
+        if recompute:
+            extra["recompute"] = True
         out = fwd(batch.idx, targets=batch.targets, doc_ids=batch.doc_ids, reduction="sum", **extra)
     return out[0] if isinstance(out, tuple) else out
 
@@ -65,10 +67,18 @@ class LMTask(Task):
         if d.packing == "uniform":
             self.packer = UniformPieces(trainer.corpus.train.positions, d.seq_len, cfg.train.batch_size,
                                         cfg.train.grad_accum, seed=cfg.seed, retrieval_mix=d.retrieval_mix)
+        elif d.packing == "hierarchical":
+            from costlaw.runs.hierarchical import HierarchicalPacker
+
+            self.packer = HierarchicalPacker(trainer.corpus.train.positions, d.seq_len, cfg.train.batch_size,
+                                             cfg.train.grad_accum, levels=d.pack_levels, seed=cfg.seed,
+                                             curriculum_steps=curriculum_steps, retrieval_mix=d.retrieval_mix,
+                                             long_share=d.long_share, long_min=d.long_min)
         else:
             self.packer = Packer(trainer.corpus.train.positions, d.seq_len, cfg.train.batch_size,
                                  cfg.train.grad_accum, mode=d.packing, seed=cfg.seed,
-                                 curriculum_steps=curriculum_steps, retrieval_mix=d.retrieval_mix)
+                                 curriculum_steps=curriculum_steps, retrieval_mix=d.retrieval_mix,
+                                 long_share=d.long_share, long_min=d.long_min)
         self.vocab_log = math.log(trainer.corpus.vocab_size)
 
     # ---- batches
@@ -85,7 +95,7 @@ class LMTask(Task):
         return self.loader.next()
 
     def stepped(self, batch) -> None:
-        self.pack.add_step(batch.plans)
+        self.pack.add_step(batch.plans, self.trainer.world)
         self.consumed = batch.state
 
     def close(self) -> None:
@@ -104,7 +114,9 @@ class LMTask(Task):
     # ---- loss
     def loss(self, micro):
         t = self.trainer
-        return model_loss(t.fwd, micro, t.dtype, t.device, t.model)
+        every = self.cfg.train.recompute_from
+        return model_loss(t.fwd, micro, t.dtype, t.device, t.model,
+                          recompute=bool(every) and micro.idx.shape[1] >= every)
 
     def loss_bound(self) -> float:
         # ten times a uniform guess over the vocabulary: a healthy run starts near ln V and only falls
@@ -118,8 +130,10 @@ class LMTask(Task):
                         dtype=trainer.dtype, log=trainer._log)
 
     def data_summary(self) -> dict:
+        # cr: the share of tokens that cross devices for sequence parallelism (HBP); this trainer has none, so 0
         return {"padding_ratio": self.pack.padding_ratio, "abr": self.pack.abr, "abr_step": self.pack.abr_step,
-                "packing": self.cfg.data.packing, "doc_mask": self.cfg.data.doc_mask, "micro_batches": self.pack.n}
+                "packing": self.cfg.data.packing, "doc_mask": self.cfg.data.doc_mask, "micro_batches": self.pack.n,
+                "ave_t": self.pack.ave_t, "dbr": self.pack.dbr, "cr": 0.0, "level_shares": self.pack.level_shares}
 
     def flops_per_token(self) -> float:
         return analytic_costs(self.cfg.model, self.cfg.data.seq_len)["c_train_flops_per_token"]

@@ -91,32 +91,53 @@ class MicroBatch:
 
 
 class PackStats:
-    """Running padding ratio and ABR over consumed micro-batches (what the trainer checkpoints)."""
+    """Running packing statistics over consumed micro-batches (what the trainer checkpoints): padding ratio, ABR
+    over the run and per step, Ave-T (targets per step), the positions each row length (pack level) got, and for
+    data-parallel runs DBR, the cross-rank balance of each step's attention cost (HBP/OmniBal's metric on Σ s²;
+    0 on one device, where nothing is shared)."""
 
     def __init__(self, d: dict | None = None):
         d = d or {}
         self.positions, self.pad = d.get("positions", 0), d.get("pad", 0)
         self.n, self.cost_sum, self.cost_max = d.get("n", 0), d.get("cost_sum", 0), d.get("cost_max", 0)
         self.steps, self.step_abr_sum = d.get("steps", 0), d.get("step_abr_sum", 0.0)
+        self.tokens, self.step_dbr_sum = d.get("tokens", 0), d.get("step_dbr_sum", 0.0)
+        self.level_positions: dict[str, int] = dict(d.get("level_positions", {}))
 
-    def add_step(self, mbs: list[MicroBatch]) -> None:
+    def add_step(self, mbs: list[MicroBatch], world: int = 1) -> None:
         for mb in mbs:
             self.add(mb)
         self.steps += 1
-        self.step_abr_sum += abr([mb.cost for mb in mbs])
+        costs = [mb.cost for mb in mbs]
+        self.step_abr_sum += abr(costs)
+        if world > 1:  # the loader deals micro-batch i to rank i % world
+            self.step_dbr_sum += abr([sum(costs[r::world]) for r in range(world)])
 
     @property
     def abr_step(self) -> float:
         """Mean over steps of the ABR among one step's micro-batches."""
         return self.step_abr_sum / self.steps if self.steps else 0.0
 
+    @property
+    def dbr(self) -> float:
+        """Mean over steps of the ABR among the ranks' shares of a step (0 on one device)."""
+        return self.step_dbr_sum / self.steps if self.steps else 0.0
+
+    @property
+    def ave_t(self) -> float:
+        """Targets per optimizer step (HBP's Ave-T)."""
+        return self.tokens / self.steps if self.steps else 0.0
+
     def add(self, mb: MicroBatch) -> None:
         c = mb.cost
         self.positions += mb.positions
         self.pad += mb.pad
+        self.tokens += mb.tokens
         self.n += 1
         self.cost_sum += c
         self.cost_max = max(self.cost_max, c)
+        key = str(mb.seq_len)
+        self.level_positions[key] = self.level_positions.get(key, 0) + mb.positions
 
     @property
     def padding_ratio(self) -> float:
@@ -126,9 +147,15 @@ class PackStats:
     def abr(self) -> float:
         return abr_from(self.cost_sum, self.cost_max, self.n)
 
+    @property
+    def level_shares(self) -> dict[str, float]:
+        """Share of all positions trained in rows of each length."""
+        return {k: v / self.positions for k, v in sorted(self.level_positions.items(), key=lambda kv: int(kv[0]))}
+
     def state_dict(self) -> dict:
         return {"positions": self.positions, "pad": self.pad, "n": self.n, "cost_sum": self.cost_sum,
-                "cost_max": self.cost_max, "steps": self.steps, "step_abr_sum": self.step_abr_sum}
+                "cost_max": self.cost_max, "steps": self.steps, "step_abr_sum": self.step_abr_sum,
+                "tokens": self.tokens, "step_dbr_sum": self.step_dbr_sum, "level_positions": self.level_positions}
 
 
 def abr(costs) -> float:
@@ -149,18 +176,30 @@ class Packer:
 
     def __init__(self, positions: np.ndarray, seq_len: int, batch_size: int, grad_accum: int = 1,
                  mode: str = "balanced", seed: int = 0, curriculum_steps: int = 0, retrieval_mix: float = 0.0,
-                 window_rows: int = WINDOW_ROWS):
+                 window_rows: int = WINDOW_ROWS, long_share: float | None = None, long_min: int = 0):
         if mode not in ("balanced", "greedy", "none"):
             raise ValueError(f"packing mode {mode!r}")
         self.m = np.asarray(positions, dtype=np.int64)
         if self.m.size == 0 or self.m.min() < 1:
             raise ValueError("every document needs at least one position")
+        # ProLong's long/short mix: `long_share` of the drawn positions from documents of >= long_min positions,
+        # each class in its own shuffled order and epochs (None: documents as the corpus has them)
+        self.long_share = long_share
+        self.long_min = long_min or seq_len
+        if long_share is not None:
+            self.classes = (np.flatnonzero(self.m >= self.long_min), np.flatnonzero(self.m < self.long_min))
+            for c, name in zip(self.classes, ("long", "short")):
+                if len(c) == 0 and (long_share if name == "long" else 1 - long_share) > 0:
+                    raise ConfigError("data.long_share", f"the train split has no {name} documents (long: >= "
+                                                         f"{self.long_min} positions, data.long_min); change "
+                                                         "long_min or drop long_share")
+            # [epoch, cursor, positions drawn] of the long and the short class
+            self.class_state = [[0, 0, 0], [0, 0, 0]]
         self.T, self.B, self.A = seq_len, batch_size, grad_accum
         self.mode, self.seed = mode, seed
         self.curriculum_steps = curriculum_steps
         self.retrieval_mix = retrieval_mix
         self.window_steps = max(1, -(-window_rows // (batch_size * grad_accum)))
-        self.big_min = max(1, seq_len // 16)
         self._curr_order = None
         # cursor state (what a window starts from)
         self.epoch, self.cursor, self.curr_cursor = 0, 0, 0
@@ -174,12 +213,17 @@ class Packer:
 
     # ---- state
     def _cursor_state(self) -> dict:
-        return {"epoch": self.epoch, "cursor": self.cursor, "curr_cursor": self.curr_cursor,
-                "carry": [c.tolist() for c in self.carry], "window_index": self.window_index,
-                "mb_next": self.mb_next, "step": self.step}
+        out = {"epoch": self.epoch, "cursor": self.cursor, "curr_cursor": self.curr_cursor,
+               "carry": [c.tolist() for c in self.carry], "window_index": self.window_index,
+               "mb_next": self.mb_next, "step": self.step}
+        if self.long_share is not None:
+            out["classes"] = [list(c) for c in self.class_state]
+        return out
 
     def _set_cursor_state(self, s: dict) -> None:
         self.epoch, self.cursor, self.curr_cursor = s["epoch"], s["cursor"], s["curr_cursor"]
+        if self.long_share is not None:
+            self.class_state = [list(c) for c in s["classes"]]
         self.carry = tuple(np.asarray(c, dtype=np.int64) for c in s["carry"])
         self.window_index, self.mb_next, self.step = s["window_index"], s["mb_next"], s["step"]
 
@@ -198,8 +242,13 @@ class Packer:
 
     @property
     def epochs(self) -> float:
-        """Passes over the documents so far (main phase)."""
-        return self.epoch + self.cursor / len(self.m)
+        """Passes over the documents so far (main phase); with a long/short mix, each class's passes weighted by
+        its share of the corpus's positions."""
+        if self.long_share is None:
+            return self.epoch + self.cursor / len(self.m)
+        total = float(self.m.sum())
+        return sum((e + k / len(c)) * float(self.m[c].sum()) / total
+                   for c, (e, k, _) in zip(self.classes, self.class_state) if len(c))
 
     # ---- stepping
     def next_step(self) -> list[MicroBatch]:
@@ -223,6 +272,14 @@ class Packer:
 
     def _draw(self, need: int, curriculum: bool, count_pieces: bool) -> np.ndarray:
         """Documents (in order) until their positions (or pieces) reach `need`."""
+        if self.long_share is not None and not curriculum:
+            # aim at the share of everything drawn so far: a draw overshoots by up to a document, and the next
+            # one makes up for it instead of the bias piling up window after window
+            drawn = [st[2] for st in self.class_state]
+            want_long = max(0, round((sum(drawn) + need) * self.long_share) - drawn[0])
+            want_short = max(0, sum(drawn) + need - want_long - drawn[0] - drawn[1])
+            return np.concatenate([self._draw_class(0, want_long, count_pieces),
+                                   self._draw_class(1, want_short, count_pieces)])
         got, out = 0, []
         order = self._order(curriculum)
         while got < need:
@@ -245,6 +302,25 @@ class Packer:
                 self.curr_cursor += k
             else:
                 self.cursor += k
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    def _draw_class(self, c: int, need: int, count_pieces: bool) -> np.ndarray:
+        """Documents of length class c (0 long, 1 short) until their positions (or pieces) reach `need`."""
+        docs, st = self.classes[c], self.class_state[c]
+        got, out = 0, []
+        while got < need and len(docs):
+            order = docs[np.random.default_rng([self.seed, 6, c, st[0]]).permutation(len(docs))]
+            block = order[st[1]:st[1] + 4096]
+            if len(block) == 0:
+                st[0], st[1] = st[0] + 1, 0
+                continue
+            size = -(-self.m[block] // self.T) if count_pieces else self.m[block]
+            cum = np.cumsum(size)
+            k = min(int(np.searchsorted(cum, need - got)) + 1, len(block))
+            out.append(block[:k])
+            got += int(cum[k - 1])
+            st[1] += k
+            st[2] += int(self.m[block[:k]].sum())
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
     def _pieces(self, docs: np.ndarray):
@@ -335,10 +411,12 @@ class Packer:
     def _passkeys(self, gi: int):
         return passkey_draw(self.seed, gi, self.B, self.retrieval_mix)
 
-    def _place(self, doc, start, length, n_carry, R):
-        T = self.T
+    def _place(self, doc, start, length, n_carry, R, T: int | None = None):
+        """Place pieces into R rows of T (default seq_len) positions; what does not fit becomes self.carry."""
+        T = T or self.T
+        big_min = max(1, T // 16)
         rem = np.full(R, T, dtype=np.int64)
-        big = np.flatnonzero(length >= self.big_min)
+        big = np.flatnonzero(length >= big_min)
         if self.mode == "balanced":  # carried pieces first, then new ones; each group longest first
             carried = big < n_carry
             big = np.concatenate([big[carried][np.argsort(-length[big[carried]], kind="stable")],

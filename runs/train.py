@@ -217,6 +217,16 @@ def train_run(cfg: RunConfig, run_dir: str | Path, device: str = "auto", resume:
             dist.destroy_process_group()
 
 
+def step_time_stats(timing: dict) -> dict:
+    """Mean and coefficient of variation of the steady-state step time (None before two steps were timed)."""
+    n, s1, s2 = timing.get("step_n", 0), timing.get("step_sum", 0.0), timing.get("step_sumsq", 0.0)
+    if n < 2 or s1 <= 0:
+        return {"step_time_s": None, "step_time_cv": None}
+    mean = s1 / n
+    var = max(0.0, (s2 - n * mean * mean) / (n - 1))
+    return {"step_time_s": mean, "step_time_cv": math.sqrt(var) / mean}
+
+
 class Diverged(Exception):
     pass
 
@@ -235,7 +245,9 @@ class Trainer:
         self.base_run_id = None
         self.step = 0
         self.total_steps = cfg.total_steps
-        self.timing = {"wall_s": 0.0, "train_s": 0.0, "timed_s": 0.0, "timed_tokens": 0, "compile_s": None}
+        # step_*: count, sum and sum of squares of steady-state step times (the step-time CV of HBP's tables)
+        self.timing = {"wall_s": 0.0, "train_s": 0.0, "timed_s": 0.0, "timed_tokens": 0, "compile_s": None,
+                       "step_n": 0, "step_sum": 0.0, "step_sumsq": 0.0}
         self.final_loss = None
         self.interval = dict(EMPTY_INTERVAL)
         self.last_metrics: dict = {}
@@ -386,6 +398,7 @@ class Trainer:
         self._steady_tokens = 0
         self._t_interval = time.perf_counter()
         self._interval_tokens = 0
+        self._step_marks: list = []  # when each step since the last log interval ended (CUDA events on a GPU)
         self._bar = Progress(self.total_steps, f"train {self.cfg.run_id}", "steps", every_s=None,
                              enabled=self.progress_on)
         self._bar.set(self.step)
@@ -421,6 +434,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         task.stepped(batch)
         self.step = step
+        self._mark_step()
         self.interval["targets"] += batch.tokens
         self.interval["steps"] += 1
         self._interval_tokens += tps
@@ -439,6 +453,7 @@ class Trainer:
         if log_now or ck_now or stop_now:
             self._sync_interval()
             self._account()
+            self._step_times()
             self._check_divergence()
             if log_now:
                 now = time.perf_counter()
@@ -452,12 +467,36 @@ class Trainer:
             if ck_now:
                 self._save()
                 self._mark = time.perf_counter()  # checkpoint time is not training time
+                self._step_marks = []  # nor is it a step's
         self._bar.set(step, info=f"loss {self.final_loss:.3f}" if self.final_loss is not None else "")
         return None
+
+    def _mark_step(self) -> None:
+        """Note the end of a step without waiting for the GPU: an event in its stream, or the time on a CPU."""
+        if self.device.type == "cuda":
+            e = torch.cuda.Event(enable_timing=True)
+            e.record()
+            self._step_marks.append(e)
+        else:
+            self._step_marks.append(time.perf_counter())
+
+    def _step_times(self) -> None:
+        """Fold the durations between the marked step ends into the step-time sums (call after a sync)."""
+        m = self._step_marks
+        if len(m) >= 2:
+            if self.device.type == "cuda":
+                d = [a.elapsed_time(b) / 1000.0 for a, b in zip(m, m[1:])]
+            else:
+                d = [b - a for a, b in zip(m, m[1:])]
+            self.timing["step_n"] += len(d)
+            self.timing["step_sum"] += sum(d)
+            self.timing["step_sumsq"] += sum(x * x for x in d)
+        self._step_marks = m[-1:]
 
     def _end_session(self) -> str:
         self._sync()
         self._account()
+        self._step_times()
         self._sync_interval()
         self._save()
         return "completed"
@@ -492,6 +531,7 @@ class Trainer:
     def _preempt(self) -> str:
         self._sync()
         self._account()
+        self._step_times()
         self._sync_interval()
         self._save()
         self._log(f"preempted at step {self.step}; checkpoint written")
@@ -623,7 +663,7 @@ class Trainer:
                 "final_loss": self.final_loss, "val_loss": extra.get("val_loss"),
                 "tokens_per_s": tok_s, "tokens_per_s_wall": tokens / wall if wall > 0 else None, "mfu": mfu,
                 "peak_memory_bytes": peak_bytes, "peak_memory_kind": peak_kind, "wall_s": wall,
-                "train_s": t["train_s"], "compile_s": t["compile_s"],
+                "train_s": t["train_s"], "compile_s": t["compile_s"], **step_time_stats(t),
                 "kv_bytes_measured": extra.get("kv_bytes_measured"), "error": error,
                 "base_run_id": self.base_run_id, "seed": cfg.seed, "params_measured": params,
                 "params_trained": trained, "costs": cost, "data": data,

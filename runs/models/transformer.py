@@ -26,6 +26,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from costlaw.costmodel import Full, ModelConfig, SinkWindow, kv_tokens_per_layer
 from costlaw.runs.models import decode_graph, varlen
@@ -198,9 +199,12 @@ class Transformer(nn.Module):
 
     # ------------------------------------------------------------------ training forward
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, doc_ids: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None, reduction: str = "mean", block_index: list | None = None):
+                positions: torch.Tensor | None = None, reduction: str = "mean", block_index: list | None = None,
+                recompute: bool = False):
         """idx [B, T] token ids. targets None -> logits [B, T, V]; else the loss (see `lm_loss`). With doc_ids on
-        the flex path, `block_index` (from `document_block_index(doc_ids)`) skips building the blocks here."""
+        the flex path, `block_index` (from `document_block_index(doc_ids)`) skips building the blocks here.
+        `recompute`: each block's activations are recomputed in the backward instead of kept (less memory for
+        long rows, one more forward's work; train.recompute_from)."""
         B, T = idx.shape
         docs = None if doc_ids is None else document_layout(doc_ids)
         bound = T  # positions below this bound index the RoPE table; explicit ones may not
@@ -212,7 +216,10 @@ class Transformer(nn.Module):
         x = self.embed(idx)
         cos, sin = self._rope(positions, x.dtype, bound)
         for block, p in zip(self.blocks, self.layer_pattern):
-            x = block(x, cos, sin, masks[p])
+            if recompute and torch.is_grad_enabled():
+                x = checkpoint(block, x, cos, sin, masks[p], use_reentrant=False)
+            else:
+                x = block(x, cos, sin, masks[p])
         h = self.norm(x)
         if targets is None:
             return F.linear(h, self.output_weight)
