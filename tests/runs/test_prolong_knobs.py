@@ -98,7 +98,8 @@ def test_training_longer_than_evaluation(tmp_path):
     buckets = [r for r in rows if r["eval"] == "position_loss"]
     assert {r["tags"]["context"] for r in buckets} == {64} and max(r["tags"]["end"] for r in buckets) == 64
     # the same run scored at its training length: the rows are 128 long and the row has no seq_len
-    same = tiny_cfg(steps=10, data={"seq_len": 128, "long_share": 0.7, "long_min": 4096, "long_docs": False}, ev={"val_tokens": 1024})
+    same = tiny_cfg(steps=10, data={"seq_len": 128, "long_share": 0.7, "long_min": 4096, "long_docs": False},
+                    ev={"val_tokens": 1024})
     s2 = train_run(same, run_dir(tmp_path, same), device="cpu", progress=False)
     rows2 = [json.loads(x) for x in (run_dir(tmp_path, same) / "evals.jsonl").read_text().splitlines()]
     vl2 = next(r for r in rows2 if r["eval"] == "val_loss")
