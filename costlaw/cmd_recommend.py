@@ -63,6 +63,8 @@ examples:
   costlaw recommend --fits fits.json --target-loss 2.6 --context 8K,128K
   costlaw recommend --db results.duckdb --target-loss 1.9 --context 1K,32K --memory-budget 16GiB --json
   costlaw recommend --db a.duckdb --db b.duckdb --target-loss 1.9 --context 32K --level 0.95
+  costlaw recommend --db results.duckdb --families gqa,hybrid,compressed --target-loss 0.9 --context 64K \\
+      --min-retrieval 0.9
   costlaw recommend --db results.duckdb --target-loss 1.9 --context 32K --record \\
       --spec-out loop.toml --recipe-from ladder/spec.toml --train-seed 7
 """
@@ -88,6 +90,10 @@ def add_arguments(p):
                    help="let a candidate whose law is weak (not identified, or R² < 0.98) win; it is flagged")
     p.add_argument("--allow-outside-envelope", action="store_true",
                    help="let a config outside its candidate's trained depths and d/L win; it is flagged")
+    options.bounded(p.add_argument("--min-retrieval", type=float, metavar="ACC",
+                                   help="a quality floor: only candidates whose measured passkey accuracy (their "
+                                        "largest runs, or their kv_policy eval) is at least ACC may win; the "
+                                        "others are listed with theirs"), 0, 1)
     p.add_argument("--candidates", default="all",
                    help="all (default: every candidate the data cover), paper (the 21 (n_h, n_kv) pairs), or labels "
                         "separated by ';', e.g. '32,8;8,1;8,1 snapkv keep=0.25'")
@@ -119,7 +125,8 @@ def add_arguments(p):
     options.bounded(fitg.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)"),
                     0, 2**63 - 1)
     options.bounded(fitg.add_argument("--train-context", type=int,
-                                      help="fit runs trained at this seq_len (default: the most common)"), 1)
+                                      help="fit runs trained at this seq_len (default: the measured seq_len "
+                                           "nearest the largest --context at which laws can be fitted)"), 1)
     fitg.add_argument("--sweep", help="only runs of this sweep")
     fitg.add_argument("--refit", action="store_true",
                       help="fit every law again, even those the store's fits table holds for the same runs and "
@@ -224,12 +231,13 @@ def main(args) -> int:
     else:
         fs = fit_store(args.db, families=families, n_boot=args.bootstrap, seed=args.seed,
                        train_context=args.train_context, sweep=args.sweep, progress=None if args.json else log,
-                       refit=args.refit, noise=args.noise, lack_of_fit=args.lack_of_fit)
+                       refit=args.refit, noise=args.noise, lack_of_fit=args.lack_of_fit, context=max(contexts))
         if args.fits_out:
             log(f"fits written to {fs.save(args.fits_out)}")
     rec = recommend(fs, args.target_loss, contexts, objective, candidates=args.candidates, families=families,
                     standard=args.standard, d_multiple=args.d_multiple, level=args.level,
-                    allow_weak=args.allow_weak_laws, allow_outside=args.allow_outside_envelope)
+                    allow_weak=args.allow_weak_laws, allow_outside=args.allow_outside_envelope,
+                    min_retrieval=args.min_retrieval)
     if all(rec.no_winner_reason(T) == "no candidate meets the budgets" for T in contexts):
         raise CostlawError("budgets: no candidate meets --memory-budget/--flops-budget/--latency-target-ms at any "
                            "context; relax a budget or add candidates")

@@ -52,6 +52,8 @@ class Candidate:
     n_runs: int | None = None  # runs behind the points (None: not known, e.g. a fits file without them)
     noise: Noise | None = None  # run-to-run noise (analysis/recommend/noise.py); None: not known
     x_extra: tuple[str, ...] = ()  # the law's variables after N (a shape-aware law in costlaw validate)
+    retrieval: float | None = None  # passkey accuracy measured on its largest runs (None: not measured)
+    retrieval_source: str | None = None  # where that number comes from
 
     @property
     def fitted(self) -> bool:
@@ -151,6 +153,8 @@ class Candidate:
             d["ladder"] = [{k: (float(v) if k in ("N", "loss") else v) for k, v in p.items()} for p in self.ladder]
         if self.n_max is not None:
             d["n_max"] = float(self.n_max)
+        if self.retrieval is not None:
+            d.update(retrieval=float(self.retrieval), retrieval_source=self.retrieval_source)
         if self.base:
             d.update(base=self.base, delta_nll=self.delta_nll, delta_source=self.delta_source)
         elif self.group:
@@ -202,7 +206,9 @@ class FitSet:
         """The fits-file form (module doc); compressed-on-dense candidates become `kv_policies` entries."""
         dense = [c.to_json() for c in self.candidates if not c.base]
         pol = [{"base": c.base, "method": c.template.kv_policy["method"], "keep": c.template.kv_policy["keep"],
-                "delta_nll": c.delta_nll, "source": c.delta_source} for c in self.candidates if c.base]
+                "delta_nll": c.delta_nll, "source": c.delta_source,
+                **({"retrieval": c.retrieval, "retrieval_source": c.retrieval_source} if c.retrieval is not None
+                   else {})} for c in self.candidates if c.base]
         head = header(self.options, self.source) if self.options else {"format": FITS_FORMAT, "law": self.law,
                                                                             "source": self.source}
         return {**head, "notes": self.notes, "train_context": self.train_context, "candidates": dense,

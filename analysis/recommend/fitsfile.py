@@ -26,6 +26,7 @@ store's fits table holds in `doc`). What recommend reads of it:
                   "lof_df": ...},             # optional run-to-run noise (noise.py); absent: measured from the
                                               # ladder's losses when it has them, else the interval is the mean's
         "n_max": 1.0e9,                       # optional largest trained N (default: the ladder's largest)
+        "retrieval": 0.83, "retrieval_source": "...",  # optional passkey accuracy in [0, 1] (--min-retrieval)
         "head_dim": 64, "vocab_size": ..., "tied_embeddings": ..., "rope_theta": ...,  # optional overrides
         "ffn_ratio": 4.0,                     # optional: d_ff/d (default: the paper's 8d/3 to a multiple of 32)
         "sparse": "sink_window(4,1024)", "full_fraction": 0.333,   # hybrid only
@@ -36,7 +37,8 @@ store's fits table holds in `doc`). What recommend reads of it:
      "kv_policies": [                         # optional: compressed candidates on top of dense ones
        {"method": "snapkv", "keep": 0.25, "delta_nll": 0.031,
         "base": "32,8",                       # a GQA candidate label; absent: every fitted GQA candidate
-        "context": 8192, "source": "..."}]}
+        "context": 8192, "source": "...",
+        "retrieval": 0.33, "retrieval_source": "..."}]}   # optional, as for candidates
 
 `costlaw recommend --db X --fits-out F` writes the store's fits in this format (bootstrap samples included).
 """
@@ -212,6 +214,9 @@ def _candidate_from_json(e, i: int, defaults: dict, law) -> Candidate:
         cand.n_max = max(p["N"] for p in ladder)
     if e.get("n_runs") is not None:
         cand.n_runs = int(_need(e, "n_runs", where))
+    if e.get("retrieval") is not None:
+        cand.retrieval = _accuracy(e, where)
+        cand.retrieval_source = str(e.get("retrieval_source") or "fits file")
     if cand.fitted and e.get("noise") is not None:
         cand.noise = Noise.from_json(e["noise"], f"--fits: {where}.noise")
     elif cand.fitted and len(law.variables) == 1 and any("loss" in pt for pt in ladder):
@@ -240,7 +245,18 @@ def _policies_from_json(e, i: int, cands: list[Candidate]) -> list[Candidate]:
     src = e.get("source") or "fits file"
     if e.get("context"):
         src += f", measured at context {e['context']}"
-    return [on_dense(b, policy, float(delta), src) for b in bases]
+    out = [on_dense(b, policy, float(delta), src) for b in bases]
+    if e.get("retrieval") is not None:
+        for c in out:
+            c.retrieval, c.retrieval_source = _accuracy(e, where), str(e.get("retrieval_source") or src)
+    return out
+
+
+def _accuracy(e: dict, where: str) -> float:
+    v = _need(e, "retrieval", where, float)
+    if not 0 <= v <= 1:
+        raise CostlawError(f"--fits: {where}.retrieval must be an accuracy in [0, 1], got {v!r}")
+    return float(v)
 
 
 def on_dense(base: Candidate, policy: dict, delta: float, source: str) -> Candidate:

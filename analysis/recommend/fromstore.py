@@ -75,7 +75,7 @@ def stores_text(db) -> str:
 def fit_store(db, *, families=FAMILIES, n_boot: int = 200, seed: int = 0, min_sizes: int = MIN_SIZES,
               train_context: int | None = None, sweep: str | None = None,
               progress: Callable[[str], None] | None = None, refit: bool = False, store: bool = True,
-              noise: str = "constant", lack_of_fit: bool = False) -> FitSet:
+              noise: str = "constant", lack_of_fit: bool = False, context: int | None = None) -> FitSet:
     """Every candidate the store's completed runs cover (see `fit_runs`); `db` one results file or a list of them.
     A candidate whose runs, options and fitter a fits table already holds a fit of takes that fit (never with
     `refit`); the others are fitted and, with `store` and a single store, written to its fits table (under the
@@ -103,7 +103,8 @@ def fit_store(db, *, families=FAMILIES, n_boot: int = 200, seed: int = 0, min_si
 
     fs = fit_runs(df, kv, source=stores_text(dbs), families=families, n_boot=n_boot, seed=seed,
                   min_sizes=min_sizes, train_context=train_context, progress=progress,
-                  lookup=None if refit else look, noise=noise, lack_of_fit=lack_of_fit)
+                  lookup=None if refit else look, noise=noise, lack_of_fit=lack_of_fit, context=context)
+    attach_retrieval(fs, retrieval_rows(dbs, sweep))
     fs.fit_status["refit"] = bool(refit)
     fresh = {c.fit_extra["data_fingerprint"] for c in fs.candidates
              if c.label in fs.fit_status["fitted"] and not c.base}
@@ -120,6 +121,43 @@ def fit_store(db, *, families=FAMILIES, n_boot: int = 200, seed: int = 0, min_si
             if progress:
                 progress(f"fits not stored: {fs.fit_status['not_stored']}")
     return fs
+
+
+def retrieval_rows(db, sweep):
+    """Passkey accuracy per (run, context, depth) of completed runs, of one store or several."""
+    import pandas as pd
+
+    from costlaw.analysis.store import query_df
+    from costlaw.analysis.store.union import as_list
+
+    runs_sql(sweep)  # checks the sweep name before it goes into SQL
+    where = "WHERE r.status = 'completed'" + (f" AND r.sweep = '{sweep}'" if sweep else "")
+    sql = ("SELECT t.run_id, t.context, t.depth, t.accuracy, t.samples FROM retrieval t "
+           f"JOIN runs r USING (run_id) {where}")
+    frames = [query_df(d, sql, engine="pandas") for d in as_list(db)]
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return df.drop_duplicates(["run_id", "context", "depth"]).reset_index(drop=True) if len(df) else df
+
+
+def attach_retrieval(fs, rows) -> None:
+    """Each candidate's passkey accuracy (for --min-retrieval): the mean over depths (weighted by samples) on its
+    largest ladder runs, at the longest context measured on them. Compressed candidates carry the accuracy of
+    their own kv_policy evaluation (set in _policies_from_store) and keep it."""
+    if rows is None or not len(rows):
+        return
+    for c in fs.candidates:
+        if c.base or not c.ladder:
+            continue
+        top = max(p["N"] for p in c.ladder)
+        ids = {p["run_id"] for p in c.ladder if p["N"] == top}
+        g = rows[rows["run_id"].isin(ids) & rows["accuracy"].notna()]
+        if not len(g):
+            continue
+        g = g[g["context"] == g["context"].max()]
+        w = g["samples"].fillna(1).clip(lower=1)
+        c.retrieval = float((g["accuracy"] * w).sum() / w.sum())
+        c.retrieval_source = (f"passkey accuracy {c.retrieval:.2f} at context {int(g['context'].iloc[0])}, "
+                              f"{len(g)} (run, depth) rows on its largest runs (N {top:.3g})")
 
 
 def kv_policy_rows(db, sweep):
@@ -143,6 +181,33 @@ def kv_policy_rows(db, sweep):
     return df.drop_duplicates(keys).reset_index(drop=True) if len(df) else df
 
 
+def measured_context(runs, families, min_sizes: int, context: int | None, notes: list[str]) -> int:
+    """The training context whose runs fit the laws: without `context`, the pretraining seq_len with the most
+    runs; with it, among the seq_lens at which some candidate of `families` has >= min_sizes sizes, the one
+    nearest `context` (in log distance, the longer on a tie), with a note when that is not the most common one."""
+    import math
+
+    pre = runs[runs["stage"].fillna("pretrain") == "pretrain"]
+    counts = (pre if len(pre) else runs)["seq_len"].value_counts()
+    common = int(counts.index[0])  # the ladder's own context: pretraining runs outnumber any one extension
+    if context is None:
+        return common
+    fam = runs[runs["family"].isin(families)]
+    fittable = []
+    for T, g in fam.groupby("seq_len"):
+        sizes = g.groupby(["family", "n_heads", "n_kv_heads", "head_dim"])["params_non_embedding"].nunique()
+        if len(sizes) and sizes.max() >= min_sizes:
+            fittable.append(int(T))
+    if not fittable:
+        return common
+    best = min(fittable, key=lambda T: (abs(math.log(T / context)), -T))
+    if best != common:
+        notes.append(f"laws fitted on losses measured at seq_len {best}, the measured context nearest "
+                     f"{context} ({', '.join(str(T) for T in sorted(fittable))} can fit laws; --train-context "
+                     "picks another)")
+    return best
+
+
 def _mode(s):
     return s.mode().iloc[0]
 
@@ -164,14 +229,17 @@ def fit_runs(df, kv=None, *, source: str = "runs", families=FAMILIES, n_boot: in
              min_sizes: int = MIN_SIZES, train_context: int | None = None,
              progress: Callable[[str], None] | None = None,
              lookup: Callable[[list[str]], dict] | None = None, noise: str = "constant",
-             lack_of_fit: bool = False, law: str = "gqa-size", x_extra: tuple[str, ...] = ()) -> FitSet:
+             lack_of_fit: bool = False, law: str = "gqa-size", x_extra: tuple[str, ...] = (),
+             context: int | None = None) -> FitSet:
     """Group completed pretraining runs by candidate and fit each group with >= min_sizes distinct N through the
     group-fit pipeline (analysis/fits): L(N) = (a/N)^b + E on params_non_embedding and the config means of loss
     (module doc), bootstrap over configs; then each candidate's run-to-run noise (`noise`: "constant" or "size",
     `lack_of_fit`: add the config means' excess scatter; analysis/recommend/noise.py).
 
     df: rows of the store's `runs` table (RUN_COLUMNS) plus `loss`; kv: the `kv_policy_evals` view (or None).
-    Only runs at one training context are pooled: `train_context`, else the seq_len with the most runs.
+    Only runs at one training context are pooled (pretraining and extension runs alike: each loss is measured at
+    the length its run trained at): `train_context`, else `measured_context` (the one nearest `context`, the
+    context a recommendation is for, among those that can fit a law; without `context`, the most common).
     lookup: data fingerprints -> stored fit entries (analysis.fits.lookup); groups it returns are not refitted.
     law, x_extra: another registered law of N and these columns of df (constant within a config), e.g. the
     shape-aware law `costlaw validate --law gqa-size-shape` compares against gqa-size.
@@ -181,14 +249,14 @@ def fit_runs(df, kv=None, *, source: str = "runs", families=FAMILIES, n_boot: in
     options = FitOptions(law=law, x=("params_non_embedding", *x_extra), y="loss", bootstrap=n_boot, seed=seed)
     notes: list[str] = []
     df = df[df["loss"].notna() & df["params_non_embedding"].notna()]
-    pre = df[df["stage"].fillna("pretrain") == "pretrain"]
+    stage = df["stage"].fillna("pretrain")
+    pre = df[stage != "compress"]  # losses measured where a run was trained: pretraining or an extension
     if len(pre) < len(df):
-        notes.append(f"{len(df) - len(pre)} extend/compress-stage run(s) left out of the size fits")
+        notes.append(f"{len(df) - len(pre)} compress-stage run(s) left out of the size fits")
     if not len(pre):
         raise CostlawError("--db: no completed pretraining run has a loss; train a ladder first")
     if train_context is None:
-        counts = pre["seq_len"].value_counts()
-        train_context = int(counts.index[0])
+        train_context = measured_context(pre, families, min_sizes, context, notes)
     sel = pre[pre["seq_len"] == train_context]
     if not len(sel):
         raise CostlawError(f"--train-context: no completed run trained at seq_len {train_context}; the store has "
@@ -318,7 +386,12 @@ def _policies_from_store(kv, cands, sel, train_context, show_dh, notes) -> list[
         delta = float(top["delta_nll"].mean())
         src = (f"kv_policy eval: ΔNLL {delta:+.4g} at keep {keep:g}, context {int(top['context'].iloc[0])}, "
                f"on run {top['run_id'].iloc[0]} (N {float(top['params_non_embedding'].iloc[0]):.3g})")
-        out.append(on_dense(base, KVPolicy(pol, keep=float(keep)).to_dict(), delta, src))
+        c = on_dense(base, KVPolicy(pol, keep=float(keep)).to_dict(), delta, src)
+        if "retrieval_accuracy" in top and top["retrieval_accuracy"].notna().any():
+            c.retrieval = float(top["retrieval_accuracy"].mean())
+            c.retrieval_source = (f"kv_policy eval: retrieval {c.retrieval:.2f} at keep {keep:g}, context "
+                                  f"{int(top['context'].iloc[0])}, on run {top['run_id'].iloc[0]}")
+        out.append(c)
     return out
 
 

@@ -38,6 +38,7 @@ class Evaluated:
     extrapolation: float | None = None
     prices: dict = field(default_factory=dict)  # context -> Objective.price row
     weak: list[str] = field(default_factory=list)  # why its law is not fit to recommend from (guards.py)
+    min_retrieval: float | None = None  # the quality floor the recommendation was asked for (--min-retrieval)
 
     @property
     def label(self) -> str:
@@ -55,7 +56,21 @@ class Evaluated:
             why.append(f"weak law ({'; '.join(self.weak)})")
         if self.outside and not allow_outside:
             why.append(f"outside its trained shapes ({self.outside})")
+        if self.below_retrieval:
+            why.append(self.below_retrieval)
         return "; ".join(why) or None
+
+    @property
+    def below_retrieval(self) -> str | None:
+        """Why it fails the retrieval floor (None: no floor asked, or it clears it)."""
+        floor, got = self.min_retrieval, self.cand.retrieval
+        if floor is None:
+            return None
+        if got is None:
+            return f"no retrieval measured (--min-retrieval {floor:g})"
+        if got < floor:
+            return f"retrieval {got:.2f} < --min-retrieval {floor:g} ({self.cand.retrieval_source})"
+        return None
 
     def to_json(self) -> dict:
         c = self.cand
@@ -65,7 +80,8 @@ class Evaluated:
              "n_runs": c.n_runs, "n_max": c.n_max, "weak": self.weak if c.fitted else None,
              "identification_unchecked": unchecked(c),
              "noise": c.noise.to_json() if c.noise is not None else None,
-             "envelope": c.template.envelope.to_json() if c.template.envelope else None}
+             "envelope": c.template.envelope.to_json() if c.template.envelope else None,
+             "retrieval": c.retrieval, "retrieval_source": c.retrieval_source}
         if c.base:
             d.update(base=c.base, delta_nll=c.delta_nll, delta_source=c.delta_source,
                      kv_policy=c.template.kv_policy)
@@ -159,9 +175,12 @@ class Recommendation:
             return "no candidate meets the budgets"
         weak = [r.label for r in within if r.weak and not self.allow_weak]
         outside = [r.label for r in within if r.outside and not self.allow_outside]
+        poor = [r.label for r in within if r.below_retrieval]
         parts = ([f"a weak law ({', '.join(weak)})"] if weak else []) + (
-            [f"a config outside its trained shapes ({', '.join(outside)})"] if outside else [])
-        flags = (["--allow-weak-laws"] if weak else []) + (["--allow-outside-envelope"] if outside else [])
+            [f"a config outside its trained shapes ({', '.join(outside)})"] if outside else []) + (
+            [f"retrieval below --min-retrieval or not measured ({', '.join(poor)})"] if poor else [])
+        flags = (["--allow-weak-laws"] if weak else []) + (["--allow-outside-envelope"] if outside else []) + (
+            ["a lower --min-retrieval"] if poor else [])
         return (f"every candidate within the budgets is excluded: {'; '.join(parts)}. The data cannot support a "
                 f"recommendation; {' and '.join(flags)} would use them anyway")
 
@@ -250,11 +269,14 @@ def shape_rule(d_multiple: int | None) -> str:
 def recommend(fs: FitSet, target: float, contexts: list[int], objective: Objective | None = None, *,
               candidates: str = "all", families=FAMILIES, standard: str = DEFAULT_STANDARD,
               d_multiple: int | None = None, level: float = DEFAULT_LEVEL, allow_weak: bool = False,
-              allow_outside: bool = False) -> Recommendation:
+              allow_outside: bool = False, min_retrieval: float | None = None) -> Recommendation:
     """Evaluate the selected candidates at `target` and each context; see the module doc. A candidate with a weak
     law (guards.py) or a config outside its trained shapes is evaluated and listed but does not win unless
-    `allow_weak` / `allow_outside`."""
+    `allow_weak` / `allow_outside`. `min_retrieval`: a candidate wins only when its measured passkey retrieval
+    (Candidate.retrieval) is at least this."""
     objective = objective or Objective()
+    if min_retrieval is not None and not (0 <= min_retrieval <= 1):
+        raise CostlawError(f"--min-retrieval: an accuracy in [0, 1], got {min_retrieval!r}")
     level = check_level(level)
     if not (isinstance(target, (int, float)) and math.isfinite(target) and target > 0):
         raise CostlawError(f"--target-loss: must be a positive number, got {target!r}")
@@ -266,6 +288,8 @@ def recommend(fs: FitSet, target: float, contexts: list[int], objective: Objecti
         raise CostlawError(f"--candidates: none of the {len(chosen)} selected candidates has a fitted law ({why}); "
                            "train more sizes or pick fitted candidates")
     rows = [evaluate(c, target, contexts, objective, d_multiple, level) for c in chosen]
+    for r in rows:
+        r.min_retrieval = min_retrieval
     if not any(r.status == "ok" for r in rows):
         floors = [(c.params.get("E", float("nan")) + c.delta_nll, c.label) for c in chosen if c.fitted]
         lo, who = min(floors)
@@ -275,8 +299,8 @@ def recommend(fs: FitSet, target: float, contexts: list[int], objective: Objecti
     notes = list(fs.notes)
     if fs.train_context and max(contexts) > fs.train_context:
         notes.append(f"the laws were fitted to runs trained at {fs.train_context} tokens and are used as is at every "
-                     "--context (the GQA paper, §5.7, found the relative loss of head configs flat beyond 8K); the "
-                     "context changes only the costs here")
+                     "longer --context (the GQA paper, §5.7, found the relative loss of head configs flat beyond 8K; "
+                     "studies/long-context measures how far that holds); the context changes only the costs there")
     if std is not None and std.weak:
         note += f"; its law is weak ({'; '.join(std.weak)}), so the savings against it are rough"
     return Recommendation(target, list(contexts), objective, rows, std, note, fs.source, notes, d_multiple,
