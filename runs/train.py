@@ -654,7 +654,8 @@ class Trainer:
                 "val_tokens": corpus.val.tokens if corpus else None,
                 "epochs": tokens / train_tokens if train_tokens else None,
                 "padding_ratio": None, "abr": None, "abr_step": None, "packing": None, "doc_mask": None,
-                "micro_batches": None, **self.task.data_summary()}
+                "micro_batches": None, "ave_t": None, "dbr": None, "cr": None, "level_shares": None,
+                **self.task.data_summary()}
         model = getattr(self, "model", None)
         params = sum(p.numel() for p in model.parameters()) if model is not None else None
         trained = sum(p.numel() for p in self.params) if hasattr(self, "params") else None

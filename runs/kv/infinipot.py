@@ -2,26 +2,33 @@
 
 The pot is the cache: M = the policy's kept tokens (`budget`, or `keep` of the context the cache is made for)
 slots per layer. Input streams into the pot in chunks that fill it exactly; when it is full and more input
-arrives, the pot is distilled to C = max(1, round(`compress`·M)) tokens, and streaming continues. So the cache
-never holds more than M tokens (plus the catalyst block while it compacts) however long the input grows.
+arrives, the pot is distilled to C = min(M − 1, max(1, round(`compress`·M))) tokens, and streaming continues. So
+the cache never holds more than M tokens (plus the catalyst block while it compacts) however long the input grows.
+C stays below M because a compaction that frees no slot could never make room for the next token (`compress` = 1,
+or a pot of one token, would loop forever); a one-token pot is emptied, so each token sees only itself.
 
 Compaction scores every pot token twice:
 - NuC, novelty under compression: the token's cross-entropy −log P(x_t | what the pot held when x_t was read),
   taken from the logits the model computed while streaming (no extra pass). One score per token, shared by
   every layer and head; the first token of the input has none (0).
-- CaP, catalyst-prompt attention: a fixed block of catalyst tokens is read after the pot (attending to it);
-  each layer's attention from the catalyst queries to each pot token, summed over the catalyst and over the
-  KV head's query group, is that token's "future importance" for the head.
+- CaP, catalyst-prompt attention: the catalyst prompt (`CATALYST`, an instruction to summarize and remember) is
+  read after the pot (attending to it); each layer's attention from the catalyst queries to each pot token, summed
+  over the catalyst and over the KV head's query group, is that token's "future importance" for the head.
 Selection per layer and KV head: the round(`novelty`·C) tokens of highest NuC first, then the rest of C by
 CaP among the others. The catalyst's own K/V are dropped with the evicted tokens and its tokens leave no mark
 on the sequence (`cache.seen` is restored). Then CR-RoPE: kept tokens get consecutive positions 0..C−1 and the
 next token position C (positions re-assigned after each compaction).
 
-Deviation, flagged: the paper's catalyst is an instruction ("summarize ...") for instruction-tuned 7-8B models.
-The small non-instruct LMs trained here (code corpora) cannot follow instructions, so the catalyst is a fixed,
-generic recap-style text block in the corpus's own register (`CATALYST`), encoded with the run's tokenizer
-(without one: its UTF-8 bytes mod the vocabulary). It still asks the model, in its own language, what to carry
-forward; the research notes allow a fixed generic prompt for this case.
+The catalyst follows the paper: a generic instruction appended before each compaction, asking the model to
+summarize the context and keep what matters, so that the pot tokens it attends to are those a later request would
+need. Deviations, flagged: the wording is ours (our research notes on the paper, hybrid-compressed.md section 4,
+give only its gist, "summarize…", not its text), and the paper ran it on instruction-tuned 7-8B models, while the
+small LMs trained here are not instruction-tuned; for them it is plain English text of the kind the passkey probe
+uses. It is encoded with the run's tokenizer; without one (the harness passes none unless the retrieval probe
+runs) as its UTF-8 bytes mod the vocabulary, which for the byte tokenizer (257 ids) are exactly its tokens.
+
+Cost: each compaction runs the m catalyst tokens through the whole model (every layer's projections and MLP, not
+only attention), i.e. m extra forward tokens per M − C streamed tokens.
 
 Between compactions, a chunk scored with `extend` (the harness's continuation, one call so its tokens see the
 whole compressed context) can overflow the pot; that overflow is cut by the last compaction's CaP scores,
@@ -35,11 +42,17 @@ import torch.nn.functional as F
 
 from costlaw.runs.kv.base import Policy, attention_mass
 
-CATALYST = "\n# Recap of the key names and values above:\n"
+# The catalyst prompt (CaP) of InfiniPot (arXiv 2410.01518): our wording of the paper's generic "summarize…"
+# instruction (its exact text is not in our notes). The leading blank line sets it apart from streamed text that
+# may stop mid-line. Its length m is paid at every compaction (m forward tokens, m extra slots in one layer), so it
+# is kept short.
+CATALYST = "\n\nSummarize the text above and remember its key facts.\n"
 ARRIVED = 1e6  # score of a token that arrived since the last compaction (above any CaP score)
 
 
 def catalyst_ids(tokenizer, vocab_size: int) -> list[int]:
+    """`CATALYST` as token ids: the run's tokenizer's, else its UTF-8 bytes (the byte tokenizer's ids), mod the
+    vocabulary so that a model with fewer ids (tests' tiny models) still reads a fixed block."""
     if tokenizer is not None:
         return list(tokenizer.encode(CATALYST))
     return [b % vocab_size for b in CATALYST.encode("utf-8")]
@@ -57,7 +70,7 @@ class InfiniPot(Policy):
     def reset(self, cache):
         super().reset(cache)
         self.M = self.capacity(cache)
-        self.C = max(1, round(self.options["compress"] * self.M))
+        self.C = min(self.M - 1, max(1, round(self.options["compress"] * self.M)))
         self.last_logp = None  # log-probabilities after the last real token (for the next token's NuC)
         self.compacting = None  # sequence index of the catalyst's first token while compacting
         self.compactions = 0
