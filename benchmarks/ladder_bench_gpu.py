@@ -59,8 +59,20 @@ def submit(spec_path: Path, root: Path, where: str, runs_per_gpu: int, fuse: boo
         rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - t0
     if rc != 0:
-        raise SystemExit(f"{' '.join(cmd)} exited {rc}; see {log}")
+        raise SystemExit(f"{' '.join(cmd)} exited {rc}; see {log}\n{why_failed(root)}")
     return wall
+
+
+def why_failed(root: Path) -> str:
+    """The failed runs' errors and the end of their jobs' stderr: a GPU call returns only what it prints."""
+    out = []
+    for p in sorted((root / "runs").glob("*/summary.json")):
+        s = json.loads(p.read_text())
+        if s.get("status") == "failed":
+            out.append(f"{s['run_id']}: {s.get('error')}")
+    for p in sorted((root / "submitit").rglob("*_log.err"))[:2]:
+        out.append(f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-40:]))
+    return "\n".join(out[:60])
 
 
 def runs_of(root: Path) -> list[dict]:
