@@ -105,7 +105,7 @@ def run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_pa
         for g in (job or {}).get("gpus", []):
             if g in free_gpus:
                 free_gpus.remove(g)
-    pending = largest_first(todo)
+    pending = largest_first(todo, root)
     running: dict[str, tuple] = {}  # run id (a fused group's id) -> (job, its record, GPUs, PlannedRun or group)
     orphaned: dict = {}  # run id -> PlannedRun of this submission's runs watched after their controller exited
     outcome: dict[str, str] = {}

@@ -33,9 +33,47 @@ def select(runs, expr: str) -> set[str]:
     return chosen
 
 
-def largest_first(runs) -> list:
-    """`runs` ordered by training FLOPs, largest first (stable): packed on a GPU, the longest runs start
-    first so the small ones fill in around them instead of a big one running alone at the end."""
-    from costlaw.costmodel import c_train
+def largest_first(runs, root=None) -> list:
+    """`runs` (PlannedRuns or fused groups) ordered by expected GPU time, longest first (stable): packed on a GPU,
+    the longest runs start first so the small ones fill in around them instead of a big one running alone at the
+    end. Expected time is training FLOPs over the FLOP/s that runs already finished under `root` reached at
+    their size (`throughput`: small models reach a far smaller share of the GPU, so FLOPs alone rank them too
+    short); FLOPs alone where fewer than two sizes have finished. A fused group trains its members side by side,
+    so it takes as long as one of them."""
+    from costlaw.costmodel import c_train, params_non_embedding
+    from costlaw.sweeps.fuse import members
 
-    return sorted(runs, key=lambda r: -c_train(r.config.model, r.config.data.seq_len) * r.config.total_tokens)
+    rate = throughput(root) if root is not None else None
+
+    def seconds(unit) -> float:
+        r = members(unit)[0]
+        flops = c_train(r.config.model, r.config.data.seq_len) * r.config.total_tokens
+        return flops / rate(params_non_embedding(r.config.model)) if rate else flops
+
+    return sorted(runs, key=lambda u: -seconds(u))
+
+
+def throughput(root):
+    """N -> the training FLOP/s a run of N non-embedding parameters reached under `root` (log FLOP/s linear in
+    log N, least squares over the completed runs' summaries), or None with fewer than two sizes finished."""
+    import json
+    import math
+    from pathlib import Path
+
+    pts = []
+    for p in Path(root).glob("runs/*/summary.json"):
+        try:
+            s = json.loads(p.read_text())
+            n, tps = s["costs"]["params_non_embedding"], s["tokens_per_s"]
+            f = s["costs"]["c_train_flops_per_token"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a run still writing, or one from before these fields: it only misses from the estimate
+        if s.get("status") == "completed" and n and tps and f and tps > 0:
+            pts.append((math.log(n), math.log(tps * f)))
+    if len({x for x, _ in pts}) < 2:
+        return None
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    b = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+    b = min(max(b, 0.0), 2.0)  # larger models never reach fewer FLOP/s; a wild slope from two noisy points is cut
+    return lambda n: math.exp(my + b * (math.log(n) - mx))

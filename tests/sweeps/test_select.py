@@ -65,3 +65,41 @@ def test_where_compares_strings_as_fit_where_does():
         select(runs, "train.trainable != 'policy'"))
     with pytest.raises(ConfigError, match="selects none of the"):
         select(runs, "model.d_model == 'x'")  # parses, selects nothing: one line naming --where
+
+
+def test_measured_throughput_reorders_small_long_runs(tmp_path):
+    """Finished runs that show small models reaching a far smaller share of the GPU make a small model with many
+    tokens start before a larger one with fewer FLOPs; with nothing finished, the order is by FLOPs."""
+    import json
+
+    from costlaw.costmodel import c_train, costs, params_non_embedding
+    from costlaw.runs.config import DataConfig, RunConfig, TrainConfig
+    from costlaw.sweeps.expand import PlannedRun
+    from costlaw.sweeps.select import throughput
+
+    base = dict(n_layers=2, n_heads=2, n_kv_heads=1, head_dim=32, vocab_size=257)
+
+    def planned(d, tokens):
+        from costlaw.costmodel import ModelConfig
+
+        cfg = RunConfig(model=ModelConfig(d_model=d, ffn_dim=2 * d, **base), data=DataConfig(seq_len=128),
+                        train=TrainConfig(tokens=tokens, batch_size=4))
+        return PlannedRun(cfg.run_id, "pretrain", 0, 0, f"d={d}", {}, cfg, None, None)
+
+    small, big = planned(64, 4_000_000), planned(512, 200_000)
+    flops = {r.run_id: c_train(r.config.model, 128) * r.config.total_tokens for r in (small, big)}
+    assert flops[big.run_id] > flops[small.run_id]
+    assert [r.run_id for r in largest_first([small, big], tmp_path)] == [big.run_id, small.run_id]
+    # finished runs: 1e11 FLOP/s at the small size, 1e13 at the big one
+    for r, rate in ((small, 1e11), (big, 1e13)):
+        c = costs(r.config.model, 128)
+        d = tmp_path / "runs" / f"done-{r.config.model.d_model}"
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(json.dumps({"status": "completed", "costs": c,
+                                                    "tokens_per_s": rate / c["c_train_flops_per_token"]}))
+    rate = throughput(tmp_path)
+    assert rate(params_non_embedding(small.config.model)) == pytest.approx(1e11, rel=1e-6)
+    assert [r.run_id for r in largest_first([small, big], tmp_path)] == [small.run_id, big.run_id]
+    (tmp_path / "runs" / "torn").mkdir()
+    (tmp_path / "runs" / "torn" / "summary.json").write_text("{")  # a summary being written is skipped
+    assert throughput(tmp_path)(params_non_embedding(big.config.model)) == pytest.approx(1e13, rel=1e-6)
