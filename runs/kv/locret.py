@@ -14,10 +14,13 @@ is the official "acc": the share of the top 10% tokens by label that are also to
 Inference (chunked prefill, locret/inference/infer.py): with capacity c per layer, the prompt except its last
 n_loc = min(`local`, c/2) tokens is read in chunks of `chunk` tokens; after each chunk every layer keeps the
 b = c − n_loc slots of highest score per KV head, the chunk's last n_s = min(`stabilizers`, b/2) tokens (the
-stabilizers) protected. The last n_loc tokens are then read and never evicted: while extending or decoding,
-the n_loc most recent tokens are protected and the lowest-scored older token leaves on each overflow. Positions
-are the ones tokens arrived with (no re-assignment), as in the official code. The caps n_loc <= c/2 and
-n_s <= b/2 keep small budgets from being all tail and stabilizers (the paper's budgets are thousands of tokens).
+stabilizers) protected (infer.py protects none in the final chunk). The last n_loc tokens are then read and never
+evicted: while extending or decoding, the n_loc most recent tokens are protected and the lowest-scored older token
+leaves on each overflow. Positions are the ones tokens arrived with, as SnapKV's and H2O's are here, so that the
+score-based policies differ only in which tokens they keep (the official modeling code re-applies RoPE to its
+compacted cache at positions 0..n−1 in cache order: `full=True` in modeling_llama.py and modeling_phi3.py). The
+caps n_loc <= c/2 and n_s <= b/2 keep small budgets from being all tail and stabilizers (the paper's budgets are
+thousands of tokens).
 
 Features come from forward hooks on each block's fused q/k/v projection (`capture_qkv`), so training and
 inference see the same pre-RoPE values.
