@@ -72,7 +72,11 @@ def check_fusable(cfgs) -> None:
 
 
 class FusedLoss:
-    """The members' summed losses [M] of one micro-batch from each, in one (compiled) call."""
+    """The members' summed losses [M] of one micro-batch from each, in one (compiled) call.
+
+    The compiled function is tried once, forward and backward, on a batch of the run's shapes before any step
+    (`probe`): should torch.compile fail on this backend, the group trains with the same function run eagerly,
+    and every member's log says so and why (slower, the same math) rather than failing the runs."""
 
     def __init__(self, trainers, compile: bool):
         import torch
@@ -92,12 +96,43 @@ class FusedLoss:
 
             return vmap(one, in_dims=(0, 0, 0, 0 if doc_ids is not None else None))(stacked, idx, targets, doc_ids)
 
+        self.eager = loss
+        self.compile_error: str | None = None
         mode = os.environ.get("COSTLAW_COMPILE_MODE") or None
         self.fn = torch.compile(loss, dynamic=False, mode=mode) if compile else loss
+        if self.fn is not loss:
+            self.probe()
+
+    def probe(self) -> None:
+        """One forward and backward of the compiled function on zeros of the run's shapes (its gradients are
+        dropped); on failure, fall back to the eager function (see the class doc)."""
+        import torch
+
+        t0 = self.trainers[0]
+        cfg, dev, M = t0.cfg, t0.device, len(self.trainers)
+        shape = (cfg.train.batch_size, cfg.data.seq_len)
+        micro = [_Probe(torch.zeros(shape, dtype=torch.int64, device=dev),
+                        torch.zeros(shape, dtype=torch.int64, device=dev),
+                        torch.zeros(shape, dtype=torch.int32, device=dev) if cfg.data.doc_mask else None)
+                 for _ in range(M)]
+        try:
+            self(self.trainers, micro).sum().backward()
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as e:  # a compiler failure: the eager function is the same math
+            self.compile_error = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[-1][:300]}"
+            self.fn = self.eager
+            for t in self.trainers:
+                t._log(f"fused: torch.compile failed ({self.compile_error}); training this group without it")
+            self(self.trainers, micro).sum().backward()  # the eager function must work, else the group fails
+        finally:
+            for t in self.trainers:
+                t.opt.zero_grad(set_to_none=True)
 
     def __call__(self, members, micro):
         import torch
 
+        from costlaw.runs.models import fused
         from costlaw.runs.train import autocast
 
         t0 = self.trainers[0]
@@ -105,8 +140,13 @@ class FusedLoss:
         idx = torch.stack([m.idx for m in micro])
         targets = torch.stack([m.targets for m in micro])
         docs = None if micro[0].doc_ids is None else torch.stack([m.doc_ids for m in micro])
-        with autocast(t0.device, t0.dtype), self._sdpa():
-            return self.fn(params, idx, targets, docs)
+        eager = self.fn is self.eager
+        was, fused.enabled = fused.enabled, fused.enabled and not eager  # no compiled pieces inside eager vmap
+        try:
+            with autocast(t0.device, t0.dtype), self._sdpa():
+                return self.fn(params, idx, targets, docs)
+        finally:
+            fused.enabled = was
 
     @contextlib.contextmanager
     def _sdpa(self):
@@ -116,6 +156,13 @@ class FusedLoss:
             yield
         finally:
             self.template.attn_backend = backend
+
+
+class _Probe:
+    """A micro-batch of zeros for FusedLoss.probe: the fields the fused function reads."""
+
+    def __init__(self, idx, targets, doc_ids):
+        self.idx, self.targets, self.doc_ids = idx, targets, doc_ids
 
 
 def train_fused(cfgs, run_dirs, device: str = "auto", resume: bool = True,

@@ -101,3 +101,24 @@ def test_fuse_key_ignores_seed_and_name_only():
     assert fuse_key(cfg) == fuse_key(replace(cfg, seed=7, name="other"))
     assert fuse_key(cfg) != fuse_key(replace(cfg, train=replace(cfg.train, lr=1e-3)))
     check_fusable(seeds(cfg))
+
+
+def test_a_compiler_failure_falls_back_to_the_same_math(tmp_path, monkeypatch):
+    """Should torch.compile fail on the fused function (it is tried once before any step), the group trains on
+    eagerly, each member's log says why, and the losses are those of the eager group."""
+    cfgs = seeds(tiny_cfg(steps=8, train={"checkpoint_every": 0}), n=2)
+    eager = train_fused(cfgs, [run_dir(tmp_path / "e", c) for c in cfgs], device="cpu", progress=False)
+
+    def broken(fn=None, **kw):
+        def run(*a, **k):
+            raise RuntimeError("backend said no\nInductorError: no kernel for this op")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    on = [replace(c, train=replace(c.train, compile="on")) for c in cfgs]
+    out = train_fused(on, [run_dir(tmp_path / "c", c) for c in on], device="cpu", progress=False)
+    for o, e, c in zip(out, eager, on):
+        assert o["status"] == "completed" and o["final_loss"] == pytest.approx(e["final_loss"], abs=1e-6)
+        log = (run_dir(tmp_path / "c", c) / "train.log").read_text()
+        assert "fused: torch.compile failed (RuntimeError: InductorError: no kernel for this op)" in log
