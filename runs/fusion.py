@@ -16,6 +16,8 @@ Attention inside the fused function runs through SDPA (FlashAttention for causal
 sparse patterns as dense boolean masks, the "sdpa" backend): FlexAttention and FlashAttention's varlen kernel
 take no batch of members. Dense masks cost B·T² bytes per member and pattern, so fusion serves short-context
 rows (`MAX_SEQ_LEN`); longer stages train unfused.
+
+Torch is imported only where a group trains: the sweep controller groups runs with this module and no torch.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from pathlib import Path
 from costlaw.costmodel.core.errors import ConfigError, CostlawError
 from costlaw.costmodel.core.rundir import RunDir
 
-# the sweep controller groups runs without torch: torch is imported where a group trains
 MAX_SEQ_LEN = 8192
 _UNFUSED = ("seed", "name")  # what may differ between the members of one group
 
@@ -216,7 +217,7 @@ def train_fused(cfgs, run_dirs, device: str = "auto", resume: bool = True,
                 out[i] = train_run(cfgs[i], rds[i].path, device=str(dev), resume=resume, stop_event=stop_event,
                                    sweep=sweep, progress=progress)
             return out
-        statuses = _fused_loop(trainers, FusedLoss(trainers, use_compile(cfgs[0], dev)))
+        statuses = _fused_loop(trainers, lambda: FusedLoss(trainers, use_compile(cfgs[0], dev)))
         for i, t in zip(todo, trainers):
             out[i] = t.conclude(statuses[t.cfg.run_id])
             concluded.add(t.cfg.run_id)
@@ -234,8 +235,10 @@ def train_fused(cfgs, run_dirs, device: str = "auto", resume: bool = True,
             lock.release()
 
 
-def _fused_loop(trainers, fused: FusedLoss) -> dict[str, str]:
-    """Step every live member together; returns each run id's status (completed, preempted, diverged)."""
+def _fused_loop(trainers, make_fused) -> dict[str, str]:
+    """Step every live member together; returns each run id's status (completed, preempted, diverged).
+    `make_fused` builds the FusedLoss after the sessions begin, so its compilation counts as each member's
+    first-step (compile) time, as it does for a run alone."""
     import torch
 
     from costlaw.runs.train import Diverged
@@ -244,7 +247,9 @@ def _fused_loop(trainers, fused: FusedLoss) -> dict[str, str]:
     live = list(trainers)
     for t in live:
         t._begin_session()
+    pin = live[0].device.type == "cuda"
     try:
+        fused = make_fused()
         while live:
             if live[0].stop_event.is_set():
                 for t in live:
@@ -255,7 +260,10 @@ def _fused_loop(trainers, fused: FusedLoss) -> dict[str, str]:
                     status[t.cfg.run_id] = t._end_session()
                 return status
             batches = [t._start_step() for t in live]
-            scales = torch.tensor([1.0 / b.tokens for b in batches], device=live[0].device)
+            # each member's Ave-Token normaliser, copied from pinned memory: a pageable copy would make the host
+            # wait for the GPU every step
+            scales = torch.tensor([1.0 / b.tokens for b in batches])
+            scales = (scales.pin_memory() if pin else scales).to(live[0].device, non_blocking=True)
             for i in range(len(batches[0].micro)):
                 losses = fused(live, [b.micro[i] for b in batches])
                 (losses * scales).sum().backward()
