@@ -201,10 +201,10 @@ def train_fused(cfgs, run_dirs, device: str = "auto", resume: bool = True,
         trainers = [Trainer(cfgs[i], rds[i], dev, resume, stop_event, sweep, progress=progress is not False and k == 0,
                             task=task_for(cfgs[i])) for k, i in enumerate(todo)]
         cks = [t.read_checkpoint() for t in trainers]  # every refusal before any directory is touched
-        for t, ck in zip(trainers, cks):
+        for k, t in enumerate(trainers):
             started.append(t)
-            t.prepare(ck)
-        del cks
+            t.prepare(cks[k])
+            cks[k] = None  # its model and optimizer hold their copies now
         steps = {t.step for t in trainers}
         if len(steps) > 1:
             trainers[0]._log(f"fused members stand at steps {sorted(steps)}: training them one after another")

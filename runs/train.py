@@ -258,6 +258,7 @@ class Trainer:
         ck = self.read_checkpoint()  # outside the try: a refused checkpoint leaves the directory untouched
         try:
             self.prepare(ck)
+            ck = None  # the model and optimizer hold their copies now
             return self.conclude(self._train_loop())
         except BaseException as e:
             self.fail(e)
@@ -289,7 +290,6 @@ class Trainer:
         self._setup()
         if ck is not None:
             self._restore(ck)
-            del ck  # the model and optimizer hold their copies now
         if self.main:
             self.trackers = trackers.Trackers(self.cfg, self.rd, self.step if resuming else None)
         self.task.start(self)
