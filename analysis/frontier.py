@@ -70,6 +70,10 @@ def points(db, contexts: list[int], dtype: str = "bf16", sweep: str | None = Non
 def points_from(runs, kv, contexts: list[int], dtype: str = "bf16"):
     import pandas as pd
 
+    from costlaw.analysis.recommend.fromstore import with_dense_run
+
+    if kv is not None and len(kv):
+        kv = with_dense_run(kv)
     items = []
     for r in runs.itertuples():
         cfg = ModelConfig.from_dict(json.loads(r.config_json)["config"]["model"])
@@ -77,7 +81,7 @@ def points_from(runs, kv, contexts: list[int], dtype: str = "bf16"):
         items.append((r.run_id, run_label(r.n_heads, r.n_kv_heads, r.family, r.layout, pol), cfg.family, cfg,
                       float(r.loss), None, int(r.seq_len)))
         if kv is not None and len(kv):
-            mine = kv[(kv["run_id"] == r.run_id) & kv["keep"].notna()]
+            mine = kv[(kv["dense_run"] == r.run_id) & kv["keep"].notna()]
             if len(mine) and cfg.kv_policy is None:
                 mine = mine[mine["context"] == mine["context"].max()]
                 for (pol_name, keep), g in mine.groupby(["policy", "keep"]):

@@ -169,7 +169,7 @@ def kv_policy_rows(db, sweep):
 
     runs_sql(sweep)  # checks the sweep name before it goes into SQL
     where = "WHERE r.status = 'completed'" + (f" AND r.sweep = '{sweep}'" if sweep else "")
-    sql = ("SELECT k.*, r.stage, r.family AS run_family, r.layout FROM kv_policy_evals k "
+    sql = ("SELECT k.*, r.stage, r.family AS run_family, r.layout, r.base_run_id FROM kv_policy_evals k "
            f"JOIN runs r USING (run_id) {where}")
     frames = [query_df(d, sql, engine="pandas") for d in as_list(db)]
     if len(frames) == 1:
@@ -365,7 +365,8 @@ def _policies_from_store(kv, cands, sel, train_context, show_dh, notes) -> list[
     """Compressed-on-dense candidates: for each dense GQA candidate and (policy, keep) measured on its runs,
     ΔNLL from its largest run at the largest context measured (the closest to where it is used)."""
     out = []
-    kv = kv[kv["keep"].notna() & kv["run_id"].isin(sel["run_id"])]
+    kv = with_dense_run(kv)
+    kv = kv[kv["keep"].notna() & kv["dense_run"].isin(sel["run_id"])]
     kv = kv[kv["run_family"] == "gqa"]
     if not len(kv):
         return out
@@ -385,14 +386,24 @@ def _policies_from_store(kv, cands, sel, train_context, show_dh, notes) -> list[
         top = g[g["params_non_embedding"] == g["params_non_embedding"].max()]
         delta = float(top["delta_nll"].mean())
         src = (f"kv_policy eval: ΔNLL {delta:+.4g} at keep {keep:g}, context {int(top['context'].iloc[0])}, "
-               f"on run {top['run_id'].iloc[0]} (N {float(top['params_non_embedding'].iloc[0]):.3g})")
+               f"on run {top['dense_run'].iloc[0]} (N {float(top['params_non_embedding'].iloc[0]):.3g})")
         c = on_dense(base, KVPolicy(pol, keep=float(keep)).to_dict(), delta, src)
         if "retrieval_accuracy" in top and top["retrieval_accuracy"].notna().any():
             c.retrieval = float(top["retrieval_accuracy"].mean())
             c.retrieval_source = (f"kv_policy eval: retrieval {c.retrieval:.2f} at keep {keep:g}, context "
-                                  f"{int(top['context'].iloc[0])}, on run {top['run_id'].iloc[0]}")
+                                  f"{int(top['context'].iloc[0])}, on run {top['dense_run'].iloc[0]}")
         out.append(c)
     return out
+
+
+def with_dense_run(kv):
+    """kv_policy rows with `dense_run`, the run whose cache they compressed: `costlaw kv-eval` writes its rows into
+    a compress-stage run of its own that names the dense run (base_run_id); rows written into a dense run itself
+    name that run."""
+    if "base_run_id" not in kv.columns:
+        return kv.assign(dense_run=kv["run_id"])
+    evaluated = (kv["stage"] == "compress") & kv["base_run_id"].notna()
+    return kv.assign(dense_run=kv["base_run_id"].where(evaluated, kv["run_id"]))
 
 
 def _methods():

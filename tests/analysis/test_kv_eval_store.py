@@ -1,0 +1,65 @@
+"""Compressed candidates from `costlaw kv-eval`'s own runs: kv-eval writes its kv_policy rows into a compress-stage
+run that names the dense run it evaluated (base_run_id); the recommender and the frontier find them through it,
+as they find rows written into a dense run itself."""
+
+import pytest
+
+from .conftest import load_data
+
+FX = load_data("fixtures")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """The fixture ladder with 4,4's kv_policy rows moved out of its runs into kv-eval-style compress runs."""
+    from costlaw.analysis.store.ingest import ingest
+    from costlaw.runs.config import RunConfig
+    from tests.support.synth_runs import write_run
+
+    tmp = tmp_path_factory.mktemp("store")
+    mp = pytest.MonkeyPatch()
+    plain = FX.evals
+    moved = []
+
+    def evals(label, cfg, loss):
+        out = plain(label, cfg, loss)
+        kv = [e for e in out if e["eval"] == "kv_policy"]
+        if kv:
+            moved.append((cfg, kv))
+        return [e for e in out if e["eval"] != "kv_policy"]
+
+    mp.setattr(FX, "evals", evals)
+    try:
+        db = FX.build_store(tmp)
+    finally:
+        mp.undo()
+    root = tmp / "root"
+    for cfg, kv in moved:
+        base = RunConfig.from_dict(FX.run_config(cfg))
+        ev = RunConfig.from_dict({**base.to_dict(), "stage": "compress",
+                                  "train": {**base.to_dict()["train"], "init_from": str(root / "runs" / base.run_id)}})
+        # as kv-eval writes it: no training, so no loss of its own
+        write_run(root, ev.to_dict(), evals=kv, metrics=[], sweep="fixture", base_run_id=base.run_id)
+    ingest(root, db)
+    return db
+
+
+def test_kv_eval_runs_give_compressed_candidates(store):
+    from costlaw.analysis.recommend import fit_store
+    from costlaw.runs.config import RunConfig
+
+    by = {c.label: c for c in fit_store(store, n_boot=8).candidates}
+    for keep, delta in FX.KV_DELTA.items():
+        c = by[f"4,4 snapkv keep={keep:g}"]
+        assert c.family == "compressed" and c.delta_nll == pytest.approx(delta)
+        L, d = max(FX.SHAPES, key=lambda s: s[1])  # the largest dense run: the ΔNLL is read there
+        assert f"on run {RunConfig.from_dict(FX.run_config(FX.model('4,4', L, d))).run_id}" in c.delta_source
+
+
+def test_kv_eval_runs_reach_the_frontier(store):
+    from costlaw.analysis.frontier import points
+
+    df = points(store, [128])
+    comp = df[df["family"] == "compressed"]
+    assert len(comp) == len(FX.SHAPES) * len(FX.KV_DELTA)  # every 4,4 run, each keep
+    assert sorted(comp["delta_nll"].round(6).unique()) == sorted(FX.KV_DELTA.values())
