@@ -140,3 +140,25 @@ def test_two_slurm_tasks_form_a_torch_distributed_group(tmp_path, job_env):
         r = json.loads((task.run_dir / f"rank{rank}.json").read_text())
         assert r["sum"] == 3.0 and r["given"] is True
         assert r["env"]["RANK"] == str(rank) and r["env"]["WORLD_SIZE"] == "2" and r["env"]["LOCAL_RANK"] == str(rank)
+
+
+def test_fused_groups_run_as_slurm_jobs(tmp_path, write_spec, job_env):
+    """--fuse on Slurm: each config's seeds are one array task; every member records that job; the extend runs,
+    each after its own parent's job, train unfused."""
+    import sysconfig
+
+    job_env.setenv("COSTLAW_CACHE", str(tmp_path / "cache"))
+    email = str(Path(sysconfig.get_paths()["stdlib"]) / "email")
+    spec = write_spec(name="fz", steps=6, seeds="seeds = [0, 1, 2]", data=f'corpus = "{email}"\n')
+    root = tmp_path / "root"
+    sub = submit.submit_spec(spec, root, "slurm", progress=False, fuse=True, device="cpu")
+    assert len(sub["fused"]) == 2
+    runs = {r["run_id"]: r for r in record.load(root)["runs"]}
+    for ids in sub["fused"].values():
+        jobs = {runs[i]["jobs"][-1]["job_id"] for i in ids}
+        assert len(jobs) == 1 and next(iter(jobs)).split("_")[0].isdigit()
+    st = _wait(root, timeout_s=420)
+    assert st["counts"]["completed"] == 12, st["counts"]
+    for ids in sub["fused"].values():
+        envs = {RunDir(root / "runs" / i).summary()["env"]["slurm_job_id"] for i in ids}
+        assert len(envs) == 1 and None not in envs  # the members trained in one Slurm job
