@@ -52,6 +52,9 @@ class Candidate:
     n_runs: int | None = None  # runs behind the points (None: not known, e.g. a fits file without them)
     noise: Noise | None = None  # run-to-run noise (analysis/recommend/noise.py); None: not known
     x_extra: tuple[str, ...] = ()  # the law's variables after N (a shape-aware law in costlaw validate)
+    # compressed: ΔNLL(N) = exp(a)·N^b fitted over the base sizes the policy was measured on ({"a", "b", "n_min",
+    # "n_max", "sizes"}); None: the one ΔNLL `delta_nll` at every N
+    delta_law: dict | None = None
     retrieval: float | None = None  # passkey accuracy measured on its largest runs (None: not measured)
     retrieval_source: str | None = None  # where that number comes from
 
@@ -96,14 +99,22 @@ class Candidate:
         """Why this law is not fit to recommend from (analysis/recommend/guards.py); empty when it is."""
         return weaknesses(self)
 
+    def delta_at(self, N: float) -> float:
+        """The ΔNLL a compressed candidate adds to its base's law at N (0 for the others)."""
+        d = self.delta_law
+        if d is None:
+            return self.delta_nll
+        return math.exp(d["a"] + d["b"] * math.log(N))
+
     def interval(self, N: float, level: float, extra=(), widen_sd: float = 0.0) -> Interval:
         """The predicted loss at N (+ ΔNLL) with the interval of the mean and of a new run (intervals.py)."""
         from costlaw.fitting import get_law
 
         law = get_law(self.law)
         x = [[float(N), *extra]]
-        point = float(law.predict(self.params, x)[0]) + self.delta_nll
-        draws = mean_draws(law, self.samples, N, extra) + self.delta_nll
+        delta = self.delta_at(N)
+        point = float(law.predict(self.params, x)[0]) + delta
+        draws = mean_draws(law, self.samples, N, extra) + delta
         sd = df = None
         if self.noise is not None:
             sd = math.sqrt(self.noise.sd(N) ** 2 + widen_sd ** 2)
@@ -157,6 +168,8 @@ class Candidate:
             d.update(retrieval=float(self.retrieval), retrieval_source=self.retrieval_source)
         if self.base:
             d.update(base=self.base, delta_nll=self.delta_nll, delta_source=self.delta_source)
+            if self.delta_law is not None:
+                d["delta_law"] = self.delta_law
         elif self.group:
             d["group"] = self.group
         if not self.base:
@@ -207,6 +220,7 @@ class FitSet:
         dense = [c.to_json() for c in self.candidates if not c.base]
         pol = [{"base": c.base, "method": c.template.kv_policy["method"], "keep": c.template.kv_policy["keep"],
                 "delta_nll": c.delta_nll, "source": c.delta_source,
+                **({"delta_law": c.delta_law} if c.delta_law is not None else {}),
                 **({"retrieval": c.retrieval, "retrieval_source": c.retrieval_source} if c.retrieval is not None
                    else {})} for c in self.candidates if c.base]
         head = header(self.options, self.source) if self.options else {"format": FITS_FORMAT, "law": self.law,

@@ -38,6 +38,7 @@ store's fits table holds in `doc`). What recommend reads of it:
        {"method": "snapkv", "keep": 0.25, "delta_nll": 0.031,
         "base": "32,8",                       # a GQA candidate label; absent: every fitted GQA candidate
         "context": 8192, "source": "...",
+        "delta_law": {"a": -1.2, "b": -0.15},   # optional: ΔNLL(N) = exp(a)·N^b, used at N* instead of delta_nll
         "retrieval": 0.33, "retrieval_source": "..."}]}   # optional, as for candidates
 
 `costlaw recommend --db X --fits-out F` writes the store's fits in this format (bootstrap samples included).
@@ -246,6 +247,14 @@ def _policies_from_json(e, i: int, cands: list[Candidate]) -> list[Candidate]:
     if e.get("context"):
         src += f", measured at context {e['context']}"
     out = [on_dense(b, policy, float(delta), src) for b in bases]
+    law = e.get("delta_law")
+    if law is not None:
+        if not isinstance(law, dict):
+            raise CostlawError(f"--fits: {where}.delta_law must be an object with a and b (ΔNLL = exp(a)·N^b)")
+        law = {**law, "a": _need(law, "a", f"{where}.delta_law", float),
+               "b": _need(law, "b", f"{where}.delta_law", float)}
+        for c in out:
+            c.delta_law = law
     if e.get("retrieval") is not None:
         for c in out:
             c.retrieval, c.retrieval_source = _accuracy(e, where), str(e.get("retrieval_source") or src)

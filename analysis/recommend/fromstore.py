@@ -17,6 +17,7 @@ The runs themselves measure the run-to-run noise (analysis/recommend/noise.py) t
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import replace
@@ -363,7 +364,8 @@ def _template_from_runs(g, n_h, n_kv, d_h) -> Template:
 
 def _policies_from_store(kv, cands, sel, train_context, show_dh, notes) -> list[Candidate]:
     """Compressed-on-dense candidates: for each dense GQA candidate and (policy, keep) measured on its runs,
-    ΔNLL from its largest run at the largest context measured (the closest to where it is used)."""
+    ΔNLL from its largest run at the largest context measured (the closest to where it is used); measured on
+    two or more sizes there, also ΔNLL(N), a power law in N (`delta_law`), which the search uses at N*."""
     out = []
     kv = with_dense_run(kv)
     kv = kv[kv["keep"].notna() & kv["dense_run"].isin(sel["run_id"])]
@@ -388,12 +390,30 @@ def _policies_from_store(kv, cands, sel, train_context, show_dh, notes) -> list[
         src = (f"kv_policy eval: ΔNLL {delta:+.4g} at keep {keep:g}, context {int(top['context'].iloc[0])}, "
                f"on run {top['dense_run'].iloc[0]} (N {float(top['params_non_embedding'].iloc[0]):.3g})")
         c = on_dense(base, KVPolicy(pol, keep=float(keep)).to_dict(), delta, src)
+        c.delta_law = delta_law(g)
+        if c.delta_law is not None:
+            c.delta_source += (f"; ΔNLL(N) = {math.exp(c.delta_law['a']):.4g}·N^{c.delta_law['b']:+.3f} over "
+                               f"{c.delta_law['sizes']} sizes")
         if "retrieval_accuracy" in top and top["retrieval_accuracy"].notna().any():
             c.retrieval = float(top["retrieval_accuracy"].mean())
             c.retrieval_source = (f"kv_policy eval: retrieval {c.retrieval:.2f} at keep {keep:g}, context "
                                   f"{int(top['context'].iloc[0])}, on run {top['dense_run'].iloc[0]}")
         out.append(c)
     return out
+
+
+def delta_law(g) -> dict | None:
+    """log ΔNLL = a + b log N by least squares over the sizes a policy was measured on (the mean ΔNLL per size);
+    None with fewer than two sizes or a ΔNLL <= 0, which a power law cannot take."""
+    import numpy as np
+
+    per = g.groupby("params_non_embedding")["delta_nll"].mean()
+    if len(per) < 2 or (per <= 0).any():
+        return None
+    x, y = np.log(per.index.to_numpy(dtype=float)), np.log(per.to_numpy(dtype=float))
+    b, a = np.polyfit(x, y, 1)
+    return {"a": float(a), "b": float(b), "n_min": float(per.index.min()), "n_max": float(per.index.max()),
+            "sizes": int(len(per))}
 
 
 def with_dense_run(kv):

@@ -29,7 +29,8 @@ def toml_text(rec, T: int) -> str:
     head = [f"# costlaw recommend: {w.label} at context {T}, target loss {rec.target:g}",
             f"# predicted loss {w.predicted:.4g} at N {w.shape.n_params:,} (N* {w.n_star:,.0f}); {w.interval.text()}"]
     if w.cand.base:
-        head.append(f"# loss = {w.cand.base}'s law + ΔNLL {w.cand.delta_nll:+.4g} ({w.cand.delta_source})")
+        head.append(f"# loss = {w.cand.base}'s law + ΔNLL {w.cand.delta_at(w.shape.n_params):+.4g} at this N "
+                    f"({w.cand.delta_source})")
     return "\n".join(head) + "\n" + w.shape.config.to_toml()
 
 
@@ -75,7 +76,8 @@ def render_text(rec) -> str:
             if w.cand.noise is not None:
                 lines.append(f"   run-to-run noise: {w.cand.noise.describe()}")
             if w.cand.base:
-                lines.append(f"   = {w.cand.base}'s law + ΔNLL {w.cand.delta_nll:+.4g} ({w.cand.delta_source})")
+                lines.append(f"   = {w.cand.base}'s law + ΔNLL {w.cand.delta_at(w.shape.n_params):+.4g} at this N "
+                             f"({w.cand.delta_source})")
             latency = f", decode {p['decode_ms']:.3g} ms/token ({p['latency_model']})" if "decode_ms" in p else ""
             lines.append(f"   M_infer {binary_bytes(p['m_infer_bytes'])}, C_infer {si(p['c_infer_flops_per_token'])}"
                          f"FLOP/token, Z {p['z']:.4g}{latency}")

@@ -84,7 +84,9 @@ class Evaluated:
              "retrieval": c.retrieval, "retrieval_source": c.retrieval_source}
         if c.base:
             d.update(base=c.base, delta_nll=c.delta_nll, delta_source=c.delta_source,
-                     kv_policy=c.template.kv_policy)
+                     kv_policy=c.template.kv_policy, delta_law=c.delta_law)
+            if self.status == "ok" and c.delta_law is not None:
+                d["delta_nll_at_n"] = c.delta_at(self.shape.n_params)
         if self.status == "ok":
             s = self.shape
             d.update(n_star=self.n_star, n_params=s.n_params, aspect_ratio_target=s.ratio_target,
@@ -102,8 +104,15 @@ def evaluate(cand: Candidate, target: float, contexts: list[int], objective: Obj
     if not cand.fitted:
         return Evaluated(cand, "unfit", cand.reason or "no law")
     law = get_law(cand.law)
-    goal = target - cand.delta_nll
-    n_star = law.inverse(cand.params, goal, strict=False)
+    n_star = law.inverse(cand.params, target - cand.delta_nll, strict=False)
+    # a ΔNLL that depends on N: N* solves law(N) + ΔNLL(N) = target, by fixed-point steps from the measured ΔNLL
+    # (ΔNLL changes slowly with N, so a few steps settle it)
+    for _ in range(50 if cand.delta_law is not None and math.isfinite(n_star) else 0):
+        nxt = law.inverse(cand.params, target - cand.delta_at(n_star), strict=False)
+        if not math.isfinite(nxt) or abs(nxt / n_star - 1) < 1e-9:
+            n_star = nxt
+            break
+        n_star = nxt
     if not math.isfinite(n_star):
         floor = law.reachable_floor(cand.params)
         extra = f" + ΔNLL {cand.delta_nll:.3g}" if cand.delta_nll else ""

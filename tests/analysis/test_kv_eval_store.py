@@ -63,3 +63,47 @@ def test_kv_eval_runs_reach_the_frontier(store):
     comp = df[df["family"] == "compressed"]
     assert len(comp) == len(FX.SHAPES) * len(FX.KV_DELTA)  # every 4,4 run, each keep
     assert sorted(comp["delta_nll"].round(6).unique()) == sorted(FX.KV_DELTA.values())
+
+
+def test_a_policy_measured_on_several_sizes_gets_a_delta_law(tmp_path_factory):
+    """ΔNLL measured on four base sizes, falling as c·N^b: the candidate carries that law, the search solves
+    law(N) + ΔNLL(N) = target with it, and a fits file keeps it."""
+    import math
+
+    from costlaw.analysis.recommend import fit_store, load_fits, recommend
+    from costlaw.costmodel import params_non_embedding
+
+    c0, b0 = 0.4, -0.2
+    mp = pytest.MonkeyPatch()
+    plain = FX.evals
+
+    def evals(label, cfg, loss):
+        out = plain(label, cfg, loss)
+        for e in out:
+            if e["eval"] == "kv_policy" and e["tags"]["keep"] == 0.25:
+                d = c0 * params_non_embedding(cfg) ** b0
+                e["metrics"].update(nll=loss + d, delta_nll=d)
+        return out
+
+    mp.setattr(FX, "evals", evals)
+    try:
+        store = FX.build_store(tmp_path_factory.mktemp("law"))
+    finally:
+        mp.undo()
+    fs = fit_store(store, n_boot=8)
+    c = fs.get("4,4 snapkv keep=0.25")
+    assert c.delta_law["sizes"] == len(FX.SHAPES)
+    assert math.exp(c.delta_law["a"]) == pytest.approx(c0, rel=1e-6) and c.delta_law["b"] == pytest.approx(b0)
+    flat = fs.get("4,4 snapkv keep=0.5")  # the same ΔNLL at every size: a flat law
+    assert flat.delta_law["b"] == pytest.approx(0.0, abs=1e-9)
+    rec = recommend(fs, 1.9, [128], candidates="4,4 snapkv keep=0.25")
+    r = rec.rows[0]
+    n = r.shape.n_params
+    base = fs.get("4,4")
+    from costlaw.fitting import get_law
+
+    want = float(get_law(base.law).predict(base.params, [[float(n)]])[0]) + c0 * n ** b0
+    assert r.predicted == pytest.approx(want, rel=1e-9)
+    assert r.predicted <= 1.9 + 1e-9  # N* met the target with the ΔNLL at N*, not at the largest run
+    again = load_fits(fs.save(tmp_path_factory.mktemp("f") / "fits.json")).get("4,4 snapkv keep=0.25")
+    assert again.delta_law["b"] == pytest.approx(b0)
