@@ -292,12 +292,9 @@ class Packer:
                     order = self._order(False)
                 continue
             block = order[cur:cur + 4096]
-            size = -(-self.m[block] // self.T) if count_pieces else self.m[block]
-            cum = np.cumsum(size)
-            k = int(np.searchsorted(cum, need - got)) + 1  # smallest prefix reaching the need
-            k = min(k, len(block))
+            k, n = self._prefix(block, need - got, count_pieces)
             out.append(block[:k])
-            got += int(cum[k - 1])
+            got += n
             if curriculum:
                 self.curr_cursor += k
             else:
@@ -308,20 +305,28 @@ class Packer:
         """Documents of length class c (0 long, 1 short) until their positions (or pieces) reach `need`."""
         docs, st = self.classes[c], self.class_state[c]
         got, out = 0, []
+        order = None
         while got < need and len(docs):
-            order = docs[np.random.default_rng([self.seed, 6, c, st[0]]).permutation(len(docs))]
+            if order is None:
+                order = docs[np.random.default_rng([self.seed, 6, c, st[0]]).permutation(len(docs))]
             block = order[st[1]:st[1] + 4096]
             if len(block) == 0:
-                st[0], st[1] = st[0] + 1, 0
+                st[0], st[1], order = st[0] + 1, 0, None
                 continue
-            size = -(-self.m[block] // self.T) if count_pieces else self.m[block]
-            cum = np.cumsum(size)
-            k = min(int(np.searchsorted(cum, need - got)) + 1, len(block))
+            k, n = self._prefix(block, need - got, count_pieces)
             out.append(block[:k])
-            got += int(cum[k - 1])
+            got += n
             st[1] += k
             st[2] += int(self.m[block[:k]].sum())
         return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    def _prefix(self, block: np.ndarray, need: int, count_pieces: bool) -> tuple[int, int]:
+        """(k, amount): the shortest prefix of `block` whose positions (or pieces) reach `need` (all of it when
+        none does), and what it holds."""
+        size = -(-self.m[block] // self.T) if count_pieces else self.m[block]
+        cum = np.cumsum(size)
+        k = min(int(np.searchsorted(cum, need)) + 1, len(block))
+        return k, int(cum[k - 1])
 
     def _pieces(self, docs: np.ndarray):
         m = self.m[docs]

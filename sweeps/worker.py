@@ -117,12 +117,8 @@ class RunTask(submitit.helpers.Checkpointable):
 
     def _work(self):
         """The training call, once the config is checked: kwargs -> the run's summary."""
-        from costlaw.runs.config import RunConfig
 
-        cfg = RunConfig.from_dict(self.config)
-        if cfg.run_id != self.run_id:
-            raise RuntimeError(f"run {self.run_id}: the config now hashes to {cfg.run_id}; the code that defines "
-                               "RunConfig changed since the sweep was planned. Plan and submit it again.")
+        cfg = planned_config(self.config, self.run_id)
         if self.parent_id is not None:
             self._check_parent()
         train = _resolve(self.train_fn)
@@ -193,14 +189,9 @@ class FusedRunTask(RunTask):
         return f"FusedRunTask({', '.join(self.run_ids)}, sweep={self.sweep!r})"
 
     def _work(self):
-        from costlaw.runs.config import RunConfig
         from costlaw.runs.fusion import train_fused
 
-        cfgs = [RunConfig.from_dict(c) for c in self.configs]
-        for cfg, rid in zip(cfgs, self.run_ids):
-            if cfg.run_id != rid:
-                raise RuntimeError(f"run {rid}: the config now hashes to {cfg.run_id}; the code that defines "
-                                   "RunConfig changed since the sweep was planned. Plan and submit it again.")
+        cfgs = [planned_config(c, rid) for c, rid in zip(self.configs, self.run_ids)]
         dirs = [run_path(self.root, rid) for rid in self.run_ids]
         return lambda kwargs: {"run_id": self.run_id, "members": train_fused(cfgs, dirs, **kwargs)}
 
@@ -212,6 +203,17 @@ class FusedRunTask(RunTask):
     def _fresh(self) -> FusedRunTask:
         return FusedRunTask(self.root, self.configs, self.run_ids, self.sweep, self.threads, self.device,
                             self.checkpoint_wait_s)
+
+
+def planned_config(config: dict, run_id: str):
+    """The RunConfig a sweep planned as `run_id`; refused when today's code hashes it to another id."""
+    from costlaw.runs.config import RunConfig
+
+    cfg = RunConfig.from_dict(config)
+    if cfg.run_id != run_id:
+        raise RuntimeError(f"run {run_id}: the config now hashes to {cfg.run_id}; the code that defines "
+                           "RunConfig changed since the sweep was planned. Plan and submit it again.")
+    return cfg
 
 
 def distributed_env(gpus: int):
