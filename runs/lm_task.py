@@ -58,6 +58,10 @@ class LMTask(Task):
         if d.retrieval_mix > 0 and d.seq_len < need:
             raise ConfigError("data.retrieval_mix", f"passkey rows need seq_len >= {need} with the {d.tokenizer} "
                                                     "tokenizer; raise data.seq_len or set retrieval_mix = 0")
+        if d.retrieval_mix > 0 and d.packing == "hierarchical" and d.pack_levels[0] < need:
+            raise ConfigError("data.pack_levels", f"passkey rows (retrieval_mix) need rows of >= {need} tokens with "
+                                                  f"the {d.tokenizer} tokenizer, and the smallest level is "
+                                                  f"{d.pack_levels[0]}; raise it or set retrieval_mix = 0")
         if self.tokenizer is not None and d.seq_len < need:
             trainer._log(f"retrieval probe skipped: it needs seq_len >= {need} with the {d.tokenizer} tokenizer")
             self.tokenizer = None

@@ -190,3 +190,11 @@ def test_hierarchical_run_trains_resumes_and_reports(tmp_path, stop_after):
     assert s["status"] == "preempted"
     s2 = train_run(cfg, rd, device="cpu", progress=False)
     assert s2["final_loss"] == ref["final_loss"] and s2["data"]["level_shares"] == data["level_shares"]
+
+
+@pytest.mark.usefixtures("one_thread", "private_cache")
+def test_passkey_rows_need_levels_that_hold_them(tmp_path):
+    cfg = tiny_cfg(steps=2, data={"seq_len": 256, "packing": "hierarchical", "pack_levels": (32, 256),
+                                  "retrieval_mix": 0.1})
+    with pytest.raises(ConfigError, match="^data.pack_levels: passkey rows .* the smallest level is 32"):
+        train_run(cfg, run_dir(tmp_path, cfg), device="cpu", progress=False)
