@@ -126,18 +126,8 @@ def fit_store(db, *, families=FAMILIES, n_boot: int = 200, seed: int = 0, min_si
 
 def retrieval_rows(db, sweep):
     """Passkey accuracy per (run, context, depth) of completed runs, of one store or several."""
-    import pandas as pd
-
-    from costlaw.analysis.store import query_df
-    from costlaw.analysis.store.union import as_list
-
-    runs_sql(sweep)  # checks the sweep name before it goes into SQL
-    where = "WHERE r.status = 'completed'" + (f" AND r.sweep = '{sweep}'" if sweep else "")
-    sql = ("SELECT t.run_id, t.context, t.depth, t.accuracy, t.samples FROM retrieval t "
-           f"JOIN runs r USING (run_id) {where}")
-    frames = [query_df(d, sql, engine="pandas") for d in as_list(db)]
-    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return df.drop_duplicates(["run_id", "context", "depth"]).reset_index(drop=True) if len(df) else df
+    return _eval_rows(db, sweep, "SELECT t.run_id, t.context, t.depth, t.accuracy, t.samples FROM retrieval t",
+                      ("run_id", "context", "depth"))
 
 
 def attach_retrieval(fs, rows) -> None:
@@ -163,6 +153,14 @@ def attach_retrieval(fs, rows) -> None:
 
 def kv_policy_rows(db, sweep):
     """The kv_policy_evals view with each run's stage, family and layout, of one store or several."""
+    return _eval_rows(db, sweep, "SELECT k.*, r.stage, r.family AS run_family, r.layout, r.base_run_id "
+                                 "FROM kv_policy_evals k", ("run_id", "context", "policy", "keep", "budget"))
+
+
+def _eval_rows(db, sweep, select: str, keys: tuple[str, ...]):
+    """`select` (a view aliased, joined here to its runs) over the completed runs of one store or several.
+    query_stores keeps one row per run; an eval view has several rows per run, and several stores may hold the
+    same run's evals: each row (by `keys`) is kept once."""
     import pandas as pd
 
     from costlaw.analysis.store import query_df
@@ -170,15 +168,11 @@ def kv_policy_rows(db, sweep):
 
     runs_sql(sweep)  # checks the sweep name before it goes into SQL
     where = "WHERE r.status = 'completed'" + (f" AND r.sweep = '{sweep}'" if sweep else "")
-    sql = ("SELECT k.*, r.stage, r.family AS run_family, r.layout, r.base_run_id FROM kv_policy_evals k "
-           f"JOIN runs r USING (run_id) {where}")
-    frames = [query_df(d, sql, engine="pandas") for d in as_list(db)]
+    frames = [query_df(d, f"{select} JOIN runs r USING (run_id) {where}", engine="pandas") for d in as_list(db)]
     if len(frames) == 1:
         return frames[0]
-    # query_stores keeps one row per run; here a run has a row per (context, policy, keep|budget), and several
-    # stores may hold the same run's evals: keep each such row once
     df = pd.concat(frames, ignore_index=True)
-    keys = [c for c in ("run_id", "context", "policy", "keep", "budget") if c in df.columns]
+    keys = [c for c in keys if c in df.columns]
     return df.drop_duplicates(keys).reset_index(drop=True) if len(df) else df
 
 
