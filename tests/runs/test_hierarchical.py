@@ -15,7 +15,12 @@ from costlaw.runs.config import check_levels
 from costlaw.runs.hierarchical import HierarchicalPacker, _shares
 from costlaw.runs.packing import MicroBatch, Packer, PackStats, abr
 from costlaw.runs.train import step_time_stats, train_run
-from tests.runs.test_packing import _drawn_positions, _emitted, _lognormal_lengths, _plans
+from tests.runs.test_packing import (
+    _drawn_positions,
+    _emitted,
+    _lognormal_lengths,
+    assert_deterministic_and_resumable,
+)
 from tests.runs.test_train import EMAIL, run_dir, tiny_cfg
 
 LEVELS = (32, 64, 256)
@@ -85,15 +90,7 @@ def test_deterministic_and_resumable():
     m = _lognormal_lengths(500, seed=4)
     kw = dict(seq_len=256, batch_size=2, grad_accum=2, levels=LEVELS, seed=7, curriculum_steps=5,
               retrieval_mix=0.2, window_rows=32)
-    a, b = HierarchicalPacker(m, **kw), HierarchicalPacker(m, **kw)
-    first = _plans(a, 13)
-    assert first == _plans(b, 13)
-    state = a.state_dict()
-    rest = _plans(a, 20)
-    c = HierarchicalPacker(m, **kw)
-    c.load_state_dict(state)
-    assert _plans(c, 20) == rest
-    assert _plans(HierarchicalPacker(m, **{**kw, "seed": 8}), 13) != first
+    assert_deterministic_and_resumable(lambda **o: HierarchicalPacker(m, **{**kw, **o}))
 
 
 def test_level_errors_name_the_fix():

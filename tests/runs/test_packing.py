@@ -147,21 +147,28 @@ def _plans(p, steps):
               mb.passkey.tolist()) for mb in p.next_step()] for _ in range(steps)]
 
 
+def assert_deterministic_and_resumable(make):
+    """make(**overrides) -> a fresh packer: the same seed plans the same steps, a state_dict (as a checkpoint
+    stores it) resumes the exact sequence, another seed plans others."""
+    import json
+
+    a, b = make(), make()
+    first = _plans(a, 13)
+    assert first == _plans(b, 13)
+    state = json.loads(json.dumps(a.state_dict()))
+    rest = _plans(a, 20)
+    c = make()
+    c.load_state_dict(state)
+    assert _plans(c, 20) == rest
+    assert _plans(make(seed=8), 13) != first
+
+
 @pytest.mark.parametrize("mode", ["balanced", "greedy", "none"])
 def test_deterministic_and_resumable(mode):
     m = _lognormal_lengths(500, seed=4)
     kw = dict(seq_len=128, batch_size=4, grad_accum=2, mode=mode, seed=7, curriculum_steps=5, retrieval_mix=0.2,
               window_rows=32)
-    a, b = Packer(m, **kw), Packer(m, **kw)
-    first = _plans(a, 13)
-    assert first == _plans(b, 13)
-    state = a.state_dict()
-    rest = _plans(a, 20)
-    c = Packer(m, **kw)
-    c.load_state_dict(state)
-    assert _plans(c, 20) == rest
-    other = Packer(m, **{**kw, "seed": 8})
-    assert _plans(other, 13) != first
+    assert_deterministic_and_resumable(lambda **o: Packer(m, **{**kw, **o}))
 
 
 def test_short_first_curriculum():

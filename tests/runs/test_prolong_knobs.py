@@ -11,7 +11,7 @@ from costlaw.costmodel.core.errors import ConfigError
 from costlaw.runs.hierarchical import HierarchicalPacker
 from costlaw.runs.packing import Packer
 from costlaw.runs.train import train_run
-from tests.runs.test_packing import _emitted, _plans
+from tests.runs.test_packing import _emitted, assert_deterministic_and_resumable
 from tests.runs.test_train import run_dir, tiny_cfg
 
 T = 128
@@ -64,13 +64,7 @@ def test_mix_is_deterministic_and_resumes_exactly():
     m = _corpus()
     kw = dict(seq_len=T, batch_size=4, grad_accum=2, mode="balanced", seed=7, window_rows=32, long_share=0.6,
               long_min=200)
-    a = Packer(m, **kw)
-    _plans(a, 9)
-    state = json.loads(json.dumps(a.state_dict()))  # as a checkpoint stores it
-    rest = _plans(a, 20)
-    b = Packer(m, **kw)
-    b.load_state_dict(state)
-    assert _plans(b, 20) == rest
+    assert_deterministic_and_resumable(lambda **o: Packer(m, **{**kw, **o}))
 
 
 def test_mix_errors_name_the_field():
