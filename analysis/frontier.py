@@ -68,12 +68,28 @@ def points(db, contexts: list[int], dtype: str = "bf16", sweep: str | None = Non
 
 
 def points_from(runs, kv, contexts: list[int], dtype: str = "bf16"):
+    """The points at each context T: the runs trained at the seq_len nearest T (recommend's measured context,
+    analysis.recommend.fromstore), so that one family's points compare losses measured alike, and the KV policies
+    measured on them. Compress-stage runs are no points of their own: a trained policy's loss is its training
+    objective, and kv-eval's runs hold rows of the dense run they evaluated. `attrs["notes"]` says what was left out."""
     import pandas as pd
 
-    from costlaw.analysis.recommend.fromstore import with_dense_run
+    from costlaw.analysis.recommend.candidates import FAMILIES
+    from costlaw.analysis.recommend.fromstore import measured_context, with_dense_run
 
     if kv is not None and len(kv):
         kv = with_dense_run(kv)
+    notes: list[str] = []
+    stage = runs["stage"].fillna("pretrain") if "stage" in runs.columns else pd.Series("pretrain", index=runs.index)
+    if (stage == "compress").any():
+        notes.append(f"{int((stage == 'compress').sum())} compress-stage run(s) are no points of their own (their "
+                     "KV policies are measured on their dense runs)")
+    runs = runs[stage != "compress"]
+    at = {T: measured_context(runs, FAMILIES, 1, T, []) for T in contexts}
+    for T, used in at.items():
+        if (runs["seq_len"] != used).any():
+            notes.append(f"context {T}: points are the runs trained at seq_len {used}, the nearest measured; "
+                         f"{int((runs['seq_len'] != used).sum())} run(s) at other seq_lens left out")
     items = []
     for r in runs.itertuples():
         cfg = ModelConfig.from_dict(json.loads(r.config_json)["config"]["model"])
@@ -98,6 +114,8 @@ def points_from(runs, kv, contexts: list[int], dtype: str = "bf16"):
     rows = []
     for run_id, label, family, cfg, loss, delta, seq_len in items:
         for T in contexts:
+            if seq_len != at[T]:
+                continue
             c = costs(cfg, T, dtype=dtype)
             rows.append({"run_id": run_id, "label": label, "family": family, "context": T, "loss": loss,
                          "delta_nll": delta, "train_context": seq_len, "n_params": c["params_non_embedding"],
@@ -105,8 +123,9 @@ def points_from(runs, kv, contexts: list[int], dtype: str = "bf16"):
                          "n_kv_heads": cfg.n_kv_heads, "m_infer_bytes": float(c["m_infer_bytes"]),
                          "kv_cache_bytes": float(c["kv_cache_bytes"]),
                          "c_infer_flops_per_token": float(c["c_infer_flops_per_token"])})
-    df = pd.DataFrame(rows)
-    return mark_pareto(df)
+    df = mark_pareto(pd.DataFrame(rows))
+    df.attrs["notes"] = notes
+    return df
 
 
 def mark_pareto(df):

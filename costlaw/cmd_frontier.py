@@ -51,10 +51,13 @@ def main(args) -> int:
                 "pareto_memory", "pareto_flops", "pareto_memory_all", "pareto_flops_all"]
         pts = json.loads(df[cols].to_json(orient="records"))
         print(json.dumps({"contexts": contexts, "dtype": args.dtype, "points": pts, "pareto": sets,
-                          "plots": plots}, indent=2))
+                          "notes": df.attrs.get("notes", []), "plots": plots}, indent=2))
         return 0
     n_runs = df["run_id"].nunique()
-    print(f"{n_runs} runs, {len(df) // len(contexts)} points (runs + measured KV policies), dtype {args.dtype}")
+    print(f"{n_runs} runs, {len(df)} points over {len(contexts)} context(s) (runs + measured KV policies), "
+          f"dtype {args.dtype}")
+    for n in df.attrs.get("notes", []):
+        print(f"note: {n}")
     for T in contexts:
         g = df[df["context"] == T]
         for name, col in COSTS.items():

@@ -29,7 +29,9 @@ ACTIONS = {"plan": "every run the spec would launch, with N, tokens, FLOPs, GPU-
 WHERE_HELP = ("only the runs whose config satisfies EXPR (and their parents), e.g. \"model.d_model <= 320\" or "
               "\"N < 5e6 and model.kv_policy.method == 'snapkv'\": one round of a study. EXPR is costlaw's one "
               "expression language (costmodel/core/expr.py, as costlaw fit --where) over field paths, N, N_total, "
-              "N_embedding, tokens_per_step and seed, with the functions of a spec's [derived] formulas")
+              "N_embedding, tokens_per_step, seed, stage ('pretrain' | 'extend' | 'compress'), family ('gqa' | "
+              "'hybrid' | 'compressed') and sparse (the sparse patterns, or 'none'), with the functions of a spec's "
+              "[derived] formulas")
 EXIT_CODES = f"""exit codes (costmodel/core/exitcodes.py, the same for every verb):
   {exitcodes.OK}  all that was asked succeeded: plan printed; submit: every run of the sweep (of --where's selection)
      completed (local, debug, slurm --wait-jobs) or was queued (slurm); resubmit: every run it took on completed or

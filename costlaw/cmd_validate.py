@@ -17,11 +17,18 @@ what it does:
   the law under-predicts) and the median interval width. "usable laws" totals the candidates whose law,
   fitted to all their runs, passes recommend's guards (the ones it may pick).
   Folds that leave fewer than 4 sizes are skipped and listed.
+  --mode context tests the assumption behind reusing a law at another context instead: for every pretraining
+  run with a same-architecture extension to a longer context in the store, the candidate's gap to the reference
+  (--reference, default the multi-head pair with the most extensions) at both contexts, per width and seed;
+  whether the gaps widen, by how much against the val sets' error and the spread over widths and seeds
+  (analysis/validate/context.py). recommend falls back to laws at another context when the asked one has too few
+  sizes and says so; this says how far to trust that.
 
 examples:
   costlaw validate --db studies/gqa-heads-steps/results.duckdb --level 0.9 --json
   costlaw validate --db a.duckdb --db b.duckdb --mode largest --figure cv.png
   costlaw validate --db a.duckdb --law gqa-size-shape     # the shape-aware law, for comparison
+  costlaw validate --db studies/long-context/results.duckdb --mode context
 """
 
 
@@ -33,8 +40,11 @@ def add_arguments(p):
     p.add_argument("--db", action="append", required=True,
                    help="a results file (repeat to read several as one)")
     p.add_argument("--level", type=float, default=0.9, help="the intervals' level (default 0.9)")
-    p.add_argument("--mode", choices=("config", "largest"), default="config",
-                   help="leave out each config (default) or each candidate's largest size")
+    p.add_argument("--mode", choices=("config", "largest", "context"), default="config",
+                   help="leave out each config (default) or each candidate's largest size; or context: does each "
+                        "candidate's gap to the reference carry over from pretraining to extension (see below)")
+    p.add_argument("--reference", help="--mode context: the GQA pair the gaps are taken to, e.g. 8,8 (default: the "
+                                       "multi-head pair with the most extensions)")
     options.add_bootstrap(p, what="bootstrap resamples of the configs per fit")
     options.bounded(p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)"),
                     0, 2**63 - 1)
@@ -68,6 +78,10 @@ def main(args) -> int:
 
     check_level(args.level)
     input_dbs(args.db)
+    if args.mode == "context":
+        return _context(args)
+    if args.reference is not None:
+        raise CostlawError("--reference: only --mode context reads it; add --mode context or drop --reference")
     if args.figure:
         output_file(args.figure, "--figure", "the figure")
     families = tuple(f.strip() for f in args.families.split(",") if f.strip())
@@ -93,4 +107,20 @@ def main(args) -> int:
             print(render_text(v))
         if figure:
             print(f"wrote {figure[0]} and {figure[1]}")
+    return 0
+
+
+def _context(args) -> int:
+    from costlaw.analysis.validate.context import check_stores, render_text
+    from costlaw.costmodel.core.errors import CostlawError
+    from costlaw.costmodel.core.units import table_width, terminal_width
+
+    if args.figure:
+        raise CostlawError("--figure: --mode context draws no figure; drop --figure")
+    c = check_stores(args.db, sweep=args.sweep, reference=args.reference)
+    if args.json:
+        print(json.dumps(c.to_json(), indent=2))
+    else:
+        with table_width(None if args.wide else terminal_width()):
+            print(render_text(c))
     return 0

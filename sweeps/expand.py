@@ -212,6 +212,18 @@ def lookup(d: dict, name: str, where: str, origins: dict, *, text: bool = False)
     compare strings) also a string or None."""
     if name == "seed":
         return d.get("seed", 0)
+    if name in ("stage", "family", "sparse"):
+        if not text:
+            raise ConfigError(where, f"{name} is text; formulas read numbers (a --where may compare it: "
+                                     f"{name} == '...')")
+        if name == "stage":
+            return d.get("stage", "pretrain")
+        try:
+            m = ModelConfig.from_dict(d.get("model", {}))
+        except ConfigError as e:
+            raise ConfigError(where, f"{name} needs a complete model here, but model.{e.field}: {e.problem}") \
+                from None
+        return m.family if name == "family" else "+".join(p.spec() for p in m.sparse_patterns) or "none"
     if name in ("N", "N_total", "N_embedding"):
         try:
             m = ModelConfig.from_dict(d.get("model", {}))
@@ -236,6 +248,8 @@ def lookup(d: dict, name: str, where: str, origins: dict, *, text: bool = False)
             cur = cur[k]
         elif j == 0 and k in defaults and defaults[k] is not dataclasses.MISSING:
             cur = defaults[k]
+        elif text:  # a --where: a field this point does not set (model.attention.* on a pretrain run) is unequal
+            return None
         else:
             raise ConfigError(where, f"{name} is not set at this point; give it in [base] or an axis")
     if text and (cur is None or isinstance(cur, str)):

@@ -45,8 +45,10 @@ FUNCTIONS: dict[str, Callable] = {
 }
 CONSTANTS = {"pi": math.pi, "e": math.e}
 # names resolved per point (sweeps.expand): N = non-embedding parameters of the point's model (the GQA paper's
-# N), N_total / N_embedding, tokens_per_step = batch_size * grad_accum * seq_len
-POINT_NAMES = ("N", "N_total", "N_embedding", "tokens_per_step", "seed")
+# N), N_total / N_embedding, tokens_per_step = batch_size * grad_accum * seq_len; and, as text for a --where,
+# stage (pretrain | extend | compress), family (gqa | hybrid | compressed, as the store records it) and sparse (the
+# model's sparse patterns joined by "+", e.g. "sink_window(64,1024)", or "none": a compressed run keeps its parent's)
+POINT_NAMES = ("N", "N_total", "N_embedding", "tokens_per_step", "seed", "stage", "family", "sparse")
 
 MAX_EXPONENT = E.MAX_EXPONENT
 # Every value a formula computes (constants, intermediates, results) stays within +-MAX_MAGNITUDE: five orders above

@@ -30,11 +30,11 @@ from submitit.local.local import LocalJob
 
 from costlaw.costmodel.core.rundir import RunDir, run_path
 from costlaw.costmodel.core.runlock import trainer_alive
-from costlaw.sweeps import record
+from costlaw.sweeps import preflight, record
 from costlaw.sweeps.fuse import members
 from costlaw.sweeps.interrupt import Interrupts, SweepInterrupted
 from costlaw.sweeps.jobs import forget_groups, group_alive, local_job_alive
-from costlaw.sweeps.preflight import default_parallel, visible_gpus
+from costlaw.sweeps.preflight import default_parallel, thread_share, visible_gpus
 from costlaw.sweeps.select import largest_first
 
 RESEND_S = 2.0  # an interrupted submitter repeats its stop request: a task may not have had its handler yet
@@ -115,6 +115,11 @@ def run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_pa
                    bar=False if progress is False else None)
     bar.log(f"[costlaw sweep] {bar.desc}: {len(ids)} runs"
             + (f"; {len(watched)} trainers of an earlier submission still run and count" if watched else ""))
+    cpus = max((r.resources.cpus for r in todo), default=1)
+    share = thread_share(cpus, limit)
+    if share < cpus:
+        bar.log(f"[costlaw sweep] {limit} trainers at a time with resources.cpus = {cpus} would oversubscribe this "
+                f"machine's {preflight.machine_cpus()} CPUs: each uses {share} thread{'s' if share > 1 else ''}")
 
     sub = doc["submissions"][-1]
 
@@ -189,7 +194,7 @@ def run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_pa
                                      visible_gpus=g, setup=list(r.resources.setup))
                 # no signal can come between these lines: the handler only counts (and the controller must not
                 # inherit a blocked SIGTERM, as it would from interrupts.deferred)
-                job = ex.submit(tasks_for(r))
+                job = ex.submit(tasks_for(r, limit))
                 forget_groups()
                 rec = note(r.run_id, job.job_id, "local", folder / "%j", pgid=int(job.job_id), gpus=list(g))
                 running[r.run_id] = (job, rec, g, r)

@@ -2,7 +2,8 @@
 
 EXPR is costlaw's one expression language (costmodel/core/expr.py; `costlaw fit --where` reads the same) with a
 sweep formula's names and functions (sweeps.formula), read against each run's own config, e.g.
-`model.d_model <= 320`, `N < 5e6 and model.n_kv_heads == 1` or `model.kv_policy.method == 'snapkv'`. A selected
+`model.d_model <= 320`, `N < 5e6 and model.n_kv_heads == 1`, `model.kv_policy.method == 'snapkv'` or
+`stage != 'compress' or sparse == 'none'` (compress only the dense parents; names: sweeps.formula). A selected
 run brings its parent stages along, because a child cannot start from a parent that never ran.
 """
 

@@ -166,10 +166,14 @@ def _submit(doc, runs, root, executor, only, max_parallel, device, train_fn, pro
         todo = units
     record.save(root, doc)
 
-    def tasks_for(r):
+    def tasks_for(r, parallel: int | None = None):
+        """The task of a run or fused group; `parallel`: the local executor's trainers at a time, which share
+        this machine's CPUs (sweeps.preflight.thread_share)."""
+        from costlaw.sweeps.preflight import thread_share
         from costlaw.sweeps.worker import FusedRunTask, RunTask
 
-        threads = r.resources.cpus if executor != "debug" else 0
+        threads = 0 if executor == "debug" else r.resources.cpus if parallel is None else \
+            thread_share(r.resources.cpus, parallel)
         if len(members(r)) > 1:
             return FusedRunTask(str(root), [m.config.to_dict() for m in r.members], [m.run_id for m in r.members],
                                 sweep=doc["name"], threads=threads, device=device,

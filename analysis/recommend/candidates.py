@@ -210,6 +210,8 @@ class FitSet:
     options: FitOptions | None = None  # how the laws were fitted (None: a fits file that does not say)
     # from the store: {"reused": [labels], "fitted": [labels], "stored": rows written, "refit": --refit given}
     fit_status: dict = field(default_factory=dict)
+    # what the store's own extension pairs say of reusing these laws at a longer context (validate --mode context)
+    context_evidence: str | None = None
 
     def get(self, label: str) -> Candidate | None:
         key = norm_label(label)

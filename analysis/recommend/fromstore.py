@@ -106,6 +106,10 @@ def fit_store(db, *, families=FAMILIES, n_boot: int = 200, seed: int = 0, min_si
                   min_sizes=min_sizes, train_context=train_context, progress=progress,
                   lookup=None if refit else look, noise=noise, lack_of_fit=lack_of_fit, context=context)
     attach_retrieval(fs, retrieval_rows(dbs, sweep))
+    if context is not None and fs.train_context is not None and context > fs.train_context:
+        from costlaw.analysis.validate.context import context_evidence
+
+        fs.context_evidence = context_evidence(dbs, sweep)
     fs.fit_status["refit"] = bool(refit)
     fresh = {c.fit_extra["data_fingerprint"] for c in fs.candidates
              if c.label in fs.fit_status["fitted"] and not c.base}

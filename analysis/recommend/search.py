@@ -308,8 +308,11 @@ def recommend(fs: FitSet, target: float, contexts: list[int], objective: Objecti
     notes = list(fs.notes)
     if fs.train_context and max(contexts) > fs.train_context:
         notes.append(f"the laws were fitted to runs trained at {fs.train_context} tokens and are used as is at every "
-                     "longer --context (the GQA paper, §5.7, found the relative loss of head configs flat beyond 8K; "
-                     "studies/long-context measures how far that holds); the context changes only the costs there")
+                     "longer --context, which assumes each candidate's loss relative to the default does not change "
+                     "with context (the GQA paper, §5.7, found it flat beyond 8K; studies/long-context tests it at "
+                     "this scale); "
+                     + (f"{fs.context_evidence}; " if fs.context_evidence else "")
+                     + "the context changes only the costs there")
     if std is not None and std.weak:
         note += f"; its law is weak ({'; '.join(std.weak)}), so the savings against it are rough"
     return Recommendation(target, list(contexts), objective, rows, std, note, fs.source, notes, d_multiple,

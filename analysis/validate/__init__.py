@@ -7,6 +7,7 @@
 | render.py | text tables and report rows |
 | figure.py | measured vs predicted with the new-run intervals |
 | shapelaw.py | L(N, d/L) = (a/N)^b (d/L)^g + E, the shape-aware law recommend was measured against |
+| context.py | `--mode context`: each candidate's gap to the default before and after extension to a longer context |
 
 **Measured on the committed stores** (`costlaw validate --level 0.9`, bootstrap 200, seed 0, when issue 26 landed;
 "new run": inside the 90% interval for a new run; "mean": inside the law's mean's; error = measured/predicted - 1):

@@ -107,3 +107,38 @@ def test_a_policy_measured_on_several_sizes_gets_a_delta_law(tmp_path_factory):
     assert r.predicted <= 1.9 + 1e-9  # N* met the target with the ΔNLL at N*, not at the largest run
     again = load_fits(fs.save(tmp_path_factory.mktemp("f") / "fits.json")).get("4,4 snapkv keep=0.25")
     assert again.delta_law["b"] == pytest.approx(b0)
+
+
+def test_frontier_points_are_lm_losses_measured_nearest_the_context(tmp_path):
+    """A trained KV policy's run (its loss is the policy's training objective) is no point of its own, and at
+    each context the frontier takes the runs trained nearest it: an extension at 1,024 is the point at 64K, its
+    pretraining run at 128 the point at 128, never both in one Pareto set."""
+    from costlaw.analysis.frontier import points
+    from costlaw.analysis.store.ingest import ingest
+    from costlaw.runs.config import RunConfig
+    from tests.support.synth_runs import standard_evals, write_run
+
+    db = FX.build_store(tmp_path)
+    L, d = max(FX.SHAPES, key=lambda s: s[1])
+    base = RunConfig.from_dict(FX.run_config(FX.model("4,4", L, d)))
+    root = tmp_path / "more"
+    parent = str(root / "runs" / base.run_id)
+    ext = RunConfig.from_dict({**base.to_dict(), "stage": "extend", "data": {**base.to_dict()["data"], "seq_len": 1024},
+                               "train": {**base.to_dict()["train"], "init_from": parent}})
+    write_run(root, ext.to_dict(), evals=standard_evals(1024), sweep="fixture", base_run_id=base.run_id)
+    pol = RunConfig.from_dict({**ext.to_dict(), "stage": "compress",
+                               "model": {**ext.to_dict()["model"], "kv_policy": {"method": "kv_distill", "keep": 0.25}},
+                               "train": {**ext.to_dict()["train"], "trainable": "policy",
+                                         "init_from": str(root / "runs" / ext.run_id)}})
+    objective = [{"eval": "val_loss", "tags": {"context": 1024}, "metrics": {"loss": 0.02, "tokens": 4096}}]
+    write_run(root, pol.to_dict(), evals=objective, sweep="fixture", base_run_id=ext.run_id)
+    ingest(root, db)
+    df = points(db, [128, 65536])
+    assert pol.run_id not in set(df["run_id"]) and df["loss"].min() > 0.5
+    assert set(df[df["context"] == 65536]["run_id"]) == {ext.run_id}
+    short = df[df["context"] == 128]
+    assert ext.run_id not in set(short["run_id"]) and base.run_id in set(short["run_id"])
+    notes = df.attrs["notes"]
+    assert notes[0].startswith("1 compress-stage run(s) are no points of their own")
+    assert notes[1].startswith("context 128: points are the runs trained at seq_len 128")
+    assert notes[2].startswith("context 65536: points are the runs trained at seq_len 1024, the nearest measured; ")

@@ -56,7 +56,8 @@ def _train(cfg, rd, resume, stop_event, sweep):
     def summary(status, step, error=None):
         s = {"run_id": cfg.run_id, "status": status, "steps": step, "tokens": step * cfg.tokens_per_step,
              "final_loss": 1.0 / (1 + step), "resumes": resumes, "started_at_step": start, "error": error,
-             "wall_s": time.time() - t0, "env": {"slurm_job_id": os.environ.get("SLURM_JOB_ID")}}
+             "wall_s": time.time() - t0, "env": {"slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                                                        "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}}
         rd.write_summary(s)
         return s
 

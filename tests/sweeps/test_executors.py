@@ -94,6 +94,25 @@ def test_local_executor_throttles_to_max_parallel(tmp_path, write_spec, job_env)
     assert all(r["jobs"][0]["executor"] == "local" and int(r["jobs"][0]["job_id"]) > 0 for r in _runs(root))
 
 
+def test_local_trainers_share_the_cpus(tmp_path, write_spec, job_env, monkeypatch, capsys):
+    """Trainers started together split this machine's CPUs instead of each taking resources.cpus threads
+    (oversubscribed OpenMP threads spin against each other), and the sweep log says so."""
+    from costlaw.sweeps import preflight
+
+    monkeypatch.setattr(preflight, "machine_cpus", lambda: 4)
+    spec = write_spec(LADDER.replace("cpus = 1", "cpus = 4"), name="share")
+    sub = submit.submit_spec(spec, tmp_path / "root", "local", max_parallel=2, train_fn=FAKE, progress=True)
+    assert sub["outcome"] == {"completed": 5}
+    threads = {json.loads((tmp_path / "root" / "runs" / r["run_id"] / "summary.json").read_text())["env"]
+               ["omp_num_threads"] for r in _runs(tmp_path / "root")}
+    assert threads == {"2"}
+    assert "would oversubscribe this machine's 4 CPUs: each uses 2 threads" in capsys.readouterr().err
+    sub = submit.submit_spec(write_spec(LADDER.replace("cpus = 1", "cpus = 2"), name="alone"), tmp_path / "r2",
+                             "local", max_parallel=2, train_fn=FAKE, progress=False)
+    assert {json.loads((tmp_path / "r2" / "runs" / r["run_id"] / "summary.json").read_text())["env"]
+            ["omp_num_threads"] for r in _runs(tmp_path / "r2")} == {"2"}  # 2 x 2 fit in 4: as asked
+
+
 def _peak_overlap(spans) -> int:
     events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
     live = peak = 0

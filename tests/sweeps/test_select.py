@@ -103,3 +103,22 @@ def test_measured_throughput_reorders_small_long_runs(tmp_path):
     (tmp_path / "runs" / "torn").mkdir()
     (tmp_path / "runs" / "torn" / "summary.json").write_text("{")  # a summary being written is skipped
     assert throughput(tmp_path)(params_non_embedding(big.config.model)) == pytest.approx(1e13, rel=1e-6)
+
+
+def test_where_reads_stage_and_family():
+    """A round of a multi-family study: `stage` and `family` (as the store records it) are names a --where reads;
+    a derived formula, which computes numbers, is told they are text."""
+    from pathlib import Path
+
+    runs = expand.expand(spec.load(Path(__file__).resolve().parents[2] / "sweeps/examples/compress_stage.toml"),
+                         "/tmp/r")
+    by_id = {r.run_id: r for r in runs}
+    compressed = select(runs, "family == 'compressed'")
+    assert {by_id[i].stage for i in compressed} == {"compress", "pretrain"}  # with the parents they start from
+    assert all(by_id[i].config.model.family == ("compressed" if by_id[i].stage == "compress" else "gqa")
+               for i in compressed)
+    assert select(runs, "stage == 'pretrain'") == {i for i, r in by_id.items() if r.stage == "pretrain"}
+    with pytest.raises(ConfigError, match="family is text") as e:
+        expand.expand(spec.parse('[sweep]\nname = "x"\n[base.model]\npreset = "gqa-3m"\n[derived]\n'
+                                 '"train.tokens" = "family * 1000"\n'), "/tmp/r")
+    assert e.value.field == "derived.train.tokens"

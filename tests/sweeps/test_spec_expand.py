@@ -256,7 +256,7 @@ def test_example_specs_plan_without_torch():
 def test_study_specs_expand():
     """Every committed study spec (studies/*/spec.toml) still expands: a spec edit that breaks one would
     otherwise surface only on the GPU host."""
-    studies = sorted((REPO / "studies").glob("*/spec.toml"))
+    studies = sorted((REPO / "studies").glob("*/spec*.toml"))
     assert {p.parent.name for p in studies} >= {"gqa-heads", "gqa-heads-steps", "gqa-depth", "gqa-aspect", "gqa-knee",
                                                 "gqa-lr", "gqa-tokens", "hybrid-extend", "closed-loop"}
     for path in studies:
@@ -264,6 +264,31 @@ def test_study_specs_expand():
         assert runs and len({r.run_id for r in runs}) == len(runs), path
     lr = expand.expand(spec.load(REPO / "studies/gqa-lr/spec.toml"), "/tmp/x")
     assert sorted({r.config.train.lr for r in lr}) == [1e-3, 2e-3, 4e-3] and len(lr) == 12
+
+
+def test_long_context_round_two_is_what_its_readme_plans():
+    """studies/long-context/spec-r2.toml: one seed's round trains 24 dense pretrains, extends each to 16K dense and
+    as a hybrid (a third of its layers full, at least one), and compresses only the dense (8,2) extensions: 60 runs
+    at 16K a round, the count issue 24 asks the store to hold."""
+    from costlaw.sweeps.select import select
+
+    runs = expand.expand(spec.load(REPO / "studies/long-context/spec-r2.toml"), "/tmp/x")
+    where = ("seed == 0 and (stage != 'compress' or sparse == 'none' and model.n_heads == 8 and "
+             "model.n_kv_heads == 2)")
+    by_id = {r.run_id: r for r in runs}
+    chosen = [by_id[i] for i in select(runs, where)]
+    stages = {s: [r for r in chosen if r.stage == s] for s in ("pretrain", "extend", "compress")}
+    assert [len(v) for v in stages.values()] == [24, 48, 12]
+    assert {r.config.model.family for r in stages["extend"]} == {"gqa", "hybrid"}
+    for r in stages["extend"]:
+        m = r.config.model
+        assert r.config.data.seq_len == 16384 and m.rope_theta == 5e6
+        assert m.n_full_layers == (m.n_layers if m.family == "gqa" else max(1, round(m.n_layers / 3)))
+    for r in stages["compress"]:
+        parent = by_id[r.parent_id].config.model
+        assert parent.family == "gqa" and (parent.n_heads, parent.n_kv_heads) == (8, 2)
+    assert sum(r.config.data.seq_len >= 16384 for r in chosen) == 60
+    assert {r.seed for r in chosen} == {0}
 
 
 @pytest.mark.parametrize("study", ["gqa-heads", "gqa-heads-steps", "gqa-depth", "gqa-aspect", "gqa-knee"])
