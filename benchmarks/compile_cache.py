@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -103,7 +104,8 @@ def main() -> int:
 
     cold = [shared_runs[0]["compile_s"], alone_runs[0]["compile_s"]]
     warm = [r["compile_s"] for r in shared_runs[1:]]
-    doc = {"device": a.device, "gpu": torch.cuda.get_device_name(0) if gpus else None, "cpu": platform.processor(),
+    doc = {"device": a.device, "gpu": torch.cuda.get_device_name(0) if gpus else None,
+           "cpu": f"{platform.machine()}, {os.cpu_count()} CPUs",
            "torch": torch.__version__, "shape": {"d_model": a.d_model, "n_layers": a.layers, "seq_len": a.seq_len},
            "runs_shared_root": shared_runs, "run_own_root": alone_runs, "compile_s_cold": cold,
            "compile_s_warm": warm, "warm_over_cold": statistics.median(warm) / statistics.median(cold),

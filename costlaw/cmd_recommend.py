@@ -57,7 +57,10 @@ closing the loop (--record, needs --db; with several, the first): each context's
   was not one the law was fitted to). Recording the same recommendation again adds no row.
   --spec-out FILE --recipe-from LADDER_SPEC.toml --train-seed N writes a sweep spec that trains the winners
   with the ladder's own recipe (data, schedule, tokens and batch formulas, eval) at seed N, which must be
-  one no ladder run used; another call with the same FILE, recipe and seed adds its winners to it.
+  one no ladder run used; another call with the same FILE, recipe and seed adds its winners to it. A staged
+  recipe (pretrain, then extend: laws fitted on the extensions) is followed stage by stage: each winner is
+  pretrained as the ladder was (all layers full, the base RoPE theta) and its extension is the winner itself; one
+  file holds dense winners or hybrids of one pattern and full-layer count (analysis/recommend/specout.py).
 
 examples:
   costlaw recommend --fits fits.json --target-loss 2.6 --context 8K,128K
@@ -284,19 +287,33 @@ def write_spec(rec, fs, args) -> tuple[dict, str]:
     """The winners as a sweep spec at --spec-out (added to one this wrote before); the JSON entry and a line."""
     from pathlib import Path
 
-    from costlaw.analysis.recommend.specout import merge_points, point_line, spec_text
+    from costlaw.analysis.recommend.specout import (
+        chain_of,
+        merge_points,
+        point_line,
+        pretrain_model,
+        read_recipe,
+        spec_text,
+        staged,
+    )
     from costlaw.costmodel.core.errors import CostlawError
     from costlaw.costmodel.core.files import write_atomic
     from costlaw.sweeps.expand import expand
     from costlaw.sweeps.spec import parse
 
-    lines = merge_points(args.spec_out, args.recipe_from, args.train_seed)
-    have = {line.split("  # ", 1)[0] for line in lines}
+    raw = read_recipe(args.recipe_from)
     added, contexts = [], {}
     for T in rec.contexts:  # one point per config, whatever contexts it won
         w = rec.winner(T)
         if w is not None:
             contexts.setdefault(w.shape.config.config_id, (w, []))[1].append(T)
+    chains = {chain_of(w.shape.config.to_dict()) for w, _ in contexts.values()} if staged(raw) else set()
+    if len(chains) > 1:
+        raise CostlawError(f"--spec-out: the winners need different extensions ({', '.join(sorted(chains))}); a "
+                           "staged recipe's spec holds one: recommend one --context at a time into separate files")
+    chain = next(iter(chains), None)
+    lines = merge_points(args.spec_out, args.recipe_from, args.train_seed, chain)
+    have = {line.split("  # ", 1)[0] for line in lines}
     for w, Ts in contexts.values():
         used = sorted({p["seed"] for p in w.cand.ladder if "seed" in p})
         if args.train_seed in used:
@@ -305,17 +322,24 @@ def write_spec(rec, fs, args) -> tuple[dict, str]:
         note = (f"{w.label} at context {', '.join(map(str, Ts))}, target {rec.target:g}: predicted {w.predicted:.4g}, "
                 f"{w.interval.text()}"
                 + (f", ΔNLL of {w.cand.template.kv_policy} to evaluate with costlaw kv-eval" if w.cand.base else ""))
-        line = point_line(w.shape.config.to_dict(), note)
+        model = w.shape.config.to_dict()
+        line = point_line(pretrain_model(model, raw) if chain else model,
+                          note + (f"; extended, it is model_id {w.shape.config.config_id}" if chain else ""))
         key = line.split("  # ", 1)[0]
         if key not in have:
             have.add(key)
             lines.append(line)
             added.append(w.shape.config.config_id)
-    text = spec_text(lines, args.recipe_from, args.train_seed, args.spec_name)
+    text = spec_text(lines, args.recipe_from, args.train_seed, args.spec_name, chain)
     try:
         runs = expand(parse(text), Path(args.spec_out).resolve().parent)
     except CostlawError as e:
         raise CostlawError(f"--recipe-from: the spec it gives does not plan ({e}); check the recipe") from None
+    planned = {r.config.model.config_id for r in runs}
+    lost = [cid for cid in added if cid not in planned]
+    if lost:
+        raise CostlawError(f"--recipe-from: following its stages does not give the recommended config(s) "
+                           f"{', '.join(lost)} (a later stage changes another model field); train them by hand")
     write_atomic(Path(args.spec_out), text)
     entry = {"path": str(args.spec_out), "seed": args.train_seed, "points": len(lines), "added": added,
              "run_ids": [r.run_id for r in runs]}

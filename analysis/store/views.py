@@ -97,8 +97,8 @@ VIEWS: dict[str, tuple[str, str]] = {
         )
         """),
     "closed_loop": (
-        "recorded recommendations with the completed runs of their model_id: predicted vs measured loss, inside the "
-        "interval, held out",
+        "recorded recommendations with the completed runs of their model_id trained at the context their laws were "
+        "fitted at: predicted vs measured loss, inside the interval, held out",
         """
         SELECT rec.rec_id, rec.recorded_at, rec.candidate, rec.model_id, rec.context, rec.target_loss,
                rec.predicted_loss AS predicted, rec.predicted_lo AS lower, rec.predicted_hi AS upper,
@@ -119,7 +119,10 @@ VIEWS: dict[str, tuple[str, str]] = {
             SELECT run_id, model_id, sweep, seed, seq_len, tokens, val_loss, final_loss,
                    coalesce(val_loss, final_loss) AS loss
             FROM runs WHERE status = 'completed'
-        ) r USING (model_id)
+        ) r ON r.model_id = rec.model_id
+            -- a staged ladder's laws are fitted on extensions: the winner's pretraining run (the same model when
+            -- the extension changes no model field) is not the run the prediction is about
+            AND (rec.train_context IS NULL OR r.seq_len = rec.train_context)
         """),
 }
 

@@ -354,3 +354,117 @@ def _toml(tmp_path, model) -> Path:
     p = tmp_path / "old.toml"
     p.write_text(model.to_toml())
     return p
+
+
+STAGED = LADDER_SPEC.replace('contexts = [128, "32K"]', 'contexts = [512, "32K"]') + """
+[[stages]]
+name = "pretrain"
+
+[[stages]]
+name = "extend"
+from = "pretrain"
+set = { "data.seq_len" = 512 }
+derived = { "train.tokens" = "round(0.1 * train.tokens)", "model.attention.full_layers" = "1" }
+
+[[stages.axes]]
+list = [{ "model.attention.sparse" = "full" }, { "model.attention.sparse" = "sink_window(4,64)" }]
+
+[[stages]]
+name = "compress"
+from = "extend"
+set = { "train.trainable" = "policy" }
+
+[[stages.axes]]
+grid = { "model.kv_policy.method" = ["kv_distill"], "model.kv_policy.keep" = [0.25] }
+"""
+
+
+def test_spec_out_follows_a_staged_recipe(store, tmp_path, cli):
+    """Laws fitted on a staged ladder's extensions: each winner is pretrained as the recipe pretrains and extended
+    as it extends (the extension run is the winner); the compress stage is left out. A recipe whose extension
+    would change the winner into another model is refused before anything is written."""
+    from costlaw.sweeps.expand import expand
+    from costlaw.sweeps.spec import load
+
+    recipe, spec = tmp_path / "staged.toml", tmp_path / "loop.toml"
+    recipe.write_text(STAGED)
+    rc, out, err = cli("recommend", "--db", store, *ARGS, "--json", "--spec-out", spec, "--recipe-from", recipe,
+                       "--train-seed", "7")
+    assert rc == 0, err
+    winners = [ModelConfig.from_dict(c["winner_config"]) for c in json.loads(out)["by_context"]]
+    planned = expand(load(spec), tmp_path / "root")
+    ext = [r for r in planned if r.stage == "extend"]
+    assert {r.stage for r in planned} == {"pretrain", "extend"} and len(ext) == len(winners) == 2
+    assert [r.config.model for r in ext] == winners and {r.config.data.seq_len for r in ext} == {512}
+    for r in ext:
+        parent = next(p for p in planned if p.run_id == r.parent_id).config
+        assert parent.data.seq_len == 128 and parent.model == r.config.model  # dense winners: the same model
+        assert r.config.train.tokens == round(0.1 * parent.train.tokens)
+    assert "# chain: dense" in spec.read_text()
+    moved = tmp_path / "moved.toml"  # an extension that also raises RoPE theta: the winner's theta is not reached
+    moved.write_text(STAGED.replace('set = { "data.seq_len" = 512 }',
+                                    'set = { "data.seq_len" = 512, "model.rope_theta" = 123456.0 }'))
+    rc, _, err = cli("recommend", "--db", store, *ARGS, "--spec-out", tmp_path / "x.toml", "--recipe-from", moved,
+                     "--train-seed", "7")
+    assert rc == 2 and "following its stages does not give the recommended config(s)" in err
+    assert not (tmp_path / "x.toml").exists()
+
+
+def test_a_hybrid_winner_is_pretrained_dense_and_extended_as_the_ladders_hybrids(tmp_path):
+    """The long-context ladder's recipe (studies/long-context/spec-r2.toml): a hybrid winner's chain pretrains it
+    with every layer full at RoPE theta 5e5 and extends it to 16K with its own pattern and full-layer count, so the
+    extension is the winner's model_id; a winner of another chain is refused for that file."""
+    from pathlib import Path
+
+    from costlaw.analysis.recommend.specout import (
+        chain_of,
+        merge_points,
+        point_line,
+        pretrain_model,
+        read_recipe,
+        spec_text,
+    )
+    from costlaw.costmodel.config import hybrid_layout
+    from costlaw.costmodel.core.errors import CostlawError
+    from costlaw.sweeps.expand import expand
+    from costlaw.sweeps.spec import parse
+
+    recipe = Path(__file__).resolve().parents[2] / "studies/long-context/spec-r2.toml"
+    raw = read_recipe(recipe)
+    winner = ModelConfig(d_model=320, n_layers=5, n_heads=8, n_kv_heads=2, head_dim=64, ffn_dim=864, vocab_size=264,
+                         tied_embeddings=True, rope_theta=5e6,
+                         layout=hybrid_layout(5, "sink_window(64,1024)", full_layers=2))
+    chain = chain_of(winner.to_dict())
+    assert chain == "sink_window(64,1024) full_layers=2"
+    pre = pretrain_model(winner.to_dict(), raw)
+    assert "layout" not in pre and pre["rope_theta"] == 5e5
+    text = spec_text([point_line(pre, "w")], recipe, 9, chain=chain)
+    runs = expand(parse(text), "/tmp/x")
+    assert [r.stage for r in runs] == ["pretrain", "extend"]
+    assert runs[0].config.model.family == "gqa" and runs[0].config.data.seq_len == 2048
+    assert runs[1].config.model.config_id == winner.config_id and runs[1].config.data.seq_len == 16384
+    out = tmp_path / "loop.toml"
+    out.write_text(text)
+    with pytest.raises(CostlawError, match="trains sink_window.64,1024. full_layers=2 extensions"):
+        merge_points(out, recipe, 9, "dense")
+    assert len(merge_points(out, recipe, 9, chain)) == 1
+
+
+def test_closed_loop_compares_runs_at_the_laws_context(store, tmp_path, cli):
+    """A run of the winner's model trained at another context than the laws' (a staged chain's pretraining run
+    when the extension changes no model field) is not the run a prediction is about."""
+    toml = tmp_path / "rec.toml"
+    rc, _, err = cli("recommend", "--db", store, "--target-loss", "1.9", "--context", "128", "--bootstrap", "8",
+                     "--toml-out", toml, "--record")
+    assert rc == 0, err
+    [rec] = rows(store, "SELECT model_id, train_context FROM recommendations")
+    assert rec["train_context"] == 128
+    cfg = ModelConfig.from_toml(toml.read_text())
+    for T, loss in ((128, 1.95), (512, 1.5)):
+        rcfg = FX.run_config(cfg, seed=9)
+        rcfg["data"]["seq_len"] = T
+        write_run(tmp_path / "trained", rcfg, sweep="closed", final_loss=loss + 0.01,
+                  evals=[{"eval": "val_loss", "tags": {"context": T}, "metrics": {"loss": loss, "tokens": 4096}}])
+    ingest(tmp_path / "trained", store)
+    got = rows(store, "SELECT seq_len, measured FROM closed_loop")
+    assert got == [{"seq_len": 128, "measured": 1.95}]
