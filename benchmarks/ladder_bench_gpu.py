@@ -4,8 +4,10 @@ A fixed subset of a committed study spec (default: studies/gqa-heads-steps, (8,2
 seeds 0-2, at a fixed share of each run's token budget) is submitted twice to the local executor on one GPU,
 one submission after the other, through the CLI a user runs:
 
-  old   costlaw sweep submit SPEC --executor local --runs-per-gpu K            (today's path: K runs per GPU)
-  new   costlaw sweep submit SPEC --executor local --runs-per-gpu K2 --fuse    (each config's seeds fused)
+  old     costlaw sweep submit SPEC --executor local --runs-per-gpu K            (today's path: K runs per GPU)
+  new     costlaw sweep submit SPEC --executor local --runs-per-gpu K2 --fuse    (each config's seeds fused)
+  graphs  today's path with COSTLAW_COMPILE_MODE=reduce-overhead: each run's compiled step replayed from CUDA
+          graphs (issue 23, item 2), to measure what launch overhead costs the small runs
 
 Each gets its own root (so its own compile cache). GPU-seconds are each submission's wall time on the one GPU;
 whole-sweep MFU is the ladder's training FLOPs (costmodel's C_train per token × tokens) over GPU-seconds × the
@@ -49,6 +51,10 @@ def subset_spec(spec: Path, share: float, seeds: list[int], name: str) -> str:
     return re.sub(r"^seeds\s*=\s*\[[^\]]*\]", f"seeds = {seeds}", text, count=1, flags=re.M)
 
 
+class PathFailed(Exception):
+    pass
+
+
 def submit(spec_path: Path, root: Path, where: str, runs_per_gpu: int, fuse: bool, log: Path) -> float:
     cmd = [sys.executable, "-m", "costlaw", "sweep", "submit", str(spec_path), "--executor", "local",
            "--root", str(root), "--runs-per-gpu", str(runs_per_gpu), "--where", where]
@@ -59,7 +65,7 @@ def submit(spec_path: Path, root: Path, where: str, runs_per_gpu: int, fuse: boo
         rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - t0
     if rc != 0:
-        raise SystemExit(f"{' '.join(cmd)} exited {rc}; see {log}\n{why_failed(root)}")
+        raise PathFailed(f"{' '.join(cmd)} exited {rc}; see {log}\n{why_failed(root)}")
     return wall
 
 
@@ -117,7 +123,8 @@ def main() -> int:
     p.add_argument("--seeds", default="0,1,2", help="seeds of every config (default 0,1,2)")
     p.add_argument("--runs-per-gpu", type=int, default=6, help="old path's packing (default 6, the studies')")
     p.add_argument("--groups-per-gpu", type=int, default=3, help="new path's fused groups per GPU (default 3)")
-    p.add_argument("--only", choices=["old", "new"], help="run one path (a smoke test)")
+    p.add_argument("--paths", default="old,new,graphs",
+                   help="the paths to run, in order (default old,new,graphs); the ratio needs old and new")
     p.add_argument("--out", type=Path, help="write the JSON here (default: print only)")
     p.add_argument("--work", type=Path, help="sweep roots here (default: a temporary directory, removed)")
     a = p.parse_args()
@@ -133,27 +140,42 @@ def main() -> int:
     result: dict = {"gpu": name, "spec": str(a.spec.relative_to(ROOT) if a.spec.is_relative_to(ROOT) else a.spec),
                     "where": a.where, "share": a.share, "seeds": seeds, "runs_per_gpu_old": a.runs_per_gpu,
                     "groups_per_gpu_new": a.groups_per_gpu, "torch": torch.__version__}
-    paths = {"old": (a.runs_per_gpu, False), "new": (a.groups_per_gpu, True)}
+    known = {"old": (a.runs_per_gpu, False, None), "new": (a.groups_per_gpu, True, None),
+             "graphs": (a.runs_per_gpu, False, "reduce-overhead")}
+    chosen = [x.strip() for x in a.paths.split(",") if x.strip()]
+    if not chosen or any(x not in known for x in chosen):
+        raise SystemExit(f"--paths: {a.paths!r}; choose from {', '.join(known)}")
     try:
-        for key, (k, fuse) in paths.items():
-            if a.only and key != a.only:
-                continue
+        for key in chosen:
+            k, fuse, mode = known[key]
             spec = work / f"{key}.toml"
             spec.write_text(subset_spec(a.spec, a.share, seeds, f"ladder-bench-{key}"))
             env_cache = work / f"{key}-root" / "compile-cache"
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(env_cache)  # each path compiles from a cold cache
-            wall = submit(spec, work / f"{key}-root", a.where, k, fuse, work / f"{key}.log")
+            os.environ.pop("COSTLAW_COMPILE_MODE", None)
+            if mode:
+                os.environ["COSTLAW_COMPILE_MODE"] = mode
+            try:
+                wall = submit(spec, work / f"{key}-root", a.where, k, fuse, work / f"{key}.log")
+            except PathFailed as e:  # the other paths still run; the JSON says why this one has no numbers
+                result[f"error_{key}"] = str(e)
+                print(f"{key}: FAILED\n{e}", flush=True)
+                continue
             runs = runs_of(work / f"{key}-root")
             result[f"gpu_seconds_{key}"] = wall
             result[f"sweep_mfu_{key}"] = sweep_mfu(runs, wall, peak)
             result[f"runs_{key}"] = runs
             result[f"compile_s_{key}_sum"] = sum(r["compile_s"] or 0 for r in runs)
             print(f"{key}: {len(runs)} runs in {wall:.1f} s, sweep MFU {result[f'sweep_mfu_{key}']:.3f}", flush=True)
-        if not a.only:
-            result["gpu_seconds_ratio"] = result["gpu_seconds_new"] / result["gpu_seconds_old"]
-            result.update(compare(result["runs_old"], result["runs_new"]))
-            print(f"ratio new/old {result['gpu_seconds_ratio']:.3f}; val loss |new-old| max "
-                  f"{result['val_loss_diff_max_abs']:.4f} (old seed sd median {result['seed_sd_old_median']:.4f})")
+        for key in ("new", "graphs"):
+            if f"gpu_seconds_{key}" not in result or "gpu_seconds_old" not in result:
+                continue
+            ratio = "gpu_seconds_ratio" if key == "new" else f"gpu_seconds_ratio_{key}"
+            result[ratio] = result[f"gpu_seconds_{key}"] / result["gpu_seconds_old"]
+            diff = compare(result["runs_old"], result[f"runs_{key}"])
+            result.update(diff if key == "new" else {f"{k}_{key}": v for k, v in diff.items()})
+            print(f"ratio {key}/old {result[ratio]:.3f}; val loss |{key}-old| max {diff['val_loss_diff_max_abs']:.4f} "
+                  f"(old seed sd median {diff['seed_sd_old_median']:.4f})")
     finally:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)
