@@ -33,6 +33,7 @@ class ReportResult:
     fit_status: dict = field(default_factory=dict)  # laws reused from the store's fits table or fitted (FitSet)
     validation: object | None = None  # analysis.validate.Validation (leave one config out), when it ran
     validation_note: str | None = None  # why it did not
+    context_check: object | None = None  # analysis.validate.context.ContextCheck, when the store has extensions
 
 
 def default_target(fs) -> tuple[float | None, str]:
@@ -105,7 +106,8 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
     if fits is None:
         try:
             say(f"laws (bootstrap {n_boot})")
-            fits = fit_store(dbs, n_boot=n_boot, seed=seed, progress=say, sweep=sweep, refit=refit)
+            fits = fit_store(dbs, n_boot=n_boot, seed=seed, progress=say, sweep=sweep, refit=refit,
+                             context=max(contexts))
         except CostlawError as e:
             notes.append(f"no laws fitted: {e}")
     res = ReportResult(out, out / "index.html", out / "report.md", None)
@@ -157,6 +159,13 @@ def build_report(db, out, *, target: float | None = None, contexts=None, fits=No
         res.validation_note = "not run: --bootstrap 0 gives no intervals to check"
     else:
         res.validation_note = "not run (--no-validate)"
+    if validate:
+        import contextlib
+
+        from costlaw.analysis.validate.context import check_stores
+
+        with contextlib.suppress(CostlawError):  # no extension pairs: nothing to say of a law at another context
+            res.context_check = check_stores(dbs, sweep)
 
     figs = []
     if fits is not None:
@@ -382,7 +391,7 @@ def _validation_blocks(res) -> list:
 
     v = res.validation
     if v is None:
-        return [("p", f"Cross-validation: {res.validation_note}.")]
+        return [("p", f"Cross-validation: {res.validation_note}.")] + _context_blocks(res.context_check)
     o, u = v.overall(), v.overall_usable()
     head = (f"Each config of each candidate left out in turn and its runs predicted by the law refitted without it, "
             f"exactly as the recommendation fits: {100 * o['coverage']:.0f}% of {o['runs']} left-out runs landed "
@@ -397,7 +406,27 @@ def _validation_blocks(res) -> list:
         blocks.append(("list", [f"skipped {s['candidate']} {s['fold']}: {s['why']}" for s in v.skipped]))
     blocks.append(("p", "costlaw validate --db FILE --mode largest leaves each candidate's largest size out instead "
                         "(the extrapolation test)."))
-    return blocks
+    return blocks + _context_blocks(res.context_check)
+
+
+def _context_blocks(c) -> list:
+    """The store's extension pairs: does each candidate's gap to the default carry over to the longer context?"""
+    if c is None:
+        return []
+    s = c.summary()
+    o = s["overall"]
+    verdict = ("the invariance holds within two standard errors" if o["holds"] else
+               "the invariance does not hold within two standard errors" if o["holds"] is not None else
+               "its noise is unknown (one pair, no val-set error)")
+    rows = [{"candidate": k, "pairs": v["n"], "mean change": f"{v['mean']:+.4f}", "se": f"{v['se_mean']:.4f}"
+             if v["se_mean"] is not None else "-", "gap widened": f"{v['widened']}/{v['n']}"}
+            for k, v in s["candidates"].items()]
+    return [("p", f"Context: each candidate's loss minus {c.reference}'s at the same width and seed, at the "
+                  f"pretraining context and after extension to {max(x.long for x in c.shifts)} tokens (a law "
+                  f"reused at a longer context assumes it does not change). The gap widened in {o['widened']} of "
+                  f"{o['n']} pairs, by {o['mean']:+.4f} on average (se {o['se_mean']:.4f}): {verdict}. "
+                  "costlaw validate --db FILE --mode context lists every pair."),
+            ("table", rows, list(rows[0]))]
 
 
 def res_notes(rec) -> list[str]:
@@ -490,4 +519,6 @@ def dumps_json(res: ReportResult) -> str:
                                           for T, w in ((T, rec.winner(T)) for T in rec.contexts)]},
                        "validation": None if v is None else {k: x for k, x in v.to_json().items()
                                                              if k != "predictions"},
-                       "validation_note": res.validation_note}, indent=2)
+                       "validation_note": res.validation_note,
+                       "context_check": None if res.context_check is None else {
+                           k: x for k, x in res.context_check.to_json().items() if k != "shifts"}}, indent=2)

@@ -167,3 +167,24 @@ def test_no_recommendation_says_why(tmp_path):
     assert "- 8,2: no law (runs at 3 size(s); a fit needs >= 4)" in rec
     assert "Figure law-curves not drawn: no data (no candidate has a fitted law: 8,2: runs at 3 size(s)" in md
     assert "law-curves.png" not in md and res.recommendation is None
+
+
+def test_a_store_with_extensions_reports_the_context_check(tmp_path):
+    """Validation says what the store's extension pairs measured of reusing a law at a longer context
+    (studies/long-context: every gap to 8,8 widened from 2K to 16K); a store without extensions says nothing."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from costlaw.analysis.report.build import build_report, dumps_json
+
+    db = shutil.copy(Path(__file__).resolve().parents[2] / "studies/long-context/results.duckdb", tmp_path / "lc.duckdb")
+    res = build_report(db, tmp_path / "r", n_boot=0)
+    md = res.markdown.read_text()
+    assert ("The gap widened in 6 of 6 pairs, by +0.0227 on average (se 0.0067): the invariance does not hold within "
+            "two standard errors.") in md
+    assert "| 8,2 | 2 | +0.0235 | 0.0065 | 2/2 |" in md
+    doc = json.loads(dumps_json(res))["context_check"]
+    assert doc["reference"] == "8,8" and doc["overall"]["widened"] == 6
+    plain = build_report(_flat_store(tmp_path), tmp_path / "plain", n_boot=0, contexts=[8192])
+    assert "Context: each candidate" not in plain.markdown.read_text() and plain.context_check is None
