@@ -9,7 +9,8 @@ policies on what it trained, then print one line per run.
 2. `costlaw kv-eval` on every completed dense extension (stage extend, all layers full) not yet scored: the
    training-free policies (--policies, default snapkv) at --keep; and each completed compress-stage run (a trained
    policy, e.g. KV-Distill) on its own base at its own keep ratio. kv-eval runs go to ROOT-kv, one per call;
-3. a table of every run (status, N, val loss), and `ROOT/round.json` with the kv-eval calls made.
+3. a table of every run (status, N, val loss), and `ROOT/round.json` with the kv-eval calls made; with --out, a
+   tarball of both roots and the log without checkpoints (what a GPU call sends back).
 
 Ingest afterwards: `costlaw ingest --root ROOT --db DB` and `costlaw ingest --root ROOT-kv --db DB`.
 The same script rehearses a round on a CPU at a small scale (a spec with smaller shapes, --device cpu).
@@ -78,6 +79,23 @@ def kv_calls(root: Path, kv_root: Path, policies: str, keeps: str) -> list[list[
     return calls
 
 
+def _keep(t):
+    return None if t.name.endswith(".pt") or "/compile-cache" in f"/{t.name}" else t
+
+
+def pack(path: Path, items: list[Path]) -> None:
+    """A tarball of the round's run directories and log, without checkpoints (*.pt) or the compile cache: a GPU
+    call returns files of at most 16 MiB, and the store needs only configs, summaries, metrics and evals."""
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for item in items:
+            if item.exists():
+                tar.add(item, arcname=item.name, filter=_keep)
+    print(f"packed {path} ({path.stat().st_size / 2**20:.1f} MiB)", flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--spec", type=Path, default=HERE / "spec-r2.toml")
@@ -91,6 +109,8 @@ def main() -> int:
     p.add_argument("--keep", default="0.5,0.25,0.1")
     p.add_argument("--retrieval-samples", default="100")
     p.add_argument("--samples", default="64", help="kv-eval's val windows per policy and keep ratio")
+    p.add_argument("--out", type=Path, help="also pack ROOT and ROOT-kv (without checkpoints) and the round's log "
+                                            "into OUT/round.tgz: what a GPU call returns")
     a = p.parse_args()
     kv_root = a.root.with_name(a.root.name + "-kv")
     log = a.root.parent / f"{a.root.name}-round.log"
@@ -109,6 +129,8 @@ def main() -> int:
         done.append({"args": c, "rc": rc})
         print(f"kv-eval rc={rc} {Path(c[0]).name} {' '.join(c[1:5])} at {time.monotonic() - t0:.0f} s", flush=True)
     (a.root / "round.json").write_text(json.dumps({"where": a.where, "kv_eval": done}, indent=2))
+    if a.out:
+        pack(a.out / "round.tgz", [a.root, kv_root, log])
     for r in runs(a.root):
         m, s = r["cfg"]["model"], r["summary"]
         pol = m.get("kv_policy") or {}
