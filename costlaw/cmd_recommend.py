@@ -97,6 +97,11 @@ def add_arguments(p):
                                    help="a quality floor: only candidates whose measured passkey accuracy (their "
                                         "largest runs, or their kv_policy eval) is at least ACC may win; the "
                                         "others are listed with theirs"), 0, 1)
+    options.bounded(p.add_argument("--keep-grid", type=int, default=0, metavar="K",
+                                   help="--db: also K compressed candidates per measured policy at keep ratios "
+                                        "between the measured ones, their ΔNLL from the policy's ΔNLL(N, keep) law "
+                                        "(default 0: the measured keeps only); no retrieval was measured there"),
+                    0, 64)
     p.add_argument("--candidates", default="all",
                    help="all (default: every candidate the data cover), paper (the 21 (n_h, n_kv) pairs), or labels "
                         "separated by ';', e.g. '32,8;8,1;8,1 snapkv keep=0.25'")
@@ -225,6 +230,9 @@ def main(args) -> int:
     check_spec_args(args)
     if args.fits and args.fits_out:
         raise CostlawError("--fits-out: writes fits fitted from --db; with --fits the file already exists")
+    if args.fits and args.keep_grid:
+        raise CostlawError("--keep-grid: fits ΔNLL(N, keep) to a store's kv_policy evals; give --db instead of "
+                           "--fits, or drop --keep-grid")
     if args.fits and args.refit:
         raise CostlawError("--refit: refits the laws from --db's runs; --fits reads them from a file; drop one")
     check_files(args)
@@ -234,7 +242,8 @@ def main(args) -> int:
     else:
         fs = fit_store(args.db, families=families, n_boot=args.bootstrap, seed=args.seed,
                        train_context=args.train_context, sweep=args.sweep, progress=None if args.json else log,
-                       refit=args.refit, noise=args.noise, lack_of_fit=args.lack_of_fit, context=max(contexts))
+                       refit=args.refit, noise=args.noise, lack_of_fit=args.lack_of_fit, context=max(contexts),
+                       keep_grid=args.keep_grid)
         if args.fits_out:
             log(f"fits written to {fs.save(args.fits_out)}")
     rec = recommend(fs, args.target_loss, contexts, objective, candidates=args.candidates, families=families,

@@ -55,6 +55,9 @@ class Candidate:
     # compressed: ΔNLL(N) = exp(a)·N^b fitted over the base sizes the policy was measured on ({"a", "b", "n_min",
     # "n_max", "sizes"}); None: the one ΔNLL `delta_nll` at every N
     delta_law: dict | None = None
+    # compressed: ΔNLL(N, keep) = exp(a)·N^b·(1/keep - 1)^c over every size and keep ratio its policy was measured
+    # at on this base ({"a", "b", "c", ranges, "rms_log"}); None: fewer than two sizes and two keeps
+    keep_law: dict | None = None
     retrieval: float | None = None  # passkey accuracy measured on its largest runs (None: not measured)
     retrieval_source: str | None = None  # where that number comes from
 
@@ -170,6 +173,8 @@ class Candidate:
             d.update(base=self.base, delta_nll=self.delta_nll, delta_source=self.delta_source)
             if self.delta_law is not None:
                 d["delta_law"] = self.delta_law
+            if self.keep_law is not None:
+                d["keep_law"] = self.keep_law
         elif self.group:
             d["group"] = self.group
         if not self.base:
@@ -223,6 +228,7 @@ class FitSet:
         pol = [{"base": c.base, "method": c.template.kv_policy["method"], "keep": c.template.kv_policy["keep"],
                 "delta_nll": c.delta_nll, "source": c.delta_source,
                 **({"delta_law": c.delta_law} if c.delta_law is not None else {}),
+                **({"keep_law": c.keep_law} if c.keep_law is not None else {}),
                 **({"retrieval": c.retrieval, "retrieval_source": c.retrieval_source} if c.retrieval is not None
                    else {})} for c in self.candidates if c.base]
         head = header(self.options, self.source) if self.options else {"format": FITS_FORMAT, "law": self.law,

@@ -255,6 +255,9 @@ def _policies_from_json(e, i: int, cands: list[Candidate]) -> list[Candidate]:
                "b": _need(law, "b", f"{where}.delta_law", float)}
         for c in out:
             c.delta_law = law
+    if isinstance(e.get("keep_law"), dict):  # reported with the candidate; its use is already in delta_law
+        for c in out:
+            c.keep_law = e["keep_law"]
     if e.get("retrieval") is not None:
         for c in out:
             c.retrieval, c.retrieval_source = _accuracy(e, where), str(e.get("retrieval_source") or src)

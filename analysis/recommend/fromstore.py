@@ -76,7 +76,8 @@ def stores_text(db) -> str:
 def fit_store(db, *, families=FAMILIES, n_boot: int = 200, seed: int = 0, min_sizes: int = MIN_SIZES,
               train_context: int | None = None, sweep: str | None = None,
               progress: Callable[[str], None] | None = None, refit: bool = False, store: bool = True,
-              noise: str = "constant", lack_of_fit: bool = False, context: int | None = None) -> FitSet:
+              noise: str = "constant", lack_of_fit: bool = False, context: int | None = None,
+              keep_grid: int = 0) -> FitSet:
     """Every candidate the store's completed runs cover (see `fit_runs`); `db` one results file or a list of them.
     A candidate whose runs, options and fitter a fits table already holds a fit of takes that fit (never with
     `refit`); the others are fitted and, with `store` and a single store, written to its fits table (under the
@@ -104,7 +105,8 @@ def fit_store(db, *, families=FAMILIES, n_boot: int = 200, seed: int = 0, min_si
 
     fs = fit_runs(df, kv, source=stores_text(dbs), families=families, n_boot=n_boot, seed=seed,
                   min_sizes=min_sizes, train_context=train_context, progress=progress,
-                  lookup=None if refit else look, noise=noise, lack_of_fit=lack_of_fit, context=context)
+                  lookup=None if refit else look, noise=noise, lack_of_fit=lack_of_fit, context=context,
+                  keep_grid=keep_grid)
     attach_retrieval(fs, retrieval_rows(dbs, sweep))
     if context is not None and fs.train_context is not None and context > fs.train_context:
         from costlaw.analysis.validate.context import context_evidence
@@ -229,7 +231,7 @@ def fit_runs(df, kv=None, *, source: str = "runs", families=FAMILIES, n_boot: in
              progress: Callable[[str], None] | None = None,
              lookup: Callable[[list[str]], dict] | None = None, noise: str = "constant",
              lack_of_fit: bool = False, law: str = "gqa-size", x_extra: tuple[str, ...] = (),
-             context: int | None = None) -> FitSet:
+             context: int | None = None, keep_grid: int = 0) -> FitSet:
     """Group completed pretraining runs by candidate and fit each group with >= min_sizes distinct N through the
     group-fit pipeline (analysis/fits): L(N) = (a/N)^b + E on params_non_embedding and the config means of loss
     (module doc), bootstrap over configs; then each candidate's run-to-run noise (`noise`: "constant" or "size",
@@ -308,7 +310,7 @@ def fit_runs(df, kv=None, *, source: str = "runs", families=FAMILIES, n_boot: in
         else:
             cand.reason = f.entry["reason"]
     if kv is not None and len(kv):
-        cands.extend(_policies_from_store(kv, cands, sel, train_context, show_dh, notes))
+        cands.extend(_policies_from_store(kv, cands, sel, train_context, show_dh, notes, keep_grid))
     if not cands:
         raise CostlawError(f"--families: no completed run of {', '.join(families)} at seq_len {train_context}; "
                            "widen --families")
@@ -360,10 +362,13 @@ def _template_from_runs(g, n_h, n_kv, d_h) -> Template:
                     ffn_ratio=ratio, anchors=anchors)
 
 
-def _policies_from_store(kv, cands, sel, train_context, show_dh, notes) -> list[Candidate]:
+def _policies_from_store(kv, cands, sel, train_context, show_dh, notes, keep_grid: int = 0) -> list[Candidate]:
     """Compressed-on-dense candidates: for each dense GQA candidate and (policy, keep) measured on its runs,
     ΔNLL from its largest run at the largest context measured (the closest to where it is used); measured on
-    two or more sizes there, also ΔNLL(N), a power law in N (`delta_law`), which the search uses at N*."""
+    two or more sizes there, also ΔNLL(N), a power law in N (`delta_law`), which the search uses at N*. A policy
+    measured at two or more sizes and keep ratios also gets ΔNLL(N, keep) (`keep_law`), which gives the ΔNLL(N) of a
+    keep measured on one size only and, with `keep_grid` > 0, that many candidates at keep ratios between the
+    measured ones (geometric steps), so the search can pick a keep no run measured."""
     out = []
     kv = with_dense_run(kv)
     kv = kv[kv["keep"].notna() & kv["dense_run"].isin(sel["run_id"])]
@@ -374,6 +379,9 @@ def _policies_from_store(kv, cands, sel, train_context, show_dh, notes) -> list[
         kv = kv.copy()
         kv["delta_nll"] = kv["delta_nll"].fillna(kv["nll"] - kv["nll_full"])
     by_label = {c.label: c for c in cands if c.family == "gqa"}
+    joint = {}
+    for key, gp in kv[kv["delta_nll"].notna()].groupby(["n_heads", "n_kv_heads", "head_dim", "policy"]):
+        joint[key] = keep_law(gp[gp["context"] == gp["context"].max()])
     for (n_h, n_kv, d_h, pol, keep), g in kv.groupby(["n_heads", "n_kv_heads", "head_dim", "policy", "keep"]):
         base = by_label.get(pair_label(int(n_h), int(n_kv), int(d_h) if show_dh else None))
         if base is None or g["delta_nll"].isna().all():
@@ -381,6 +389,7 @@ def _policies_from_store(kv, cands, sel, train_context, show_dh, notes) -> list[
         if pol not in _methods():
             notes.append(f"kv_policy evals of {pol!r} skipped: not a costmodel KV method")
             continue
+        jl = joint.get((n_h, n_kv, d_h, pol))
         g = g[g["delta_nll"].notna()]
         g = g[g["context"] == g["context"].max()]
         top = g[g["params_non_embedding"] == g["params_non_embedding"].max()]
@@ -388,16 +397,79 @@ def _policies_from_store(kv, cands, sel, train_context, show_dh, notes) -> list[
         src = (f"kv_policy eval: ΔNLL {delta:+.4g} at keep {keep:g}, context {int(top['context'].iloc[0])}, "
                f"on run {top['dense_run'].iloc[0]} (N {float(top['params_non_embedding'].iloc[0]):.3g})")
         c = on_dense(base, KVPolicy(pol, keep=float(keep)).to_dict(), delta, src)
-        c.delta_law = delta_law(g)
+        c.delta_law, c.keep_law = delta_law(g), jl
         if c.delta_law is not None:
             c.delta_source += (f"; ΔNLL(N) = {math.exp(c.delta_law['a']):.4g}·N^{c.delta_law['b']:+.3f} over "
                                f"{c.delta_law['sizes']} sizes")
+        elif jl is not None and jl["keep_min"] <= keep <= jl["keep_max"]:
+            c.delta_law = delta_law_at(jl, float(keep))
+            c.delta_source += f"; ΔNLL(N) from {keep_law_text(jl)}"
         if "retrieval_accuracy" in top and top["retrieval_accuracy"].notna().any():
             c.retrieval = float(top["retrieval_accuracy"].mean())
             c.retrieval_source = (f"kv_policy eval: retrieval {c.retrieval:.2f} at keep {keep:g}, context "
                                   f"{int(top['context'].iloc[0])}, on run {top['dense_run'].iloc[0]}")
         out.append(c)
+    if keep_grid > 0:
+        out += _interpolated(joint, by_label, {(c.base, c.template.kv_policy["method"], c.template.kv_policy["keep"])
+                                               for c in out}, show_dh, keep_grid)
     return out
+
+
+def _interpolated(joint, by_label, measured, show_dh, n: int) -> list[Candidate]:
+    """Candidates at `n` keep ratios in geometric steps across each keep law's measured range, away from the keeps
+    measured (within 2%), their ΔNLL(N) from the law; no retrieval measured, so --min-retrieval excludes them."""
+    import numpy as np
+
+    out = []
+    for (n_h, n_kv, d_h, pol), jl in joint.items():
+        base = by_label.get(pair_label(int(n_h), int(n_kv), int(d_h) if show_dh else None))
+        if jl is None or base is None or pol not in _methods():
+            continue
+        near = [k for b, p, k in measured if b == base.label and p == pol]
+        for k in np.geomspace(jl["keep_min"], jl["keep_max"], n + 2)[1:-1]:
+            k = float(f"{k:.3g}")
+            if any(abs(k / m - 1) < 0.02 for m in near):
+                continue
+            law = delta_law_at(jl, k)
+            delta = math.exp(law["a"] + law["b"] * math.log(jl["n_max"]))
+            c = on_dense(base, KVPolicy(pol, keep=k).to_dict(), delta,
+                         f"interpolated from {keep_law_text(jl)}; no run measured keep {k:g}")
+            c.delta_law, c.keep_law = law, jl
+            out.append(c)
+    return out
+
+
+def keep_law(g) -> dict | None:
+    """log ΔNLL = a + b log N + c log(1/keep - 1) by least squares over the mean ΔNLL of each (size, keep < 1) one
+    policy was measured at on one base: zero at keep 1, growing as the cache shrinks, a power law in N at each keep
+    as `delta_law` is. None with fewer than two sizes, two keep ratios or four points, or a ΔNLL <= 0."""
+    import numpy as np
+
+    per = g[g["keep"] < 1].groupby(["params_non_embedding", "keep"])["delta_nll"].mean()
+    if len(per) < 4 or (per <= 0).any():
+        return None
+    n = per.index.get_level_values(0).to_numpy(dtype=float)
+    k = per.index.get_level_values(1).to_numpy(dtype=float)
+    if len(set(n)) < 2 or len(set(k)) < 2:
+        return None
+    x = np.column_stack([np.ones(len(per)), np.log(n), np.log(1 / k - 1)])
+    y = np.log(per.to_numpy(dtype=float))
+    coef = np.linalg.lstsq(x, y, rcond=None)[0]
+    rms = float(np.sqrt(np.mean((y - x @ coef) ** 2)))
+    return {"a": float(coef[0]), "b": float(coef[1]), "c": float(coef[2]), "n_min": float(n.min()),
+            "n_max": float(n.max()), "keep_min": float(k.min()), "keep_max": float(k.max()), "sizes": len(set(n)),
+            "keeps": len(set(k)), "points": len(per), "rms_log": rms}
+
+
+def delta_law_at(jl: dict, keep: float) -> dict:
+    """The ΔNLL(N) power law a keep law gives at `keep` (delta_law's form)."""
+    return {"a": jl["a"] + jl["c"] * math.log(1 / keep - 1), "b": jl["b"], "n_min": jl["n_min"], "n_max": jl["n_max"],
+            "sizes": jl["sizes"], "keep": keep}
+
+
+def keep_law_text(jl: dict) -> str:
+    return (f"ΔNLL(N, keep) = {math.exp(jl['a']):.4g}·N^{jl['b']:+.3f}·(1/keep - 1)^{jl['c']:.3f} over {jl['sizes']} "
+            f"sizes × {jl['keeps']} keeps (rms {jl['rms_log']:.3f} in log ΔNLL)")
 
 
 def delta_law(g) -> dict | None:

@@ -142,3 +142,61 @@ def test_frontier_points_are_lm_losses_measured_nearest_the_context(tmp_path):
     assert notes[0].startswith("1 compress-stage run(s) are no points of their own")
     assert notes[1].startswith("context 128: points are the runs trained at seq_len 128")
     assert notes[2].startswith("context 65536: points are the runs trained at seq_len 1024, the nearest measured; ")
+
+
+def test_a_policy_over_sizes_and_keeps_gets_a_keep_law(tmp_path, cli):
+    """ΔNLL measured as c·N^b·(1/keep - 1)^g at keeps 0.5 and 0.25 on every size and at 0.1 on the largest only: the
+    joint law recovers (c, b, g); the keep measured on one size takes its ΔNLL(N) from it; --keep-grid adds keeps
+    between the measured ones, priced by the same law and saying so."""
+    import math
+
+    from costlaw.analysis.recommend import fit_store
+    from costlaw.costmodel import params_non_embedding
+
+    c0, b0, g0 = 0.5, -0.15, 0.8
+    top = max(d for _, d in FX.SHAPES)
+    mp = pytest.MonkeyPatch()
+    plain = FX.evals
+
+    def law(n, k):
+        return c0 * n ** b0 * (1 / k - 1) ** g0
+
+    def evals(label, cfg, loss):
+        out = [e for e in plain(label, cfg, loss) if e["eval"] != "kv_policy"]
+        if label == "4,4":
+            n = params_non_embedding(cfg)
+            for k in (0.5, 0.25) + ((0.1,) if cfg.d_model == top else ()):
+                out.append({"eval": "kv_policy", "tags": {"context": 128, "policy": "snapkv", "keep": k},
+                            "metrics": {"nll": loss + law(n, k), "nll_full": loss, "delta_nll": law(n, k)}})
+        return out
+
+    mp.setattr(FX, "evals", evals)
+    try:
+        store = FX.build_store(tmp_path)
+    finally:
+        mp.undo()
+    fs = fit_store(store, n_boot=8, keep_grid=2)
+    kl = fs.get("4,4 snapkv keep=0.25").keep_law
+    assert math.exp(kl["a"]) == pytest.approx(c0, rel=1e-6) and kl["b"] == pytest.approx(b0)
+    assert kl["c"] == pytest.approx(g0) and kl["rms_log"] < 1e-9 and (kl["keep_min"], kl["keep_max"]) == (0.1, 0.5)
+    one_size = fs.get("4,4 snapkv keep=0.1")
+    assert one_size.delta_at(1e6) == pytest.approx(law(1e6, 0.1), rel=1e-6)
+    assert "ΔNLL(N) from ΔNLL(N, keep)" in one_size.delta_source
+    between = {c.template.kv_policy["keep"]: c for c in fs.candidates if "interpolated" in (c.delta_source or "")}
+    assert sorted(between) == [0.171, 0.292]
+    for k, c in between.items():
+        assert c.delta_at(3e6) == pytest.approx(law(3e6, k), rel=1e-6) and c.retrieval is None
+    plain_fs = fit_store(store, n_boot=8)
+    assert not any("interpolated" in (c.delta_source or "") for c in plain_fs.candidates)
+    from costlaw.analysis.recommend import load_fits
+
+    again = load_fits(fs.save(tmp_path / "fits.json"))
+    assert again.get("4,4 snapkv keep=0.25").keep_law["c"] == pytest.approx(g0)
+    assert again.get("4,4 snapkv keep=0.171").delta_at(3e6) == pytest.approx(law(3e6, 0.171), rel=1e-6)
+    rc, out, err = cli("recommend", "--db", store, "--target-loss", "2.0", "--context", "128", "--bootstrap", "8",
+                       "--keep-grid", "2", "--families", "gqa,compressed", "--json")
+    assert rc == 0, err
+    import json
+
+    labels = {c["label"] for c in json.loads(out)["candidates"]}
+    assert {"4,4 snapkv keep=0.171", "4,4 snapkv keep=0.292"} <= labels

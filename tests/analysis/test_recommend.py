@@ -206,6 +206,8 @@ def test_paper_candidates_and_standard_savings(recommend_json):
     (["--fits", FITS, "--target-loss", "2.5", "--context", "8K", "--families", "gqa,moe"],
      "--families: unknown family 'moe'"),
     (["--fits", FITS, "--target-loss", "2.5", "--context", "8K", "--standard", "d_model,8"], "--standard:"),
+    (["--fits", FITS, "--target-loss", "2.5", "--context", "8K", "--keep-grid", "3"], "--keep-grid: fits ΔNLL"),
+    (["--fits", FITS, "--target-loss", "2.5", "--context", "8K", "--keep-grid", "-1"], "--keep-grid"),
 ])
 def test_bad_requests_fail_with_one_line(args, expect, cli):
     rc, out, err = cli("recommend", *args)

@@ -178,7 +178,8 @@ def test_a_store_with_extensions_reports_the_context_check(tmp_path):
 
     from costlaw.analysis.report.build import build_report, dumps_json
 
-    db = shutil.copy(Path(__file__).resolve().parents[2] / "studies/long-context/results.duckdb", tmp_path / "lc.duckdb")
+    study = Path(__file__).resolve().parents[2] / "studies/long-context/results.duckdb"
+    db = shutil.copy(study, tmp_path / "lc.duckdb")
     res = build_report(db, tmp_path / "r", n_boot=0)
     md = res.markdown.read_text()
     assert ("The gap widened in 6 of 6 pairs, by +0.0227 on average (se 0.0067): the invariance does not hold within "
