@@ -85,6 +85,8 @@ def points_from(runs, kv, contexts: list[int], dtype: str = "bf16"):
         notes.append(f"{int((stage == 'compress').sum())} compress-stage run(s) are no points of their own (their "
                      "KV policies are measured on their dense runs)")
     runs = runs[stage != "compress"]
+    if not len(runs):
+        raise CostlawError("--db: only compress-stage runs have a loss; ingest the dense runs they compress too")
     at = {T: measured_context(runs, FAMILIES, 1, T, []) for T in contexts}
     for T, used in at.items():
         if (runs["seq_len"] != used).any():
