@@ -1,10 +1,23 @@
-"""What a sweep would launch, priced by costmodel: parameters, tokens, training FLOPs, GPU-hours at an
-assumed MFU, and C_infer / M_infer / KV bytes at the spec's contexts. Pure Python: never imports torch.
+"""What a sweep would launch, priced by costmodel: parameters, tokens, training FLOPs, evaluation FLOPs, GPU-hours
+at an assumed MFU, and C_infer / M_infer / KV bytes at the spec's contexts. Pure Python: never imports torch.
+
+Evaluation is each run's val rows (val_tokens / the eval length) and passkey probes (samples × depths), each row a
+forward pass over the eval length (costmodel's prefill FLOPs); at long context it can cost as much as the training
+(1,024 val rows of 16K on a 2-4 M-parameter model). GPU-hours count both.
 """
 
 from __future__ import annotations
 
-from costlaw.costmodel import ConfigError, c_infer, c_train, kv_cache_bytes, m_infer, params_non_embedding, params_total
+from costlaw.costmodel import (
+    ConfigError,
+    c_infer,
+    c_train,
+    kv_cache_bytes,
+    m_infer,
+    params_non_embedding,
+    params_total,
+    prefill_flops,
+)
 from costlaw.costmodel.hardware import gpu as gpu_lookup
 
 DEFAULT_MFU = 0.35
@@ -22,7 +35,8 @@ def plan_rows(runs, contexts=(), gpu: str = DEFAULT_GPU, mfu: float = DEFAULT_MF
         m = cfg.model
         T = cfg.data.seq_len
         flops = c_train(m, T) * cfg.total_tokens
-        gpu_hours = flops / (g.peak_bf16_flops * mfu) / 3600
+        evals = eval_flops(cfg)
+        gpu_hours = (flops + evals) / (g.peak_bf16_flops * mfu) / 3600
         ctx = []
         for c in contexts or (T,):
             ctx.append({"context": c, "c_infer_flops_per_token": c_infer(m, c), "m_infer_values": m_infer(m, c),
@@ -33,7 +47,8 @@ def plan_rows(runs, contexts=(), gpu: str = DEFAULT_GPU, mfu: float = DEFAULT_MF
             "parent_id": r.parent_id, "family": m.family, "model_id": m.config_id,
             "params_total": params_total(m), "params_non_embedding": params_non_embedding(m),
             "seq_len": T, "steps": cfg.total_steps, "tokens": cfg.total_tokens,
-            "c_train_flops_per_token": c_train(m, T), "train_flops": flops, "gpu_hours": gpu_hours,
+            "c_train_flops_per_token": c_train(m, T), "train_flops": flops, "eval_flops": evals,
+            "gpu_hours": gpu_hours,
             # wall hours if the run gets its GPUs (1 on CPU-only resources) at the assumed MFU
             "est_hours": gpu_hours / max(1, res.gpus), "time_min": res.time_min, "gpus": res.gpus,
             "contexts": ctx,
@@ -41,11 +56,19 @@ def plan_rows(runs, contexts=(), gpu: str = DEFAULT_GPU, mfu: float = DEFAULT_MF
     return rows
 
 
+def eval_flops(cfg) -> float:
+    """Forward FLOPs of a run's evaluation: its val rows and passkey probes at the eval length."""
+    T = cfg.eval.seq_len or cfg.data.seq_len
+    rows = cfg.eval.val_tokens // T + cfg.eval.retrieval_samples * len(cfg.eval.retrieval_depths)
+    return float(rows * prefill_flops(cfg.model, T))
+
+
 def totals(rows: list[dict], gpu: str, mfu: float) -> dict:
     by_stage: dict[str, int] = {}
     for r in rows:
         by_stage[r["stage"]] = by_stage.get(r["stage"], 0) + 1
     return {"runs": len(rows), "by_stage": by_stage, "train_flops": sum(r["train_flops"] for r in rows),
+            "eval_flops": sum(r["eval_flops"] for r in rows),
             "gpu_hours": sum(r["gpu_hours"] for r in rows), "tokens": sum(r["tokens"] for r in rows),
             "gpu": gpu_lookup(gpu).name, "mfu": mfu,
             "over_time_limit": [r["run_id"] for r in rows if r["est_hours"] * 60 > r["time_min"]]}
@@ -63,7 +86,8 @@ def render(spec, rows: list[dict], tot: dict) -> str:
     for r in rows:
         row = {"run_id": r["run_id"], "stage": r["stage"], "point": r["label"] or "-",
                "N": si(r["params_non_embedding"]), "N total": si(r["params_total"]), "T": r["seq_len"],
-               "tokens": si(r["tokens"]), "C_train": si(r["train_flops"]), "GPU-h": f"{r['gpu_hours']:.3g}"}
+               "tokens": si(r["tokens"]), "C_train": si(r["train_flops"]), "C_eval": si(r["eval_flops"]),
+               "GPU-h": f"{r['gpu_hours']:.3g}"}
         for c in r["contexts"]:
             T = _ctx(c["context"])
             row[f"C_infer@{T}"] = si(c["c_infer_flops_per_token"])
@@ -72,6 +96,7 @@ def render(spec, rows: list[dict], tot: dict) -> str:
         table_rows.append(row)
     out.append(table(table_rows))
     out.append(f"total: {si(tot['tokens'])} tokens, {si(tot['train_flops'])}FLOP training, "
+               f"{si(tot['eval_flops'])}FLOP evaluation, "
                f"{tot['gpu_hours']:.3g} GPU-hours on {tot['gpu']} at MFU {tot['mfu']:g} "
                "(C_infer in FLOP/token, M_infer in values, KV cache in bf16 bytes per sequence)")
     if tot["over_time_limit"]:

@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from costlaw.cli import main
-from costlaw.costmodel import c_infer, c_train, gpu, kv_cache_bytes, m_infer, params_non_embedding, params_total
+from costlaw.costmodel import (
+    c_infer,
+    c_train,
+    gpu,
+    kv_cache_bytes,
+    m_infer,
+    params_non_embedding,
+    params_total,
+    prefill_flops,
+)
 from costlaw.sweeps import expand, spec
 from costlaw.sweeps.slurm import slurm_params as _slurm_params
 from costlaw.sweeps.spec import Resources
@@ -36,13 +45,19 @@ def test_plan_json_matches_costmodel(capsys):
         assert row["params_total"] == params_total(m) and row["params_non_embedding"] == params_non_embedding(m)
         assert row["tokens"] == cfg.total_tokens and row["steps"] == cfg.total_steps
         assert row["train_flops"] == pytest.approx(c_train(m, T) * cfg.total_tokens)
-        assert row["gpu_hours"] == pytest.approx(row["train_flops"] / (gpu("A100").peak_bf16_flops * 0.5) / 3600)
+        # evaluation: every val row and passkey probe is one forward pass over the eval length
+        te = cfg.eval.seq_len or T
+        probes = cfg.eval.val_tokens // te + cfg.eval.retrieval_samples * len(cfg.eval.retrieval_depths)
+        assert probes > 0 and row["eval_flops"] == pytest.approx(probes * prefill_flops(m, te))
+        assert row["gpu_hours"] == pytest.approx((row["train_flops"] + row["eval_flops"])
+                                                 / (gpu("A100").peak_bf16_flops * 0.5) / 3600)
         assert [c["context"] for c in row["contexts"]] == [128, 1024]
         for c in row["contexts"]:
             assert c["c_infer_flops_per_token"] == c_infer(m, c["context"])
             assert c["m_infer_values"] == m_infer(m, c["context"])
             assert c["kv_cache_bytes"] == kv_cache_bytes(m, c["context"])
     assert doc["totals"]["gpu_hours"] == pytest.approx(sum(r["gpu_hours"] for r in doc["runs"]))
+    assert doc["totals"]["eval_flops"] == pytest.approx(sum(r["eval_flops"] for r in doc["runs"]))
 
 
 def test_plan_table(capsys):
