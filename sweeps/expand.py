@@ -108,6 +108,11 @@ def expand(spec: Spec, root: str | Path) -> list[PlannedRun]:
                 by_id[run.run_id] = run
                 built[st.name].append((run, d, origins))
                 runs.append(run)
+    if spec.where:
+        from costlaw.sweeps.select import select
+
+        keep = select(runs, spec.where, "sweep.where")
+        runs = [r for r in runs if r.run_id in keep]
     return runs
 
 

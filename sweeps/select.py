@@ -16,20 +16,21 @@ from costlaw.sweeps.formula import compile_formula, evaluate
 WHERE = "--where"
 
 
-def select(runs, expr: str) -> set[str]:
-    """Run ids of `runs` (PlannedRuns) whose config satisfies `expr`, plus their ancestors."""
-    f = compile_formula(expr, WHERE, strings=True)
+def select(runs, expr: str, where: str = WHERE) -> set[str]:
+    """Run ids of `runs` (PlannedRuns) whose config satisfies `expr`, plus their ancestors; `where` names the flag
+    or key the expression came from in errors."""
+    f = compile_formula(expr, where, strings=True)
     by_id = {r.run_id: r for r in runs}
     chosen: set[str] = set()
     for r in runs:
         d = r.config.to_dict()
-        if evaluate(f, lambda name, d=d: lookup(d, name, WHERE, {}, text=True), WHERE):
+        if evaluate(f, lambda name, d=d: lookup(d, name, where, {}, text=True), where):
             rid = r.run_id
             while rid is not None and rid not in chosen:
                 chosen.add(rid)
                 rid = by_id[rid].parent_id
     if not chosen:
-        raise ConfigError(WHERE, f"{expr!r} selects none of the {len(runs)} runs; loosen it or check field names "
+        raise ConfigError(where, f"{expr!r} selects none of the {len(runs)} runs; loosen it or check field names "
                                  "with `costlaw sweep plan --json`")
     return chosen
 

@@ -6,6 +6,7 @@ name = "tiny"            # [A-Za-z0-9._-]+; names the sweep in run directories a
 runs_cap = 16            # refuse to plan more runs than this (default 1000)
 contexts = [256, "1K"]   # where plan prices C_infer / M_infer / KV bytes (default: each run's seq_len)
 seeds = [0, 1]           # every point runs once per seed (default [base.seed or 0])
+where = "stage != 'compress' or model.n_kv_heads == 2"   # only these runs (and their parents), as --where reads
 
 [base]                   # a run config: the tables of a run TOML (model, data, train, eval, seed)
 model = { preset = "gqa-3m" }
@@ -66,7 +67,7 @@ from costlaw.runs.config import SECTIONS as RUN_SECTIONS
 from costlaw.runs.config import STAGES, RunConfig
 
 TOP_KEYS = ("sweep", "base", "axes", "derived", "resources", "stages")
-SWEEP_KEYS = ("name", "description", "runs_cap", "contexts", "seeds")
+SWEEP_KEYS = ("name", "description", "runs_cap", "contexts", "seeds", "where")
 BASE_KEYS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name != "stage")  # stages set the stage
 STAGE_KEYS = ("name", "from", "axes", "set", "derived", "resources")
 AXIS_KINDS = ("grid", "zip", "list")
@@ -240,6 +241,9 @@ class Spec:
     derived: dict
     stages: tuple[Stage, ...]  # in dependency order (parents first)
     raw: dict  # the parsed TOML, for sweep.json
+    # [sweep] where: the runs of the multiplied-out axes and stages that belong to the sweep (with their parents),
+    # e.g. a stage for some parents only; runs_cap bounds the runs before it
+    where: str | None = None
 
 
 # ---------------------------------------------------------------- parsing
@@ -298,8 +302,13 @@ def from_dict(raw: dict) -> Spec:
     if total > runs_cap:  # counted from the axes' lengths: nothing is multiplied out before this check
         raise ConfigError("sweep.runs_cap", f"the spec expands to {total} runs (points x seeds x stages), more than "
                                             f"runs_cap {runs_cap}; raise runs_cap or trim the axes")
+    where = sweep.get("where")
+    if where is not None:
+        from costlaw.sweeps.formula import compile_formula
+
+        compile_formula(validate.text("sweep.where", where), "sweep.where", strings=True)  # refused here if malformed
     return Spec(name=name, description=description, runs_cap=runs_cap, contexts=contexts, seeds=seeds,
-                seeds_given=seeds_given, base=base, axes=axes, derived=derived, stages=stages, raw=raw)
+                seeds_given=seeds_given, base=base, axes=axes, derived=derived, stages=stages, raw=raw, where=where)
 
 
 def run_count(axes: tuple[Axis, ...], n_seeds: int, stages: tuple[Stage, ...]) -> int:

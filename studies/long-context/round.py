@@ -1,8 +1,7 @@
 """One round of the long-context ladder (spec-r2.toml) in one job: train the round's runs, then score the KV
 policies on what it trained, then print one line per run.
 
-  python studies/long-context/round.py --where "seed == 0 and (stage != 'compress' or sparse == 'none' and \
-      model.n_heads == 8 and model.n_kv_heads == 2)" --root /tmp/lc --budget-s 520 --runs-per-gpu 8
+  python studies/long-context/round.py --where "seed == 0" --root /tmp/lc --budget-s 520 --runs-per-gpu 8
 
 1. `costlaw sweep submit SPEC --executor local --where EXPR` for at most --budget-s seconds (a GPU call is
    bounded; a trainer still running when it stops finishes on its own and the next call collects it);

@@ -268,15 +268,14 @@ def test_study_specs_expand():
 
 def test_long_context_round_two_is_what_its_readme_plans():
     """studies/long-context/spec-r2.toml: one seed's round trains 24 dense pretrains, extends each to 16K dense and
-    as a hybrid (a third of its layers full, at least one), and compresses only the dense (8,2) extensions: 60 runs
-    at 16K a round, the count issue 24 asks the store to hold."""
+    as a hybrid (a third of its layers full, at least one), and compresses only the dense (8,2) extensions (its
+    [sweep] where): 60 runs at 16K a round, the count issue 24 asks the store to hold."""
     from costlaw.sweeps.select import select
 
     runs = expand.expand(spec.load(REPO / "studies/long-context/spec-r2.toml"), "/tmp/x")
-    where = ("seed == 0 and (stage != 'compress' or sparse == 'none' and model.n_heads == 8 and "
-             "model.n_kv_heads == 2)")
+    assert len(runs) == 168  # [sweep] where: the compress stage only on dense (8,2) parents
     by_id = {r.run_id: r for r in runs}
-    chosen = [by_id[i] for i in select(runs, where)]
+    chosen = [by_id[i] for i in select(runs, "seed == 0")]
     stages = {s: [r for r in chosen if r.stage == s] for s in ("pretrain", "extend", "compress")}
     assert [len(v) for v in stages.values()] == [24, 48, 12]
     assert {r.config.model.family for r in stages["extend"]} == {"gqa", "hybrid"}
@@ -305,3 +304,20 @@ def test_committed_runs_are_their_specs_runs(study):
         ids = {r.run_id for r in expand.expand(spec.load(REPO / f"studies/{sweep}/spec.toml"), "/tmp/x")}
         missing = sorted(r for s, r in stored if s == sweep and r not in ids)
         assert not missing, (sweep, missing[:5])
+
+
+def test_sweep_where_keeps_the_runs_it_names_and_their_parents(tmp_path):
+    """[sweep] where: a stage for some parents only; the runs it keeps bring their parents, run ids are those of the
+    spec without it, and a malformed or empty expression is refused naming sweep.where."""
+    text = (REPO / "sweeps/examples/compress_stage.toml").read_text()
+    full = expand.expand(spec.parse(text), tmp_path)
+    kept = expand.expand(spec.parse(text.replace("[sweep]\n", "[sweep]\nwhere = \"stage != 'compress' or "
+                                                               "model.d_model == 512\"\n", 1)), tmp_path)
+    assert {r.run_id for r in kept} < {r.run_id for r in full}
+    assert all(r.config.model.d_model == 512 for r in kept if r.stage == "compress")
+    assert {r.stage for r in kept} == {r.stage for r in full}
+    assert {r.parent_id for r in kept if r.parent_id} <= {r.run_id for r in kept}
+    for bad, msg in (("model.d_model +", "sweep.where"), ("model.d_model == 3", "selects none")):
+        with pytest.raises(ConfigError) as e:
+            expand.expand(spec.parse(text.replace("[sweep]\n", f"[sweep]\nwhere = \"{bad}\"\n", 1)), tmp_path)
+        assert e.value.field == "sweep.where" and msg in str(e.value)
