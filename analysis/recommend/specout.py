@@ -48,6 +48,8 @@ def _value(v) -> str:
         return json.dumps(v)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_value(x)}" for k, x in v.items()) + "}"
     raise CostlawError(f"--spec-out: cannot write {type(v).__name__} into a sweep spec")
 
 
@@ -69,42 +71,34 @@ def staged(raw: dict) -> bool:
 def chain_of(model: dict) -> str:
     """What the extension adds to a winner's pretraining model: "dense", or "<pattern> full_layers=<k>"."""
     from costlaw.costmodel import ModelConfig
+    from costlaw.costmodel.config import centred_full_layers
 
     m = ModelConfig.from_dict(model)
     if m.family != "hybrid":
         return "dense"
     patterns = m.sparse_patterns
-    if len(patterns) != 1 or m.full_layer_ids != hybrid_ids(m.n_layers, m.n_full_layers):
+    if len(patterns) != 1 or m.full_layer_ids != centred_full_layers(m.n_layers, m.n_full_layers):
         raise CostlawError("--spec-out: a hybrid winner with several sparse patterns or full layers not centred cannot "
                            "come from a staged recipe's extension; train it by hand")
     return f"{patterns[0].spec()} full_layers={m.n_full_layers}"
-
-
-def hybrid_ids(n_layers: int, k: int) -> tuple[int, ...]:
-    from costlaw.costmodel.config import centred_full_layers
-
-    return centred_full_layers(n_layers, k)
 
 
 def pretrain_model(model: dict, raw: dict) -> dict:
     """The winner as a staged recipe's pretraining stage trains it: all layers full, and each model field a later
     stage sets at the recipe's [base.model] value (left out where the base has none: its default)."""
     later = {k.split(".", 1)[1] for st in raw.get("stages") or [] if st.get("name") in LATER
-             for k in _flat(st.get("set", {})) if k.startswith("model.")}
+             for k in _sets(st) if k.startswith("model.")}
     base = raw["base"].get("model", {})
     out = {k: v for k, v in model.items() if k != "layout" and k.split(".")[0] not in later}
     out.update({k: base[k] for k in later if k in base and "." not in k})
     return out
 
 
-def _flat(table: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in table.items():
-        if isinstance(v, dict) and k not in ("model.attention", "attention", "kv_policy", "model.kv_policy"):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+def _sets(stage: dict) -> dict:
+    """A recipe stage's `set` as dotted field paths (nested tables or dotted keys, as a spec may write them)."""
+    from costlaw.sweeps.spec import flatten
+
+    return flatten(stage.get("set", {}), "--recipe-from: stages.set", until_list=False)
 
 
 def later_stages(raw: dict, chain: str) -> list[dict]:
@@ -114,7 +108,7 @@ def later_stages(raw: dict, chain: str) -> list[dict]:
     for st in raw.get("stages") or []:
         if st.get("name") not in LATER:
             continue
-        sets = dict(st.get("set", {}))
+        sets = _sets(st)
         derived = {k: v for k, v in st.get("derived", {}).items()
                    if not k.startswith(("model.attention", "model.layout"))}
         if chain != "dense":
@@ -126,10 +120,7 @@ def later_stages(raw: dict, chain: str) -> list[dict]:
 
 
 def _stage_text(st: dict) -> str:
-    from costlaw.costmodel.tomlw import _scalar
-
-    lines = ["[[stages]]"] + [f"{k} = {_scalar(v)}" for k, v in st.items() if v not in ({}, None)]
-    return "\n".join(lines)
+    return "\n".join(["[[stages]]"] + [f"{k} = {_value(v)}" for k, v in st.items() if v not in ({}, None)])
 
 
 def read_recipe(recipe: str | Path) -> dict:
