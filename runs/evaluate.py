@@ -45,6 +45,19 @@ from costlaw.runs.packing import (
     stream_pieces,
 )
 
+# An evaluation forward holds at least a training step's rows and up to this many tokens: one row of 16K per
+# forward left a small model's val set and passkey probe bound by kernel launches on a GPU shared by 8 trainers.
+EVAL_TOKENS = 1 << 16
+# ... and its fp32 logits stay under this, so a 50K vocabulary does not outgrow what a training step holds
+EVAL_LOGIT_BYTES = 1 << 30
+
+
+def eval_rows(cfg, length: int) -> int:
+    """Rows of `length` tokens per evaluation forward (val loss, passkey probe)."""
+    step = cfg.train.batch_size * cfg.data.seq_len // length
+    fit = min(EVAL_TOKENS // length, EVAL_LOGIT_BYTES // (4 * length * cfg.model.vocab_size))
+    return max(1, step, fit)
+
 
 def _autocast(device, dtype):
     from costlaw.runs.train import autocast
@@ -174,7 +187,7 @@ def se_clusters(sums, counts) -> float | None:
 
 
 @torch.no_grad()
-def val_loss(model, cfg, corpus, device, dtype, batch_size: int) -> tuple[dict, list[dict]]:
+def val_loss(model, cfg, corpus, device, dtype) -> tuple[dict, list[dict]]:
     """The `val_loss` row — loss, tokens, its standard errors (`loss_se` against the whole val split, for the
     spread rows; `loss_se_docs` with the documents as the sampled units) and the documents scored — and the
     `position_loss` rows."""
@@ -182,6 +195,7 @@ def val_loss(model, cfg, corpus, device, dtype, batch_size: int) -> tuple[dict, 
     n_rows = max(1, -(-cfg.eval.val_tokens // T))
     plan, sampled = val_plan(corpus.val, T, n_rows, cfg.eval.val_sample)
     n_rows = plan.rows
+    batch_size = eval_rows(cfg, T)
     nb = cfg.eval.position_buckets
     bucket = (np.arange(T) * nb) // T  # equal buckets of the sequence
     loss_by_pos = np.zeros(T)
@@ -254,7 +268,7 @@ def retrieval(model, cfg, corpus, tokenizer, device, context: int, seed: int = 0
     S = cfg.eval.retrieval_samples
     rng = np.random.default_rng([seed, 11, context])
     hay_src = _haystack_source(corpus.val, 4 * context)
-    per_batch = max(1, min(S, (cfg.train.batch_size * cfg.data.seq_len) // context))
+    per_batch = min(S, eval_rows(cfg, context))
     out = []
     for depth in cfg.eval.retrieval_depths:
         keys = rng.integers(10000, 100000, S)
@@ -364,28 +378,36 @@ def evaluate(model, cfg, corpus, device, rd=None, tokenizer=None, dtype=None, lo
     try:
         vl = None
         if cfg.eval.val_tokens:
-            vl, buckets = val_loss(model, cfg, corpus, device, dtype, cfg.train.batch_size)
+            t0 = time.perf_counter()
+            vl, buckets = val_loss(model, cfg, corpus, device, dtype)
             if cfg.data.seq_len != trained_at:
                 vl["metrics"]["seq_len"] = cfg.data.seq_len
             emit(vl)
             emit(buckets)
             se = vl["metrics"].get("loss_se")
             log(f"val loss {vl['metrics']['loss']:.4f}" + (f" ± {se:.4f}" if se is not None else "")
-                + f" over {vl['metrics']['tokens']} tokens of {vl['metrics']['docs']} documents")
+                + f" over {vl['metrics']['tokens']} tokens of {vl['metrics']['docs']} documents"
+                + f" ({time.perf_counter() - t0:.1f} s)")
         kv_measured = None
         if cfg.model.kv_policy is None:
             if cfg.eval.retrieval_samples and tokenizer is not None:
+                t0 = time.perf_counter()
                 rows = retrieval(model, cfg, corpus, tokenizer, device, cfg.data.seq_len, cfg.seed)
                 emit(rows)
-                log("retrieval " + ", ".join(f"{r['tags']['depth']}: {r['metrics']['accuracy']:.2f}" for r in rows))
+                log("retrieval " + ", ".join(f"{r['tags']['depth']}: {r['metrics']['accuracy']:.2f}" for r in rows)
+                    + f" ({time.perf_counter() - t0:.1f} s)")
             infer_model = model
             if device.type == "cuda":
                 infer_model = copy.deepcopy(model).to(torch.bfloat16)
             contexts = list(dict.fromkeys([cfg.data.seq_len, *cfg.eval.contexts]))
             if cfg.eval.decode_tokens:
                 for c in contexts:
+                    t0 = time.perf_counter()
                     r = inference(infer_model, cfg, corpus, device, c, cfg.eval.decode_tokens)
                     emit(r)
+                    m = r["metrics"]
+                    log(f"inference at {c}: prefill {m['prefill_s']:.3f} s, {m['decode_tokens_per_s'] or 0:.0f} "
+                        f"decode tokens/s ({time.perf_counter() - t0:.1f} s)")
                     if kv_measured is None:
                         kv_measured = r["metrics"]["kv_bytes"]
             else:

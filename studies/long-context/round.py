@@ -5,9 +5,10 @@ policies on what it trained, then print one line per run.
 
 1. `costlaw sweep submit SPEC --executor local --where EXPR` for at most --budget-s seconds (a GPU call is
    bounded; a trainer still running when it stops finishes on its own and the next call collects it);
-2. `costlaw kv-eval` on every completed dense extension (stage extend, all layers full) not yet scored: the
-   training-free policies (--policies, default snapkv) at --keep; and each completed compress-stage run (a trained
-   policy, e.g. KV-Distill) on its own base at its own keep ratio. kv-eval runs go to ROOT-kv, one per call;
+2. beside it, as runs finish, `costlaw kv-eval` (--kv-parallel at a time) on every completed dense extension (stage
+   extend, all layers full) not yet scored: the training-free policies (--policies, default snapkv) at --keep; and
+   each completed compress-stage run (a trained policy, e.g. KV-Distill) on its own base at its own keep ratio.
+   kv-eval runs go to ROOT-kv, one per call; none starts after --until-s;
 3. a table of every run (status, N, val loss), and `ROOT/round.json` with the kv-eval calls made; with --out, a
    tarball of both roots and the log without checkpoints (what a GPU call sends back).
 
@@ -19,22 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-
-
-def costlaw(*args: str, log: Path, timeout: float | None = None) -> int:
-    """`costlaw ARGS` with its output appended to `log`; 124 when it ran past `timeout` (its trainers go on)."""
-    with open(log, "a") as out:
-        try:
-            return subprocess.run([sys.executable, "-m", "costlaw", *args], stdout=out, stderr=subprocess.STDOUT,
-                                  timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            return 124
 
 
 def runs(root: Path) -> list[dict]:
@@ -101,32 +93,59 @@ def main() -> int:
     p.add_argument("--where", required=True, help="the round's runs (costlaw sweep submit --where)")
     p.add_argument("--root", type=Path, required=True, help="the sweep root; kv-eval runs go to ROOT-kv")
     p.add_argument("--budget-s", type=float, default=520, help="seconds the sweep may train (default 520)")
+    p.add_argument("--until-s", type=float, help="seconds after which no kv-eval starts (default: --budget-s + 60)")
     p.add_argument("--runs-per-gpu", default="8")
     p.add_argument("--max-parallel", help="local executor's trainers at a time (default: its own)")
+    p.add_argument("--kv-parallel", type=int, default=4, help="kv-eval calls at a time, beside the sweep")
     p.add_argument("--device", default="auto")
     p.add_argument("--policies", default="snapkv", help="training-free policies on each dense extension")
     p.add_argument("--keep", default="0.5,0.25,0.1")
-    p.add_argument("--retrieval-samples", default="100")
+    p.add_argument("--retrieval-samples", default="34",
+                   help="passkey samples per depth and keep: 3 depths x 34 put a keep's accuracy within se 0.05")
     p.add_argument("--samples", default="64", help="kv-eval's val windows per policy and keep ratio")
     p.add_argument("--out", type=Path, help="also pack ROOT and ROOT-kv (without checkpoints) and the round's log "
                                             "into OUT/round.tgz: what a GPU call returns")
     a = p.parse_args()
     kv_root = a.root.with_name(a.root.name + "-kv")
     log = a.root.parent / f"{a.root.name}-round.log"
+    until = a.until_s if a.until_s is not None else a.budget_s + 60
     t0 = time.monotonic()
     sub = ["sweep", "submit", str(a.spec), "--executor", "local", "--root", str(a.root), "--where", a.where,
            "--runs-per-gpu", a.runs_per_gpu, "--device", a.device]
     if a.max_parallel:
         sub += ["--max-parallel", a.max_parallel]
-    rc = costlaw(*sub, timeout=a.budget_s, log=log)
-    print(f"sweep rc={rc} at {time.monotonic() - t0:.0f} s (log {log})", flush=True)
-    calls = kv_calls(a.root, kv_root, a.policies, a.keep)
+    out = open(log, "a")  # noqa: SIM115 (the sweep and the kv-evals write to it until the round ends)
+    sweep = subprocess.Popen([sys.executable, "-m", "costlaw", *sub], stdout=out, stderr=subprocess.STDOUT)
+    # kv-evals start as their runs finish, beside the trainers, so the GPU is not idle while the last ones train
+    started: dict[tuple, subprocess.Popen] = {}
+    # two threads each, as the local executor gives its trainers: torch's default (every core) each would starve them
+    kv_env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     done = []
-    for c in calls:
-        rc = costlaw("kv-eval", *c, "--root", str(kv_root), "--device", a.device, "--retrieval-samples",
-                     a.retrieval_samples, "--samples", a.samples, "--decode-tokens", "0", log=log)
-        done.append({"args": c, "rc": rc})
-        print(f"kv-eval rc={rc} {Path(c[0]).name} {' '.join(c[1:5])} at {time.monotonic() - t0:.0f} s", flush=True)
+    while True:
+        now = time.monotonic() - t0
+        if sweep.poll() is None and now > a.budget_s:
+            sweep.terminate()  # its trainers go on and finish on their own; the next call collects them
+            sweep.wait()
+            print(f"sweep stopped at its budget, {now:.0f} s", flush=True)
+        for c, proc in list(started.items()):
+            if proc.returncode is None and proc.poll() is not None:
+                done.append({"args": list(c), "rc": proc.returncode})
+                print(f"kv-eval rc={proc.returncode} {Path(c[0]).name} {' '.join(c[1:5])} at {now:.0f} s", flush=True)
+        running = sum(proc.returncode is None for proc in started.values())
+        todo = [c for c in kv_calls(a.root, kv_root, a.policies, a.keep) if tuple(c) not in started]
+        while todo and running < a.kv_parallel and now < until:
+            c = todo.pop(0)
+            started[tuple(c)] = subprocess.Popen(
+                [sys.executable, "-m", "costlaw", "kv-eval", *c, "--root", str(kv_root), "--device", a.device,
+                 "--retrieval-samples", a.retrieval_samples, "--samples", a.samples, "--decode-tokens", "0"],
+                stdout=out, stderr=subprocess.STDOUT, env=kv_env)
+            running += 1
+        if sweep.poll() is not None and not running and (not todo or now >= until):
+            break
+        time.sleep(5)
+    print(f"sweep rc={sweep.returncode}, {len(done)} kv-eval calls, at {time.monotonic() - t0:.0f} s (log {log})",
+          flush=True)
+    a.root.mkdir(parents=True, exist_ok=True)
     (a.root / "round.json").write_text(json.dumps({"where": a.where, "kv_eval": done}, indent=2))
     if a.out:
         pack(a.out / "round.tgz", [a.root, kv_root, log])

@@ -92,6 +92,34 @@ def test_evaluate_writes_every_result(tmp_path, model):
     assert len((rd.path / "evals.jsonl").read_text().splitlines()) == len(rows)
 
 
+@pytest.mark.parametrize("model", [GQA, HYBRID], ids=["gqa", "hybrid"])
+def test_rows_per_forward_change_no_result(model, monkeypatch):
+    """Val loss, loss by position and passkey accuracy are the same with one row per forward as with many."""
+    cfg = _cfg(model, retrieval_samples=5, decode_tokens=0).replace(train=TrainConfig(steps=1, batch_size=1))
+    corpus = load(EMAIL, "byte")
+    torch.manual_seed(0)
+    m = build_model(model).eval()
+    outs = []
+    for tokens in (1, 1 << 16):
+        monkeypatch.setattr(ev, "EVAL_TOKENS", tokens)
+        outs.append((ev.eval_rows(cfg, 128), val_loss(m, cfg, corpus, torch.device("cpu"), None),
+                     ev.retrieval(m, cfg, corpus, ByteTokenizer(), torch.device("cpu"), 128)))
+    (r1, (v1, b1), k1), (rn, (vn, bn), kn) = outs
+    assert (r1, rn) == (1, 512)
+    assert vn["metrics"]["loss"] == pytest.approx(v1["metrics"]["loss"], rel=1e-6)
+    assert [b["metrics"]["loss"] for b in bn] == pytest.approx([b["metrics"]["loss"] for b in b1], rel=1e-6)
+    assert kn == k1
+
+
+def test_eval_rows_bound_the_logits_of_a_large_vocabulary():
+    cfg = _cfg(GQA)  # 4 rows of 128 a training step
+    assert ev.eval_rows(cfg, 16384) == 4 and ev.eval_rows(cfg, 2048) == 32
+    big = cfg.replace(model=GQA.replace(vocab_size=50304), data=DataConfig(corpus=EMAIL, seq_len=2048))
+    assert ev.eval_rows(big, 2048) == 4  # a training step's rows; 1 GiB of fp32 logits holds only 2
+    assert ev.eval_rows(big, 1024) == 8 and ev.eval_rows(big.replace(train=TrainConfig(steps=1, batch_size=1)),
+                                                         1024) == 5
+
+
 def test_hybrid_cache_is_smaller():
     assert kv_cache_bytes(HYBRID, 4096, "fp32") < kv_cache_bytes(GQA, 4096, "fp32")
     m = build_model(HYBRID)
@@ -166,11 +194,11 @@ def test_spread_val_rows_are_the_same_for_every_run():
     outs = []
     for seed in (0, 1, 5):
         cfg = _cfg(GQA, val_sample="spread", val_tokens=2048).replace(seed=seed)
-        outs.append(val_loss(TokenLoss(table), cfg, corpus, torch.device("cpu"), None, 4))
+        outs.append(val_loss(TokenLoss(table), cfg, corpus, torch.device("cpu"), None))
     assert outs[0] == outs[1] == outs[2]
     m = outs[0][0]["metrics"]
     assert m["tokens"] == 2048 and m["docs"] > 1 and m["loss_se"] > 0 and m["loss_se_docs"] > 0
-    longest = val_loss(TokenLoss(table), _cfg(GQA, val_tokens=2048), corpus, torch.device("cpu"), None, 4)[0]
+    longest = val_loss(TokenLoss(table), _cfg(GQA, val_tokens=2048), corpus, torch.device("cpu"), None)[0]
     assert "loss_se" not in longest["metrics"]  # its rows are the longest documents, not a sample of the split
     assert longest["metrics"]["loss"] != m["loss"]
 
@@ -226,7 +254,7 @@ def test_spread_val_loss_scores_the_whole_split_when_asked_for_all_of_it():
     val = corpus.val
     table = np.random.default_rng(4).random(257) * 2
     cfg = _cfg(GQA, val_sample="spread", val_tokens=10**8)
-    vl, buckets = val_loss(TokenLoss(table), cfg, corpus, torch.device("cpu"), None, 16)
+    vl, buckets = val_loss(TokenLoss(table), cfg, corpus, torch.device("cpu"), None)
     targets = np.concatenate([np.r_[val.doc_tokens(d), 256] for d in range(val.n_docs)])
     m = vl["metrics"]
     assert m["tokens"] == len(targets) and m["docs"] == val.n_docs and m["loss_se"] == 0.0
