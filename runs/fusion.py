@@ -151,10 +151,16 @@ class FusedLoss:
 
     @contextlib.contextmanager
     def _sdpa(self):
-        """The template on the "sdpa" backend (see the module doc), and back: member 0 evaluates on its own."""
+        """The template on the "sdpa" backend (see the module doc), and back: member 0 evaluates on its own.
+        SDPA's kernels are FlashAttention, memory-efficient or math, never cuDNN's: on an H200 (torch 2.11) SDPA
+        under vmap picked cuDNN attention, which torch.compile could not trace (expected Tensor() for op
+        _scaled_dot_product_cudnn_attention) and which, run eagerly, sent every member's loss to nan by step 50."""
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
         backend, self.template.attn_backend = self.template.attn_backend, "sdpa"
         try:
-            yield
+            with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+                yield
         finally:
             self.template.attn_backend = backend
 

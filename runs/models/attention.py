@@ -55,6 +55,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask) -> torch.Ten
     if isinstance(mask, BlockMask):
         return flex(q, k, v, mask)
     gqa = q.shape[1] != k.shape[1]
+    if gqa and not torch.compiler.is_compiling():
+        # eager SDPA with enable_gqa took the math kernel on an H200 (T x T scores: 64 GiB for 4 rows of 16K at 16
+        # heads, an OOM in evaluation); with K and V repeated it takes FlashAttention, as compiled training does
+        k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
+        gqa = False
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)

@@ -122,3 +122,22 @@ def test_a_compiler_failure_falls_back_to_the_same_math(tmp_path, monkeypatch):
         assert o["status"] == "completed" and o["final_loss"] == pytest.approx(e["final_loss"], abs=1e-6)
         log = (run_dir(tmp_path / "c", c) / "train.log").read_text()
         assert "fused: torch.compile failed (RuntimeError: InductorError: no kernel for this op)" in log
+
+
+def test_fused_attention_never_asks_for_cudnn(tmp_path, monkeypatch):
+    """On an H200 SDPA under vmap picked cuDNN attention: torch.compile could not trace it and, eager, every
+    member diverged. The fused function runs with cuDNN's SDPA backend off (and the others on)."""
+    from costlaw.runs.models import attention
+
+    seen = []
+    sdpa = attention.F.scaled_dot_product_attention
+
+    def spy(*a, **k):
+        seen.append((torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled()))
+        return sdpa(*a, **k)
+
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", spy)
+    cfgs = seeds(tiny_cfg(steps=2, data={"doc_mask": False}, train={"checkpoint_every": 0}), n=2)
+    out = train_fused(cfgs, [run_dir(tmp_path / "f", c) for c in cfgs], device="cpu", progress=False)
+    assert [o["status"] for o in out] == ["completed"] * 2
+    assert seen and all(not cudnn and flash for cudnn, flash in seen[:4])

@@ -181,3 +181,25 @@ def test_fixed_block_mask_equals_create_block_mask(spec, chunk_elements):
     assert torch.equal(got.to_dense(), ref.to_dense())
     assert torch.equal(got.kv_num_blocks, ref.kv_num_blocks)
     assert torch.equal(got.full_kv_num_blocks, ref.full_kv_num_blocks)
+
+
+def test_eager_gqa_repeats_kv_instead_of_enable_gqa(monkeypatch):
+    """Eager SDPA with enable_gqa took the math kernel on an H200 (T x T scores, an OOM at 16K): outside a
+    compiled graph `attend` repeats K and V to the query heads, with the same result."""
+    from costlaw.runs.models import attention
+
+    calls = []
+    sdpa = attention.F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        calls.append((k.shape[1], kw.get("enable_gqa")))
+        return sdpa(q, k, v, **kw)
+
+    torch.manual_seed(0)
+    q = torch.randn(B, N_HEADS, T, D, dtype=torch.float64)
+    k, v = torch.randn(2, B, 1, T, D, dtype=torch.float64)
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", spy)
+    got = attend(q, k, v, None)
+    assert calls == [(N_HEADS, False)]
+    want = sdpa(q, k.expand(B, N_HEADS, T, D), v.expand(B, N_HEADS, T, D), is_causal=True)
+    torch.testing.assert_close(got, want)
