@@ -1414,6 +1414,70 @@ def test_long_context(cli):
     c.done()
 
 
+LADDER_RUNS = ('costlaw query --db studies/long-context/ladder.duckdb "select stage, family, d_model, n_layers, '
+               "n_heads, n_kv_heads, params_non_embedding as N, status, val_loss, (select value from evals e where "
+               "e.run_id = r.run_id and e.eval = 'val_loss' and e.metric = 'loss_se') as val_loss_se, (select "
+               "avg(accuracy) from retrieval t where t.run_id = r.run_id) as retrieval, wall_s from runs r where "
+               "stage != 'compress' order by d_model, n_heads desc, n_kv_heads desc, stage desc, family\"")
+LADDER_PAIRS = [(8, 8), (8, 2), (8, 1), (16, 2), (4, 4), (4, 1)]
+
+
+def test_long_context_round2(cli):
+    """Round 2's first GPU attempt: its table, the invariance test, retrieval, hybrid and SnapKV numbers."""
+    text, c = readme(LONG), Check(f"studies/{LONG}/README.md")
+    runs = query(cli, LONG, LADDER_RUNS)
+    by = {(r["stage"], r["family"], r["d_model"], r["n_heads"], r["n_kv_heads"]): r for r in runs}
+    done = [r for r in runs if r["status"] == "completed"]
+    c.equal("finished runs", len(runs), 46)
+    c.equal("completed pretrain / extend, failed", (sum(r["stage"] == "pretrain" for r in done),
+            sum(r["stage"] == "extend" for r in done), sum(r["status"] == "failed" for r in runs)), (21, 18, 7))
+    t = Table(text, "config", "N", "val loss at 2K", where=c.where)
+
+    def loss(r):
+        return None if r is None else r["val_loss"] if r["status"] == "completed" else "OOM"
+
+    for d, L in ((128, 2), (160, 3), (192, 3), (256, 4)):
+        for h, k in LADDER_PAIRS:
+            key = f"({h},{k}) d {d} L {L}"
+            pre, dense, hyb = (by.get((s, f, d, h, k)) for s, f in
+                               (("pretrain", "gqa"), ("extend", "gqa"), ("extend", "hybrid")))
+            for col, r in (("val loss at 2K", pre), ("at 16K, dense", dense), ("at 16K, hybrid", hyb)):
+                v = loss(r)
+                if isinstance(v, float):
+                    c.cell(t, key, col, v)
+                else:
+                    c.equal(f"{key} / {col}", t.cell(key, col), v or "lost")
+            if pre:
+                c.cell(t, key, "N", pre["N"])
+                c.cell(t, key, "passkey at 2K", pre["retrieval"])
+            if dense and dense["status"] == "completed":
+                c.cell(t, key, "passkey at 16K (dense)", dense["retrieval"])
+    se = {s: [r["val_loss_se"] for r in done if r["stage"] == s] for s in ("pretrain", "extend")}
+    c.phrase(text, f"{min(se['pretrain']):.4f}–{max(se['pretrain']):.4f} at 2K (4,096 rows) and "
+                   f"{min(se['extend']):.4f}–{max(se['extend']):.4f} at 16K (1,024 rows)")
+    for d, h, k in ((192, 8, 8), (256, 8, 8), (256, 8, 1), (256, 4, 4)):
+        hv, dv = by[("extend", "hybrid", d, h, k)]["val_loss"], by[("extend", "gqa", d, h, k)]["val_loss"]
+        c.phrase(text, f"({h},{k}) d {d}: {hv:.4f} against {dv:.4f} ({hv - dv:+.4f})".replace("-", "−"))
+    out = cli(["validate", "--db", "studies/long-context/ladder.duckdb", "--mode", "context"])
+    overall = next(ln for ln in out.splitlines() if ln.startswith("overall:"))
+    pairs, widened, p, mean, err = re.search(r"(\d+) pairs; the gap widened .* in (\d+) \(sign test p ([\d.]+)\), "
+                                             r"by ([+-][\d.]+) on average \(se ([\d.]+)\)", overall).groups()
+    c.phrase(text, f"widened in **{widened} of {pairs}** pairs (sign test p {p}), by **{mean} nats** on average "
+                   f"(se {err})")
+    kv = json.loads(cli(["query", "--db", "studies/long-context/ladder.duckdb", "select d_model, n_heads, n_kv_heads, "
+                         "keep, delta_nll, retrieval_accuracy from kv_policy_evals where policy = 'snapkv'",
+                         "--format", "json"]))
+    c.equal("SnapKV rows", len(kv), 30)
+    dn = {(r["d_model"], r["n_heads"], r["n_kv_heads"], r["keep"]): r for r in kv}
+    for d in (160, 192, 256):
+        c.phrase(text, " / ".join(f"{dn[(d, 8, 8, k)]['delta_nll']:+.4f}" for k in (0.5, 0.25, 0.1)) + f" at d {d}")
+    c.phrase(text, " / ".join(f"{dn[(256, 8, 8, k)]['retrieval_accuracy']:.2f}" for k in (0.5, 0.25, 0.1))
+             + " passkey accuracy under SnapKV")
+    few = [r["delta_nll"] for r in kv if r["n_heads"] == 8 and r["n_kv_heads"] in (1, 2)]
+    c.phrase(text, f"(8,2) and (8,1) at most {max(few):+.4f}")
+    c.done()
+
+
 # ---------------------------------------------------------------------------------------------- the fits files
 @pytest.mark.slow
 @pytest.mark.parametrize("study, exports, command", [
