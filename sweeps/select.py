@@ -36,12 +36,14 @@ def select(runs, expr: str, where: str = WHERE) -> set[str]:
 
 
 def largest_first(runs, root=None) -> list:
-    """`runs` (PlannedRuns or fused groups) ordered by expected GPU time, longest first (stable): packed on a GPU,
-    the longest runs start first so the small ones fill in around them instead of a big one running alone at the
-    end. Expected time is training FLOPs over the FLOP/s that runs already finished under `root` reached at
-    their size (`throughput`: small models reach a far smaller share of the GPU, so FLOPs alone rank them too
-    short); FLOPs alone where fewer than two sizes have finished. A fused group trains its members side by side,
-    so it takes as long as one of them."""
+    """`runs` (PlannedRuns or fused groups) ordered by the expected GPU time of the longest chain each one starts
+    (its own time plus its longest line of later-stage runs among `runs`), longest first (stable): packed on a
+    GPU, the longest work starts first so the small runs fill in around it instead of a big one running alone at
+    the end, and a pretraining run whose extensions and compressions take long starts before an equal run with
+    nothing after it. Expected time is training FLOPs over the FLOP/s that runs already finished under `root`
+    reached at their size (`throughput`: small models reach a far smaller share of the GPU, so FLOPs alone rank
+    them too short); FLOPs alone where fewer than two sizes have finished. A fused group trains its members side
+    by side, so it takes as long as one of them."""
     from costlaw.costmodel import c_train, params_non_embedding
     from costlaw.sweeps.fuse import members
 
@@ -52,7 +54,20 @@ def largest_first(runs, root=None) -> list:
         flops = c_train(r.config.model, r.config.data.seq_len) * r.config.total_tokens
         return flops / rate(params_non_embedding(r.config.model)) if rate else flops
 
-    return sorted(runs, key=lambda u: -seconds(u))
+    unit_of = {m.run_id: u for u in runs for m in members(u)}
+    after: dict[int, list] = {}
+    for u in runs:
+        parents = {id(p): p for m in members(u) if (p := unit_of.get(m.parent_id)) is not None and p is not u}
+        for key in parents:
+            after.setdefault(key, []).append(u)
+    chain: dict[int, float] = {}
+
+    def longest(u) -> float:  # recursion as deep as the spec has stages
+        if id(u) not in chain:
+            chain[id(u)] = seconds(u) + max((longest(c) for c in after.get(id(u), ())), default=0.0)
+        return chain[id(u)]
+
+    return sorted(runs, key=lambda u: -longest(u))
 
 
 def throughput(root):

@@ -122,3 +122,24 @@ def test_where_reads_stage_and_family():
         expand.expand(spec.parse('[sweep]\nname = "x"\n[base.model]\npreset = "gqa-3m"\n[derived]\n'
                                  '"train.tokens" = "family * 1000"\n'), "/tmp/r")
     assert e.value.field == "derived.train.tokens"
+
+
+def test_a_run_with_long_later_stages_starts_first():
+    """Of two pretraining runs, the one whose extension takes long starts first even though it alone is the
+    shorter: the order follows the longest chain a run starts (its own time plus its later stages')."""
+    from costlaw.costmodel import ModelConfig
+    from costlaw.runs.config import DataConfig, RunConfig, TrainConfig
+    from costlaw.sweeps.expand import PlannedRun
+
+    def planned(d, tokens, seq_len=128, parent=None):
+        cfg = RunConfig(model=ModelConfig(d_model=d, ffn_dim=2 * d, n_layers=2, n_heads=2, n_kv_heads=1,
+                                          head_dim=32, vocab_size=257), data=DataConfig(seq_len=seq_len),
+                        train=TrainConfig(tokens=tokens, batch_size=4))
+        return PlannedRun(cfg.run_id, "extend" if parent else "pretrain", 0, 0, f"d={d}", {}, cfg,
+                          parent.run_id if parent else None, None)
+
+    big, small = planned(256, 2_000_000), planned(128, 1_000_000)
+    long_ext = planned(128, 4_000_000, seq_len=4096, parent=small)
+    assert [r.run_id for r in largest_first([small, big])] == [big.run_id, small.run_id]  # alone: by own time
+    ordered = [r.run_id for r in largest_first([small, big, long_ext])]
+    assert ordered == [small.run_id, long_ext.run_id, big.run_id]
