@@ -93,8 +93,18 @@ def runs_of(root: Path) -> list[dict]:
                     "n_heads": m["n_heads"], "n_kv_heads": m["n_kv_heads"], "seed": cfg["seed"],
                     "status": s["status"], "tokens": s["tokens"], "val_loss": s["val_loss"],
                     "tokens_per_s": s["tokens_per_s"], "mfu": s["mfu"], "compile_s": s["compile_s"],
-                    "wall_s": s["wall_s"], "train_flops": s["costs"]["c_train_flops_per_token"] * s["tokens"]})
+                    "train_s": s.get("train_s"), "wall_s": s["wall_s"],
+                    "train_flops": s["costs"]["c_train_flops_per_token"] * s["tokens"]})
     return out
+
+
+def time_split(runs: list[dict]) -> dict:
+    """Mean seconds of a run's wall in compilation, the training steps after it, and the rest (start-up, data,
+    evaluation, checkpoint): fusion shrinks only the steps, so at a small share of the budget the rest decides."""
+    n = max(1, len(runs))
+    comp = sum(r["compile_s"] or 0 for r in runs) / n
+    train = sum(max(0.0, (r["train_s"] or 0) - (r["compile_s"] or 0)) for r in runs) / n
+    return {"compile": comp, "steps": train, "other": sum(r["wall_s"] or 0 for r in runs) / n - comp - train}
 
 
 def sweep_mfu(runs: list[dict], gpu_seconds: float, peak: float) -> float:
@@ -166,7 +176,9 @@ def main() -> int:
             result[f"sweep_mfu_{key}"] = sweep_mfu(runs, wall, peak)
             result[f"runs_{key}"] = runs
             result[f"compile_s_{key}_sum"] = sum(r["compile_s"] or 0 for r in runs)
-            print(f"{key}: {len(runs)} runs in {wall:.1f} s, sweep MFU {result[f'sweep_mfu_{key}']:.3f}", flush=True)
+            result[f"time_split_{key}"] = split = time_split(runs)
+            print(f"{key}: {len(runs)} runs in {wall:.1f} s, sweep MFU {result[f'sweep_mfu_{key}']:.3f}; per run "
+                  + ", ".join(f"{k} {v:.1f} s" for k, v in split.items()), flush=True)
         for key in ("new", "graphs"):
             if f"gpu_seconds_{key}" not in result or "gpu_seconds_old" not in result:
                 continue
