@@ -268,17 +268,22 @@ def test_study_specs_expand():
 
 def test_long_context_round_two_is_what_its_readme_plans():
     """studies/long-context/spec-r2.toml: one seed's round trains 24 dense pretrains, extends each to 16K dense and
-    as a hybrid (a third of its layers full, at least one), and compresses only the dense (8,2) extensions (its
-    [sweep] where): 60 runs at 16K a round, the count issue 24 asks the store to hold."""
+    as a sink+window hybrid (a third of its layers full, at least one), (8,8) and (8,2) at d 192 also as a
+    block-strided hybrid, and compresses only the dense (8,2) extensions (its [sweep] where): 62 runs at 16K a
+    round, above the 60 issue 24 asks the store to hold."""
     from costlaw.sweeps.select import select
 
     runs = expand.expand(spec.load(REPO / "studies/long-context/spec-r2.toml"), "/tmp/x")
-    assert len(runs) == 168  # [sweep] where: the compress stage only on dense (8,2) parents
+    assert len(runs) == 172  # [sweep] where: compress only on dense (8,2) parents, block-strided at one size
     by_id = {r.run_id: r for r in runs}
     chosen = [by_id[i] for i in select(runs, "seed == 0")]
     stages = {s: [r for r in chosen if r.stage == s] for s in ("pretrain", "extend", "compress")}
-    assert [len(v) for v in stages.values()] == [24, 48, 12]
+    assert [len(v) for v in stages.values()] == [24, 50, 12]
     assert {r.config.model.family for r in stages["extend"]} == {"gqa", "hybrid"}
+    strided = [m for m in (r.config.model for r in stages["extend"])
+               if any(p.kind == "block_strided" for p in m.layout)]
+    assert sorted((m.d_model, m.n_heads, m.n_kv_heads, m.n_full_layers) for m in strided) == [(192, 8, 2, 1),
+                                                                                              (192, 8, 8, 1)]
     for r in stages["extend"]:
         m = r.config.model
         assert r.config.data.seq_len == 16384 and m.rope_theta == 5e6
@@ -286,7 +291,7 @@ def test_long_context_round_two_is_what_its_readme_plans():
     for r in stages["compress"]:
         parent = by_id[r.parent_id].config.model
         assert parent.family == "gqa" and (parent.n_heads, parent.n_kv_heads) == (8, 2)
-    assert sum(r.config.data.seq_len >= 16384 for r in chosen) == 60
+    assert sum(r.config.data.seq_len >= 16384 for r in chosen) == 62
     assert {r.seed for r in chosen} == {0}
 
 
