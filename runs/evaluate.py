@@ -45,8 +45,8 @@ from costlaw.runs.packing import (
     stream_pieces,
 )
 
-# An evaluation forward holds at least a training step's rows and up to this many tokens: one row of 16K per
-# forward left a small model's val set and passkey probe bound by kernel launches on a GPU shared by 8 trainers.
+# An evaluation forward holds at least a training step's rows and up to this many tokens: a 16K extension trains
+# on one row a step, and its val set and passkey probe ran as 1,024 and 300 forwards of one row each.
 EVAL_TOKENS = 1 << 16
 # ... and its fp32 logits stay under this, so a 50K vocabulary does not outgrow what a training step holds
 EVAL_LOGIT_BYTES = 1 << 30
