@@ -46,17 +46,14 @@ from costlaw.runs.packing import (
 )
 
 # An evaluation forward holds at least a training step's rows and up to this many tokens: a 16K extension trains
-# on one row a step, and its val set and passkey probe ran as 1,024 and 300 forwards of one row each.
+# on one row a step, and its val set and passkey probe ran as 1,024 and 300 forwards of one row each. (Logits
+# need no bound here: without autograd lm_loss scores rows in chunks, and the probe keeps the last position's.)
 EVAL_TOKENS = 1 << 16
-# ... and its fp32 logits stay under this, so a 50K vocabulary does not outgrow what a training step holds
-EVAL_LOGIT_BYTES = 1 << 30
 
 
 def eval_rows(cfg, length: int) -> int:
     """Rows of `length` tokens per evaluation forward (val loss, passkey probe)."""
-    step = cfg.train.batch_size * cfg.data.seq_len // length
-    fit = min(EVAL_TOKENS // length, EVAL_LOGIT_BYTES // (4 * length * cfg.model.vocab_size))
-    return max(1, step, fit)
+    return max(1, cfg.train.batch_size * cfg.data.seq_len // length, EVAL_TOKENS // length)
 
 
 def _autocast(device, dtype):

@@ -111,13 +111,11 @@ def test_rows_per_forward_change_no_result(model, monkeypatch):
     assert kn == k1
 
 
-def test_eval_rows_bound_the_logits_of_a_large_vocabulary():
+def test_eval_rows_hold_a_training_step_or_64k_tokens():
     cfg = _cfg(GQA)  # 4 rows of 128 a training step
-    assert ev.eval_rows(cfg, 16384) == 4 and ev.eval_rows(cfg, 2048) == 32
-    big = cfg.replace(model=GQA.replace(vocab_size=50304), data=DataConfig(corpus=EMAIL, seq_len=2048))
-    assert ev.eval_rows(big, 2048) == 4  # a training step's rows; 1 GiB of fp32 logits holds only 2
-    assert ev.eval_rows(big, 1024) == 8 and ev.eval_rows(big.replace(train=TrainConfig(steps=1, batch_size=1)),
-                                                         1024) == 5
+    assert ev.eval_rows(cfg, 16384) == 4 and ev.eval_rows(cfg, 2048) == 32 and ev.eval_rows(cfg, 1 << 17) == 1
+    big_step = cfg.replace(train=TrainConfig(steps=1, batch_size=1024))
+    assert ev.eval_rows(big_step, 128) == 1024  # never fewer rows than a training step holds
 
 
 def test_hybrid_cache_is_smaller():
