@@ -22,13 +22,15 @@ what it does:
   (--reference, default the multi-head pair with the most extensions) at both contexts, per width and seed;
   whether the gaps widen, by how much against the val sets' error and the spread over widths and seeds
   (analysis/validate/context.py). recommend falls back to laws at another context when the asked one has too few
-  sizes and says so; this says how far to trust that.
+  sizes and says so; this says how far to trust that. Its --figure draws each pair's gap after extension against
+  its gap before, with the line y = x (gap unchanged) and the sign test in the title.
 
 examples:
   costlaw validate --db studies/gqa-heads-steps/results.duckdb --level 0.9 --json
   costlaw validate --db a.duckdb --db b.duckdb --mode largest --figure cv.png
   costlaw validate --db a.duckdb --law gqa-size-shape     # the shape-aware law, for comparison
   costlaw validate --db studies/long-context/results.duckdb --mode context
+  costlaw validate --db studies/long-context/ladder.duckdb --mode context --figure ctx.png
 """
 
 
@@ -59,7 +61,8 @@ def add_arguments(p):
                                    help="runs trained at this seq_len (default: the most common)"), 1)
     p.add_argument("--sweep", help="only runs of this sweep")
     p.add_argument("--json", action="store_true", help="one JSON object (coverage, per candidate, every prediction)")
-    p.add_argument("--figure", help="also draw measured vs predicted with the intervals (PNG + SVG)")
+    p.add_argument("--figure", help="also draw measured vs predicted with the intervals (PNG + SVG); with --mode "
+                                    "context, each gap to the reference after extension vs before")
     options.add_wide(p)
 
 
@@ -112,15 +115,22 @@ def main(args) -> int:
 
 def _context(args) -> int:
     from costlaw.analysis.validate.context import check_stores, render_text
-    from costlaw.costmodel.core.errors import CostlawError
     from costlaw.costmodel.core.units import table_width, terminal_width
+    from costlaw.options import output_file
 
     if args.figure:
-        raise CostlawError("--figure: --mode context draws no figure; drop --figure")
+        output_file(args.figure, "--figure", "the figure")
     c = check_stores(args.db, sweep=args.sweep, reference=args.reference)
+    figure = None
+    if args.figure:
+        from costlaw.analysis.validate.figure import context_figure
+
+        figure = [str(p) for p in context_figure(c, args.figure)]
     if args.json:
-        print(json.dumps(c.to_json(), indent=2))
+        print(json.dumps({**c.to_json(), "figure": figure}, indent=2))
     else:
         with table_width(None if args.wide else terminal_width()):
             print(render_text(c))
+        if figure:
+            print(f"wrote {figure[0]} and {figure[1]}")
     return 0

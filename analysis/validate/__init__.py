@@ -5,7 +5,7 @@
 |---|---|
 | crossval.py | folds (leave one config out; leave the largest size out), refits, predictions, summaries |
 | render.py | text tables and report rows |
-| figure.py | measured vs predicted with the new-run intervals |
+| figure.py | measured vs predicted with the new-run intervals; `--mode context`: each gap after extension vs before |
 | shapelaw.py | L(N, d/L) = (a/N)^b (d/L)^g + E, the shape-aware law recommend was measured against |
 | context.py | `--mode context`: each candidate's gap to the default before and after extension to a longer context |
 

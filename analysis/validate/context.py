@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from costlaw.costmodel.core.errors import CostlawError
 
 SQL = ("SELECT run_id, base_run_id, sweep, stage, seed, seq_len, family, d_model, n_layers, n_heads, n_kv_heads, "
-       "head_dim, layout, params_non_embedding, val_loss, "
+       "head_dim, layout, params_non_embedding, tokenizer, val_loss, "
        "(SELECT max(e.value) FROM evals e WHERE e.run_id = r.run_id AND e.eval = 'val_loss' "
        "AND e.metric = 'loss_se') AS loss_se FROM runs r WHERE status = 'completed' AND val_loss IS NOT NULL")
 ARCH = ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "layout")
@@ -67,6 +67,7 @@ class ContextCheck:
     reference: str
     shifts: list[Shift]
     skipped: list[str] = field(default_factory=list)  # why some extension runs could not be paired
+    tokenizers: tuple = ()  # the paired runs' (their losses' unit: analysis.figures.style.loss_unit)
 
     def by_candidate(self) -> dict[str, list[Shift]]:
         out: dict[str, list[Shift]] = {}
@@ -138,7 +139,7 @@ def context_shifts(runs, reference: str | None = None) -> ContextCheck:
     and each candidate with the reference at the same width, seed and pair of contexts."""
     ref_pair = check_reference(reference)
     by_id = runs.set_index("run_id")
-    rows, skipped = [], []
+    rows, skipped, used = [], [], set()
     for _, x in runs[runs["base_run_id"].notna() & (runs["family"] == "gqa")].iterrows():
         if x["base_run_id"] not in by_id.index:
             skipped.append(f"{x['run_id']}: its pretraining run {x['base_run_id']} is not in the store")
@@ -151,6 +152,7 @@ def context_shifts(runs, reference: str | None = None) -> ContextCheck:
                      "short": int(p["seq_len"]), "long": int(x["seq_len"]), "loss_short": float(p["val_loss"]),
                      "loss_long": float(x["val_loss"]), "se_short": _num(p["loss_se"]),
                      "se_long": _num(x["loss_se"])})
+        used |= {x["run_id"], x["base_run_id"]}
     if not rows:
         raise CostlawError("--db: no pretraining run with a same-architecture extension to a longer "
                            "context (base_run_id); train an extend stage and `costlaw ingest` it first")
@@ -184,7 +186,8 @@ def context_shifts(runs, reference: str | None = None) -> ContextCheck:
         raise CostlawError(f"--db: only the reference {ref_pair[0]},{ref_pair[1]} has extensions at a width and seed; "
                            "train others")
     shifts.sort(key=lambda s: (_pair(s.candidate), s.d_model, s.n_layers, s.seed))
-    return ContextCheck(f"{ref_pair[0]},{ref_pair[1]}", shifts, skipped)
+    toks = runs.loc[runs["run_id"].isin(used), "tokenizer"].dropna() if "tokenizer" in runs.columns else ()
+    return ContextCheck(f"{ref_pair[0]},{ref_pair[1]}", shifts, skipped, tuple(sorted(set(toks))))
 
 
 def _num(v) -> float | None:
@@ -227,15 +230,19 @@ def render_text(c: ContextCheck) -> str:
     per = [{"candidate": k, "pairs": v["n"], "mean change": f"{v['mean']:+.4f}", "se": _f(v["se_mean"]),
             "min": f"{v['min']:+.4f}", "max": f"{v['max']:+.4f}", "gap widened": f"{v['widened']}/{v['n']}"}
            for k, v in s["candidates"].items()]
-    verdict = ("cannot say (one pair and no val-set error)" if o["holds"] is None else
-               "holds within 2 se" if o["holds"] else "does not hold within 2 se")
     lines = [f"the gap to {c.reference} at the pretraining context and after extension, per width and seed "
              "(change = gap long - gap short, nats):", "", table(rows), "", "per candidate:", "", table(per), "",
              f"overall: {o['n']} pairs; the gap widened (grew away from zero) in {o['widened']} (sign test p "
              f"{o['sign_test_p']:.3g}), by {o['mean']:+.4f} on average (se {_f(o['se_mean'])}); seed sd of a change "
-             f"{_f(o['seed_sd_change'])}; invariance {verdict}"]
+             f"{_f(o['seed_sd_change'])}; invariance {verdict(o)}"]
     lines += [f"skipped: {w}" for w in c.skipped]
     return "\n".join(lines)
+
+
+def verdict(overall: dict) -> str:
+    """summary()["overall"]'s verdict on the invariance, as the text and the figure say it."""
+    return ("cannot say (one pair and no val-set error)" if overall["holds"] is None else
+            "holds within 2 se" if overall["holds"] else "does not hold within 2 se")
 
 
 def _f(v) -> str:
