@@ -24,6 +24,7 @@ import shlex
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -1475,6 +1476,73 @@ def test_long_context_round2(cli):
              + " passkey accuracy under SnapKV")
     few = [r["delta_nll"] for r in kv if r["n_heads"] == 8 and r["n_kv_heads"] in (1, 2)]
     c.phrase(text, f"(8,2) and (8,1) at most {max(few):+.4f}")
+    c.done()
+
+
+RERUN_RUNS = LADDER_RUNS.replace("ladder.duckdb", "ladder-rerun.duckdb")
+
+
+def test_long_context_rerun(cli):
+    """Round 2's second attempt, the same seed trained again: the table of both attempts, the noise of one run,
+    the invariance test on the rerun alone, the (16,2) extensions and the count of runs at 16K."""
+    text, c = readme(LONG), Check(f"studies/{LONG}/README.md")
+    first = {(r["stage"], r["family"], r["d_model"], r["n_heads"], r["n_kv_heads"]): r
+             for r in query(cli, LONG, LADDER_RUNS)}
+    again = query(cli, LONG, RERUN_RUNS)
+    c.equal("completed pretrain / extend", (sum(r["stage"] == "pretrain" for r in again),
+                                            sum(r["stage"] == "extend" for r in again)), (15, 9))
+    t = Table(text, "config", "stage", "first attempt", where=c.where)
+    diffs = {"pretrain": [], "extend": []}
+    pairs = 0
+    for r in again:
+        a = first.get((r["stage"], r["family"], r["d_model"], r["n_heads"], r["n_kv_heads"]))
+        if r["status"] != "completed" or a is None or a["status"] != "completed":
+            continue
+        pairs += 1
+        stage = "pretrain" if r["stage"] == "pretrain" else \
+            f"extend, {'dense' if r['family'] == 'gqa' else 'hybrid'}"
+        key = (f"({r['n_heads']},{r['n_kv_heads']}) d {r['d_model']} L {r['n_layers']}", stage)
+        c.cell(t, key, "first attempt", a["val_loss"])
+        c.cell(t, key, "second", r["val_loss"])
+        c.cell(t, key, "difference", r["val_loss"] - a["val_loss"])
+        diffs[r["stage"]].append(r["val_loss"] - a["val_loss"])
+    c.equal("table rows", len(t.rows), pairs)
+    every = np.array(diffs["pretrain"] + diffs["extend"])
+    c.phrase(text, f"{len(every)} runs completed in both attempts ({len(diffs['pretrain'])} pretrains, "
+                   f"{len(diffs['extend'])} extensions)")
+    c.phrase(text, f"**{np.median(np.abs(every)):.4f} in the median**")
+    c.phrase(text, f"up to **{np.abs(every).max():.4f}**")
+    c.phrase(text, f"the differences have sd {every.std(ddof=1):.4f}")
+    c.phrase(text, f"**one run's own noise is sd {every.std(ddof=1) / np.sqrt(2):.4f} nats**")
+    for s, n in (("pretrain", "15 pretrains"), ("extend", "6 extensions")):
+        c.phrase(text, f"{np.std(diffs[s], ddof=1) / np.sqrt(2):.4f} over the {n}")
+    out = cli(["validate", "--db", "studies/long-context/ladder-rerun.duckdb", "--mode", "context"])
+    overall = next(ln for ln in out.splitlines() if ln.startswith("overall:"))
+    n, widened, p, mean, err = re.search(r"(\d+) pairs; the gap widened .* in (\d+) \(sign test p ([\d.]+)\), "
+                                         r"by ([+-][\d.]+) on average \(se ([\d.]+)\)", overall).groups()
+    c.phrase(text, f"pairs {n} extensions: the gap widened in **{widened} of {n}** (sign test p {p}), by "
+                   f"**{mean} nats** on average (se {err})")
+    kv = json.loads(cli(["query", "--db", "studies/long-context/ladder-rerun.duckdb", "select d_model, n_heads, "
+                         "keep, delta_nll, retrieval_accuracy from kv_policy_evals where n_heads = 16 order by "
+                         "d_model, keep desc", "--format", "json"]))
+    for d in (160, 192):
+        rows = [r for r in kv if r["d_model"] == d]
+        c.phrase(text, " / ".join(f"{r['delta_nll']:+.4f}" for r in rows) + f" (d {d})")
+    by = {(r["stage"], r["family"], r["d_model"], r["n_heads"]): r for r in again}
+    dense = [by[("extend", "gqa", d, 16)]["val_loss"] for d in (160, 192)]
+    hyb = [by[("extend", "hybrid", d, 16)]["val_loss"] for d in (160, 192)]
+    c.phrase(text, f"dense {dense[0]:.4f} and {dense[1]:.4f}, hybrid (a third of the layers full) {hyb[0]:.4f} and "
+                   f"{hyb[1]:.4f} (hybrid − dense {hyb[0] - dense[0]:+.4f} and {hyb[1] - dense[1]:+.4f})")
+    ids = set()
+    counts = []
+    for db in ("results", "ladder", "ladder-rerun"):
+        rows = json.loads(cli(["query", "--db", f"studies/long-context/{db}.duckdb", "select run_id from runs "
+                               "where status = 'completed' and seq_len >= 16384", "--format", "json"]))
+        counts.append(len({r["run_id"] for r in rows} - ids))
+        ids |= {r["run_id"] for r in rows}
+    c.phrase(text, f"{counts[0]} (`results.duckdb`) + {counts[1]} (`ladder.duckdb`) + {counts[2]} new in "
+                   f"`ladder-rerun.duckdb`")
+    c.phrase(text, f"= **{len(ids)}** of the 60 asked for")
     c.done()
 
 
