@@ -87,7 +87,7 @@ def step_log():
         original(self)
         p = self.task.pack
         peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
-        marks.append({"mark": self._step_marks[-1], "tokens": p.tokens, "cost": p.cost_sum,
+        marks.append({"mark": self._step_marks[-1][0], "tokens": p.tokens, "cost": p.cost_sum,
                       "abr": p.step_abr_sum, "levels": dict(p.level_positions),
                       "compiles": counters["frames"]["ok"], "peak": peak})
 
@@ -143,7 +143,8 @@ def row_of(packing: str, summary: dict, steps: list[dict], positions: int, train
         "recompile_s": sum(s["time_s"] for s in steps if s["compiled"] and s["time_s"] is not None),
         "peak_train_memory_bytes": train_peak, "peak_memory_bytes": summary["peak_memory_bytes"],
         "peak_memory_kind": summary["peak_memory_kind"],
-        # the trainer's own numbers: positions/s and step times from step 2 on, recompiling steps included
+        # the trainer's own numbers: positions/s (padding included) and step times from step 2 on, recompiling steps
+        # left out (runs/train.py), beside this bench's warm-up-free ones
         "trainer_tokens_per_s": summary["tokens_per_s"], "trainer_step_time_s": summary["step_time_s"],
         "trainer_step_time_cv": summary["step_time_cv"],
         "final_loss": summary["final_loss"], "val_loss": summary["val_loss"], "wall_s": summary["wall_s"],

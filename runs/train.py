@@ -217,6 +217,12 @@ def train_run(cfg: RunConfig, run_dir: str | Path, device: str = "auto", resume:
             dist.destroy_process_group()
 
 
+def compiles() -> int:
+    """Frames torch.compile has compiled in this process so far (0 before dynamo is imported)."""
+    dynamo_utils = sys.modules.get("torch._dynamo.utils")
+    return int(dynamo_utils.counters["frames"]["ok"]) if dynamo_utils is not None else 0
+
+
 def step_time_stats(timing: dict) -> dict:
     """Mean and coefficient of variation of the steady-state step time (None before two steps were timed)."""
     n, s1, s2 = timing.get("step_n", 0), timing.get("step_sum", 0.0), timing.get("step_sumsq", 0.0)
@@ -476,18 +482,28 @@ class Trainer:
         if self.device.type == "cuda":
             e = torch.cuda.Event(enable_timing=True)
             e.record()
-            self._step_marks.append(e)
+            self._step_marks.append((e, compiles()))
         else:
-            self._step_marks.append(time.perf_counter())
+            self._step_marks.append((time.perf_counter(), compiles()))
 
     def _step_times(self) -> None:
         """Fold the durations between the marked step ends into the step-time sums (call after a sync)."""
         m = self._step_marks
         if len(m) >= 2:
             if self.device.type == "cuda":
-                d = [a.elapsed_time(b) / 1000.0 for a, b in zip(m, m[1:])]
+                d = [a.elapsed_time(b) / 1000.0 for (a, _), (b, _) in zip(m, m[1:])]
             else:
-                d = [b - a for a, b in zip(m, m[1:])]
+                d = [b - a for (a, _), (b, _) in zip(m, m[1:])]
+            # a step that compiled (a new shape: hierarchical packing's next level, a last short batch) is
+            # compilation, not training: its seconds go to compile_s and out of the steady-state numbers
+            again = [dt for dt, (_, c0), (_, c1) in zip(d, m, m[1:]) if c1 > c0]
+            if again:
+                t = self.timing
+                t["compile_s"] = (t["compile_s"] or 0.0) + sum(again)
+                t["recompile_steps"] = t.get("recompile_steps", 0) + len(again)
+                t["timed_s"] = max(0.0, t["timed_s"] - sum(again))
+                t["timed_tokens"] = max(0, t["timed_tokens"] - len(again) * self.cfg.tokens_per_step)
+                d = [dt for dt, (_, c0), (_, c1) in zip(d, m, m[1:]) if c1 <= c0]
             self.timing["step_n"] += len(d)
             self.timing["step_sum"] += sum(d)
             self.timing["step_sumsq"] += sum(x * x for x in d)
@@ -612,6 +628,8 @@ class Trainer:
     # ---- the end
     def _finish(self, status: str, evaluate: bool = False, error: str | None = None) -> dict:
         summary_extra = {}
+        # the run's peak is training's: evaluation's inference timing resets CUDA's peak counter
+        self._train_peak = peak_memory(self.device)
         if evaluate and self.main:
             self._log("evaluating")
             summary_extra = self.task.evaluate(self)
@@ -644,7 +662,7 @@ class Trainer:
                 mfu = tok_s * flops / peak
             except CostlawError:
                 mfu = None
-        peak_bytes, peak_kind = peak_memory(dev)
+        peak_bytes, peak_kind = getattr(self, "_train_peak", None) or peak_memory(dev)
         corpus = self.corpus
         train_tokens = corpus.train.tokens if corpus is not None else None
         tokens = self.step * cfg.tokens_per_step
@@ -665,6 +683,7 @@ class Trainer:
                 "tokens_per_s": tok_s, "tokens_per_s_wall": tokens / wall if wall > 0 else None, "mfu": mfu,
                 "peak_memory_bytes": peak_bytes, "peak_memory_kind": peak_kind, "wall_s": wall,
                 "train_s": t["train_s"], "compile_s": t["compile_s"], **step_time_stats(t),
+                "recompile_steps": t.get("recompile_steps", 0),
                 "kv_bytes_measured": extra.get("kv_bytes_measured"), "error": error,
                 "base_run_id": self.base_run_id, "seed": cfg.seed, "params_measured": params,
                 "params_trained": trained, "costs": cost, "data": data,

@@ -364,3 +364,38 @@ def test_warmup_stable_decay_schedule():
     assert lrs[89] == pytest.approx(1e-4 + 0.9e-3 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     cfg = tiny_cfg(steps=100)
     assert [lr_at(cfg, s) for s in (1, 50, 100)] == [wsd_lr(s, 100, cfg.train.lr) for s in (1, 50, 100)]
+
+
+def test_steps_that_compiled_are_compilation_not_training():
+    """A step during which torch.compile compiled a frame (a new shape mid-run, e.g. hierarchical packing's next
+    level) goes to compile_s, out of the step-time mean and CV and out of the steady tokens/s."""
+    from types import SimpleNamespace
+
+    from costlaw.runs.train import Trainer, step_time_stats
+
+    timing = {"train_s": 10.0, "timed_s": 5.0, "timed_tokens": 5 * 100, "compile_s": 2.0,
+              "step_n": 0, "step_sum": 0.0, "step_sumsq": 0.0}
+    # step ends at 0, 1, 2, 5 (the third step compiled: the frame count went 3 -> 4), 6 s
+    marks = [(0.0, 3), (1.0, 3), (2.0, 3), (5.0, 4), (6.0, 4)]
+    fake = SimpleNamespace(_step_marks=marks, timing=timing, device=torch.device("cpu"),
+                           cfg=SimpleNamespace(tokens_per_step=100))
+    Trainer._step_times(fake)
+    assert timing["compile_s"] == 5.0 and timing["recompile_steps"] == 1
+    assert timing["step_n"] == 3 and step_time_stats(timing) == {"step_time_s": 1.0, "step_time_cv": 0.0}
+    assert timing["timed_s"] == 2.0 and timing["timed_tokens"] == 400
+    assert fake._step_marks == [(6.0, 4)]
+
+
+def test_peak_memory_is_trainings_not_evaluations(tmp_path, monkeypatch):
+    """The summary's peak is read when training ends, before evaluation (whose inference timing resets CUDA's
+    peak counter, so a later read would be decode's peak)."""
+    import costlaw.runs.train as train_mod
+    from costlaw.runs.lm_task import LMTask
+
+    evaluated = []
+    evaluate = LMTask.evaluate
+    monkeypatch.setattr(LMTask, "evaluate", lambda self, trainer: evaluated.append(1) or evaluate(self, trainer))
+    monkeypatch.setattr(train_mod, "peak_memory", lambda device: (7 if evaluated else 5, "fake"))
+    cfg = tiny_cfg(steps=4)
+    s = train_run(cfg, run_dir(tmp_path, cfg), device="cpu", progress=False)
+    assert evaluated and s["peak_memory_bytes"] == 5
