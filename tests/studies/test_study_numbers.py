@@ -1522,6 +1522,20 @@ def test_long_context_rerun(cli):
                                          r"by ([+-][\d.]+) on average \(se ([\d.]+)\)", overall).groups()
     c.phrase(text, f"pairs {n} extensions: the gap widened in **{widened} of {n}** (sign test p {p}), by "
                    f"**{mean} nats** on average (se {err})")
+    changes = []
+    for db in ("ladder", "ladder-rerun"):
+        doc = json.loads(cli(["validate", "--db", f"studies/long-context/{db}.duckdb", "--mode", "context", "--json"]))
+        changes.append({(s["candidate"], s["d_model"]): s["change"] for s in doc["shifts"]})
+        if db == "ladder":
+            o = doc["overall"]
+            c.phrase(text, f"Its se ({o['se_mean']:.4f} for the first attempt's {o['mean']:+.4f}) is the spread of the "
+                           f"{o['n']} changes over widths and candidates (sd {o['sd']:.4f} / √{o['n']})")
+    both = sorted(set(changes[0]) & set(changes[1]), key=lambda k: (k[0] != "8,2", k[1]))
+    c.equal("changes measured twice", len(both), 3)
+    for (cand, d) in both:
+        c.phrase(text, f"({cand}) d {d} {changes[0][(cand, d)]:+.4f} then {changes[1][(cand, d)]:+.4f}")
+    rms = math.sqrt(sum((changes[1][k] - changes[0][k]) ** 2 for k in both) / len(both))
+    c.phrase(text, f"**One change's own noise is about sd {rms / math.sqrt(2):.4f}**")
     kv = json.loads(cli(["query", "--db", "studies/long-context/ladder-rerun.duckdb", "select d_model, n_heads, "
                          "keep, delta_nll, retrieval_accuracy from kv_policy_evals where n_heads = 16 order by "
                          "d_model, keep desc", "--format", "json"]))
