@@ -82,3 +82,26 @@ def test_warmup_and_compiling_steps_are_not_timed(bench):
         "step_time_cv": None, "final_loss": None, "val_loss": None, "wall_s": None}, steps, 128, None)
     assert row["real_tokens_per_s"] == pytest.approx(300 / 12.0) and row["positions_per_s"] == pytest.approx(384 / 12)
     assert row["recompile_steps"] == 1 and row["recompile_s"] == 9.0
+
+
+def test_committed_results_are_what_runs_md_says():
+    """benchmarks/runs.md's HBP table: every number from results/packing_bench.json and its repeat."""
+    import statistics
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "benchmarks" / "runs.md").read_text()
+
+    def load(name):
+        return {r["packing"]: r for r in json.loads((root / "benchmarks" / "results" / name).read_text())["packings"]}
+
+    rows, rep = load("packing_bench.json"), load("packing_bench_repeat.json")
+    for p, r in rows.items():
+        cost = statistics.fmean(s["cost"] for s in r["steps"] if s["timed"])
+        line = (f"| {p} | {r['real_tokens_per_s']:,.0f} | {r['ratio_vs_balanced']:.3f} | "
+                + (f"{rep[p]['real_tokens_per_s']:,.0f}" if p in rep else "–")
+                + f" | {r['step_time_s'] * 1e3:.1f} | {r['step_time_cv']:.3f} | {r['padding_ratio']:.3f} | "
+                f"{r['abr']:.3f} | {r['ave_t']:,.0f} | {cost / 1e6:.0f} M | {r['compile_s']:.1f} |")
+        assert line in text, line
+    worst = max(abs(rep[p]["real_tokens_per_s"] / rows[p]["real_tokens_per_s"] - 1) for p in rep)
+    assert worst < 0.0006 and "within 0.06%" in text
+    assert f"by {1 / rows['none']['ratio_vs_balanced']:.2f}×" in text
