@@ -1,7 +1,6 @@
 """benchmarks/packing_bench_gpu.py in its CPU mode, end to end (the GPU job itself runs on the device), and its
 step timing: warm-up and compiling steps stay out of the steady state."""
 
-import importlib.util
 import json
 import math
 import sysconfig
@@ -9,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.support.scripts import load_script
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "packing_bench_gpu.py"
 ROW_KEYS = {"packing", "run_id", "status", "steps_timed", "real_tokens_per_s", "positions_per_s", "ratio_vs_balanced",
@@ -18,10 +19,7 @@ ROW_KEYS = {"packing", "run_id", "status", "steps_timed", "real_tokens_per_s", "
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("packing_bench_gpu", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(BENCH)
 
 
 def spread_corpus(root: Path) -> Path:

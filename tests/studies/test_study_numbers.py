@@ -1423,6 +1423,15 @@ LADDER_RUNS = ('costlaw query --db studies/long-context/ladder.duckdb "select st
 LADDER_PAIRS = [(8, 8), (8, 2), (8, 1), (16, 2), (4, 4), (4, 1)]
 
 
+def context_overall(cli, store: str) -> tuple[str, ...]:
+    """`costlaw validate --mode context` on studies/long-context/<store>.duckdb: its overall line's pairs, gaps
+    widened, sign-test p, mean change and se, as printed."""
+    out = cli(["validate", "--db", f"studies/long-context/{store}.duckdb", "--mode", "context"])
+    overall = next(ln for ln in out.splitlines() if ln.startswith("overall:"))
+    return re.search(r"(\d+) pairs; the gap widened .* in (\d+) \(sign test p ([\d.]+)\), "
+                     r"by ([+-][\d.]+) on average \(se ([\d.]+)\)", overall).groups()
+
+
 def test_long_context_round2(cli):
     """Round 2's first GPU attempt: its table, the invariance test, retrieval, hybrid and SnapKV numbers."""
     text, c = readme(LONG), Check(f"studies/{LONG}/README.md")
@@ -1459,10 +1468,7 @@ def test_long_context_round2(cli):
     for d, h, k in ((192, 8, 8), (256, 8, 8), (256, 8, 1), (256, 4, 4)):
         hv, dv = by[("extend", "hybrid", d, h, k)]["val_loss"], by[("extend", "gqa", d, h, k)]["val_loss"]
         c.phrase(text, f"({h},{k}) d {d}: {hv:.4f} against {dv:.4f} ({hv - dv:+.4f})".replace("-", "−"))
-    out = cli(["validate", "--db", "studies/long-context/ladder.duckdb", "--mode", "context"])
-    overall = next(ln for ln in out.splitlines() if ln.startswith("overall:"))
-    pairs, widened, p, mean, err = re.search(r"(\d+) pairs; the gap widened .* in (\d+) \(sign test p ([\d.]+)\), "
-                                             r"by ([+-][\d.]+) on average \(se ([\d.]+)\)", overall).groups()
+    pairs, widened, p, mean, err = context_overall(cli, "ladder")
     c.phrase(text, f"widened in **{widened} of {pairs}** pairs (sign test p {p}), by **{mean} nats** on average "
                    f"(se {err})")
     kv = json.loads(cli(["query", "--db", "studies/long-context/ladder.duckdb", "select d_model, n_heads, n_kv_heads, "
@@ -1516,10 +1522,7 @@ def test_long_context_rerun(cli):
     c.phrase(text, f"**one run's own noise is sd {every.std(ddof=1) / np.sqrt(2):.4f} nats**")
     for s, n in (("pretrain", "15 pretrains"), ("extend", "6 extensions")):
         c.phrase(text, f"{np.std(diffs[s], ddof=1) / np.sqrt(2):.4f} over the {n}")
-    out = cli(["validate", "--db", "studies/long-context/ladder-rerun.duckdb", "--mode", "context"])
-    overall = next(ln for ln in out.splitlines() if ln.startswith("overall:"))
-    n, widened, p, mean, err = re.search(r"(\d+) pairs; the gap widened .* in (\d+) \(sign test p ([\d.]+)\), "
-                                         r"by ([+-][\d.]+) on average \(se ([\d.]+)\)", overall).groups()
+    n, widened, p, mean, err = context_overall(cli, "ladder-rerun")
     c.phrase(text, f"pairs {n} extensions: the gap widened in **{widened} of {n}** (sign test p {p}), by "
                    f"**{mean} nats** on average (se {err})")
     changes = []

@@ -1,20 +1,18 @@
 """benchmarks/ladder_bench_gpu.py's arithmetic (the GPU job itself runs on the device): the token share of the
 subset spec, the time split of a path's runs and the old-against-new comparison."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from tests.support.scripts import load_script
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "ladder_bench_gpu.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("ladder_bench_gpu", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(BENCH)
 
 
 def test_time_split_separates_compile_steps_and_the_rest(bench):
