@@ -404,7 +404,7 @@ class Trainer:
         self._steady_tokens = 0
         self._t_interval = time.perf_counter()
         self._interval_tokens = 0
-        self._step_marks: list = []  # when each step since the last log interval ended (CUDA events on a GPU)
+        self._step_marks: list = []  # (when, frames compiled so far) at each step end since the last log
         self._bar = Progress(self.total_steps, f"train {self.cfg.run_id}", "steps", every_s=None,
                              enabled=self.progress_on)
         self._bar.set(self.step)
@@ -496,14 +496,15 @@ class Trainer:
                 d = [b - a for (a, _), (b, _) in zip(m, m[1:])]
             # a step that compiled (a new shape: hierarchical packing's next level, a last short batch) is
             # compilation, not training: its seconds go to compile_s and out of the steady-state numbers
-            again = [dt for dt, (_, c0), (_, c1) in zip(d, m, m[1:]) if c1 > c0]
+            compiled = [c1 > c0 for (_, c0), (_, c1) in zip(m, m[1:])]
+            again = [dt for dt, c in zip(d, compiled) if c]
             if again:
                 t = self.timing
                 t["compile_s"] = (t["compile_s"] or 0.0) + sum(again)
                 t["recompile_steps"] = t.get("recompile_steps", 0) + len(again)
                 t["timed_s"] = max(0.0, t["timed_s"] - sum(again))
                 t["timed_tokens"] = max(0, t["timed_tokens"] - len(again) * self.cfg.tokens_per_step)
-                d = [dt for dt, (_, c0), (_, c1) in zip(d, m, m[1:]) if c1 <= c0]
+                d = [dt for dt, c in zip(d, compiled) if not c]
             self.timing["step_n"] += len(d)
             self.timing["step_sum"] += sum(d)
             self.timing["step_sumsq"] += sum(x * x for x in d)
@@ -629,13 +630,13 @@ class Trainer:
     def _finish(self, status: str, evaluate: bool = False, error: str | None = None) -> dict:
         summary_extra = {}
         # the run's peak is training's: evaluation's inference timing resets CUDA's peak counter
-        self._train_peak = peak_memory(self.device)
+        peak_mem = peak_memory(self.device)
         if evaluate and self.main:
             self._log("evaluating")
             summary_extra = self.task.evaluate(self)
         if not self.main:  # rank 0 writes the run directory; the others report how they ended
             return {"run_id": self.cfg.run_id, "status": status, "steps": self.step, "rank": self.rank}
-        summary = self._summary(status, error, summary_extra)
+        summary = self._summary(status, error, summary_extra, peak_mem)
         if self.trackers is not None:
             self.trackers.close(summary)
         self.rd.write_summary(summary)
@@ -646,7 +647,8 @@ class Trainer:
                   f"val loss {shown['val_loss']}, {summary.get('tokens_per_s') or 0:,.0f} tok/s")
         return self.rd.summary()
 
-    def _summary(self, status, error, extra) -> dict:
+    def _summary(self, status, error, extra, peak_mem: tuple[int, str]) -> dict:
+        """peak_mem: (bytes, kind) of peak_memory when training ended."""
         cfg, dev = self.cfg, self.device
         t = self.timing
         wall = t["wall_s"] + time.perf_counter() - self.t_start
@@ -662,7 +664,7 @@ class Trainer:
                 mfu = tok_s * flops / peak
             except CostlawError:
                 mfu = None
-        peak_bytes, peak_kind = getattr(self, "_train_peak", None) or peak_memory(dev)
+        peak_bytes, peak_kind = peak_mem
         corpus = self.corpus
         train_tokens = corpus.train.tokens if corpus is not None else None
         tokens = self.step * cfg.tokens_per_step
