@@ -76,7 +76,6 @@ def step_log():
     """Record, at each step end the trainer marks, its mark and the running packing statistics and compile count:
     per-step values are the differences. Observes the trainer; changes nothing it does."""
     import torch
-    from torch._dynamo.utils import counters
 
     from costlaw.runs.train import Trainer
 
@@ -87,9 +86,9 @@ def step_log():
         original(self)
         p = self.task.pack
         peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
-        marks.append({"mark": self._step_marks[-1][0], "tokens": p.tokens, "cost": p.cost_sum,
-                      "abr": p.step_abr_sum, "levels": dict(p.level_positions),
-                      "compiles": counters["frames"]["ok"], "peak": peak})
+        when, compiles = self._step_marks[-1]  # the trainer's own mark: its time and the frames compiled by then
+        marks.append({"mark": when, "tokens": p.tokens, "cost": p.cost_sum, "abr": p.step_abr_sum,
+                      "levels": dict(p.level_positions), "compiles": compiles, "peak": peak})
 
     Trainer._mark_step = mark
     try:
