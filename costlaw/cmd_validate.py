@@ -24,6 +24,12 @@ what it does:
   (analysis/validate/context.py). recommend falls back to laws at another context when the asked one has too few
   sizes and says so; this says how far to trust that. Its --figure draws each pair's gap after extension against
   its gap before, with the line y = x (gap unchanged) and the sign test in the title.
+  --mode rerun compares the same runs trained twice (one spec, seed and root submitted again: --db FIRST
+  --db RERUN): per run id completed in both, the val losses' difference; one run's noise at a fixed seed (sd of
+  the differences / sqrt 2) against the val sets' error; and when the training losses parted (the first logged
+  step where their difference, averaged over --window logged steps, exceeds --threshold nats; both runs read
+  the same batches, so a batch's own noise cancels). Its --figure draws each run's training-loss difference over
+  its steps (analysis/validate/rerun.py).
 
 examples:
   costlaw validate --db studies/gqa-heads-steps/results.duckdb --level 0.9 --json
@@ -31,6 +37,7 @@ examples:
   costlaw validate --db a.duckdb --law gqa-size-shape     # the shape-aware law, for comparison
   costlaw validate --db studies/long-context/results.duckdb --mode context
   costlaw validate --db studies/long-context/ladder.duckdb --mode context --figure ctx.png
+  costlaw validate --db studies/long-context/ladder.duckdb --db studies/long-context/ladder-rerun.duckdb --mode rerun
 """
 
 
@@ -42,11 +49,16 @@ def add_arguments(p):
     p.add_argument("--db", action="append", required=True,
                    help="a results file (repeat to read several as one)")
     p.add_argument("--level", type=float, default=0.9, help="the intervals' level (default 0.9)")
-    p.add_argument("--mode", choices=("config", "largest", "context"), default="config",
-                   help="leave out each config (default) or each candidate's largest size; or context: does each "
-                        "candidate's gap to the reference carry over from pretraining to extension (see below)")
+    p.add_argument("--mode", choices=("config", "largest", "context", "rerun"), default="config",
+                   help="leave out each config (default) or each candidate's largest size; context: does each "
+                        "candidate's gap to the reference carry over from pretraining to extension; rerun: the "
+                        "same runs in two stores, how far a run's loss moves at a fixed seed (see below)")
     p.add_argument("--reference", help="--mode context: the GQA pair the gaps are taken to, e.g. 8,8 (default: the "
                                        "multi-head pair with the most extensions)")
+    p.add_argument("--threshold", type=float,
+                   help="--mode rerun: nats of training-loss difference that count as parted (default 0.02)")
+    options.bounded(p.add_argument("--window", type=int,
+                                   help="--mode rerun: logged steps averaged before comparing (default 5)"), 1)
     options.add_bootstrap(p, what="bootstrap resamples of the configs per fit")
     options.bounded(p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)"),
                     0, 2**63 - 1)
@@ -81,6 +93,11 @@ def main(args) -> int:
 
     check_level(args.level)
     input_dbs(args.db)
+    for flag, value in (("--threshold", args.threshold), ("--window", args.window)):
+        if value is not None and args.mode != "rerun":
+            raise CostlawError(f"{flag}: only --mode rerun reads it; add --mode rerun or drop {flag}")
+    if args.mode == "rerun":
+        return _rerun(args)
     if args.mode == "context":
         return _context(args)
     if args.reference is not None:
@@ -131,6 +148,33 @@ def _context(args) -> int:
     else:
         with table_width(None if args.wide else terminal_width()):
             print(render_text(c))
+        if figure:
+            print(f"wrote {figure[0]} and {figure[1]}")
+    return 0
+
+
+def _rerun(args) -> int:
+    from costlaw.analysis.validate.rerun import check_rerun, render_text
+    from costlaw.costmodel.core.errors import CostlawError
+    from costlaw.costmodel.core.units import table_width, terminal_width
+    from costlaw.options import output_file
+
+    if args.reference is not None:
+        raise CostlawError("--reference: only --mode context reads it; drop --reference")
+    if args.figure:
+        output_file(args.figure, "--figure", "the figure")
+    r = check_rerun(args.db, threshold=0.02 if args.threshold is None else args.threshold,
+                    window=5 if args.window is None else args.window)
+    figure = None
+    if args.figure:
+        from costlaw.analysis.validate.figure import rerun_figure
+
+        figure = [str(p) for p in rerun_figure(r, args.figure)]
+    if args.json:
+        print(json.dumps({**r.to_json(), "figure": figure}, indent=2))
+    else:
+        with table_width(None if args.wide else terminal_width()):
+            print(render_text(r))
         if figure:
             print(f"wrote {figure[0]} and {figure[1]}")
     return 0

@@ -5,9 +5,10 @@
 |---|---|
 | crossval.py | folds (leave one config out; leave the largest size out), refits, predictions, summaries |
 | render.py | text tables and report rows |
-| figure.py | measured vs predicted with the new-run intervals; `--mode context`: each gap after extension vs before |
+| figure.py | measured vs predicted with intervals; `--mode context`: gaps after vs before; `rerun`: differences |
 | shapelaw.py | L(N, d/L) = (a/N)^b (d/L)^g + E, the shape-aware law recommend was measured against |
 | context.py | `--mode context`: each candidate's gap to the default before and after extension to a longer context |
+| rerun.py | `--mode rerun`: the same run ids in two stores; one run's noise at a fixed seed; when trainings parted |
 
 **Measured on the committed stores** (`costlaw validate --level 0.9`, bootstrap 200, seed 0, when issue 26 landed;
 "new run": inside the 90% interval for a new run; "mean": inside the law's mean's; error = measured/predicted - 1):

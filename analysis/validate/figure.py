@@ -90,3 +90,30 @@ def context_figure(c, path, loss_unit: str | None = None) -> list:
                      f"\ninvariance {verdict(o)}{bars}", fontsize=9)
         ax.legend(loc="best", fontsize=8)
         return save(fig, path)
+
+
+def rerun_figure(r, path, loss_unit: str = DEFAULT_UNIT) -> list:
+    """r: a Rerun (analysis.validate.rerun). Each run's training-loss difference (rerun - first, mean over the
+    window) against the share of its steps, one line per run (extensions dashed), the threshold as a band."""
+    runs = [p for p in r.pairs if p.curve]
+    if not runs:
+        no_data("validate-rerun", "no run has logged training losses in both stores",
+                "ingest run directories whose metrics hold step losses")
+    with style():
+        fig, (ax,) = new_figure(7.2, 4.4 + 0.09 * len(runs))
+        for i, p in enumerate(runs):
+            x, y = zip(*p.curve)
+            ax.plot(x, y, color=colour(i), linewidth=1.0, linestyle="-" if p.stage == "pretrain" else "--",
+                    label=f"{p.label}: val {p.diff:+.4f}")
+        ax.axhspan(-r.threshold, r.threshold, color="#cccccc", alpha=0.5, linewidth=0,
+                   label=f"within ±{r.threshold:g}")
+        ax.axhline(0, color="#000000", linewidth=0.6)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("share of the run's steps")
+        ax.set_ylabel(f"training loss, rerun − first ({loss_unit})")
+        o = r.summary()["overall"]
+        noise = "-" if o["run_noise_sd"] is None else f"{o['run_noise_sd']:.4f}"
+        ax.set_title(f"the same {o['n']} runs trained twice (mean over {r.window} logged steps)\none run's noise sd "
+                     f"{noise} in val loss; {o['parted']} of {o['n']} parted by > {r.threshold:g}", fontsize=9)
+        fig.legend(loc="outside lower center", ncols=2, fontsize=6)
+        return save(fig, path)

@@ -1522,6 +1522,24 @@ def test_long_context_rerun(cli):
     c.phrase(text, f"**one run's own noise is sd {every.std(ddof=1) / np.sqrt(2):.4f} nats**")
     for s, n in (("pretrain", "15 pretrains"), ("extend", "6 extensions")):
         c.phrase(text, f"{np.std(diffs[s], ddof=1) / np.sqrt(2):.4f} over the {n}")
+    rr = json.loads(cli(["validate", "--db", "studies/long-context/ladder.duckdb", "--db",
+                         "studies/long-context/ladder-rerun.duckdb", "--mode", "rerun", "--json"]))
+    c.equal("--mode rerun's noise = the table's", round(rr["overall"]["run_noise_sd"], 4),
+            round(every.std(ddof=1) / np.sqrt(2), 4))
+    c.phrase(text, f"That is {rr['overall']['noise_over_val_se']:.1f} times the median run's val-set sampling error")
+    pre = rr["stages"]["pretrain"]
+    at = pre["median_train_diff_at_share"]
+    c.phrase(text, f"**{at['0.25']:.4f} nats in the median at a quarter of the steps**, {at['0.5']:.4f} at half, "
+                   f"{at['0.75']:.4f} at three quarters and {at['1.0']:.4f} at the end")
+    c.phrase(text, f"**{pre['parted']} of the {pre['n']} parted** by more than {rr['threshold']} nats, **at "
+                   f"{pre['median_parted_share']:.2f} of their steps in the median**; "
+                   f"{pre['n'] - pre['parted']} never did")
+    ext = [q for q in rr["pairs"] if q["stage"] == "extend"]
+    c.phrase(text, f"The {len(ext)} extensions start from their pretrain's two different checkpoints, and "
+                   f"{sum(q['parted_at'] == 50 for q in ext)} of them are apart at their first logged step")
+    worst = {q["label"].split(" T ")[0]: q for q in rr["pairs"]}["pretrain gqa (8,2) d 160 L 3"]
+    c.phrase(text, f"(8,2) d 160 parted at step {worst['parted_at']:,} of {worst['steps']:,} and ended "
+                   f"{worst['train_diff_at_share']['1.0']:.4f} apart in training loss")
     n, widened, p, mean, err = context_overall(cli, "ladder-rerun")
     c.phrase(text, f"pairs {n} extensions: the gap widened in **{widened} of {n}** (sign test p {p}), by "
                    f"**{mean} nats** on average (se {err})")
