@@ -97,6 +97,7 @@ def add_arguments(p):
 
 def _run_args(q):
     from costlaw import options
+    from costlaw.sweeps.select import ORDERS
 
     q.add_argument("--max-parallel", type=int, help="local: runs at a time (default CPUs / cpus per run, "
                                                     "or GPUs / gpus per run)")
@@ -106,6 +107,10 @@ def _run_args(q):
                    help="train runs that differ only in their seed as one fused model on one GPU slot "
                         "(runs/fusion.py); each keeps its run id and directory; runs that cannot fuse train as "
                         "without the flag")
+    q.add_argument("--order", choices=ORDERS, default="longest",
+                   help="local: which waiting run starts when a slot frees: longest (default; the run starting the "
+                        "longest chain of work) or chains (a run whose parent just finished first, then longest: "
+                        "a submission cut short leaves whole pretrain-extend-compress chains)")
     q.add_argument("--device", default="auto", help="device the trainer uses: auto | cpu | cuda | cuda:N (default "
                                                     "auto); checked before anything is submitted")
     q.add_argument("--wait-jobs", action="store_true",
@@ -196,7 +201,7 @@ def _submit(args) -> int:
     root = output_dir(args.root, "--root", "the sweep's run directories").resolve()
     sub = submit.submit_spec(args.spec, root, args.executor, max_parallel=args.max_parallel, device=args.device,
                              gpu=args.gpu, mfu=args.mfu, runs_per_gpu=args.runs_per_gpu, where=args.where,
-                             fuse=args.fuse)
+                             fuse=args.fuse, order=args.order)
     only = None
     if args.where:
         from costlaw.sweeps import record
@@ -218,7 +223,7 @@ def _resubmit(args) -> int:
     _check_run_args(args)
     root = _sweep_root(args.root)
     sub = submit.resubmit(root, args.executor, max_parallel=args.max_parallel, device=args.device,
-                          runs_per_gpu=args.runs_per_gpu, fuse=args.fuse)
+                          runs_per_gpu=args.runs_per_gpu, fuse=args.fuse, order=args.order)
     return _after(args, root, sub["executor"], sub, set(sub["scope"]))  # answerable for the runs it took on
 
 

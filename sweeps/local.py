@@ -12,6 +12,9 @@ Each controller starts here in a session of its own, so its process group holds 
   next step and writes a "preempted" summary; after a bounded wait the submitter records what happened in
   sweep.json and raises SweepInterrupted (exit 3). A trainer still checkpointing then is left to finish alone:
   it holds its lock until it exits, so status and resubmit see it.
+
+Waiting runs start in largest_first's order (the longest chain of work first), or with `order = "chains"` the
+runs whose parent has completed first (sweeps.select.start_order).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from costlaw.sweeps.fuse import members
 from costlaw.sweeps.interrupt import Interrupts, SweepInterrupted
 from costlaw.sweeps.jobs import forget_groups, group_alive, local_job_alive
 from costlaw.sweeps.preflight import default_parallel, thread_share, visible_gpus
-from costlaw.sweeps.select import largest_first
+from costlaw.sweeps.select import largest_first, start_order
 
 RESEND_S = 2.0  # an interrupted submitter repeats its stop request: a task may not have had its handler yet
 
@@ -87,7 +90,7 @@ def _final(root: Path, run_id: str) -> str:
 
 def run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_parallel: int | None,
               progress: bool | None, runs_per_gpu: int, watched: dict, resumable: dict,
-              interrupts: Interrupts) -> dict:
+              interrupts: Interrupts, order: str = "longest") -> dict:
     """Run `todo` (PlannedRuns) here, at most `max_parallel` trainers at a time counting those of `watched` (run id
     -> last job: live runs this submission did not start), children after their parents. A watched run of
     `resumable` (run id -> PlannedRun) that ends preempted (an earlier submission's stop request, handed over) is
@@ -171,7 +174,8 @@ def run_local(todo, tasks_for, note, folder: Path, root: Path, doc: dict, max_pa
                     advance(f"{rid}: {outcome[rid]} (its trainer, watched after its controller exited, ended)")
                 else:
                     bar.log(f"[costlaw sweep] {rid}: {outcome[rid]} (a trainer of an earlier submission ended)")
-            for r in list(pending):
+            later = {rid for rid in ids if outcome.get(rid) != "completed"} if order != "longest" else set()
+            for r in start_order(pending, order, later):
                 if len(running) + len(watched) >= limit:
                     break
                 if r.parent_id in ids or r.parent_id in watched:

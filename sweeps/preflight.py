@@ -19,6 +19,16 @@ EXECUTORS = ("slurm", "local", "debug")
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
+def check_order(order: str, executor: str) -> None:
+    from costlaw.sweeps.select import ORDERS
+
+    if order not in ORDERS:
+        raise CostlawError(f"--order: {order!r} is not one of {', '.join(ORDERS)}")
+    if order != "longest" and executor != "local":
+        raise CostlawError(f"--order: the {executor} executor does not choose which run starts next (Slurm's own "
+                           "priority does, debug runs one at a time); use --executor local or drop --order")
+
+
 def check_executor(kind: str) -> None:
     if kind not in EXECUTORS:
         raise CostlawError(f"--executor: {kind!r} is not one of {', '.join(EXECUTORS)}")

@@ -70,6 +70,22 @@ def largest_first(runs, root=None) -> list:
     return sorted(runs, key=lambda u: -longest(u))
 
 
+ORDERS = ("longest", "chains")
+
+
+def start_order(pending: list, order: str, later: set) -> list:
+    """`pending` (in largest_first's order) as the local executor tries them when a slot frees. `longest` keeps
+    it. `chains` puts first, in that order, the runs of a later stage whose parent is not among `later` (this
+    submission's runs not yet completed): a submission cut short (a GPU lent for minutes) then leaves whole
+    chains of pretraining, extension and compression rather than many pretraining runs whose later stages never
+    started."""
+    if order == "longest":
+        return list(pending)
+    if order != "chains":
+        raise ValueError(f"order {order!r}: one of {', '.join(ORDERS)}")
+    return sorted(pending, key=lambda r: r.parent_id is None or r.parent_id in later)
+
+
 def throughput(root):
     """N -> the training FLOP/s a run of N non-embedding parameters reached under `root` (log FLOP/s linear in
     log N, least squares over the completed runs' summaries), or None with fewer than two sizes finished."""

@@ -26,7 +26,7 @@ from costlaw.sweeps import record
 from costlaw.sweeps.fuse import members
 from costlaw.sweeps.interrupt import Interrupts, SweepInterrupted
 from costlaw.sweeps.jobs import local_job_alive, slurm_states, this_host
-from costlaw.sweeps.preflight import check_device, check_executor, check_memory, check_root
+from costlaw.sweeps.preflight import check_device, check_executor, check_memory, check_order, check_root
 from costlaw.sweeps.select import select
 from costlaw.sweeps.worker import TRAIN_FN
 
@@ -56,7 +56,7 @@ def new_record(spec, spec_path: str, spec_text: str, root: Path, rows: list[dict
 def submit_spec(spec_path: str | Path, root: str | Path, executor: str, *, max_parallel: int | None = None,
                 device: str = "auto", gpu: str = "H100", mfu: float = 0.35, train_fn: str = TRAIN_FN,
                 progress: bool | None = None, runs_per_gpu: int = 1, where: str | None = None,
-                fuse: bool = False) -> dict:
+                fuse: bool = False, order: str = "longest") -> dict:
     """`costlaw sweep submit`: validate everything, then create the root, write sweep.json and submit.
     `where` (a formula over each run's config) submits only the runs it selects, and their parents."""
     from costlaw.costmodel import ConfigError
@@ -75,6 +75,7 @@ def submit_spec(spec_path: str | Path, root: str | Path, executor: str, *, max_p
     tot = plan.totals([r for r in rows if only is None or r["run_id"] in only], gpu, mfu)
     old = check_root(root, s.name)
     check_executor(executor)
+    check_order(order, executor)
     check_device(device, executor, scope)
     check_memory(scope, executor, device, gpu, runs_per_gpu * fused_width(scope, fuse))
     # everything is valid: now, and only now, the root appears
@@ -84,7 +85,7 @@ def submit_spec(spec_path: str | Path, root: str | Path, executor: str, *, max_p
     picked = f" ({len(only)} selected by --where)" if only is not None else ""
     log(f"sweep {s.name}: {len(runs)} runs planned{picked}, {tot['gpu_hours']:.3g} GPU-hours at MFU {mfu:g}")
     return submit(doc, runs, root, executor, only=only, max_parallel=max_parallel, device=device,
-                  train_fn=train_fn, progress=progress, runs_per_gpu=runs_per_gpu, fuse=fuse)
+                  train_fn=train_fn, progress=progress, runs_per_gpu=runs_per_gpu, fuse=fuse, order=order)
 
 
 def fused_width(scope, fuse: bool) -> int:
@@ -98,7 +99,7 @@ def fused_width(scope, fuse: bool) -> int:
 
 def submit(doc: dict, runs, root: Path, executor: str, *, only: set[str] | None = None, max_parallel: int | None = None,
            device: str = "auto", train_fn: str = TRAIN_FN, progress: bool | None = None,
-           runs_per_gpu: int = 1, continue_live: bool = False, fuse: bool = False) -> dict:
+           runs_per_gpu: int = 1, continue_live: bool = False, fuse: bool = False, order: str = "longest") -> dict:
     """Submit the runs of `doc` that are neither done nor active (restricted to `only` run ids if given).
     `runs` are the PlannedRuns (same order as doc["runs"]). The local executor waits for live trainers of the
     scope (or of the whole sweep with `continue_live`) and continues those that stop at a checkpoint. Returns a
@@ -106,11 +107,11 @@ def submit(doc: dict, runs, root: Path, executor: str, *, only: set[str] | None 
     SIGTERM, after recording it."""
     with Interrupts() as interrupts:
         return _submit(doc, runs, root, executor, only, max_parallel, device, train_fn, progress, runs_per_gpu,
-                       continue_live, interrupts, fuse)
+                       continue_live, interrupts, fuse, order)
 
 
 def _submit(doc, runs, root, executor, only, max_parallel, device, train_fn, progress, runs_per_gpu,
-            continue_live: bool, interrupts: Interrupts, fuse: bool = False) -> dict:
+            continue_live: bool, interrupts: Interrupts, fuse: bool = False, order: str = "longest") -> dict:
     from costlaw.sweeps.status import live_queue, run_state
 
     by_id = {r.run_id: r for r in runs}
@@ -220,7 +221,7 @@ def _submit(doc, runs, root, executor, only, max_parallel, device, train_fn, pro
             resumable = {rid: by_id[rid] for rid in training if rid in by_id and (only is None or rid in only
                                                                                   or continue_live)}
             sub["outcome"] = run_local(todo, tasks_for, note, folder, root, doc, max_parallel, progress,
-                                       runs_per_gpu, training, resumable, interrupts)
+                                       runs_per_gpu, training, resumable, interrupts, order)
         else:
             sub["outcome"] = _run_debug(todo, tasks_for, note, folder, root, doc, interrupts)
     finally:
@@ -231,7 +232,8 @@ def _submit(doc, runs, root, executor, only, max_parallel, device, train_fn, pro
 
 
 def resubmit(root: str | Path, executor: str | None = None, *, max_parallel: int | None = None, device: str = "auto",
-             train_fn: str = TRAIN_FN, progress: bool | None = None, runs_per_gpu: int = 1, fuse: bool = False) -> dict:
+             train_fn: str = TRAIN_FN, progress: bool | None = None, runs_per_gpu: int = 1, fuse: bool = False,
+             order: str = "longest") -> dict:
     """`costlaw sweep resubmit --failed`: the runs that failed, were preempted and are not running, or never
     finished, again under their run ids (they resume from their checkpoints). Default executor: the last one.
     A run whose trainer is alive (it holds the run's lock) is never resubmitted."""
@@ -241,6 +243,7 @@ def resubmit(root: str | Path, executor: str | None = None, *, max_parallel: int
     doc = record.load(root)
     executor = executor or (doc["submissions"][-1]["executor"] if doc.get("submissions") else "local")
     check_executor(executor)
+    check_order(order, executor)
     st = status.collect(root)
     pick = {r["run_id"] for r in st["runs"] if r["state"] in status.RESUBMIT}
     planned = planned_from_record(doc)
@@ -258,7 +261,8 @@ def resubmit(root: str | Path, executor: str | None = None, *, max_parallel: int
         return {"executor": executor, "submitted": 0, "scope": []}
     log(f"resubmitting {len(pick)} runs with --executor {executor}")
     return submit(doc, planned, root, executor, only=pick, max_parallel=max_parallel, device=device,
-                  train_fn=train_fn, progress=progress, runs_per_gpu=runs_per_gpu, continue_live=True, fuse=fuse)
+                  train_fn=train_fn, progress=progress, runs_per_gpu=runs_per_gpu, continue_live=True, fuse=fuse,
+                  order=order)
 
 
 def planned_from_record(doc: dict):

@@ -96,6 +96,8 @@ def main() -> int:
     p.add_argument("--until-s", type=float, help="seconds after which no kv-eval starts (default: --budget-s + 60)")
     p.add_argument("--runs-per-gpu", default="8")
     p.add_argument("--max-parallel", help="local executor's trainers at a time (default: its own)")
+    p.add_argument("--order", default="chains", help="costlaw sweep submit --order (default chains: a round cut "
+                                                     "short leaves whole pretrain-extend-compress chains)")
     p.add_argument("--kv-parallel", type=int, default=4, help="kv-eval calls at a time, beside the sweep")
     p.add_argument("--device", default="auto")
     p.add_argument("--policies", default="snapkv", help="training-free policies on each dense extension")
@@ -111,7 +113,7 @@ def main() -> int:
     until = a.until_s if a.until_s is not None else a.budget_s + 60
     t0 = time.monotonic()
     sub = ["sweep", "submit", str(a.spec), "--executor", "local", "--root", str(a.root), "--where", a.where,
-           "--runs-per-gpu", a.runs_per_gpu, "--device", a.device]
+           "--runs-per-gpu", a.runs_per_gpu, "--device", a.device, "--order", a.order]
     if a.max_parallel:
         sub += ["--max-parallel", a.max_parallel]
     out = open(log, "a")  # noqa: SIM115 (the sweep and the kv-evals write to it until the round ends)

@@ -317,3 +317,27 @@ def test_status_render_lists_unfinished_runs_of_a_large_sweep():
     assert f"{1:016x}" not in text and all(f"{i:016x}" in text for i in range(0, 60, 10))
     assert "error: boom 50" in text and "    err 50" in text and "/x/5_50_0_log.err:" in text
     assert all(f"{i:016x}" in status.render(st, all_runs=True) for i in range(60))
+
+
+@pytest.mark.parametrize("order, expect", [("longest", ["pretrain", "pretrain", "extend", "extend"]),
+                                           ("chains", ["pretrain", "extend", "pretrain", "extend"])])
+def test_local_order_chains_finishes_a_chain_before_starting_the_next(tmp_path, write_spec, job_env, order, expect):
+    """One at a time: by default both pretraining runs (the longest chains) go before either extension; with
+    order chains an extension starts as soon as its parent completes, so a submission cut short leaves whole
+    chains."""
+    root = tmp_path / "root"
+    sub = submit.submit_spec(write_spec(seeds="seeds = [0]"), root, "local", max_parallel=1, train_fn=FAKE,
+                             progress=False, order=order)
+    assert sub["outcome"] == {"completed": 4}
+    by_start = sorted(_runs(root), key=lambda r: _first_last_t(root, r["run_id"])[0])
+    assert [r["stage"] for r in by_start] == expect
+    if order == "chains":
+        assert by_start[1]["parent_id"] == by_start[0]["run_id"] and by_start[3]["parent_id"] == by_start[2]["run_id"]
+
+
+def test_order_chains_needs_the_local_executor(tmp_path, write_spec):
+    from costlaw.costmodel import CostlawError
+
+    with pytest.raises(CostlawError, match="--order: the debug executor does not choose"):
+        submit.submit_spec(write_spec(), tmp_path / "root", "debug", train_fn=FAKE, progress=False, order="chains")
+    assert not (tmp_path / "root").exists()  # refused before the root was made

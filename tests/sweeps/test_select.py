@@ -143,3 +143,18 @@ def test_a_run_with_long_later_stages_starts_first():
     assert [r.run_id for r in largest_first([small, big])] == [big.run_id, small.run_id]  # alone: by own time
     ordered = [r.run_id for r in largest_first([small, big, long_ext])]
     assert ordered == [small.run_id, long_ext.run_id, big.run_id]
+
+
+def test_start_order_chains_puts_continuations_first():
+    from types import SimpleNamespace as R
+
+    from costlaw.sweeps.select import start_order
+
+    p2, e1, e2, c1 = R(parent_id=None), R(parent_id="p1"), R(parent_id="p2"), R(parent_id="e1")
+    pending = [p2, e1, e2, c1]  # largest_first's order; p1 has completed, e1 has not started
+    later = {"p2", "e1", "e2", "c1"}
+    assert start_order(pending, "longest", later) == pending
+    assert start_order(pending, "chains", later) == [e1, p2, e2, c1]
+    assert start_order(pending, "chains", later - {"e1"}) == [e1, c1, p2, e2]  # e1 done: its child next
+    with pytest.raises(ValueError, match="one of longest, chains"):
+        start_order(pending, "shortest", later)
