@@ -93,18 +93,24 @@ def runs_of(root: Path) -> list[dict]:
                     "n_heads": m["n_heads"], "n_kv_heads": m["n_kv_heads"], "seed": cfg["seed"],
                     "status": s["status"], "tokens": s["tokens"], "val_loss": s["val_loss"],
                     "tokens_per_s": s["tokens_per_s"], "mfu": s["mfu"], "compile_s": s["compile_s"],
-                    "train_s": s.get("train_s"), "wall_s": s["wall_s"],
+                    "train_s": s.get("train_s"), "wall_s": s["wall_s"], "setup_s": s.get("setup_s"),
+                    "eval_s": s.get("eval_s"),
                     "train_flops": s["costs"]["c_train_flops_per_token"] * s["tokens"]})
     return out
 
 
 def time_split(runs: list[dict]) -> dict:
-    """Mean seconds of a run's wall in compilation, the training steps after it, and the rest (start-up, data,
-    evaluation, checkpoint): fusion shrinks only the steps, so at a small share of the budget the rest decides."""
+    """Mean seconds of a run's wall in compilation, the training steps after it, the trainer's setup (corpus,
+    model; `setup_s`), the final evaluation (`eval_s`) and the rest (checkpoints, logs; where the summaries
+    predate setup_s and eval_s, those too): fusion shrinks only the steps, so at a small share of the budget the
+    rest decides. The process's start (Python, torch, CUDA) comes before the trainer's clock and is in none."""
     n = max(1, len(runs))
     comp = sum(r["compile_s"] or 0 for r in runs) / n
     train = sum(max(0.0, (r["train_s"] or 0) - (r["compile_s"] or 0)) for r in runs) / n
-    return {"compile": comp, "steps": train, "other": sum(r["wall_s"] or 0 for r in runs) / n - comp - train}
+    setup = sum(r.get("setup_s") or 0 for r in runs) / n
+    ev = sum(r.get("eval_s") or 0 for r in runs) / n
+    rest = sum(r["wall_s"] or 0 for r in runs) / n - comp - train - setup - ev
+    return {"compile": comp, "steps": train, "setup": setup, "eval": ev, "other": rest}
 
 
 def sweep_mfu(runs: list[dict], gpu_seconds: float, peak: float) -> float:

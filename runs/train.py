@@ -252,8 +252,10 @@ class Trainer:
         self.step = 0
         self.total_steps = cfg.total_steps
         # step_*: count, sum and sum of squares of steady-state step times (the step-time CV of HBP's tables)
+        # setup_s: from the trainer's start to each session's first step (corpus, model, checkpoint), summed over
+        # sessions; eval_s: the final evaluation. With compile_s and train_s they say where a run's wall went.
         self.timing = {"wall_s": 0.0, "train_s": 0.0, "timed_s": 0.0, "timed_tokens": 0, "compile_s": None,
-                       "step_n": 0, "step_sum": 0.0, "step_sumsq": 0.0}
+                       "step_n": 0, "step_sum": 0.0, "step_sumsq": 0.0, "setup_s": 0.0}
         self.final_loss = None
         self.interval = dict(EMPTY_INTERVAL)
         self.last_metrics: dict = {}
@@ -395,6 +397,7 @@ class Trainer:
 
         dev = self.device
         self._session_t0 = time.perf_counter()
+        self.timing["setup_s"] = self.timing.get("setup_s", 0.0) + self._session_t0 - self.t_start
         # a resumed interval's partial sums (already reduced over ranks) live on rank 0 only
         keep = 1.0 if self.main else 0.0
         self.loss_acc = torch.tensor(self.interval["loss_sum"] * keep, dtype=torch.float32, device=dev)
@@ -628,15 +631,17 @@ class Trainer:
 
     # ---- the end
     def _finish(self, status: str, evaluate: bool = False, error: str | None = None) -> dict:
-        summary_extra = {}
+        summary_extra, eval_s = {}, None
         # the run's peak is training's: evaluation's inference timing resets CUDA's peak counter
         peak_mem = peak_memory(self.device)
         if evaluate and self.main:
             self._log("evaluating")
+            t0 = time.perf_counter()
             summary_extra = self.task.evaluate(self)
+            eval_s = time.perf_counter() - t0
         if not self.main:  # rank 0 writes the run directory; the others report how they ended
             return {"run_id": self.cfg.run_id, "status": status, "steps": self.step, "rank": self.rank}
-        summary = self._summary(status, error, summary_extra, peak_mem)
+        summary = self._summary(status, error, summary_extra, peak_mem, eval_s)
         if self.trackers is not None:
             self.trackers.close(summary)
         self.rd.write_summary(summary)
@@ -647,8 +652,8 @@ class Trainer:
                   f"val loss {shown['val_loss']}, {summary.get('tokens_per_s') or 0:,.0f} tok/s")
         return self.rd.summary()
 
-    def _summary(self, status, error, extra, peak_mem: tuple[int, str]) -> dict:
-        """peak_mem: (bytes, kind) of peak_memory when training ended."""
+    def _summary(self, status, error, extra, peak_mem: tuple[int, str], eval_s: float | None = None) -> dict:
+        """peak_mem: (bytes, kind) of peak_memory when training ended; eval_s: the final evaluation's seconds."""
         cfg, dev = self.cfg, self.device
         t = self.timing
         wall = t["wall_s"] + time.perf_counter() - self.t_start
@@ -684,7 +689,8 @@ class Trainer:
                 "final_loss": self.final_loss, "val_loss": extra.get("val_loss"),
                 "tokens_per_s": tok_s, "tokens_per_s_wall": tokens / wall if wall > 0 else None, "mfu": mfu,
                 "peak_memory_bytes": peak_bytes, "peak_memory_kind": peak_kind, "wall_s": wall,
-                "train_s": t["train_s"], "compile_s": t["compile_s"], **step_time_stats(t),
+                "train_s": t["train_s"], "compile_s": t["compile_s"], "setup_s": t.get("setup_s"),
+                "eval_s": eval_s, **step_time_stats(t),
                 "recompile_steps": t.get("recompile_steps", 0),
                 "kv_bytes_measured": extra.get("kv_bytes_measured"), "error": error,
                 "base_run_id": self.base_run_id, "seed": cfg.seed, "params_measured": params,

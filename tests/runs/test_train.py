@@ -92,6 +92,10 @@ def test_run_directory_contract(tmp_path):
     assert summary["costs"] == json.loads(json.dumps(costs(cfg.model, cfg.data.seq_len)))
     assert summary["mfu"] is None and summary["peak_memory_kind"] == "ru_maxrss"
     assert summary["tokens_per_s"] > 0 and summary["wall_s"] >= summary["train_s"] > 0
+    # where the wall went: setup before the first step, the steps, the final evaluation (inference timing
+    # included), each inside the wall and apart from the others
+    assert summary["setup_s"] > 0 and summary["eval_s"] > 0
+    assert summary["setup_s"] + summary["train_s"] + summary["eval_s"] <= summary["wall_s"]
     d = summary["data"]
     assert len(d["corpus_id"]) == 16 and d["tokenizer"] == "byte" and d["corpus"] == EMAIL
     assert 0 <= d["padding_ratio"] < 0.05 and 0 <= d["abr"] < 1 and d["epochs"] > 0
@@ -184,10 +188,12 @@ def test_preempt_then_resume_matches_unbroken(tmp_path, stop_after):
     rd = run_dir(tmp_path / "b", cfg)
     s = train_run(cfg, rd, device="cpu", stop_event=stop_after(13), progress=False)
     assert s["status"] == "preempted" and s["steps"] == 13
+    assert s["eval_s"] is None and s["setup_s"] > 0  # not evaluated; its setup is kept for the next session
     assert not (rd / "DONE").exists() and (rd / CHECKPOINT).exists()
     assert RunDir(rd).status() == "preempted"
     s2 = train_run(cfg, rd, device="cpu", progress=False)
     assert s2["status"] == "completed" and s2["steps"] == 24
+    assert s2["setup_s"] > s["setup_s"] and s2["eval_s"] > 0  # both sessions' setups
     assert s2["final_loss"] == ref["final_loss"] and s2["val_loss"] == ref["val_loss"]
     steps = [json.loads(x)["step"] for x in (rd / "metrics.jsonl").read_text().splitlines()]
     assert steps == [5, 10, 15, 20, 24]

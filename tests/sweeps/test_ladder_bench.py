@@ -18,7 +18,11 @@ def bench():
 def test_time_split_separates_compile_steps_and_the_rest(bench):
     runs = [{"compile_s": 20.0, "train_s": 30.0, "wall_s": 60.0}, {"compile_s": 10.0, "train_s": 50.0, "wall_s": 70.0}]
     # train_s counts the first step, compilation included: the steps after it are train_s - compile_s
-    assert bench.time_split(runs) == pytest.approx({"compile": 15.0, "steps": 25.0, "other": 25.0})
+    assert bench.time_split(runs) == pytest.approx({"compile": 15.0, "steps": 25.0, "setup": 0.0, "eval": 0.0,
+                                                    "other": 25.0})
+    runs = [{**r, "setup_s": 4.0, "eval_s": 6.0} for r in runs]  # summaries that say where the rest went
+    assert bench.time_split(runs) == pytest.approx({"compile": 15.0, "steps": 25.0, "setup": 4.0, "eval": 6.0,
+                                                    "other": 15.0})
 
 
 def test_compare_reports_loss_differences_against_the_seed_spread(bench):
