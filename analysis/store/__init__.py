@@ -4,6 +4,9 @@ Workers write run directories (docs/run-directory.md); `ingest(root, db)` loads 
 (idempotent: the run id is the primary key, unchanged runs are left alone, a newer DONE replaces a run's
 rows in one transaction; incomplete and corrupt directories are reported and skipped).
 
+A new file is made in 64 KiB blocks (analysis/store/lock.py says why); `costlaw ingest --db DB --compact`
+rewrites an older or re-ingested one without its free space (analysis/store/compact.py).
+
 Tables (schema version in `schema_version`, migrations in analysis/store/schema.py):
   runs    one row per run: run_id, model_id, name, sweep, stage, seed, status, base_run_id, the flattened
           ModelConfig (d_model ... layout, family, n_full_layers, sparse pattern, kv policy), data/train

@@ -64,6 +64,17 @@ def atomic_file(path: str | Path, mode: int = 0o644):
         raise
 
 
+def move_into_place(tmp: str | Path, path: str | Path) -> None:
+    """A complete file another library wrote (a DuckDB database) moved over `path` in its directory: fsynced
+    first, so a crash leaves the old file or the whole new one."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Write `data` to `path` atomically (see `atomic_file`)."""
     with atomic_file(path) as f:
