@@ -170,7 +170,7 @@ def render_text(r: Rerun) -> str:
 
     s = r.summary()
     rows = [{"run": p.label, "first": f"{p.loss_a:.4f}", "rerun": f"{p.loss_b:.4f}", "difference": f"{p.diff:+.4f}",
-             "val se": _f(p.se), "parted at": "-" if p.parted_at is None else f"{p.parted_at} of {p.steps}"}
+             "se of difference": _f(p.se), "parted at": "-" if p.parted_at is None else f"{p.parted_at} of {p.steps}"}
             for p in r.pairs]
     per = [{"stage": k, "runs": v["n"], "mean diff": f"{v['mean_diff']:+.4f}", "run noise sd": _f(v["run_noise_sd"]),
             "median |diff|": _f(v["median_abs_diff"]), "max |diff|": _f(v["max_abs_diff"]),

@@ -70,6 +70,10 @@ def test_compact_keeps_every_row_and_view_and_shrinks_the_file(cli, old_store):
     assert not [p for p in old_store.parent.iterdir() if ".compact-" in p.name]
     again = old_store.read_bytes()
     assert compact(old_store) == (after, after) and old_store.read_bytes() == again  # no smaller: kept
+    root = old_store.parent / "root"  # the compacted store takes new runs as before
+    write_run(root, cfg(8, 2, 0).to_dict(), steps=20, final_loss=2.5)
+    assert ingest(root, old_store).line().startswith("ingested 1 (1 new, 0 replaced), unchanged 6")
+    assert len(views(old_store)["run_summary"]) == 7
 
 
 def test_a_failed_compaction_leaves_the_file_as_it_was(old_store, monkeypatch):
