@@ -130,51 +130,44 @@ def main(args) -> int:
     return 0
 
 
+
 def _context(args) -> int:
-    from costlaw.analysis.validate.context import check_stores, render_text
-    from costlaw.costmodel.core.units import table_width, terminal_width
-    from costlaw.options import output_file
+    from costlaw.analysis.validate import context
 
-    if args.figure:
-        output_file(args.figure, "--figure", "the figure")
-    c = check_stores(args.db, sweep=args.sweep, reference=args.reference)
-    figure = None
-    if args.figure:
-        from costlaw.analysis.validate.figure import context_figure
-
-        figure = [str(p) for p in context_figure(c, args.figure)]
-    if args.json:
-        print(json.dumps({**c.to_json(), "figure": figure}, indent=2))
-    else:
-        with table_width(None if args.wide else terminal_width()):
-            print(render_text(c))
-        if figure:
-            print(f"wrote {figure[0]} and {figure[1]}")
-    return 0
+    return _show(args, lambda: context.check_stores(args.db, sweep=args.sweep, reference=args.reference),
+                 "context_figure", context.render_text)
 
 
 def _rerun(args) -> int:
-    from costlaw.analysis.validate.rerun import check_rerun, render_text
+    from costlaw.analysis.validate import rerun
     from costlaw.costmodel.core.errors import CostlawError
-    from costlaw.costmodel.core.units import table_width, terminal_width
-    from costlaw.options import output_file
 
     if args.reference is not None:
         raise CostlawError("--reference: only --mode context reads it; drop --reference")
+    return _show(args, lambda: rerun.check_rerun(args.db, threshold=0.02 if args.threshold is None else args.threshold,
+                                                 window=5 if args.window is None else args.window),
+                 "rerun_figure", rerun.render_text)
+
+
+def _show(args, check, figure_fn: str, render) -> int:
+    """--mode context and rerun: the output path checked first, then the result of `check()` as JSON or text, and
+    its figure (analysis.validate.figure.<figure_fn>) with --figure."""
+    from costlaw.costmodel.core.units import table_width, terminal_width
+    from costlaw.options import output_file
+
     if args.figure:
         output_file(args.figure, "--figure", "the figure")
-    r = check_rerun(args.db, threshold=0.02 if args.threshold is None else args.threshold,
-                    window=5 if args.window is None else args.window)
+    result = check()
     figure = None
     if args.figure:
-        from costlaw.analysis.validate.figure import rerun_figure
+        from costlaw.analysis.validate import figure as figures
 
-        figure = [str(p) for p in rerun_figure(r, args.figure)]
+        figure = [str(p) for p in getattr(figures, figure_fn)(result, args.figure)]
     if args.json:
-        print(json.dumps({**r.to_json(), "figure": figure}, indent=2))
+        print(json.dumps({**result.to_json(), "figure": figure}, indent=2))
     else:
         with table_width(None if args.wide else terminal_width()):
-            print(render_text(r))
+            print(render(result))
         if figure:
             print(f"wrote {figure[0]} and {figure[1]}")
     return 0
