@@ -14,6 +14,9 @@ Per family and context T: prefill T − G tokens into a fresh cache, then decode
 cache ends at exactly T (as runs/evaluate.py does); the median of `--repeats` measurements after a warm-up.
 Rows: prefill and decode seconds, KV bytes measured (`cache.nbytes()`) and analytic, peak CUDA memory
 (torch.cuda.max_memory_allocated after a reset), weights bytes, M_infer bytes and C_infer FLOPs/token.
+`--decode-step compiled` captures the opt-in torch.compile'd decode step in the graph (GraphDecoder.compile_body:
+fewer, fused kernels; a compilation per model and cache shape, about 20 s on an H100), the path to decode near its
+roofline (issue 23, item 6); every row records which step it timed.
 `--device cpu --contexts 256,512 --d-model 64 --layers 3` checks the script without a GPU.
 """
 
@@ -37,6 +40,7 @@ from costlaw.costmodel.presets import paper_ffn  # noqa: E402
 from costlaw.runs.evaluate import timed_generation  # noqa: E402
 from costlaw.runs.kv.registry import policy_model  # noqa: E402
 from costlaw.runs.models import build_model  # noqa: E402
+from costlaw.runs.models.decode_graph import GraphDecoder  # noqa: E402
 
 FORMAT = "costlaw-calibration-measurements/1"
 LABELS = {"gqa": "dense GQA", "hybrid": "1/3 full, sink 64 + window 1024", "compressed": "GQA + SnapKV keep 0.25"}
@@ -91,7 +95,17 @@ def main(argv=None) -> int:
     ap.add_argument("--vocab", type=int, default=50304)
     ap.add_argument("--families", default="gqa,hybrid,compressed")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--decode-step", choices=("graph", "compiled"), default="graph",
+                    help="the decode step captured in the CUDA graph: the eager one (default) or torch.compile'd")
     a = ap.parse_args(argv)
+    was, GraphDecoder.compile_body = GraphDecoder.compile_body, a.decode_step == "compiled"
+    try:
+        return _measure_all(a)
+    finally:
+        GraphDecoder.compile_body = was
+
+
+def _measure_all(a) -> int:
     device = torch.device(a.device)
     contexts = [parse_tokens(c) for c in a.contexts.split(",")]
     cfgs = family_configs(a.d_model, a.layers, a.heads, a.kv_heads, a.vocab)
@@ -102,7 +116,8 @@ def main(argv=None) -> int:
     hybrid.load_state_dict(net.state_dict())  # same weights: the families differ only in attention
     doc = {"format": FORMAT, "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
            "gpu_key": gpu_key(device), "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-           "decode_tokens": a.decode_tokens, "repeats": a.repeats, "rows": [], "failed": []}
+           "decode_tokens": a.decode_tokens, "decode_step": a.decode_step, "repeats": a.repeats, "rows": [],
+           "failed": []}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = doc["rows"]
@@ -113,6 +128,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             try:
                 r = {"family": fam, "label": LABELS[fam], "model": cfg.to_dict(), "model_id": cfg.config_id,
+                     "decode_step": a.decode_step,
                      **measure(model, cfg, T, min(a.decode_tokens, T // 2), a.repeats, device)}
             except torch.cuda.OutOfMemoryError as e:  # a context past the GPU: record it, measure the rest
                 doc["failed"].append({"family": fam, "context": T, "error": str(e).splitlines()[0]})

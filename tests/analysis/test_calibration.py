@@ -320,3 +320,27 @@ def test_benchmark_on_cpu_feeds_the_analysis(tmp_path, capsys):
     assert small["compressed"] < small["gqa"]  # SnapKV keeps a quarter of the prompt
     assert costlaw(["calibrate", str(meas), "--out", str(tmp_path / "out")]) == 0
     assert "| compressed |" in (tmp_path / "out" / "calibration.md").read_text()
+
+
+
+def test_benchmark_records_the_decode_step_it_asked_for(tmp_path, monkeypatch):
+    """--decode-step compiled: GraphDecoder.compile_body is on while the benchmark measures (the graph decode runs
+    on CUDA only, so here the rows are eager), every row says which step was asked for, and the class default
+    comes back afterwards."""
+    import importlib.util
+
+    from costlaw.runs.models.decode_graph import GraphDecoder
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "calibrate_infer_gpu.py"
+    spec = importlib.util.spec_from_file_location("calibrate_infer_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    seen, real = [], bench.measure
+    monkeypatch.setattr(bench, "measure", lambda *a: seen.append(GraphDecoder.compile_body) or real(*a))
+    meas = tmp_path / "m.json"
+    assert bench.main(["--device", "cpu", "--contexts", "64", "--d-model", "64", "--layers", "1", "--heads",
+                       "2", "--kv-heads", "1", "--vocab", "264", "--decode-tokens", "4", "--repeats", "1",
+                       "--families", "gqa", "--decode-step", "compiled", "--out", str(meas)]) == 0
+    doc = cal.load_measurements(meas)
+    assert doc["decode_step"] == "compiled" and [r["decode_step"] for r in doc["rows"]] == ["compiled"]
+    assert seen == [True] and GraphDecoder.compile_body is False
