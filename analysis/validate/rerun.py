@@ -12,6 +12,7 @@ and the difference at fixed shares of training.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 
 from costlaw.costmodel.core.errors import CostlawError
@@ -89,11 +90,7 @@ class Rerun:
 
 
 def _median(xs: list[float]) -> float | None:
-    xs = sorted(xs)
-    if not xs:
-        return None
-    m = len(xs) // 2
-    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
+    return statistics.median(xs) if xs else None
 
 
 def _label(r) -> str:
