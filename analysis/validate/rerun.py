@@ -64,8 +64,8 @@ class Rerun:
             n = len(d)
             mean = sum(d) / n
             sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else None
-            ses = sorted(p.se for p in ps if p.se is not None)
-            val_se = ses[len(ses) // 2] / math.sqrt(2) if ses else None  # one loss's, the median run's
+            med = _median([p.se for p in ps if p.se is not None])
+            val_se = None if med is None else med / math.sqrt(2)  # one loss's, the median run's
             noise = None if sd is None else sd / math.sqrt(2)
             big = max(ps, key=lambda p: abs(p.diff))
             parted = [p.parted_at / p.steps for p in ps if p.parted_at is not None and p.steps]
