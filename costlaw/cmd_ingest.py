@@ -89,7 +89,6 @@ def main(args) -> int:
     return status
 
 
-
 def _compact(args) -> dict:
     from costlaw.analysis.store.compact import compact
 

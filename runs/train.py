@@ -397,7 +397,7 @@ class Trainer:
 
         dev = self.device
         self._session_t0 = time.perf_counter()
-        self.timing["setup_s"] = self.timing.get("setup_s", 0.0) + self._session_t0 - self.t_start
+        self.timing["setup_s"] += self._session_t0 - self.t_start  # 0.0 by default, resumed or not
         # a resumed interval's partial sums (already reduced over ranks) live on rank 0 only
         keep = 1.0 if self.main else 0.0
         self.loss_acc = torch.tensor(self.interval["loss_sum"] * keep, dtype=torch.float32, device=dev)
@@ -689,7 +689,7 @@ class Trainer:
                 "final_loss": self.final_loss, "val_loss": extra.get("val_loss"),
                 "tokens_per_s": tok_s, "tokens_per_s_wall": tokens / wall if wall > 0 else None, "mfu": mfu,
                 "peak_memory_bytes": peak_bytes, "peak_memory_kind": peak_kind, "wall_s": wall,
-                "train_s": t["train_s"], "compile_s": t["compile_s"], "setup_s": t.get("setup_s"),
+                "train_s": t["train_s"], "compile_s": t["compile_s"], "setup_s": t["setup_s"],
                 "eval_s": eval_s, **step_time_stats(t),
                 "recompile_steps": t.get("recompile_steps", 0),
                 "kv_bytes_measured": extra.get("kv_bytes_measured"), "error": error,
