@@ -191,7 +191,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path, device: str = "auto", resume:
     task = task_for(cfg)  # its config errors come before anything is written
     trackers.check(cfg)
     rank, world, local_rank, owned = _distributed()
-    lock = None
+    lock = trainer = None
     try:
         if world > 1 and cfg.train.grad_accum % world:
             raise ConfigError("train.grad_accum", f"{cfg.train.grad_accum} is not a multiple of the {world} "
@@ -211,9 +211,16 @@ def train_run(cfg: RunConfig, run_dir: str | Path, device: str = "auto", resume:
     finally:
         if lock is not None:
             lock.release()
-        if owned:  # a gloo group left to interpreter exit once aborted a finished rank ("terminate called ...")
+        if owned:
+            import gc
+
             import torch.distributed as dist
 
+            # The trainer holds the DDP wrapper, and it the process group, in a cycle with its task that only the
+            # garbage collector frees. Freed at interpreter exit, gloo's threads went down with the interpreter
+            # and aborted a finished rank ("terminate called without an active exception", CI).
+            trainer = task = None
+            gc.collect()
             dist.destroy_process_group()
 
 

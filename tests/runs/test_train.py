@@ -309,7 +309,10 @@ from costlaw.runs.config import RunConfig
 from costlaw.runs.train import train_run
 cfg = RunConfig.from_dict(json.loads(sys.argv[1]))
 s = train_run(cfg, sys.argv[2], device="cpu", progress=False)
-print(json.dumps({"status": s["status"], "steps": s["steps"]}))
+import gc
+from torch.nn.parallel import DistributedDataParallel
+ddp = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())  # what holds the group past its end
+print(json.dumps({"status": s["status"], "steps": s["steps"], "ddp_alive": ddp}))
 """
 
 
@@ -341,7 +344,7 @@ def test_data_parallel_matches_accumulation(tmp_path):
     outs = [(out, err) for _, out, err in ranks]
     assert all(rc == 0 for rc, _, _ in ranks), outs[0][1][-2000:] + outs[1][1][-2000:]
     ends = [json.loads(o[0].strip().splitlines()[-1]) for o in outs]
-    assert ends == [{"status": "completed", "steps": 12}] * 2
+    assert ends == [{"status": "completed", "steps": 12, "ddp_alive": 0}] * 2
     s = json.loads((rd / "summary.json").read_text())
     assert s["status"] == "completed" and s["tokens"] == one["tokens"]
     assert s["final_loss"] == pytest.approx(one["final_loss"], rel=1e-4)
