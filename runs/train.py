@@ -328,6 +328,8 @@ class Trainer:
         if self.trackers is not None:
             self.trackers.close()  # after an error; _finish closed them with the summary otherwise
             self.trackers = None
+        if self.world > 1:  # an error's traceback keeps the trainer alive; its DDP wrapper must not keep the group
+            self.net = self.fwd = None
 
     # ---- setup
     def _setup(self):

@@ -362,6 +362,45 @@ def test_data_parallel_rejects_grad_accum_not_a_multiple_of_ranks(tmp_path):
     assert not (rd / "metrics.jsonl").exists() or not (rd / "metrics.jsonl").read_text().strip()
 
 
+_DDP_FAILING_WORKER = """
+import gc, json, sys, torch
+torch.set_num_threads(1)
+from torch.nn.parallel import DistributedDataParallel
+from costlaw.runs import train
+from costlaw.runs.config import RunConfig
+def boom(self):
+    raise RuntimeError("boom in training")
+train.Trainer._train_loop = boom
+try:
+    train.train_run(RunConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], device="cpu", progress=False)
+except RuntimeError as e:
+    kept = e  # its traceback holds the trainer's frames, as an error on its way out of a worker does
+print(json.dumps({"error": str(kept), "ddp_alive": sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())}))
+"""
+
+
+@pytest.mark.slow
+def test_data_parallel_error_leaves_no_ddp_holding_the_group(tmp_path):
+    """A rank whose training raised: the group is destroyed and nothing (the traceback's trainer included) keeps
+    the DDP wrapper, whose process group torn down at interpreter exit aborted a rank (CI, "terminate called")."""
+    import socket
+
+    cfg = tiny_cfg(steps=4, train={"grad_accum": 2})
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, "-c", _DDP_FAILING_WORKER, json.dumps(cfg.to_dict()),
+                               str(run_dir(tmp_path / "ddp", cfg))], cwd=REPO,
+                              env={**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                                   "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
+                                   "TORCH_DISTRIBUTED_BACKEND": "gloo", "OMP_NUM_THREADS": "1"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+        assert json.loads(out.strip().splitlines()[-1]) == {"error": "boom in training", "ddp_alive": 0}
+
+
 def test_warmup_stable_decay_schedule():
     from costlaw.runs.schedule import lr_at, wsd_lr
 
