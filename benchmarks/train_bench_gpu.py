@@ -17,7 +17,13 @@ hybrid to its all-full twin: measured train / prefill / decode speedups next to 
   python benchmarks/train_bench_gpu.py --reference ../shared/bench/gpu_reference.py   # ~5 min on one H100
 
 With --reference the plain-PyTorch reference runs first for a and b (same shapes, same GPU, same command)
-and a `ratio` line follows each of ours. Tokens are synthetic (`corpus = "synthetic"`: nothing to read)
+and a `ratio` line follows each of ours. --precision bf16,fp8 trains each config once per precision (fp8: the
+blocks' linear layers in float8 through torchao, runs/fp8.py), each row naming its precision:
+
+  python benchmarks/train_bench_gpu.py --configs a --precision auto,fp8 --reference   # item 5's opt-in, speed
+  python benchmarks/train_bench_gpu.py --configs a --precision auto,fp8 --corpus site-packages --steps 600
+      # its effect on loss: the same seed and batches, final training loss and val loss side by side
+ Tokens are synthetic (`corpus = "synthetic"`: nothing to read)
 unless --corpus names a prepared corpus or source. Document masking is off by default so the work equals
 the reference's (plain causal attention); --doc-mask measures packed, document-masked training.
 """
@@ -83,7 +89,7 @@ def model_config(name: str):
     return ModelConfig.from_dict({"vocab_size": 50304, "tied_embeddings": True, "rope_theta": 5e5, **spec["model"]})
 
 
-def run_config(name: str, args) -> dict:
+def run_config(name: str, args, precision: str = "auto") -> dict:
     import torch
 
     from costlaw.runs.config import DataConfig, EvalConfig, RunConfig, TrainConfig
@@ -95,11 +101,11 @@ def run_config(name: str, args) -> dict:
     model = model_config(name)
     T = spec["seq_len"]
     inference = name != "a" and not args.no_inference
-    cfg = RunConfig(model=model, name=f"bench-{name}",
+    cfg = RunConfig(model=model, name=f"bench-{name}-{precision}",
                     data=DataConfig(corpus=args.corpus, tokenizer=spec.get("tokenizer", "gpt2"), seq_len=T,
                                     doc_mask=args.doc_mask),
                     train=TrainConfig(steps=args.steps or spec["steps"], batch_size=spec["batch_size"], lr=3e-4,
-                                      log_every=10, checkpoint_every=0, compile=args.compile),
+                                      log_every=10, checkpoint_every=0, compile=args.compile, precision=precision),
                     eval=EvalConfig(val_tokens=T * spec["batch_size"], position_buckets=1, retrieval_samples=0,
                                     decode_tokens=32 if inference else 0))
     out = run_path(args.out, cfg.run_id)
@@ -112,14 +118,14 @@ def run_config(name: str, args) -> dict:
     inf = next((e["metrics"] for e in evals if e["eval"] == "inference" and e["tags"]["context"] == T), {})
     tok_s = s["tokens_per_s"]
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else None
-    row = {"ref": "costlaw", "config": name, "gpu": gpu, "torch": torch.__version__,
+    row = {"ref": "costlaw", "config": name, "precision": precision, "gpu": gpu, "torch": torch.__version__,
            "status": s["status"], "params": s["params_measured"], "seq": T, "batch": spec["batch_size"],
            "steps": s["steps"], "tok_s": tok_s, "step_s": spec["batch_size"] * T / tok_s if tok_s else None,
            "mfu": s["mfu"], "peak_gib": s["peak_memory_bytes"] / 2**30, "compile_s": s["compile_s"],
            "wall_s": wall, "doc_mask": args.doc_mask, "sink_chunks": Transformer.sink_chunks,
            "compile_mode": os.environ.get("COSTLAW_COMPILE_MODE"),
            "c_train_flops_per_token": s["costs"]["c_train_flops_per_token"], "final_loss": s["final_loss"],
-           "error": s["error"]}
+           "val_loss": s.get("val_loss"), "error": s["error"]}
     if inf:
         row.update(prefill_s=inf["prefill_s"], prefill_tokens=inf.get("prefill_tokens"),
                    decode_tokens_per_s=inf["decode_tokens_per_s"], kv_bytes=inf["kv_bytes"],
@@ -176,6 +182,8 @@ def main():
     p.add_argument("--doc-mask", action="store_true", help="document-masked packed rows (varlen kernel on full "
                    "layers, FlexAttention on sparse ones)")
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"])
+    p.add_argument("--precision", default="auto", help="comma-separated train.precision values, each config trained "
+                   "once per value: auto (bf16 on a GPU), bf16, fp32, fp8 (torchao)")
     p.add_argument("--compile-mode", help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     p.add_argument("--no-inference", action="store_true", help="skip prefill/decode timing (every config but a)")
     default_ref = ROOT.parent / "shared" / "bench" / "gpu_reference.py"
@@ -191,6 +199,10 @@ def main():
     for n in names:
         if n not in CONFIGS:
             p.error(f"--configs: unknown config {n!r}; choose from {', '.join(CONFIGS)}")
+    precisions = [x.strip() for x in args.precision.split(",") if x.strip()]
+    for x in precisions:
+        if x not in ("auto", "bf16", "fp32", "fp8"):
+            p.error(f"--precision: unknown value {x!r}; choose from auto, bf16, fp32, fp8")
     tmp = None
     if not args.out:
         tmp = tempfile.mkdtemp(prefix="costlaw-bench-")
@@ -199,14 +211,17 @@ def main():
         rows = {}
         for n in names:
             ref = reference(args.reference, n) if args.reference and n in REFERENCE_ARGS else None
-            try:
-                rows[n] = run_config(n, args)
-            except Exception as e:  # one failing config must not hide the others
-                rows[n] = {"ref": "costlaw", "config": n, "error": f"{type(e).__name__}: {e}".splitlines()[0]}
-            print(json.dumps(rows[n]), flush=True)
-            if ref and rows[n].get("tok_s"):
-                print(json.dumps({"ratio": n, "tok_s_vs_reference": rows[n]["tok_s"] / ref["tok_s"],
-                                  "goal": 1.2 if n == "a" else None}), flush=True)
+            for prec in precisions:
+                try:
+                    row = run_config(n, args, prec)
+                except Exception as e:  # one failing config must not hide the others
+                    row = {"ref": "costlaw", "config": n, "precision": prec,
+                           "error": f"{type(e).__name__}: {e}".splitlines()[0]}
+                rows.setdefault(n, row)  # the hybrid comparisons use each config's first precision
+                print(json.dumps(row), flush=True)
+                if ref and row.get("tok_s"):
+                    print(json.dumps({"ratio": n, "precision": prec, "tok_s_vs_reference": row["tok_s"] / ref["tok_s"],
+                                      "goal": 1.2 if n == "a" else None}), flush=True)
         for base, hn in PAIRS:
             if rows.get(base, {}).get("tok_s") and rows.get(hn, {}).get("tok_s"):
                 print(json.dumps(compare(rows[base], rows[hn], base, hn)), flush=True)

@@ -102,7 +102,8 @@ class TrainConfig:
     beta1: float = bounded(0.9, lo=0, hi=1)
     beta2: float = bounded(0.95, lo=0, hi=1)
     grad_clip: float = bounded(1.0, lo=0)
-    precision: str = bounded("auto", choices=("auto", "bf16", "fp32"))  # auto: bf16 autocast on GPU, fp32 on CPU
+    # auto: bf16 autocast on GPU, fp32 on CPU; fp8: bf16 with the blocks' linear layers in float8 (runs/fp8.py)
+    precision: str = bounded("auto", choices=("auto", "bf16", "fp32", "fp8"))
     compile: str = bounded("auto", choices=("auto", "on", "off"))  # auto: on for GPU
     log_every: int = bounded(10, lo=1)
     checkpoint_every: int = bounded(200, lo=0)  # steps; 0 = only at the end and on preemption
@@ -281,7 +282,7 @@ class RunConfig:
 # ---------------------------------------------------------------- memory
 def train_memory_bytes(cfg: RunConfig, device_type: str = "cuda") -> int:
     """costmodel's estimate of one rank's training memory for `cfg` (costmodel.m_train_bytes on a micro-batch):
-    activations in bf16 where the trainer autocasts (precision auto or bf16 on a GPU), else fp32. A policy run
+    activations in bf16 where the trainer autocasts (precision auto on a GPU, bf16 or fp8), else fp32. A policy run
     keeps no gradients or AdamW moments for the frozen backbone, so only its fp32 weights count (4 of 16 B)."""
     from costlaw.costmodel import m_train_bytes, params_total
 

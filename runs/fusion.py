@@ -64,6 +64,9 @@ def check_fusable(cfgs) -> None:
                                           "(its attention uses dense masks); train long-context stages unfused")
     if cfg.train.init_from:
         raise ConfigError("train.init_from", "a fused group starts from scratch; train later stages unfused")
+    if cfg.train.precision == "fp8":
+        raise ConfigError("train.precision", "\"fp8\" (torchao's float8 layers) is not built for fused groups; "
+                                             "train these runs unfused, or fused in \"bf16\"")
     if cfg.data.packing == "hierarchical":
         raise ConfigError("data.packing", "\"hierarchical\" gives each seed micro-batches of other row lengths, "
                                           "which do not stack; train these runs unfused")

@@ -50,7 +50,7 @@ from costlaw.costmodel.core.errors import ConfigError, CostlawError
 from costlaw.costmodel.core.files import repair_jsonl
 from costlaw.costmodel.core.rundir import CHECKPOINT, METRICS, RunDir
 from costlaw.costmodel.core.runlock import RunLock
-from costlaw.runs import trackers
+from costlaw.runs import fp8, trackers
 from costlaw.runs.checkpoint import FORMAT as CKPT_FORMAT
 from costlaw.runs.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from costlaw.runs.config import RunConfig, check_memory
@@ -82,9 +82,9 @@ def device_memory(device: torch.device) -> tuple[int, str]:
 
 
 def precision_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32."""
+    """The autocast dtype, or None for plain fp32 (fp8 autocasts to bf16 around its float8 layers)."""
     p = cfg.train.precision
-    if p == "bf16" or (p == "auto" and device.type == "cuda"):
+    if p in ("bf16", "fp8") or (p == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
 
@@ -202,6 +202,8 @@ def train_run(cfg: RunConfig, run_dir: str | Path, device: str = "auto", resume:
             dev = torch.device("cuda", local_rank)
             torch.cuda.set_device(dev)
         check_memory(cfg, *device_memory(dev), device=dev.type)  # before the lock: a refused run writes nothing
+        if cfg.train.precision == "fp8":
+            fp8.check(dev)
         lock = _lock(rd, rank, world, dev)
         if (done := rd.finished_or_claim(cfg.run_id)) is not None:  # finished by the trainer we waited for
             return done
@@ -349,6 +351,8 @@ class Trainer:
         self.task.attach(self.model)
         if cfg.train.init_from:
             self.base_run_id = init_from(self.model, cfg)
+        if cfg.train.precision == "fp8":
+            self._log(f"fp8: {fp8.to_float8(self.model)} linear layers in float8 (torchao)")
         self.params = self.task.parameters(self.model)
         fused = dev.type == "cuda"
         self.opt = torch.optim.AdamW(param_groups(self.model, self.params, cfg.train.weight_decay), lr=cfg.train.lr,
@@ -644,6 +648,7 @@ class Trainer:
         # the run's peak is training's: evaluation's inference timing resets CUDA's peak counter
         peak_mem = peak_memory(self.device)
         if evaluate and self.main:
+            fp8.to_plain(self.model)  # an fp8 run's weights are scored as every run's are
             self._log("evaluating")
             t0 = time.perf_counter()
             summary_extra = self.task.evaluate(self)

@@ -6,6 +6,7 @@ through CUDA_VISIBLE_DEVICES and nvidia-smi.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -147,6 +148,15 @@ def check_device(device: str, executor: str, runs) -> None:
         raise ConfigError("--device", f"{device} asked for, but stage {r.stage}'s runs have resources.gpus = 0, so "
                                       "their jobs see no GPU; set resources.gpus >= 1 or use --device auto")
     _check_index(device, min(r.resources.gpus for r in runs), "each job is given")
+
+
+def check_libraries(runs) -> None:
+    """The optional libraries runs' configs need are importable here: the local and debug executors train in this
+    Python, and submitit's Slurm jobs run the Python that submitted them."""
+    fp8 = next((r for r in runs if r.config.train.precision == "fp8"), None)
+    if fp8 is not None and importlib.util.find_spec("torchao") is None:
+        raise ConfigError("train.precision", f"stage {fp8.stage}'s runs ask for \"fp8\", which needs torchao, and "
+                                             "this Python has none; pip install \"costlaw[fp8]\", or use \"bf16\"")
 
 
 def _check_index(device: str, n: int, what: str) -> None:

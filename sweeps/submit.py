@@ -26,7 +26,8 @@ from costlaw.sweeps import record
 from costlaw.sweeps.fuse import members
 from costlaw.sweeps.interrupt import Interrupts, SweepInterrupted
 from costlaw.sweeps.jobs import local_job_alive, slurm_states, this_host
-from costlaw.sweeps.preflight import check_device, check_executor, check_memory, check_order, check_root
+from costlaw.sweeps.preflight import (check_device, check_executor, check_libraries, check_memory, check_order,
+                                      check_root)
 from costlaw.sweeps.select import select
 from costlaw.sweeps.worker import TRAIN_FN
 
@@ -77,6 +78,7 @@ def submit_spec(spec_path: str | Path, root: str | Path, executor: str, *, max_p
     check_executor(executor)
     check_order(order, executor)
     check_device(device, executor, scope)
+    check_libraries(scope)
     check_memory(scope, executor, device, gpu, runs_per_gpu * fused_width(scope, fuse))
     # everything is valid: now, and only now, the root appears
     root.mkdir(parents=True, exist_ok=True)
@@ -249,6 +251,7 @@ def resubmit(root: str | Path, executor: str | None = None, *, max_parallel: int
     planned = planned_from_record(doc)
     scope = [r for r in planned if r.run_id in pick]
     check_device(device, executor, scope)
+    check_libraries(scope)
     check_memory(scope, executor, device, doc.get("plan", {}).get("gpu", "H100"),
                  runs_per_gpu * fused_width(scope, fuse))
     live = [r for r in st["runs"] if r.get("trainer")]

@@ -3,7 +3,8 @@
 Provenance without prose: besides git's HEAD and a dirty flag, a run records `source_sha256`, a hash of every
 source file of the costlaw packages as they were loaded (whatever git says, it names the code that ran), and
 `git_diff_sha256`, a hash of the uncommitted diff against HEAD when there is one (HEAD plus that diff is the
-tree that ran). Two runs with the same `source_sha256` ran the same code. Standard library only.
+tree that ran). Two runs with the same `source_sha256` ran the same code. `torchao`: its version if the process loaded it
+(an fp8 run does, runs/fp8.py), else None. Standard library only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 from costlaw import SUBPACKAGES
@@ -98,6 +100,6 @@ def env_info(device: str = "cpu") -> dict:
            "python": platform.python_version(), "numpy": numpy_version,
            "git_commit": commit, "git_dirty": dirty, "git_diff_sha256": diff_sha, "source_sha256": source_sha256(),
            "hostname": socket.gethostname(), "costlaw": costlaw_version, "platform": platform.platform(),
-           "cpu_count": os.cpu_count()}
+           "cpu_count": os.cpu_count(), "torchao": getattr(sys.modules.get("torchao"), "__version__", None)}
     env.update({k: os.environ.get(v) for k, v in SLURM_VARS.items()})
     return env

@@ -28,7 +28,7 @@ def _err(d: dict) -> str:
     ({"model": MODEL, "train": {"steps": 10, "lr": 0}}, "train.lr: "),
     ({"model": MODEL, "train": {"steps": 10, "warmup_frac": 0.6, "decay_frac": 0.6}}, "train.decay_frac: "),
     ({"model": MODEL, "train": {"steps": 10, "batch_size": 0}}, "train.batch_size: "),
-    ({"model": MODEL, "train": {"steps": 10, "precision": "fp8"}}, "train.precision: "),
+    ({"model": MODEL, "train": {"steps": 10, "precision": "fp16"}}, "train.precision: "),
     ({"model": MODEL, "train": {"steps": "ten"}}, "train.steps: "),
     ({"model": MODEL, "train": {"steps": 10, "lrr": 1}}, "train.lrr: "),
     ({"model": MODEL, "data": {"packing": "tight"}}, "data.packing: "),

@@ -209,3 +209,21 @@ def test_device_values_are_checked_at_submit(tmp_path, capsys, monkeypatch):
         preflight.check_device("auto", "local", expand.expand(
             spec.parse(TINY.read_text().replace("mem_gb = 2", "gpus = 2")), "/tmp/r"))
     assert not (tmp_path / "r").exists()
+
+
+def test_fp8_without_torchao_submits_nothing(tmp_path, capsys, monkeypatch):
+    """A spec asking for train.precision = "fp8" in a Python without torchao: one line naming the field and the
+    install, and no root."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a))
+    fp8 = tmp_path / "fp8.toml"
+    fp8.write_text(TINY.read_text().replace('precision = "fp32"', 'precision = "fp8"'))
+    root = tmp_path / "root"
+    rc = main(["sweep", "submit", str(fp8), "--executor", "local", "--device", "cpu", "--root", str(root)])
+    line = one_line(capsys.readouterr().err)
+    assert rc == 2 and line.startswith('costlaw sweep: error: train.precision: stage pretrain\'s runs ask for "fp8", '
+                                       'which needs torchao'), line
+    assert 'pip install "costlaw[fp8]"' in line and not root.exists()
+    preflight.check_libraries(expand.expand(spec.load(TINY), "/tmp/r"))  # a bf16 spec needs nothing more
