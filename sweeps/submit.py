@@ -26,8 +26,14 @@ from costlaw.sweeps import record
 from costlaw.sweeps.fuse import members
 from costlaw.sweeps.interrupt import Interrupts, SweepInterrupted
 from costlaw.sweeps.jobs import local_job_alive, slurm_states, this_host
-from costlaw.sweeps.preflight import (check_device, check_executor, check_libraries, check_memory, check_order,
-                                      check_root)
+from costlaw.sweeps.preflight import (
+    check_device,
+    check_executor,
+    check_libraries,
+    check_memory,
+    check_order,
+    check_root,
+)
 from costlaw.sweeps.select import select
 from costlaw.sweeps.worker import TRAIN_FN
 

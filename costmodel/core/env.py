@@ -3,8 +3,8 @@
 Provenance without prose: besides git's HEAD and a dirty flag, a run records `source_sha256`, a hash of every
 source file of the costlaw packages as they were loaded (whatever git says, it names the code that ran), and
 `git_diff_sha256`, a hash of the uncommitted diff against HEAD when there is one (HEAD plus that diff is the
-tree that ran). Two runs with the same `source_sha256` ran the same code. `torchao`: its version if the process loaded it
-(an fp8 run does, runs/fp8.py), else None. Standard library only.
+tree that ran). Two runs with the same `source_sha256` ran the same code. `torchao`: its version if the process
+loaded it (an fp8 run does, runs/fp8.py), else None. Standard library only.
 """
 
 from __future__ import annotations

@@ -197,7 +197,8 @@ def test_policy_run_on_two_ranks_matches_one_process(env, tmp_path):
     rd = tmp_path / "two"
     ranks = _two_ranks(cfg, rd, timeout=300)
     assert all(rc == 0 for rc, _, _ in ranks), ranks[0][2][-2000:] + ranks[1][2][-2000:]
-    assert [json.loads(o.strip().splitlines()[-1]) for _, o, _ in ranks] == [{"status": "completed", "steps": 4, "ddp_alive": 0}] * 2
+    ends = [json.loads(o.strip().splitlines()[-1]) for _, o, _ in ranks]
+    assert ends == [{"status": "completed", "steps": 4, "ddp_alive": 0}] * 2
     s = json.loads((rd / "summary.json").read_text())
     assert s["final_loss"] == pytest.approx(one["final_loss"], rel=1e-5)
     assert s["val_loss"] == pytest.approx(one["val_loss"], rel=1e-5)

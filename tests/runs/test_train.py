@@ -375,7 +375,8 @@ try:
     train.train_run(RunConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], device="cpu", progress=False)
 except RuntimeError as e:
     kept = e  # its traceback holds the trainer's frames, as an error on its way out of a worker does
-print(json.dumps({"error": str(kept), "ddp_alive": sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())}))
+alive = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
+print(json.dumps({"error": str(kept), "ddp_alive": alive}))
 """
 
 
