@@ -424,7 +424,8 @@ def _context_blocks(c) -> list:
     return [("p", f"Context: each candidate's loss minus {c.reference}'s at the same width and seed, at the "
                   f"pretraining context and after extension to {max(x.long for x in c.shifts)} tokens (a law "
                   f"reused at a longer context assumes it does not change). The gap widened in {o['widened']} of "
-                  f"{o['n']} pairs, by {o['mean']:+.4f} on average (se {o['se_mean']:.4f}): {verdict}. "
+                  f"{o['n']} pairs ({o['clusters_widened']} of the {o['clusters']} reference runs they share), "
+                  f"by {o['mean']:+.4f} on average (se {o['se_mean']:.4f}): {verdict}. "
                   "costlaw validate --db FILE --mode context lists every pair."),
             ("table", rows, list(rows[0]))]
 

@@ -9,7 +9,9 @@ contexts (a pretraining run and its extension, `base_run_id`, same architecture)
 where the reference is the multi-head default at the same width (n_kv = n_h; `reference` picks another pair).
 The invariance holds where the changes are zero within their noise. Their noise is the val sets' sampling error
 (four losses; an upper bound, since one val set scores all of them) and, with several seeds, the spread of one
-config's change over seeds, which includes the extension's own noise.
+config's change over seeds, which includes the extension's own noise. Candidates at one width and seed share the
+reference's two runs, whose own noise moves all their changes together; the overall test counts those clusters
+too (`ContextCheck.summary`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Shift:
     ref_short: float
     ref_long: float
     se: float | None  # the val sets' error of `change` (root sum of squares of the four)
+    ref_key: tuple = ()  # the reference runs' (d_model, n_layers, head_dim, seed, short, long): pairs sharing it
 
     @property
     def gap_short(self) -> float:
@@ -89,7 +92,12 @@ class ContextCheck:
         moves are compared as widening, change * sign(gap short) (> 0: the gap grew away from zero), whose mean is
         tested against zero, and how many gaps widened against the even odds of a two-sided sign test. A standard
         error is the larger of the changes' spread over pairs (sd / sqrt n) and the val sets' error of the mean,
-        because a few widths of one candidate cannot estimate a spread alone."""
+        because a few widths of one candidate cannot estimate a spread alone.
+
+        Overall, pairs at one width and seed share the reference's two runs, so that reference's luck moves all
+        their changes together: they are one cluster. The overall line also counts clusters (`clusters`, those
+        whose mean widened, a sign test over them) and takes the cluster-robust standard error (CR1) into the
+        larger of the above; with one pair per cluster it equals the spread's."""
         from scipy import stats
 
         def one(shifts: list[Shift], values: list[float]) -> dict:
@@ -105,11 +113,29 @@ class ContextCheck:
                     "sign_test_p": float(stats.binomtest(widened, n, 0.5).pvalue)}
 
         overall = one(self.shifts, [_widening(s) for s in self.shifts])
+        overall.update(self._clustered(overall["mean"]))
+        if overall["se_mean_clustered"] is not None:
+            overall["se_mean"] = max(overall["se_mean"] or 0.0, overall["se_mean_clustered"])
         se = overall["se_mean"]
         overall["holds"] = None if se is None else bool(abs(overall["mean"]) <= 2 * se)
         overall["seed_sd_change"] = self.seed_sd()
         return {"reference": self.reference, "overall": overall,
                 "candidates": {k: one(v, [s.change for s in v]) for k, v in self.by_candidate().items()}}
+
+    def _clustered(self, mean: float) -> dict:
+        """The overall widening's clusters (pairs sharing a reference): how many, how many widened on average, the
+        sign test over them, and the cluster-robust standard error of the mean (None with one cluster)."""
+        from scipy import stats
+
+        groups: dict[tuple, list[float]] = {}
+        for s in self.shifts:
+            groups.setdefault(s.ref_key, []).append(_widening(s))
+        g, n = len(groups), len(self.shifts)
+        widened = sum(sum(v) > 0 for v in groups.values())
+        se = (math.sqrt(g / (g - 1) * sum(sum(x - mean for x in v) ** 2 for v in groups.values())) / n
+              if g > 1 else None)
+        return {"clusters": g, "clusters_widened": widened,
+                "cluster_sign_test_p": float(stats.binomtest(widened, g, 0.5).pvalue), "se_mean_clustered": se}
 
     def to_json(self) -> dict:
         return {**self.summary(), "shifts": [s.to_json() for s in self.shifts], "skipped": self.skipped}
@@ -173,7 +199,8 @@ def context_shifts(runs, reference: str | None = None) -> ContextCheck:
     for r in rows:
         if r["pair"] == ref_pair:
             continue
-        d = ref.get((r["d_model"], r["n_layers"], r["head_dim"], r["seed"], r["short"], r["long"]))
+        key = (r["d_model"], r["n_layers"], r["head_dim"], r["seed"], r["short"], r["long"])
+        d = ref.get(key)
         if d is None:
             skipped.append(f"{r['pair'][0]},{r['pair'][1]} d {r['d_model']} L {r['n_layers']} seed {r['seed']}: "
                            "no reference run at that width, seed and contexts")
@@ -181,7 +208,7 @@ def context_shifts(runs, reference: str | None = None) -> ContextCheck:
         ses = [r["se_short"], r["se_long"], d["se_short"], d["se_long"]]
         shifts.append(Shift(f"{r['pair'][0]},{r['pair'][1]}", r["d_model"], r["n_layers"], r["seed"], r["short"],
                             r["long"], r["loss_short"], r["loss_long"], d["loss_short"], d["loss_long"],
-                            None if None in ses else math.sqrt(sum(e * e for e in ses))))
+                            None if None in ses else math.sqrt(sum(e * e for e in ses)), key))
     if not shifts:
         raise CostlawError(f"--db: only the reference {ref_pair[0]},{ref_pair[1]} has extensions at a width and seed; "
                            "train others")
@@ -215,8 +242,9 @@ def context_evidence(db, sweep: str | None = None) -> str:
     o = c.summary()["overall"]
     verdict = "within noise" if o["holds"] else "beyond noise" if o["holds"] is not None else "noise unknown"
     return (f"this store's extensions measured it up to seq_len {max(s.long for s in c.shifts)}: against "
-            f"{c.reference}, the gap widened in {o['widened']} of {o['n']} pairs, by {o['mean']:+.4f} nats on average "
-            f"(se {_f(o['se_mean'])}, {verdict}; costlaw validate --mode context)")
+            f"{c.reference}, the gap widened in {o['widened']} of {o['n']} pairs ({o['clusters_widened']} of the "
+            f"{o['clusters']} reference runs they share), by {o['mean']:+.4f} nats on average (se {_f(o['se_mean'])}, "
+            f"{verdict}; costlaw validate --mode context)")
 
 
 def render_text(c: ContextCheck) -> str:
@@ -233,10 +261,17 @@ def render_text(c: ContextCheck) -> str:
     lines = [f"the gap to {c.reference} at the pretraining context and after extension, per width and seed "
              "(change = gap long - gap short, nats):", "", table(rows), "", "per candidate:", "", table(per), "",
              f"overall: {o['n']} pairs; the gap widened (grew away from zero) in {o['widened']} (sign test p "
-             f"{o['sign_test_p']:.3g}), by {o['mean']:+.4f} on average (se {_f(o['se_mean'])}); seed sd of a change "
-             f"{_f(o['seed_sd_change'])}; invariance {verdict(o)}"]
+             f"{o['sign_test_p']:.3g}), by {o['mean']:+.4f} on average (se {_f(o['se_mean'])}); {clusters(o)}; "
+             f"seed sd of a change {_f(o['seed_sd_change'])}; invariance {verdict(o)}"]
     lines += [f"skipped: {w}" for w in c.skipped]
     return "\n".join(lines)
+
+
+def clusters(overall: dict) -> str:
+    """The overall line's clause on the references its pairs share."""
+    return (f"the pairs share {overall['clusters']} reference runs, whose pairs widened on average in "
+            f"{overall['clusters_widened']} (sign test p {overall['cluster_sign_test_p']:.3g}; cluster-robust se "
+            f"{_f(overall['se_mean_clustered'])})")
 
 
 def verdict(overall: dict) -> str:

@@ -182,8 +182,8 @@ def test_a_store_with_extensions_reports_the_context_check(tmp_path):
     db = shutil.copy(study, tmp_path / "lc.duckdb")
     res = build_report(db, tmp_path / "r", n_boot=0)
     md = res.markdown.read_text()
-    assert ("The gap widened in 6 of 6 pairs, by +0.0227 on average (se 0.0067): the invariance does not hold within "
-            "two standard errors.") in md
+    assert ("The gap widened in 6 of 6 pairs (2 of the 2 reference runs they share), by +0.0227 on average (se "
+            "0.0119): the invariance holds within two standard errors.") in md
     assert "| 8,2 | 2 | +0.0235 | 0.0065 | 2/2 |" in md
     doc = json.loads(dumps_json(res))["context_check"]
     assert doc["reference"] == "8,8" and doc["overall"]["widened"] == 6

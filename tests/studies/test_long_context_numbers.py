@@ -49,6 +49,17 @@ def test_long_context(cli):
     c.phrase(text, f"The 16K val set's own error is {min(se['extend']):.4f}–{max(se['extend']):.4f}")
     c.phrase(text, f"({min(se['pretrain']):.4f}–{max(se['pretrain']):.4f} here)")
     c.equal("passkey accuracy", {r["retrieval"] for r in runs}, {0.0})
+    o = json.loads(cli(["validate", "--db", "studies/long-context/results.duckdb", "--mode", "context",
+                        "--json"]))["overall"]
+    c.phrase(text, f"the gap widened in {o['widened']} of {o['n']} pairs (sign test p {o['sign_test_p']:.2g}), by "
+                   f"{o['mean']:+.4f} nats on average. The pairs share {o['clusters']} reference runs (the default at "
+                   f"d 192 and at d 256), whose pairs widened on average in {o['clusters_widened']} (sign test p "
+                   f"{o['cluster_sign_test_p']:.3g}), and the standard error is {o['se_mean']:.4f}: the larger of the "
+                   f"spread over pairs ({o['sd'] / math.sqrt(o['n']):.4f}), the val sets' error "
+                   f"({o['val_se_mean']:.4f}) and the cluster-robust error over those references "
+                   f"({o['se_mean_clustered']:.4f}, from two clusters")
+    c.phrase(text, "The invariance holds within two standard errors." if o["holds"] else
+             "The invariance does not hold within two standard errors.")
     twin = query(cli, NOISE, NOISE_RUNS)
     nf = next(r["val_loss"] for r in twin if r["seed"] == 0 and r["packing"] == "uniform")
     c.phrase(text, f"{loss[('pretrain', 256, 8, 2)]:.4f} here, {nf:.4f} there, a difference of "
@@ -183,7 +194,7 @@ def test_long_context_rerun(cli):
                    f"{worst['train_diff_at_share']['1.0']:.4f} apart in training loss")
     n, widened, p, mean, err = context_overall(cli, "ladder-rerun")
     c.phrase(text, f"pairs {n} extensions: the gap widened in **{widened} of {n}** (sign test p {p}), by "
-                   f"**{mean} nats** on average (se {err})")
+                   f"**{mean} nats** on average (se {err},")
     changes = []
     for db in ("ladder", "ladder-rerun"):
         doc = json.loads(cli(["validate", "--db", f"studies/long-context/{db}.duckdb", "--mode", "context", "--json"]))
@@ -192,6 +203,18 @@ def test_long_context_rerun(cli):
             o = doc["overall"]
             c.phrase(text, f"Its se ({o['se_mean']:.4f} for the first attempt's {o['mean']:+.4f}) is the spread of the "
                            f"{o['n']} changes over widths and candidates (sd {o['sd']:.4f} / √{o['n']})")
+            c.phrase(text, f"the {o['n']} pairs share {o['clusters']} reference runs, whose pairs widened on average "
+                           f"in {o['clusters_widened']} (sign test p {o['cluster_sign_test_p']:.3g}; cluster-robust se "
+                           f"{o['se_mean_clustered']:.4f}, below the spread's, so the se stays {o['se_mean']:.4f})")
+            c.phrase(measured_row(LONG), f"the first attempt's {o['widened']} of {o['n']} are "
+                                         f"{o['clusters_widened']} of {o['clusters']} (sign test p "
+                                         f"{o['cluster_sign_test_p']:.3g})")
+        else:
+            o = doc["overall"]
+            c.phrase(text, f"cluster-robust over the {o['clusters']} reference runs they share, "
+                           f"{o['clusters_widened']} of which saw its pairs widen on average")
+            c.phrase(measured_row(LONG), f"the rerun's own test says {o['widened']} of {o['n']} ({o['mean']:+.4f}, "
+                                         f"se {o['se_mean']:.4f})")
     both = sorted(set(changes[0]) & set(changes[1]), key=lambda k: (k[0] != "8,2", k[1]))
     c.equal("changes measured twice", len(both), 3)
     for (cand, d) in both:
