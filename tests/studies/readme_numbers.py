@@ -242,6 +242,26 @@ def label(g: tuple) -> str:
     return f"{g[0]},{g[1]}"
 
 
+def check_law_table(c: Check, text: str, every: dict, fits: dict, seeds: dict, predicted: str,
+                    ceiling: bool = False) -> None:
+    """A GQA ladder README's law table (one row per (n_h, n_kv)) against its every-run fits: parameters with their
+    95% intervals, R² (and its ceiling), and the d 640 runs held out; `predicted` names its prediction column."""
+    ft = Table(text, "(n_h, n_kv)", "runs", "a", where=c.where)
+    for g, f in every.items():
+        key, ci = label(g), fits[g]["ci95"]
+        c.cell(ft, key, "runs", f["n_points"])
+        c.cell(ft, key, "a", f["params"]["a"])
+        c.cell(ft, key, "b (95%)", f["params"]["b"], *ci["b"])
+        c.cell(ft, key, "E (95%)", f["params"]["E"], *ci["E"])
+        c.cell(ft, key, "R²", f["r2"])
+        if ceiling:
+            c.cell(ft, key, "ceiling", f["r2_ceiling"])
+        ho = held_out(f, seeds)
+        c.cell(ft, key, "d 640: measured", *[h[1] for h in ho])
+        c.cell(ft, key, predicted, ho[0][2])
+        c.cell(ft, key, "error", *[h[3] for h in ho])
+
+
 LAW = "--law gqa-size --x N --group-by n_heads,n_kv_heads"
 
 

@@ -13,6 +13,7 @@ from tests.studies.readme_numbers import (
     Table,
     by_group,
     check_fits_file,
+    check_law_table,
     committed_fits,
     fits_of,
     held_out,
@@ -88,19 +89,7 @@ def test_gqa_aspect(cli):
     ladder = json.loads(cli(["query", "--db", f"studies/{STEPS}/results.duckdb", "--format", "json",
                              "select seed, val_loss from runs where d_model = 640"]))
     seeds = {round(r["val_loss"], 12): r["seed"] for r in ladder}
-    ft = Table(text, "(n_h, n_kv)", "runs", "a", where=c.where)
-    for g, f in every.items():
-        key, ci = label(g), files["fits.json"][g]["ci95"]
-        c.cell(ft, key, "runs", f["n_points"])
-        c.cell(ft, key, "a", f["params"]["a"])
-        c.cell(ft, key, "b (95%)", f["params"]["b"], *ci["b"])
-        c.cell(ft, key, "E (95%)", f["params"]["E"], *ci["E"])
-        c.cell(ft, key, "R²", f["r2"])
-        c.cell(ft, key, "ceiling", f["r2_ceiling"])
-        ho = held_out(f, seeds)
-        c.cell(ft, key, "d 640: measured", *[h[1] for h in ho])
-        c.cell(ft, key, "predicted", ho[0][2])
-        c.cell(ft, key, "error", *[h[3] for h in ho])
+    check_law_table(c, text, every, files["fits.json"], seeds, "predicted", ceiling=True)
     r2 = Table(text, "(n_h, n_kv)", "every run", where=c.where)
     old_every, old_mean = committed_fits(STEPS, "fits.json"), committed_fits(STEPS, "fits-seedmean.json")
     for name, column in (("fits.json", "every run"), ("fits-seed0.json", "seed 0"), ("fits-seed1.json", "seed 1"),

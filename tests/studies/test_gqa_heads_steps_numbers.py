@@ -14,6 +14,7 @@ from tests.studies.readme_numbers import (
     argv,
     by_group,
     check_fits_file,
+    check_law_table,
     export,
     fit,
     fits_of,
@@ -90,18 +91,7 @@ def test_gqa_heads_steps(cli, tmp_path):
     files = {name: check_fits_file(c, doc, STEPS_DIR / name) for name, doc in docs.items()}
     every = by_group(docs["fits.json"], "n_heads", "n_kv_heads")
     seeds = {round(r["val_loss"], 12): r["seed"] for r in runs if r["d_model"] == 640}
-    ft = Table(text, "(n_h, n_kv)", "runs", "a", where=c.where)
-    for g, f in every.items():
-        key, ci = label(g), files["fits.json"][g]["ci95"]
-        c.cell(ft, key, "runs", f["n_points"])
-        c.cell(ft, key, "a", f["params"]["a"])
-        c.cell(ft, key, "b (95%)", f["params"]["b"], *ci["b"])
-        c.cell(ft, key, "E (95%)", f["params"]["E"], *ci["E"])
-        c.cell(ft, key, "R²", f["r2"])
-        ho = held_out(f, seeds)
-        c.cell(ft, key, "d 640: measured", *[h[1] for h in ho])
-        c.cell(ft, key, "predicted from d ≤ 512", ho[0][2])
-        c.cell(ft, key, "error", *[h[3] for h in ho])
+    check_law_table(c, text, every, files["fits.json"], seeds, "predicted from d ≤ 512")
     r2 = Table(text, "(n_h, n_kv)", "every run", where=c.where)
     for name, column in (("fits.json", "every run"), ("fits-seed0.json", "seed 0 (`fits-seed0.json`)"),
                          ("fits-seed1.json", "seed 1"), ("fits-seed2.json", "seed 2"),
