@@ -352,7 +352,8 @@ class Trainer:
         if cfg.train.init_from:
             self.base_run_id = init_from(self.model, cfg)
         if cfg.train.precision == "fp8":
-            self._log(f"fp8: {fp8.to_float8(self.model)} linear layers in float8 (torchao)")
+            self._log(f"fp8: {fp8.to_float8(self.model)} linear layers in float8 (torchao"
+                      + ("; emulated on this CPU, slowly)" if dev.type == "cpu" else ")"))
         self.params = self.task.parameters(self.model)
         fused = dev.type == "cuda"
         self.opt = torch.optim.AdamW(param_groups(self.model, self.params, cfg.train.weight_decay), lr=cfg.train.lr,
